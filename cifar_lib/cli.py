@@ -1,0 +1,121 @@
+"""Command line: `python -m cifar_lib train | evaluate | configs`."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import PROFILES, ConfigError, available_configs, load_config
+from .data import DataError
+from .records import RESULTS_DIR
+from .train import DivergenceError
+
+
+def auto_profile() -> str:
+    """`full` with a CUDA GPU, `cpu` otherwise."""
+    import torch
+
+    return "full" if torch.cuda.is_available() else "cpu"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def cmd_train(args) -> int:
+    from .data import load_cifar10
+    from .experiment import run_experiment
+
+    profile = auto_profile() if args.profile == "auto" else args.profile
+    cfg = load_config(args.config, profile, epochs=args.epochs, lr=args.lr,
+                      batch_size=args.batch_size, pipeline=args.pipeline)
+    data = load_cifar10(args.data_root)
+    print(data.describe(), file=sys.stderr)
+    print(f"training {cfg.name} (profile {profile}, seed {args.seed}): {cfg.model}, "
+          f"{cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:g}, "
+          f"{cfg.pipeline} pipeline", file=sys.stderr)
+    record, path = run_experiment(cfg, profile=profile, seed=args.seed, data=data,
+                                  device=args.device, results_dir=args.results_dir,
+                                  progress=not args.quiet)
+    f = record["final"]
+    tta = f" test_acc_tta {_pct(f['test_acc_tta'])}" if "test_acc_tta" in f else ""
+    data_kind = "official data" if record["data"]["official"] else "NOT official data (local copy)"
+    print(f"{cfg.name} [{profile}] seed {args.seed}: val_acc {_pct(f['val_acc'])} "
+          f"test_acc {_pct(f['test_acc'])}{tta} | train {record['train_seconds']:.1f} s, "
+          f"wall {record['wall_seconds']:.1f} s | {record['device']['name']}, "
+          f"{record['precision']} | {data_kind} | record {path}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .data import load_cifar10
+    from .experiment import load_checkpoint, loader_args
+    from .loaders import make_loader
+    from .train import Precision, evaluate, pick_device, resolve_precision
+
+    if not Path(args.checkpoint).is_file():
+        raise ConfigError(f"no checkpoint file at {args.checkpoint}")
+    dev = pick_device(args.device)
+    model, cfg = load_checkpoint(args.checkpoint, dev)
+    data = load_cifar10(args.data_root)
+    print(data.describe(), file=sys.stderr)
+    precision = Precision(resolve_precision(cfg.precision, dev), dev)
+    loader = make_loader(cfg.pipeline, data.test_images, data.test_labels, 500, device=dev,
+                         **loader_args(cfg))
+    plain = evaluate(model, loader, precision=precision)
+    tta = evaluate(model, loader, precision=precision, tta=True)
+    print(f"{args.checkpoint}: test_acc {_pct(plain['acc'])} test_acc_tta {_pct(tta['acc'])} "
+          f"test_loss {plain['loss']:.4f} on {len(data.test_labels)} images")
+    return 0
+
+
+def cmd_configs(args) -> int:
+    for name in available_configs():
+        cfg = load_config(name, "full")
+        print(f"{name:20s} {cfg.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cifar_lib", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one config with one seed and write a results record")
+    t.add_argument("--config", required=True, help="config name in configs/ or a .toml path")
+    t.add_argument("--profile", default="auto", choices=("auto", *PROFILES),
+                   help="auto: full with a CUDA GPU, cpu otherwise")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--data-root", default=None, help="folder holding cifar-10-batches-py/")
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--pipeline", choices=("tensor", "reference"), default=None)
+    t.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
+    t.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="test accuracy of a saved checkpoint")
+    e.add_argument("checkpoint")
+    e.add_argument("--data-root", default=None)
+    e.add_argument("--device", default=None)
+    e.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("configs", help="list the configs in configs/")
+    c.set_defaults(func=cmd_configs)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, PermissionError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except DivergenceError as e:
+        print(f"error: training diverged: {e}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,81 @@
+"""Networks built from intermediate blocks and an output block, a name registry, and
+parameter / FLOP counts."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .blocks import FusedIntermediateBlock, IntermediateBlock, OutputBlock
+
+
+class BlockNet(nn.Module):
+    """A sequence of intermediate blocks followed by an output block.
+
+    `widths` lists the output channels of each block (the input has 3). `fused` picks the
+    fast block implementation; both compute the same function.
+    """
+
+    def __init__(self, widths=(64, 128), num_convs: int = 3, *, batch_norm: bool = False,
+                 dropout: float = 0.0, pool: int = 1, activation: str = "relu",
+                 gate: str = "sigmoid", hidden: tuple[int, ...] = (), num_classes: int = 10,
+                 fused: bool = True):
+        super().__init__()
+        block = FusedIntermediateBlock if fused else IntermediateBlock
+        chans = (3, *widths)
+        self.blocks = nn.Sequential(*(
+            block(cin, cout, num_convs, batch_norm=batch_norm, activation=activation,
+                  dropout=dropout, gate=gate, pool=pool)
+            for cin, cout in zip(chans[:-1], chans[1:])))
+        self.head = OutputBlock(chans[-1], tuple(hidden), num_classes, activation=activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(x))
+
+
+def BasicNet(**overrides) -> BlockNet:
+    """The coursework's basic model: blocks 3->64->128, 3 convs each, ReLU after the sum,
+    global average pool and one fully connected layer (228,441 parameters)."""
+    return BlockNet(**{"widths": (64, 128), "num_convs": 3, **overrides})
+
+
+def ImprovedNet(**overrides) -> BlockNet:
+    """The coursework's improved model: blocks 3->64->128->256 with per-branch batch norm,
+    ReLU and dropout 0.1 after the sum, 2x2 max-pool after each block (1,118,300 parameters)."""
+    return BlockNet(**{"widths": (64, 128, 256), "num_convs": 3, "batch_norm": True,
+                       "dropout": 0.1, "pool": 2, **overrides})
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {"basic": BasicNet, "improved": ImprovedNet}
+
+
+def register(name: str):
+    """Decorator adding a model constructor to the registry under `name`."""
+    def wrap(fn):
+        MODELS[name] = fn
+        return fn
+    return wrap
+
+
+def build_model(name: str, **overrides) -> nn.Module:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
+    return MODELS[name](**overrides)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def count_flops(model: nn.Module, image_size: int = 32) -> int:
+    """Forward FLOPs for one image (a multiply-add counts as 2), by torch's flop counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, image_size, image_size, device=device))
+    model.train(was_training)
+    return int(counter.get_total_flops())

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine.
+#   bash run.sh          set up .venv, train the recommended config with the profile that
+#                        suits this machine (full on a CUDA GPU, cpu otherwise), print results
+#   bash run.sh test     set up .venv and run the test suite
+#   bash run.sh setup    only set up .venv
+# PYTHON picks the interpreter used to create .venv (default python3, 3.10 or newer).
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${VENV:-.venv}
+
+setup() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    "${PYTHON:-python3}" -m venv "$VENV"
+  fi
+  # Re-running is cheap: pip skips what is already installed.
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+}
+
+case "${1:-train}" in
+  setup) setup ;;
+  train)
+    setup
+    shift || true
+    # Without a data folder the official archive is downloaded (checksum-verified) into data/.
+    "$VENV/bin/python" -m cifar_lib train --config "${CONFIG:-seed_improved}" --profile auto "$@"
+    ;;
+  test)
+    setup
+    shift || true
+    "$VENV/bin/python" -m pytest -q "$@"
+    ;;
+  *) echo "usage: bash run.sh [train|test|setup] [extra arguments]" >&2; exit 2 ;;
+esac

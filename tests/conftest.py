@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny CIFAR-10 folders in the official on-disk format, and the local
+copy when it has been built."""
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cifar_lib import data as cdata
+
+LOCAL_COPY = cdata.default_root()
+
+
+def write_batch(path: Path, images: np.ndarray, labels, protocol: int = 2) -> None:
+    """A batch file laid out like the official ones: a pickled dict of bytes keys."""
+    rows = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
+    payload = {b"batch_label": b"test batch", b"labels": [int(v) for v in labels],
+               b"data": rows, b"filenames": [b"img%d.png" % i for i in range(len(images))]}
+    path.write_bytes(pickle.dumps(payload, protocol=protocol))
+
+
+def make_tiny_cifar(root: Path, per_file: int = 100, seed: int = 0) -> Path:
+    """root/cifar-10-batches-py with 5 training batches and a test batch of random images."""
+    rng = np.random.default_rng(seed)
+    folder = root / cdata.FOLDER
+    folder.mkdir(parents=True)
+    for name in cdata.TRAIN_FILES + [cdata.TEST_FILE]:
+        images = rng.integers(0, 256, (per_file, 32, 32, 3), dtype=np.uint8)
+        labels = np.arange(per_file) % 10
+        write_batch(folder / name, images, labels)
+    return folder
+
+
+@pytest.fixture
+def tiny_cifar(tmp_path):
+    return make_tiny_cifar(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def local_copy():
+    if not (LOCAL_COPY / cdata.FOLDER / "data_batch_1").exists():
+        pytest.skip(f"local CIFAR-10 copy not built in {LOCAL_COPY} "
+                    "(python ../shared/cifar10/build_batches.py data)")
+    return cdata.load_cifar10(LOCAL_COPY, download=False)
+
+
+@pytest.fixture(autouse=True)
+def _no_real_downloads(monkeypatch):
+    # Tests never reach the internet: a download attempt goes to a closed local port.
+    monkeypatch.setenv("CIFAR10_URL", "http://127.0.0.1:9/cifar-10-python.tar.gz")
+    os.environ.setdefault("CIFAR_PROFILE", "smoke")

@@ -1,0 +1,50 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "cifar_lib", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def test_smoke_training_run_writes_a_record(local_copy, tmp_path):
+    out = run_cli("train", "--config", "seed_improved", "--profile", "smoke", "--quiet",
+                  "--data-root", local_copy.root, "--results-dir", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert "NOT the official release" in out.stderr
+    summary = out.stdout.strip().splitlines()[-1]
+    assert summary.startswith("seed_improved [smoke] seed 0: val_acc ")
+    assert "test_acc" in summary and "NOT official data" in summary
+    records = list(tmp_path.rglob("*.json"))
+    assert len(records) == 1
+    record = json.loads(records[0].read_text())
+    assert record["data"]["official"] is False and record["profile"] == "smoke"
+    ckpt = record["checkpoint"]
+    ev = run_cli("evaluate", ckpt, "--data-root", local_copy.root)
+    assert ev.returncode == 0, ev.stderr
+    assert "test_acc" in ev.stdout and "on 10000 images" in ev.stdout
+    Path(ckpt).unlink()
+
+
+def test_missing_data_offline_is_a_short_clear_error(tmp_path):
+    out = run_cli("train", "--config", "seed_improved", "--profile", "smoke",
+                  "--data-root", str(tmp_path / "empty"),
+                  env={"CIFAR10_URL": "http://127.0.0.1:9/cifar-10-python.tar.gz"})
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert str(tmp_path / "empty" / "cifar-10-batches-py") in out.stderr
+    assert "--data-root" in out.stderr
+    assert len(out.stderr.strip().splitlines()) <= 3
+
+
+def test_bad_setting_fails_before_any_work(tmp_path):
+    out = run_cli("train", "--config", "seed_improved", "--profile", "smoke", "--lr", "-1",
+                  "--data-root", str(tmp_path / "empty"))
+    assert out.returncode == 2
+    assert "lr must be positive" in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,85 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cifar_lib.config import load_config
+from cifar_lib.data import CIFAR10, load_cifar10
+from cifar_lib.experiment import load_checkpoint, run_experiment
+from cifar_lib.loaders import TensorLoader
+from cifar_lib.models import build_model
+from cifar_lib.records import iter_records, read_record
+from cifar_lib.train import Precision, evaluate, make_optimizer, train_one_epoch
+
+
+def _learnable(n=256, seed=0):
+    """Images whose class sets the mean colour: a small real task a model can learn."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    palette = rng.integers(30, 225, (10, 3))
+    images = palette[labels][:, None, None, :] + rng.normal(0, 25, (n, 32, 32, 3))
+    return np.clip(images, 0, 255).astype(np.uint8), labels
+
+
+@pytest.mark.parametrize("model_name", ["basic", "improved"])
+def test_a_few_epochs_lower_the_loss(model_name):
+    torch.manual_seed(0)
+    x, y = _learnable()
+    cfg = load_config("seed_improved", "smoke", model=model_name, lr=2e-3)
+    model = build_model(model_name, widths=(16, 32))
+    opt = make_optimizer(cfg, model)
+    precision = Precision("fp32", torch.device("cpu"))
+    loader = TensorLoader(x, y, 32, train=True, augment=("flip",))
+    before = evaluate(model, TensorLoader(x, y, 128), precision=precision)["loss"]
+    for epoch in range(3):
+        loader.set_epoch(epoch)
+        stats = train_one_epoch(model, loader, opt, precision=precision, progress=False)
+    after = evaluate(model, TensorLoader(x, y, 128), precision=precision)["loss"]
+    assert after < 0.7 * before
+    assert stats["images_per_second"] > 0 and 0 <= stats["train_acc"] <= 1
+
+
+def _tiny_dataset(seed=0) -> CIFAR10:
+    x, y = _learnable(600, seed)
+    return CIFAR10(x[:500], y[:500], x[500:], y[500:], root="memory", official=False,
+                   mismatched_files=["all"], fingerprint="tiny")
+
+
+def test_results_record_round_trips(tmp_path):
+    cfg = load_config("seed_improved", "smoke", val_size=100, epochs=2,
+                      model_args={"widths": [8, 16, 16]})
+    record, path = run_experiment(cfg, profile="smoke", seed=1, data=_tiny_dataset(),
+                                  results_dir=tmp_path / "results",
+                                  checkpoint_dir=tmp_path / "ckpt", progress=False)
+    assert path.parent == tmp_path / "results" / "smoke" / "seed_improved"
+    assert read_record(path) == json.loads(json.dumps(record))
+    assert record["status"] == "complete" and record["seed"] == 1
+    assert record["data"]["official"] is False and record["data"]["fingerprint"] == "tiny"
+    assert record["data"]["val_images"] == 100 and record["data"]["train_images"] == 400
+    assert [h["epoch"] for h in record["history"]] == [1, 2]
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "train_seconds",
+                "images_per_second"):
+        assert key in record["history"][0]
+    final = record["final"]
+    assert 0 <= final["val_acc"] <= 1 and 0 <= final["test_acc"] <= 1
+    assert record["wall_seconds"] >= record["train_seconds"] > 0
+    assert {"torch", "torchvision", "python"} <= set(record["versions"])
+    assert record["device"]["type"] == "cpu"
+    assert record["config"]["model_args"] == {"widths": [8, 16, 16]}
+    # smoke records are kept apart from what the report reads
+    assert list(iter_records(tmp_path / "results")) == []
+    assert len(list(iter_records(tmp_path / "results", include_smoke=True))) == 1
+    # the checkpoint reloads (weights only) into the same model
+    model, cfg2 = load_checkpoint(record["checkpoint"], torch.device("cpu"))
+    assert cfg2 == cfg
+    assert sum(p.numel() for p in model.parameters()) == record["model"]["parameters"]
+
+
+def test_local_copy_smoke_run_is_marked_unofficial(local_copy, tmp_path):
+    cfg = load_config("seed_improved", "smoke", train_subset=256, eval_subset=200)
+    record, _ = run_experiment(cfg, profile="smoke", data=local_copy,
+                               results_dir=tmp_path, checkpoint_dir=tmp_path, progress=False)
+    assert record["data"]["official"] is False
+    assert record["data"]["fingerprint"] == local_copy.fingerprint
+    assert record["model"]["parameters"] == 1_118_300
