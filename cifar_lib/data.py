@@ -176,10 +176,17 @@ def _download(root: Path) -> None:
     from torchvision.datasets.utils import download_and_extract_archive
 
     url = os.environ.get("CIFAR10_URL", URL)
+    created = not root.exists()
+    archive = root / Path(url).name
     try:
         # Checksum-verified; extracts only after the archive matches ARCHIVE_MD5.
         download_and_extract_archive(url, str(root), md5=ARCHIVE_MD5)
     except Exception as e:  # urllib, socket, ssl and checksum errors all end here
+        # Leave nothing half-written behind: a partial archive, or a folder we made.
+        if archive.exists() and md5_file(archive) != ARCHIVE_MD5:
+            archive.unlink()
+        if created and root.is_dir() and not any(root.iterdir()):
+            root.rmdir()
         raise DataError(
             f"CIFAR-10 not found in {root / FOLDER} and the download from {url} failed "
             f"({type(e).__name__}: {str(e)[:120]}). Fix: connect to the internet and rerun, "

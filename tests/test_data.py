@@ -111,6 +111,7 @@ def test_missing_data_offline_names_folder_and_fix(tmp_path):
     msg = str(err.value)
     assert str(tmp_path / "nowhere" / cdata.FOLDER) in msg
     assert "download" in msg and "--data-root" in msg and "CIFAR10_ROOT" in msg
+    assert not (tmp_path / "nowhere").exists()   # nothing left behind
 
 
 def test_stratified_split_is_disjoint_stratified_deterministic():
