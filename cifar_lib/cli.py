@@ -7,8 +7,9 @@ from pathlib import Path
 
 from .config import PROFILES, ConfigError, available_configs, load_config
 from .data import DataError
+from .checkpoints import CHECKPOINT_DIR
 from .records import RESULTS_DIR
-from .train import DivergenceError
+from .train import DivergenceError, TrainingInterrupted
 
 
 def auto_profile() -> str:
@@ -36,7 +37,8 @@ def cmd_train(args) -> int:
           f"{cfg.pipeline} pipeline", file=sys.stderr)
     record, path = run_experiment(cfg, profile=profile, seed=args.seed, data=data,
                                   device=args.device, results_dir=args.results_dir,
-                                  progress=not args.quiet)
+                                  checkpoint_dir=args.checkpoint_dir,
+                                  progress=not args.quiet, resume=args.resume)
     f = record["final"]
     tta = f" test_acc_tta {_pct(f['test_acc_tta'])}" if "test_acc_tta" in f else ""
     data_kind = "official data" if record["data"]["official"] else "NOT official data (local copy)"
@@ -92,7 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--pipeline", choices=("tensor", "reference"), default=None)
     t.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
     t.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    t.add_argument("--checkpoint-dir", type=Path, default=CHECKPOINT_DIR)
     t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the newest unfinished run of this config, profile and seed")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="test accuracy of a saved checkpoint")
@@ -114,8 +119,13 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except DivergenceError as e:
-        print(f"error: training diverged: {e}", file=sys.stderr)
+        print(f"error: training diverged: {e}. The run's record is marked 'failed'.",
+              file=sys.stderr)
         return 3
+    except TrainingInterrupted as e:
+        print(f"interrupted ({e}); the last epoch's checkpoint is kept: add --resume to the "
+              "same command to continue", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

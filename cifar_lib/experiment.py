@@ -10,15 +10,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import Config
-from .data import CIFAR10, REPO_ROOT, load_cifar10, stratified_split
+from .checkpoints import CHECKPOINT_DIR, find_progress, load_model, load_progress, save_model, save_progress, set_rng_state
+from .config import Config, ConfigError
+from .data import CIFAR10, load_cifar10, stratified_split
 from .loaders import make_loader
 from .models import build_model, count_flops, count_parameters
 from .records import (RESULTS_DIR, SCHEMA, check_writable, device_info, git_commit, versions,
                       write_record)
-from .train import DivergenceError, Precision, evaluate, fit, pick_device, resolve_precision
+from .train import (DivergenceError, Precision, TrainingInterrupted, evaluate, fit, make_optimizer,
+                    make_scheduler, pick_device, resolve_precision, stop_on_signals)
 
-CHECKPOINT_DIR = REPO_ROOT / "checkpoints"
 
 
 @dataclass
@@ -62,28 +63,49 @@ def make_model(cfg: Config, device: torch.device) -> torch.nn.Module:
 def run_experiment(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10 | None = None,
                    data_root=None, device: str | None = None,
                    results_dir: Path = RESULTS_DIR, checkpoint_dir: Path = CHECKPOINT_DIR,
-                   progress: bool = True) -> tuple[dict, Path]:
+                   progress: bool = True, resume: bool | Path = False) -> tuple[dict, Path]:
     """Train `cfg` with `seed`, evaluate once on the test set, write the record.
 
-    Returns (record, path). A diverged run still writes its record (status 'failed') and
-    then raises DivergenceError, so a failure is never mistaken for a result.
+    The full training state is checkpointed after every epoch; `resume` (True: the newest
+    progress checkpoint of this config, profile and seed; or a path) continues from it.
+    Returns (record, path). A diverged run writes its record with status 'failed' and
+    raises DivergenceError; SIGINT / SIGTERM stop at a step boundary, write status
+    'interrupted' and raise TrainingInterrupted. A failure is never mistaken for a result.
     """
-    results_dir = Path(results_dir) / profile / cfg.name
-    check_writable(results_dir)
     wall_start = time.perf_counter()
-    started = dt.datetime.now(dt.timezone.utc)
-    run_id = f"{cfg.name}-{profile}-seed{seed}-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    results_dir = Path(results_dir) / profile / cfg.name
+    checkpoint_dir = Path(checkpoint_dir)
+    check_writable(results_dir)
+    check_writable(checkpoint_dir)
+    dev = pick_device(device)
+    prefix = f"{cfg.name}-{profile}-seed{seed}"
+    state = _resume_state(cfg, resume, checkpoint_dir, prefix, dev) if resume else None
+    now = dt.datetime.now(dt.timezone.utc)
+    run_id = state["run_id"] if state else f"{prefix}-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     path = results_dir / f"{run_id}.json"
+    progress_path = checkpoint_dir / f"{run_id}.progress.pt"
+    spent = state["spent"] if state else {"train_seconds": 0.0, "wall_seconds": 0.0}
 
     data = data or load_cifar10(data_root)
-    dev = pick_device(device)
     precision = Precision(resolve_precision(cfg.precision, dev), dev)
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)           # weight initialisation; restored below when resuming
     splits = make_splits(data, cfg)
     train_loader = make_loader(cfg.pipeline, *splits.train, cfg.batch_size, device=dev,
                                train=True, seed=seed, **loader_args(cfg))
     val_loader = make_loader(cfg.pipeline, *splits.val, 500, device=dev, **loader_args(cfg))
     model = make_model(cfg, dev)
+    optimizer = make_optimizer(cfg, model)
+    scheduler = make_scheduler(cfg, optimizer, len(train_loader))
+    scaler = precision.scaler()
+    history, start_epoch = [], 0
+    if state:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"], dev)
+        history, start_epoch = list(state["history"]), state["position"]["epoch"]
     if cfg.compile:
         model = torch.compile(model)
 
@@ -96,18 +118,37 @@ def run_experiment(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10 | 
         "git_commit": git_commit(),
         "model": {"name": cfg.model, "parameters": count_parameters(model),
                   "forward_flops_per_image": count_flops(model)},
-        "started_at": started.isoformat(timespec="seconds"), "history": [],
+        "started_at": state["started_at"] if state else now.isoformat(timespec="seconds"),
+        "resumed_at_epochs": [*state["resumed_at_epochs"], start_epoch] if state else [],
+        "history": history,
     }
+    train_start = time.perf_counter()
+
+    def elapsed() -> dict:
+        return {"train_seconds": spent["train_seconds"] + time.perf_counter() - train_start,
+                "wall_seconds": spent["wall_seconds"] + time.perf_counter() - wall_start}
+
+    def checkpoint(epoch, hist, opt, sched, scl):
+        save_progress(progress_path, run_id=run_id, epoch=epoch, model=model, optimizer=opt,
+                      scheduler=sched, scaler=scl, history=hist, device=dev,
+                      extra={"config": cfg.to_dict(), "started_at": record["started_at"],
+                             "resumed_at_epochs": record["resumed_at_epochs"],
+                             "spent": elapsed()})
+
     try:
-        train_start = time.perf_counter()
-        record["history"] = fit(model, train_loader, val_loader, cfg, precision=precision,
-                                progress=progress)
-        train_seconds = time.perf_counter() - train_start
-    except DivergenceError as e:
-        record.update(status="failed", error=str(e),
-                      wall_seconds=time.perf_counter() - wall_start)
+        with stop_on_signals():
+            record["history"] = fit(model, train_loader, val_loader, cfg, precision=precision,
+                                    start_epoch=start_epoch, optimizer=optimizer,
+                                    scheduler=scheduler, scaler=scaler, history=history,
+                                    on_epoch_end=checkpoint, progress=progress)
+    except (DivergenceError, TrainingInterrupted) as e:
+        failed = isinstance(e, DivergenceError)
+        record.update(status="failed" if failed else "interrupted", error=str(e), **elapsed())
+        if not failed:
+            record["resume_with"] = "--resume"
         write_record(record, path)
         raise
+    train_seconds = elapsed()["train_seconds"]
 
     # The test set is read here, once, after all training and tuning decisions are made.
     test_loader = make_loader(cfg.pipeline, *splits.test, 500, device=dev, **loader_args(cfg))
@@ -117,30 +158,30 @@ def run_experiment(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10 | 
              "test_loss": test["loss"]}
     if cfg.tta:
         final["test_acc_tta"] = evaluate(model, test_loader, precision=precision, tta=True)["acc"]
-    checkpoint = Path(checkpoint_dir) / f"{run_id}.pt"
-    save_checkpoint(checkpoint, model, cfg, run_id)
+    model_path = checkpoint_dir / f"{run_id}.pt"
+    save_model(model_path, model, cfg, run_id)
     record.update(status="complete", final=final, train_seconds=train_seconds,
-                  wall_seconds=time.perf_counter() - wall_start, checkpoint=str(checkpoint),
+                  wall_seconds=elapsed()["wall_seconds"], checkpoint=str(model_path),
                   finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     write_record(record, path)
+    progress_path.unlink(missing_ok=True)   # the run is complete: nothing left to resume
     return record, path
 
 
-def save_checkpoint(path: Path, model, cfg: Config, run_id: str) -> None:
-    import io
-
-    from .records import atomic_write_bytes
-
-    model = getattr(model, "_orig_mod", model)   # unwrap torch.compile
-    buf = io.BytesIO()
-    torch.save({"run_id": run_id, "config": cfg.to_dict(), "model_state": model.state_dict()}, buf)
-    atomic_write_bytes(path, buf.getvalue())
+def _resume_state(cfg: Config, resume, checkpoint_dir: Path, prefix: str, dev) -> dict:
+    found = Path(resume) if not isinstance(resume, bool) else find_progress(checkpoint_dir, prefix)
+    if found is None or not found.is_file():
+        raise ConfigError(f"nothing to resume: no {prefix}-*.progress.pt in {checkpoint_dir} "
+                          "(a run leaves one after each epoch until it completes); "
+                          "start without --resume")
+    state = load_progress(found, dev)
+    if state["config"] != cfg.to_dict():
+        changed = sorted(k for k in state["config"] if state["config"][k] != cfg.to_dict().get(k))
+        raise ConfigError(f"{found} was made with a different config (changed: "
+                          f"{', '.join(changed)}); resume with the same settings")
+    return state
 
 
 def load_checkpoint(path, device: torch.device) -> tuple[torch.nn.Module, Config]:
-    """Model and config from a checkpoint; weights_only=True, so loading runs no code."""
-    state = torch.load(path, map_location=device, weights_only=True)
-    cfg = Config(**state["config"])
-    model = make_model(cfg, device)
-    model.load_state_dict(state["model_state"])
-    return model, cfg
+    """Model and config from a final checkpoint; weights_only=True, so loading runs no code."""
+    return load_model(path, device, make_model)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass
 
@@ -17,6 +19,49 @@ from .config import Config
 
 class DivergenceError(RuntimeError):
     """The loss became NaN or infinite; the message names epoch, step and learning rate."""
+
+
+# A cross-entropy above this means the true class gets probability below e^-100 (guessing
+# gives 2.3): weights have blown up even if no NaN has appeared yet, so it counts as NaN.
+DIVERGED_LOSS = 100.0
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM arrived; training stopped at a step boundary."""
+
+
+class _StopFlag:
+    """Set by SIGINT / SIGTERM while `stop_on_signals()` is active; read between steps, so
+    a step (and the optimizer state) is never left half-done."""
+
+    def __init__(self):
+        self.signal = None
+
+    def __bool__(self):
+        return self.signal is not None
+
+
+STOP = _StopFlag()
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """Turn SIGINT / SIGTERM into a clean stop at the next step boundary."""
+    if threading.current_thread() is not threading.main_thread():
+        yield                       # handlers can only be set from the main thread
+        return
+
+    def handler(signum, _frame):
+        STOP.signal = signal.Signals(signum).name
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    STOP.signal = None
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        STOP.signal = None
 
 
 # --------------------------------------------------------------------------- device
@@ -86,19 +131,26 @@ def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
 
 
+def schedule_stepping(scheduler) -> str:
+    """When a scheduler steps: every 'batch', on the 'val_loss' after each epoch, or 'none'."""
+    if scheduler is None:
+        return "none"
+    return "val_loss" if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) else "batch"
+
+
 def make_scheduler(cfg: Config, optimizer, steps_per_epoch: int):
-    """(scheduler, stepped) where stepped is 'batch', 'epoch' or 'val_loss'."""
+    """The learning-rate schedule of `cfg` (None for a constant rate)."""
     total = cfg.epochs * steps_per_epoch
     if cfg.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience), "val_loss"
+            optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
     if cfg.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=cfg.lr, total_steps=total, pct_start=cfg.warmup_fraction,
-            anneal_strategy="linear", cycle_momentum=False), "batch"
+            anneal_strategy="linear", cycle_momentum=False)
     if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total), "batch"
-    return None, "none"
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    return None
 
 
 # --------------------------------------------------------------------------- loops
@@ -114,16 +166,21 @@ def train_one_epoch(model, loader, optimizer, *, precision: Precision, scaler=No
     device = precision.device
     scaler = scaler or precision.scaler()
     loss_sum = torch.zeros((), device=device)
+    worst = torch.zeros((), device=device)       # largest step loss since the last check
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    # Reading the loss forces the host to wait for the device; on a GPU we do it every
+    # Reading a value forces the host to wait for the device; on a GPU we do it every
     # few steps, on a CPU it is free.
     check_every = 1 if device.type == "cpu" else 20
     bar = tqdm(total=len(loader), desc=f"epoch {epoch + 1}", disable=not progress,
                leave=False, dynamic_ncols=True)
     start = time.perf_counter()
     for step, (x, y) in enumerate(loader):
+        if STOP:
+            bar.close()
+            raise TrainingInterrupted(f"{STOP.signal} in epoch {epoch + 1} before step {step + 1}")
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        lr = _lr(optimizer)
         with precision.autocast():
             logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
@@ -133,18 +190,23 @@ def train_one_epoch(model, loader, optimizer, *, precision: Precision, scaler=No
         scaler.update()
         if scheduler is not None:
             scheduler.step()
-        loss_sum += loss.detach() * len(y)
+        loss = loss.detach()
+        worst = torch.maximum(worst, loss)           # NaN propagates through maximum
+        loss_sum += loss * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
         if (step + 1) % check_every == 0 or step + 1 == len(loader):
-            mean_loss = loss_sum.item() / seen
-            if not math.isfinite(mean_loss):
+            worst_loss = worst.item()
+            if not (math.isfinite(worst_loss) and worst_loss <= DIVERGED_LOSS):
+                bar.close()
                 raise DivergenceError(
-                    f"loss became {mean_loss} in epoch {epoch + 1}, step {step + 1} "
-                    f"(learning rate {_lr(optimizer):.3g}); lower the learning rate "
-                    "(--lr) or use a warm-up schedule")
+                    f"loss reached {worst_loss:.3g} in epoch {epoch + 1} by step {step + 1} "
+                    f"at learning rate {lr:.3g} (over {DIVERGED_LOSS:g} or not a number means "
+                    "the weights blew up); lower the learning rate (--lr) or use a warm-up "
+                    "schedule")
+            worst.zero_()
             elapsed = time.perf_counter() - start
-            bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{correct.item() / seen:.3f}",
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
                             img_s=f"{seen / elapsed:.0f}", refresh=False)
         bar.update(1)
     bar.close()
@@ -178,20 +240,19 @@ def evaluate(model, loader, *, precision: Precision, tta: bool = False) -> dict:
 
 
 def fit(model, train_loader, val_loader, cfg: Config, *, precision: Precision,
-        start_epoch: int = 0, optimizer=None, scheduler=None, history=None,
+        start_epoch: int = 0, optimizer=None, scheduler=None, scaler=None, history=None,
         on_epoch_end=None, progress: bool = True) -> list[dict]:
     """Train for cfg.epochs, evaluating on the validation split after every epoch.
 
     The learning-rate schedule only ever sees validation numbers, never the test set.
-    `on_epoch_end(epoch, history, optimizer, scheduler)` is where callers checkpoint.
+    `on_epoch_end(epoch, history, optimizer, scheduler, scaler)` is where callers
+    checkpoint; passing their states back with `start_epoch` resumes.
     """
-    optimizer = optimizer or make_optimizer(cfg, model)
-    if scheduler is None:
-        scheduler, stepped = make_scheduler(cfg, optimizer, len(train_loader))
-    else:
-        stepped = {"ReduceLROnPlateau": "val_loss", "OneCycleLR": "batch",
-                   "CosineAnnealingLR": "batch"}.get(type(scheduler).__name__, "none")
-    scaler = precision.scaler()
+    if optimizer is None:
+        optimizer = make_optimizer(cfg, model)
+        scheduler = make_scheduler(cfg, optimizer, len(train_loader))
+    stepped = schedule_stepping(scheduler)
+    scaler = scaler or precision.scaler()
     history = list(history or [])
     epochs = tqdm(range(start_epoch, cfg.epochs), desc=cfg.name, disable=not progress,
                   initial=start_epoch, total=cfg.epochs, dynamic_ncols=True)
@@ -211,5 +272,5 @@ def fit(model, train_loader, val_loader, cfg: Config, *, precision: Precision,
         epochs.set_postfix(train_acc=f"{stats['train_acc']:.3f}", val_acc=f"{val['acc']:.3f}",
                            img_s=f"{stats['images_per_second']:.0f}")
         if on_epoch_end is not None:
-            on_epoch_end(epoch, history, optimizer, scheduler)
+            on_epoch_end(epoch, history, optimizer, scheduler, scaler)
     return history

@@ -1,0 +1,170 @@
+"""Nothing lost, nothing executed: resume after SIGKILL, clean stop on SIGTERM, atomic
+records under concurrency, divergence guard, unwritable folders, unsafe checkpoints."""
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cifar_lib.experiment import load_checkpoint
+
+REPO = Path(__file__).resolve().parent.parent
+TIMING = {"train_seconds", "images_per_second"}   # the only fields allowed to differ
+
+TINY = """
+model = "improved"
+augment = ["crop", "flip", "rotate"]
+rotate_degrees = 10.0
+optimizer = "rmsprop"
+lr = 1e-3
+schedule = "onecycle"
+batch_size = 64
+epochs = 3
+train_subset = 1024
+eval_subset = 500
+"""
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    return path
+
+
+def train_cmd(config, tmp_path, local_copy, *extra):
+    return [sys.executable, "-m", "cifar_lib", "train", "--config", str(config), "--profile",
+            "cpu", "--quiet", "--data-root", local_copy.root,
+            "--results-dir", str(tmp_path / "results"),
+            "--checkpoint-dir", str(tmp_path / "ckpt"), *extra]
+
+
+def records(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(folder.rglob("*.json"))]
+
+
+def comparable(history):
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in history]
+
+
+def wait_for(predicate, proc, timeout=120):
+    deadline = time.time() + timeout
+    while not predicate():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_sigkill_mid_epoch_then_resume_matches_an_unbroken_run(tmp_path, local_copy, tiny_config):
+    unbroken = subprocess.run(train_cmd(tiny_config, tmp_path / "a", local_copy),
+                              cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert unbroken.returncode == 0, unbroken.stderr
+    [expected] = records(tmp_path / "a" / "results")
+
+    cmd = train_cmd(tiny_config, tmp_path / "b", local_copy)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckpt = tmp_path / "b" / "ckpt"
+    wait_for(lambda: any(ckpt.glob("*.progress.pt")), proc)
+    time.sleep(1.0)                       # well into epoch 2 of 3 (an epoch takes seconds)
+    assert proc.poll() is None
+    proc.kill()                           # SIGKILL: no handler, no cleanup
+    proc.wait()
+    [progress] = ckpt.glob("*.progress.pt")
+    state = torch.load(progress, weights_only=True)
+    assert 1 <= state["position"]["epoch"] < 3
+    assert records(tmp_path / "b" / "results") == []     # no record, not even half of one
+
+    resumed = subprocess.run(cmd + ["--resume"], cwd=REPO, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    [got] = records(tmp_path / "b" / "results")
+    assert got["status"] == "complete"
+    assert got["resumed_at_epochs"] == [state["position"]["epoch"]]
+    assert comparable(got["history"]) == comparable(expected["history"])
+    assert got["final"] == expected["final"]
+    assert not any(ckpt.glob("*.progress.pt"))          # finished: nothing left to resume
+
+
+def test_sigterm_stops_cleanly_and_marks_the_record_interrupted(tmp_path, local_copy, tiny_config):
+    cmd = train_cmd(tiny_config, tmp_path, local_copy)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: any((tmp_path / "ckpt").glob("*.progress.pt")), proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "--resume" in err and "Traceback" not in err
+    [record] = records(tmp_path / "results")
+    assert record["status"] == "interrupted" and "SIGTERM" in record["error"]
+    assert "final" not in record
+    assert len(list((tmp_path / "ckpt").glob("*.progress.pt"))) == 1
+    done = subprocess.run(cmd + ["--resume"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    [record] = records(tmp_path / "results")                # the same record, now complete
+    assert record["status"] == "complete" and len(record["history"]) == 3
+
+
+def test_two_runs_writing_one_results_folder_lose_nothing(tmp_path, local_copy, tiny_config):
+    cmd = train_cmd(tiny_config, tmp_path, local_copy, "--epochs", "1")
+    procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+    files = sorted(p for p in (tmp_path / "results").rglob("*") if p.is_file())
+    assert len(files) == 2 and all(p.suffix == ".json" for p in files)
+    recs = [json.loads(p.read_text()) for p in files]
+    assert {r["status"] for r in recs} == {"complete"}
+    assert recs[0]["id"] != recs[1]["id"]
+
+
+def test_divergence_stops_with_a_failed_record(tmp_path, local_copy):
+    out = subprocess.run([sys.executable, "-m", "cifar_lib", "train", "--config", "seed_improved",
+                          "--profile", "smoke", "--lr", "1e6", "--quiet",
+                          "--data-root", local_copy.root, "--results-dir", str(tmp_path / "r"),
+                          "--checkpoint-dir", str(tmp_path / "c")],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 3
+    assert "diverged" in out.stderr and "epoch 1" in out.stderr and "learning rate 1e+06" in out.stderr
+    [record] = records(tmp_path / "r")
+    assert record["status"] == "failed" and "final" not in record
+
+
+def test_unwritable_results_folder_fails_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    out = subprocess.run([sys.executable, "-m", "cifar_lib", "train", "--config", "seed_improved",
+                          "--profile", "smoke", "--results-dir", str(blocker / "results")],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "cannot write results to" in out.stderr and "--results-dir" in out.stderr
+
+
+def test_resume_without_a_checkpoint_says_so(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "cifar_lib", "train", "--config", "seed_improved",
+                          "--profile", "smoke", "--resume", "--results-dir", str(tmp_path / "r"),
+                          "--checkpoint-dir", str(tmp_path / "c")],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "nothing to resume" in out.stderr
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoint_that_runs_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"config": {}, "model_state": _Evil(marker)}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        load_checkpoint(path, torch.device("cpu"))
+    assert not marker.exists()
