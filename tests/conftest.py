@@ -32,6 +32,16 @@ def make_tiny_cifar(root: Path, per_file: int = 100, seed: int = 0) -> Path:
     return folder
 
 
+class Evil:
+    """Unpickling this runs `touch marker`: a stand-in for a file that carries code."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
 @pytest.fixture
 def tiny_cifar(tmp_path):
     return make_tiny_cifar(tmp_path)

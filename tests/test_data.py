@@ -1,11 +1,10 @@
-import os
 import pickle
 
 import numpy as np
 import pytest
 
 from cifar_lib import data as cdata
-from conftest import make_tiny_cifar, write_batch
+from conftest import Evil, make_tiny_cifar, write_batch
 
 
 @pytest.mark.parametrize("protocol", [2, 4])
@@ -59,18 +58,11 @@ def test_local_copy_loads_as_not_official(local_copy):
     assert local_copy.train_labels[:10].tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
 
 
-class _Evil:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
 
 def test_malicious_pickle_is_refused_without_running(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "data_batch_1"
-    path.write_bytes(pickle.dumps({b"data": _Evil(marker), b"labels": [0]}, protocol=2))
+    path.write_bytes(pickle.dumps({b"data": Evil(marker), b"labels": [0]}, protocol=2))
     with pytest.raises(cdata.DataError, match="refusing to load global"):
         cdata.read_batch(path)
     assert not marker.exists()

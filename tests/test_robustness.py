@@ -1,7 +1,6 @@
 """Nothing lost, nothing executed: resume after SIGKILL, clean stop on SIGTERM, atomic
 records under concurrency, divergence guard, unwritable folders, unsafe checkpoints."""
 import json
-import os
 import pickle
 import signal
 import subprocess
@@ -13,6 +12,7 @@ import pytest
 import torch
 
 from cifar_lib.experiment import load_checkpoint
+from conftest import Evil
 
 REPO = Path(__file__).resolve().parent.parent
 TIMING = {"train_seconds", "images_per_second"}   # the only fields allowed to differ
@@ -153,18 +153,11 @@ def test_resume_without_a_checkpoint_says_so(tmp_path):
     assert out.returncode == 2 and "nothing to resume" in out.stderr
 
 
-class _Evil:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
 
 def test_checkpoint_that_runs_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
-    torch.save({"config": {}, "model_state": _Evil(marker)}, path)
+    torch.save({"config": {}, "model_state": Evil(marker)}, path)
     with pytest.raises(pickle.UnpicklingError):
         load_checkpoint(path, torch.device("cpu"))
     assert not marker.exists()
