@@ -10,6 +10,57 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "identity": nn
 GATES = ("sigmoid", "softmax")
 
 
+class _MaskedScale(torch.autograd.Function):
+    """x * scale where keep, else 0; saves only the boolean mask for the backward pass."""
+
+    @staticmethod
+    def forward(ctx, x, drop, scale):
+        ctx.save_for_backward(drop)
+        ctx.scale = scale
+        return torch.where(drop, 0.0, x).mul_(scale)   # where keeps x's memory layout
+
+    @staticmethod
+    def backward(ctx, grad):
+        (drop,) = ctx.saved_tensors
+        return torch.where(drop, 0.0, grad).mul_(ctx.scale), None, None
+
+
+class FastDropout(nn.Module):
+    """Dropout whose random mask is cheap on a CPU.
+
+    torch draws one random number per element for its mask, which costs about as much as
+    a convolution here. This draws 64 random bits and cuts them into four 16-bit numbers,
+    so an element is dropped with probability round(p * 2^16) / 2^16 (p to within 1e-5),
+    from the same global generator (seeding and checkpoints work as usual). Other devices
+    use torch's own fused dropout.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout must lie in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, training=True)
+        n = x.numel()
+        # The full signed range: plain random_() on int64 never sets the sign bit.
+        bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2**63, None)
+        drop = bits.view(torch.int16)[:n] < -32768 + round(self.p * 65536)
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            b, c, h, w = x.shape        # lay the mask out in x's memory order
+            drop = drop.view(b, h, w, c).permute(0, 3, 1, 2)
+        else:
+            drop = drop.view(x.shape)
+        return _MaskedScale.apply(x, drop, 1.0 / (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 def _gate(logits: torch.Tensor, kind: str) -> torch.Tensor:
     return torch.sigmoid(logits) if kind == "sigmoid" else torch.softmax(logits, dim=1)
 
@@ -19,12 +70,13 @@ class IntermediateBlock(nn.Module):
     where a = gate(Linear(mean of x over height and width)).
 
     Then activation, dropout and (optionally) pooling. This is the readable per-branch
-    form; `FusedIntermediateBlock` computes exactly the same function faster.
+    form; `FusedIntermediateBlock` computes exactly the same function with one wide
+    convolution. `cheap_dropout` swaps torch's dropout mask for `FastDropout`'s.
     """
 
     def __init__(self, in_channels: int, out_channels: int, num_convs: int = 3, *,
                  batch_norm: bool = False, activation: str = "relu", dropout: float = 0.0,
-                 gate: str = "sigmoid", pool: int = 1):
+                 gate: str = "sigmoid", pool: int = 1, cheap_dropout: bool = False):
         super().__init__()
         if num_convs < 1:
             raise ValueError(f"num_convs must be >= 1, got {num_convs}")
@@ -32,75 +84,70 @@ class IntermediateBlock(nn.Module):
             raise ValueError(f"gate must be one of {GATES}, got {gate!r}")
         self.in_channels, self.out_channels, self.num_convs = in_channels, out_channels, num_convs
         self.gate = gate
-        self.convs = nn.ModuleList(
-            nn.Conv2d(in_channels, out_channels, 3, padding=1) for _ in range(num_convs))
-        self.norms = nn.ModuleList(
-            nn.BatchNorm2d(out_channels) if batch_norm else nn.Identity() for _ in range(num_convs))
+        self._make_branches(batch_norm)
         self.mixer = nn.Linear(in_channels, num_convs)
         self.activation = ACTIVATIONS[activation]()
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        if dropout > 0:
+            self.dropout = FastDropout(dropout) if cheap_dropout else nn.Dropout(dropout)
+        else:
+            self.dropout = nn.Identity()
         self.pool = nn.MaxPool2d(pool) if pool > 1 else nn.Identity()
+
+    def _make_branches(self, batch_norm: bool) -> None:
+        self.convs = nn.ModuleList(
+            nn.Conv2d(self.in_channels, self.out_channels, 3, padding=1)
+            for _ in range(self.num_convs))
+        self.norms = nn.ModuleList(
+            nn.BatchNorm2d(self.out_channels) if batch_norm else nn.Identity()
+            for _ in range(self.num_convs))
 
     def branch_weights(self, x: torch.Tensor) -> torch.Tensor:
         """The L mixing weights per image, shape [batch, L]."""
         return _gate(self.mixer(x.mean(dim=(2, 3))), self.gate)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.branch_weights(x)
+    def mix(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """sum_l a[:, l] * branch_l(x)."""
         out = 0
         for l, (conv, norm) in enumerate(zip(self.convs, self.norms)):
             out = out + a[:, l, None, None, None] * norm(conv(x))
-        return self.pool(self.dropout(self.activation(out)))
-
-
-class FusedIntermediateBlock(nn.Module):
-    """The same function as `IntermediateBlock`, computed as ONE convolution with
-    L*out_channels filters and ONE batch norm over them (batch norm is per channel, so
-    this is exactly L separate ones), then a weighted sum over the L groups.
-
-    One big convolution keeps the matrix units busy where three small ones would each
-    re-read the input; parameter count and state are the same as the per-branch form
-    (see `from_branches`).
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, num_convs: int = 3, *,
-                 batch_norm: bool = False, activation: str = "relu", dropout: float = 0.0,
-                 gate: str = "sigmoid", pool: int = 1):
-        super().__init__()
-        if num_convs < 1:
-            raise ValueError(f"num_convs must be >= 1, got {num_convs}")
-        if gate not in GATES:
-            raise ValueError(f"gate must be one of {GATES}, got {gate!r}")
-        self.in_channels, self.out_channels, self.num_convs = in_channels, out_channels, num_convs
-        self.gate = gate
-        self.conv = nn.Conv2d(in_channels, num_convs * out_channels, 3, padding=1)
-        self.norm = nn.BatchNorm2d(num_convs * out_channels) if batch_norm else nn.Identity()
-        self.mixer = nn.Linear(in_channels, num_convs)
-        self.activation = ACTIVATIONS[activation]()
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.pool = nn.MaxPool2d(pool) if pool > 1 else nn.Identity()
-
-    branch_weights = IntermediateBlock.branch_weights
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.branch_weights(x)
-        y = self.norm(self.conv(x))
-        out = self.weighted_sum(y, a)
-        return self.pool(self.dropout(self.activation(out)))
+        return self.pool(self.dropout(self.activation(self.mix(x, self.branch_weights(x)))))
+
+
+class FusedIntermediateBlock(IntermediateBlock):
+    """The same function as `IntermediateBlock`, computed as ONE convolution with
+    L*out_channels filters and ONE batch norm over them (batch norm is per channel, so
+    this is exactly L separate ones), then a weighted sum over the L branches.
+
+    One wide convolution is one big matrix product where L small ones would each re-read
+    the input. Its output channels are ordered branch-minor (channel c of branch l is
+    c*L + l), so in channels-last memory the L values to mix sit side by side and the
+    weighted sum is one matrix-vector product per image. Parameter count and state are
+    those of the per-branch form (see `from_branches`).
+    """
+
+    def _make_branches(self, batch_norm: bool) -> None:
+        wide = self.num_convs * self.out_channels
+        self.conv = nn.Conv2d(self.in_channels, wide, 3, padding=1)
+        self.norm = nn.BatchNorm2d(wide) if batch_norm else nn.Identity()
+
+    def mix(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return self.weighted_sum(self.norm(self.conv(x)), a)
 
     def weighted_sum(self, y: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """sum_l a[:, l] * (group l of y's channels), as one batched matrix product that
-        reads y in the order it lies in memory, so no copy is made and the gradient
-        flowing back into batch norm keeps y's layout."""
+        """out[:, c] = sum_l a[:, l] * y[:, c*L + l]."""
         b, _, h, w = y.shape
         L, c = self.num_convs, self.out_channels
         a = a.to(y.dtype)
-        if y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous():
-            pixels = y.permute(0, 2, 3, 1).reshape(b, h * w, L, c)   # a view, no copy
-            out = torch.matmul(a[:, None, None, :], pixels)           # [B, HW, 1, C]
-            return out.view(b, h, w, c).permute(0, 3, 1, 2)          # channels-last again
-        out = torch.bmm(a.unsqueeze(1), y.reshape(b, L, c * h * w))   # [B, 1, C*H*W]
-        return out.view(b, c, h, w)
+        if y.is_contiguous(memory_format=torch.channels_last):
+            # Memory is [B, H, W, C, L]: one matrix-vector product per image,
+            # [H*W*C, L] @ [L, 1], reading y once, in order, with no copy.
+            pixels = y.permute(0, 2, 3, 1).reshape(b, h * w * c, L)
+            out = torch.bmm(pixels, a.unsqueeze(2))                     # [B, H*W*C, 1]
+            return out.view(b, h, w, c).permute(0, 3, 1, 2)            # channels-last
+        return (y.view(b, c, L, h, w) * a[:, None, :, None, None]).sum(2)
 
     @classmethod
     def from_branches(cls, block: IntermediateBlock) -> "FusedIntermediateBlock":
@@ -109,13 +156,17 @@ class FusedIntermediateBlock(nn.Module):
         fused = cls(block.in_channels, block.out_channels, block.num_convs,
                     batch_norm=has_bn, gate=block.gate)
         fused.activation, fused.dropout, fused.pool = block.activation, block.dropout, block.pool
+
+        def interleave(tensors):          # branch-minor: [C, L, ...] flattened to C*L
+            return torch.stack(list(tensors), dim=1).flatten(0, 1)
+
         with torch.no_grad():
-            fused.conv.weight.copy_(torch.cat([c.weight for c in block.convs]))
-            fused.conv.bias.copy_(torch.cat([c.bias for c in block.convs]))
+            fused.conv.weight.copy_(interleave(c.weight for c in block.convs))
+            fused.conv.bias.copy_(interleave(c.bias for c in block.convs))
             fused.mixer.load_state_dict(block.mixer.state_dict())
             if has_bn:
                 for name in ("weight", "bias", "running_mean", "running_var"):
-                    getattr(fused.norm, name).copy_(torch.cat([getattr(n, name) for n in block.norms]))
+                    getattr(fused.norm, name).copy_(interleave(getattr(n, name) for n in block.norms))
                 fused.norm.num_batches_tracked.copy_(block.norms[0].num_batches_tracked)
                 fused.norm.momentum, fused.norm.eps = block.norms[0].momentum, block.norms[0].eps
         return fused.to(block.mixer.weight.device).train(block.training)

@@ -30,15 +30,15 @@ def _unwrap(model):
     return getattr(model, "_orig_mod", model)   # torch.compile's wrapper
 
 
-def save_model(path: Path, model, cfg: Config, run_id: str) -> None:
-    _save({"run_id": run_id, "config": cfg.to_dict(),
+def save_model(path: Path, model, cfg: Config, run_id: str, model_args: dict) -> None:
+    _save({"run_id": run_id, "config": cfg.to_dict(), "model_args": model_args,
            "model_state": _unwrap(model).state_dict()}, path)
 
 
 def load_model(path, device: torch.device, make_model) -> tuple[torch.nn.Module, Config]:
     state = _load(path, device)
     cfg = Config(**state["config"])
-    model = make_model(cfg, device)
+    model = make_model(cfg, device, state["model_args"])
     model.load_state_dict(state["model_state"])
     return model, cfg
 

@@ -14,7 +14,7 @@ from .checkpoints import CHECKPOINT_DIR, find_progress, load_model, load_progres
 from .config import Config, ConfigError
 from .data import CIFAR10, load_cifar10, stratified_split
 from .loaders import make_loader
-from .models import build_model, count_flops, count_parameters
+from .models import build_model, count_flops, count_parameters, engine_defaults
 from .records import (RESULTS_DIR, SCHEMA, check_writable, device_info, git_commit, versions,
                       write_record)
 from .train import (DivergenceError, Precision, TrainingInterrupted, evaluate, fit, make_optimizer,
@@ -53,8 +53,16 @@ def loader_args(cfg: Config) -> dict:
             "normalize": cfg.normalize}
 
 
-def make_model(cfg: Config, device: torch.device) -> torch.nn.Module:
-    model = build_model(cfg.model, **cfg.model_args).to(device)
+def resolved_model_args(cfg: Config, device: torch.device) -> dict:
+    """The config's model arguments, with the engine's choice for `device` wherever the
+    config leaves one open. Records and checkpoints keep the result, so a model trained
+    on one device rebuilds identically on another."""
+    return {**engine_defaults(device), **cfg.model_args}
+
+
+def make_model(cfg: Config, device: torch.device, model_args: dict | None = None):
+    args = resolved_model_args(cfg, device) if model_args is None else model_args
+    model = build_model(cfg.model, **args).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -93,7 +101,8 @@ def run_experiment(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10 | 
     train_loader = make_loader(cfg.pipeline, *splits.train, cfg.batch_size, device=dev,
                                train=True, seed=seed, **loader_args(cfg))
     val_loader = make_loader(cfg.pipeline, *splits.val, 500, device=dev, **loader_args(cfg))
-    model = make_model(cfg, dev)
+    model_args = state["model_args"] if state else resolved_model_args(cfg, dev)
+    model = make_model(cfg, dev, model_args)
     optimizer = make_optimizer(cfg, model)
     scheduler = make_scheduler(cfg, optimizer, len(train_loader))
     scaler = precision.scaler()
@@ -116,7 +125,7 @@ def run_experiment(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10 | 
                  "val_images": len(splits.val[1]), "test_images": len(splits.test[1])},
         "device": device_info(dev), "precision": precision.name, "versions": versions(),
         "git_commit": git_commit(),
-        "model": {"name": cfg.model, "parameters": count_parameters(model),
+        "model": {"name": cfg.model, "args": model_args, "parameters": count_parameters(model),
                   "forward_flops_per_image": count_flops(model)},
         "started_at": state["started_at"] if state else now.isoformat(timespec="seconds"),
         "resumed_at_epochs": [*state["resumed_at_epochs"], start_epoch] if state else [],
@@ -131,7 +140,8 @@ def run_experiment(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10 | 
     def checkpoint(epoch, hist, opt, sched, scl):
         save_progress(progress_path, run_id=run_id, epoch=epoch, model=model, optimizer=opt,
                       scheduler=sched, scaler=scl, history=hist, device=dev,
-                      extra={"config": cfg.to_dict(), "started_at": record["started_at"],
+                      extra={"config": cfg.to_dict(), "model_args": model_args,
+                             "started_at": record["started_at"],
                              "resumed_at_epochs": record["resumed_at_epochs"],
                              "spent": elapsed()})
 
@@ -159,7 +169,7 @@ def run_experiment(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10 | 
     if cfg.tta:
         final["test_acc_tta"] = evaluate(model, test_loader, precision=precision, tta=True)["acc"]
     model_path = checkpoint_dir / f"{run_id}.pt"
-    save_model(model_path, model, cfg, run_id)
+    save_model(model_path, model, cfg, run_id, model_args)
     record.update(status="complete", final=final, train_seconds=train_seconds,
                   wall_seconds=elapsed()["wall_seconds"], checkpoint=str(model_path),
                   finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))

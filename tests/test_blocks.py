@@ -50,12 +50,12 @@ def test_fused_block_equals_per_branch_block(channels_last):
     # train mode: batch statistics, and the running statistics they update
     out_ref, out_fused = ref(x), fused(x)
     assert (out_ref - out_fused).abs().max().item() <= 1e-5
-    running = torch.cat([n.running_mean for n in ref.norms])
+    running = torch.stack([n.running_mean for n in ref.norms], 1).flatten()
     assert (running - fused.norm.running_mean).abs().max().item() <= 1e-6
     # gradients agree too
     out_ref.square().sum().backward()
     out_fused.square().sum().backward()
-    grad_ref = torch.cat([c.weight.grad for c in ref.convs])
+    grad_ref = torch.stack([c.weight.grad for c in ref.convs], 1).flatten(0, 1)
     assert (grad_ref - fused.conv.weight.grad).abs().max().item() <= 1e-4
     # eval mode: running statistics
     ref.eval(), fused.eval()
@@ -85,3 +85,27 @@ def test_models_map_images_to_ten_logits(name):
 def test_unknown_model_lists_the_valid_ones():
     with pytest.raises(ValueError, match="basic, improved"):
         build_model("resnet")
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_dropout_drops_p_and_rescales(channels_last):
+    from cifar_lib.blocks import FastDropout
+
+    torch.manual_seed(0)
+    drop = FastDropout(0.1)
+    x = torch.ones(64, 16, 32, 32, requires_grad=True)
+    if channels_last:
+        x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    out = drop(x)
+    dropped = (out == 0).float().mean().item()
+    assert abs(dropped - 0.1) < 0.005
+    kept = out[out != 0]
+    torch.testing.assert_close(kept, torch.full_like(kept, 1 / 0.9))
+    out.sum().backward()                       # gradient goes through the same mask
+    assert torch.equal(x.grad == 0, out == 0)
+    assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
+    torch.manual_seed(1)
+    a = drop(x)
+    torch.manual_seed(1)
+    assert torch.equal(a, drop(x))             # reproducible from the global seed
+    assert torch.equal(drop.eval()(x), x)      # identity at evaluation

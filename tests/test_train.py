@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from cifar_lib.blocks import FusedIntermediateBlock
 from cifar_lib.config import load_config
 from cifar_lib.data import CIFAR10, load_cifar10
 from cifar_lib.experiment import load_checkpoint, run_experiment
@@ -46,9 +47,10 @@ def _tiny_dataset(seed=0) -> CIFAR10:
                    mismatched_files=["all"], fingerprint="tiny")
 
 
-def test_results_record_round_trips(tmp_path):
+@pytest.mark.parametrize("fused", [False, True])
+def test_results_record_round_trips(tmp_path, fused):
     cfg = load_config("seed_improved", "smoke", val_size=100, epochs=2,
-                      model_args={"widths": [8, 16, 16]})
+                      model_args={"widths": [8, 16, 16], "fused": fused})
     record, path = run_experiment(cfg, profile="smoke", seed=1, data=_tiny_dataset(),
                                   results_dir=tmp_path / "results",
                                   checkpoint_dir=tmp_path / "ckpt", progress=False)
@@ -66,7 +68,8 @@ def test_results_record_round_trips(tmp_path):
     assert record["wall_seconds"] >= record["train_seconds"] > 0
     assert {"torch", "torchvision", "python"} <= set(record["versions"])
     assert record["device"]["type"] == "cpu"
-    assert record["config"]["model_args"] == {"widths": [8, 16, 16]}
+    assert record["config"]["model_args"] == {"widths": [8, 16, 16], "fused": fused}
+    assert record["model"]["args"]["fused"] is fused
     # smoke records are kept apart from what the report reads
     assert list(iter_records(tmp_path / "results")) == []
     assert len(list(iter_records(tmp_path / "results", include_smoke=True))) == 1
@@ -74,6 +77,7 @@ def test_results_record_round_trips(tmp_path):
     model, cfg2 = load_checkpoint(record["checkpoint"], torch.device("cpu"))
     assert cfg2 == cfg
     assert sum(p.numel() for p in model.parameters()) == record["model"]["parameters"]
+    assert isinstance(model.blocks[0], FusedIntermediateBlock) is fused
 
 
 def test_local_copy_smoke_run_is_marked_unofficial(local_copy, tmp_path):
