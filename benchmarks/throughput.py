@@ -1,6 +1,6 @@
 """Training throughput: the seed's pipeline against the engine, side by side in one run.
 
-    python benchmarks/throughput.py [--batch-size 128] [--repeats 5] [--steps 4] [--ladder]
+    python benchmarks/throughput.py [--batch-size 128] [--repeats 7] [--steps 8] [--ladder]
 
 For every registered model it times training steps (forward, backward, optimizer) of
   reference  the seed's way: torchvision transforms + DataLoader, per-branch blocks, fp32,
@@ -146,8 +146,8 @@ def load_images(n: int = 5000):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=5, help="timed repeats per variant")
-    ap.add_argument("--steps", type=int, default=4, help="training steps per repeat")
+    ap.add_argument("--repeats", type=int, default=7, help="timed repeats per variant")
+    ap.add_argument("--steps", type=int, default=8, help="training steps per repeat")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per variant")
     ap.add_argument("--models", nargs="*", default=sorted(MODELS))
     ap.add_argument("--ladder", action="store_true", help="one row per engine feature (ImprovedNet)")
