@@ -115,6 +115,8 @@ def run_experiment(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10 | 
         scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"], dev)
         history, start_epoch = list(state["history"]), state["position"]["epoch"]
+    model_facts = {"name": cfg.model, "args": model_args, "parameters": count_parameters(model),
+                   "forward_flops_per_image": count_flops(model)}
     if cfg.compile:
         model = torch.compile(model)
 
@@ -125,8 +127,7 @@ def run_experiment(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10 | 
                  "val_images": len(splits.val[1]), "test_images": len(splits.test[1])},
         "device": device_info(dev), "precision": precision.name, "versions": versions(),
         "git_commit": git_commit(),
-        "model": {"name": cfg.model, "args": model_args, "parameters": count_parameters(model),
-                  "forward_flops_per_image": count_flops(model)},
+        "model": model_facts,
         "started_at": state["started_at"] if state else now.isoformat(timespec="seconds"),
         "resumed_at_epochs": [*state["resumed_at_epochs"], start_epoch] if state else [],
         "history": history,

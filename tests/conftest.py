@@ -59,4 +59,3 @@ def local_copy():
 def _no_real_downloads(monkeypatch):
     # Tests never reach the internet: a download attempt goes to a closed local port.
     monkeypatch.setenv("CIFAR10_URL", "http://127.0.0.1:9/cifar-10-python.tar.gz")
-    os.environ.setdefault("CIFAR_PROFILE", "smoke")
