@@ -38,12 +38,15 @@ def cmd_train(args) -> int:
     record, path = run_experiment(cfg, profile=profile, seed=args.seed, data=data,
                                   device=args.device, results_dir=args.results_dir,
                                   checkpoint_dir=args.checkpoint_dir,
-                                  progress=not args.quiet, resume=args.resume)
+                                  progress=not args.quiet, resume=args.resume,
+                                  read_test=not args.tune)
     f = record["final"]
-    tta = f" test_acc_tta {_pct(f['test_acc_tta'])}" if "test_acc_tta" in f else ""
+    scores = " ".join(f"{k} {_pct(f[k])}" for k in
+                      ("val_acc", "val_acc_tta", "test_acc", "test_acc_tta") if k in f)
+    if not record["test_read"]:
+        scores += " (tuning run: test set not read)"
     data_kind = "official data" if record["data"]["official"] else "NOT official data (local copy)"
-    print(f"{cfg.name} [{profile}] seed {args.seed}: val_acc {_pct(f['val_acc'])} "
-          f"test_acc {_pct(f['test_acc'])}{tta} | train {record['train_seconds']:.1f} s, "
+    print(f"{cfg.name} [{profile}] seed {args.seed}: {scores} | train {record['train_seconds']:.1f} s, "
           f"wall {record['wall_seconds']:.1f} s | {record['device']['name']}, "
           f"{record['precision']} | {data_kind} | record {path}")
     return 0
@@ -96,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     t.add_argument("--checkpoint-dir", type=Path, default=CHECKPOINT_DIR)
     t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.add_argument("--tune", action="store_true",
+                   help="a tuning run: report validation accuracy only, never read the test set")
     t.add_argument("--resume", action="store_true",
                    help="continue the newest unfinished run of this config, profile and seed")
     t.set_defaults(func=cmd_train)

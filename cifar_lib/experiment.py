@@ -71,11 +71,14 @@ def make_model(cfg: Config, device: torch.device, model_args: dict | None = None
 def run_experiment(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10 | None = None,
                    data_root=None, device: str | None = None,
                    results_dir: Path = RESULTS_DIR, checkpoint_dir: Path = CHECKPOINT_DIR,
-                   progress: bool = True, resume: bool | Path = False) -> tuple[dict, Path]:
+                   progress: bool = True, resume: bool | Path = False,
+                   read_test: bool = True) -> tuple[dict, Path]:
     """Train `cfg` with `seed`, evaluate once on the test set, write the record.
 
     The full training state is checkpointed after every epoch; `resume` (True: the newest
     progress checkpoint of this config, profile and seed; or a path) continues from it.
+    With read_test=False (a tuning run) the test set is never touched: the record's
+    `final` holds validation numbers only.
     Returns (record, path). A diverged run writes its record with status 'failed' and
     raises DivergenceError; SIGINT / SIGTERM stop at a step boundary, write status
     'interrupted' and raise TrainingInterrupted. A failure is never mistaken for a result.
@@ -161,17 +164,20 @@ def run_experiment(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10 | 
         raise
     train_seconds = elapsed()["train_seconds"]
 
-    # The test set is read here, once, after all training and tuning decisions are made.
-    test_loader = make_loader(cfg.pipeline, *splits.test, 500, device=dev, **loader_args(cfg))
     val = evaluate(model, val_loader, precision=precision)
-    test = evaluate(model, test_loader, precision=precision)
-    final = {"val_acc": val["acc"], "val_loss": val["loss"], "test_acc": test["acc"],
-             "test_loss": test["loss"]}
+    final = {"val_acc": val["acc"], "val_loss": val["loss"]}
     if cfg.tta:
-        final["test_acc_tta"] = evaluate(model, test_loader, precision=precision, tta=True)["acc"]
+        final["val_acc_tta"] = evaluate(model, val_loader, precision=precision, tta=True)["acc"]
+    if read_test:
+        # The test set is read here, once, after all training and tuning decisions are made.
+        test_loader = make_loader(cfg.pipeline, *splits.test, 500, device=dev, **loader_args(cfg))
+        test = evaluate(model, test_loader, precision=precision)
+        final.update(test_acc=test["acc"], test_loss=test["loss"])
+        if cfg.tta:
+            final["test_acc_tta"] = evaluate(model, test_loader, precision=precision, tta=True)["acc"]
     model_path = checkpoint_dir / f"{run_id}.pt"
     save_model(model_path, model, cfg, run_id, model_args)
-    record.update(status="complete", final=final, train_seconds=train_seconds,
+    record.update(status="complete", final=final, test_read=read_test, train_seconds=train_seconds,
                   wall_seconds=elapsed()["wall_seconds"], checkpoint=str(model_path),
                   finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     write_record(record, path)

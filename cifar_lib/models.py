@@ -5,30 +5,53 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .blocks import FusedIntermediateBlock, IntermediateBlock, OutputBlock
 
 
+class Residual(nn.Module):
+    """x + block(x), with x max-pooled to the block's output size: a skip connection
+    around an intermediate block whose input and output widths match."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.block(x)
+        if y.shape[-1] != x.shape[-1]:
+            x = F.max_pool2d(x, x.shape[-1] // y.shape[-1])
+        return y + x
+
+
 class BlockNet(nn.Module):
     """A sequence of intermediate blocks followed by an output block.
 
-    `widths` lists the output channels of each block (the input has 3). `fused` picks the
+    `widths` lists the output channels of each block (the input has 3); `pool` is one
+    max-pool size for every block or one per block; with `residual`, blocks whose input
+    and output widths match get a skip connection around them. `fused` picks the
     one-wide-convolution block implementation and `cheap_dropout` the cheap dropout mask;
     neither changes the function computed (see `engine_defaults` for when each is faster).
     """
 
     def __init__(self, widths=(64, 128), num_convs: int = 3, *, batch_norm: bool = False,
-                 dropout: float = 0.0, pool: int = 1, activation: str = "relu",
+                 dropout: float = 0.0, pool: int | list[int] = 1, activation: str = "relu",
                  gate: str = "sigmoid", hidden: tuple[int, ...] = (), num_classes: int = 10,
-                 fused: bool = False, cheap_dropout: bool = True):
+                 residual: bool = False, fused: bool = False, cheap_dropout: bool = True):
         super().__init__()
         block = FusedIntermediateBlock if fused else IntermediateBlock
         chans = (3, *widths)
-        self.blocks = nn.Sequential(*(
-            block(cin, cout, num_convs, batch_norm=batch_norm, activation=activation,
-                  dropout=dropout, gate=gate, pool=pool, cheap_dropout=cheap_dropout)
-            for cin, cout in zip(chans[:-1], chans[1:])))
+        pools = [pool] * len(widths) if isinstance(pool, int) else list(pool)
+        if len(pools) != len(widths):
+            raise ValueError(f"pool lists {len(pools)} sizes for {len(widths)} blocks")
+        blocks = []
+        for cin, cout, p in zip(chans[:-1], chans[1:], pools):
+            b = block(cin, cout, num_convs, batch_norm=batch_norm, activation=activation,
+                      dropout=dropout, gate=gate, pool=p, cheap_dropout=cheap_dropout)
+            blocks.append(Residual(b) if residual and cin == cout else b)
+        self.blocks = nn.Sequential(*blocks)
         self.head = OutputBlock(chans[-1], tuple(hidden), num_classes, activation=activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -48,7 +71,16 @@ def ImprovedNet(**overrides) -> BlockNet:
                        "dropout": 0.1, "pool": 2, **overrides})
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"basic": BasicNet, "improved": ImprovedNet}
+def DeepNet(**overrides) -> BlockNet:
+    """A deeper member of the family for fast, accurate training: five blocks of two
+    branches, 64->128->128->256->256, pooled after blocks 1, 3 and 4 so most work happens at
+    16x16 and below, batch norm, GELU, skip connections where widths match, no dropout."""
+    return BlockNet(**{"widths": (64, 128, 128, 256, 256), "num_convs": 2, "pool": [2, 1, 2, 2, 1],
+                       "batch_norm": True, "activation": "gelu", "residual": True, **overrides})
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {"basic": BasicNet, "improved": ImprovedNet,
+                                                "deep": DeepNet}
 
 
 def register(name: str):

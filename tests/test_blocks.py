@@ -83,7 +83,7 @@ def test_models_map_images_to_ten_logits(name):
 
 
 def test_unknown_model_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="basic, improved"):
+    with pytest.raises(ValueError, match="basic, deep, improved"):
         build_model("resnet")
 
 
@@ -109,3 +109,23 @@ def test_fast_dropout_drops_p_and_rescales(channels_last):
     torch.manual_seed(1)
     assert torch.equal(a, drop(x))             # reproducible from the global seed
     assert torch.equal(drop.eval()(x), x)      # identity at evaluation
+
+
+def test_residual_block_adds_the_pooled_input():
+    from cifar_lib.models import Residual
+
+    torch.manual_seed(0)
+    block = IntermediateBlock(8, 8, num_convs=2, pool=2).eval()
+    x = torch.randn(2, 8, 8, 8)
+    torch.testing.assert_close(Residual(block)(x), block(x) + F.max_pool2d(x, 2))
+
+
+def test_deep_net_pools_per_block_and_skips_where_widths_match():
+    from cifar_lib.models import BlockNet, Residual
+
+    model = build_model("deep")
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    skipped = [isinstance(b, Residual) for b in model.blocks]
+    assert skipped == [False, False, True, False, True]      # 128->128 and 256->256
+    with pytest.raises(ValueError, match="3 sizes for 2 blocks"):
+        BlockNet(widths=(8, 8), pool=[1, 2, 2])

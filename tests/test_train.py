@@ -87,3 +87,13 @@ def test_local_copy_smoke_run_is_marked_unofficial(local_copy, tmp_path):
     assert record["data"]["official"] is False
     assert record["data"]["fingerprint"] == local_copy.fingerprint
     assert record["model"]["parameters"] == 1_118_300
+
+
+def test_tuning_run_never_touches_the_test_set(tmp_path):
+    data = _tiny_dataset()
+    data.test_labels = np.full_like(data.test_labels, 99)   # any read of these would crash
+    cfg = load_config("deep_sgd", "smoke", val_size=100, model_args={"widths": [8, 8, 16, 16, 16]})
+    record, _ = run_experiment(cfg, profile="smoke", data=data, results_dir=tmp_path,
+                               checkpoint_dir=tmp_path, progress=False, read_test=False)
+    assert record["test_read"] is False
+    assert set(record["final"]) == {"val_acc", "val_loss", "val_acc_tta"}
