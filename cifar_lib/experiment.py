@@ -73,7 +73,7 @@ def run_experiment(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10 | 
                    results_dir: Path = RESULTS_DIR, checkpoint_dir: Path = CHECKPOINT_DIR,
                    progress: bool = True, resume: bool | Path = False,
                    read_test: bool = True) -> tuple[dict, Path]:
-    """Train `cfg` with `seed`, evaluate once on the test set, write the record.
+    """Train `cfg` with `seed`, evaluate (the test set once, at the end), write the record.
 
     The full training state is checkpointed after every epoch; `resume` (True: the newest
     progress checkpoint of this config, profile and seed; or a path) continues from it.
