@@ -97,3 +97,16 @@ def test_tuning_run_never_touches_the_test_set(tmp_path):
                                checkpoint_dir=tmp_path, progress=False, read_test=False)
     assert record["test_read"] is False
     assert set(record["final"]) == {"val_acc", "val_loss", "val_acc_tta"}
+
+
+def test_records_are_written_whole_with_ordinary_permissions(tmp_path):
+    import os
+
+    from cifar_lib.records import write_record
+
+    path = write_record({"a": 1}, tmp_path / "x" / "r.json")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert read_record(path) == {"a": 1}
+    assert [p.name for p in path.parent.iterdir()] == ["r.json"]   # no temp file left
