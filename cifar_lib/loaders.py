@@ -96,9 +96,9 @@ class TensorLoader:
             x = aug.cutout(x, self.cutout_size, g)
         return x.contiguous(memory_format=torch.channels_last), self.labels[idx]
 
-    def __iter__(self, start: int = 0):
+    def __iter__(self):
         order = self.order()
-        for step in range(start, len(self)):
+        for step in range(len(self)):
             yield self.batch(step, order)
 
 
