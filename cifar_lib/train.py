@@ -246,7 +246,9 @@ def fit(model, train_loader, val_loader, cfg: Config, *, precision: Precision,
 
     The learning-rate schedule only ever sees validation numbers, never the test set.
     `on_epoch_end(epoch, history, optimizer, scheduler, scaler)` is where callers
-    checkpoint; passing their states back with `start_epoch` resumes.
+    checkpoint; passing their states back with `start_epoch` resumes. Without an optimizer,
+    fit builds the config's optimizer and schedule; with one, `scheduler` is used as given
+    (None means a constant learning rate).
     """
     if optimizer is None:
         optimizer = make_optimizer(cfg, model)
