@@ -61,7 +61,8 @@ class Config:
     epochs: int = 50
     batch_size: int = 128
     # evaluation
-    tta: bool = False              # also report test accuracy with flip test-time augmentation
+    tta: bool = False              # also report accuracy with test-time augmentation: flips,
+    tta_shift: int = 0             # and with tta_shift > 0 also diagonal shifts by that many pixels
     # engine
     precision: str = "auto"
     channels_last: bool = True
@@ -114,7 +115,7 @@ def validate(cfg: Config) -> Config:
         if not getattr(cfg, key) > 0:
             raise ConfigError(f"{key} must be positive, got {getattr(cfg, key)}")
     for key in ("weight_decay", "train_subset", "eval_subset", "crop_padding", "cutout_size",
-                "num_workers", "rotate_degrees"):
+                "num_workers", "rotate_degrees", "tta_shift"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {getattr(cfg, key)}")
     for key in ("label_smoothing", "warmup_fraction", "momentum"):

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .analysis import recording_branch_weights, save_predictions, stack_branch_weights
 from .checkpoints import CHECKPOINT_DIR, find_progress, load_model, load_progress, save_model, save_progress, set_rng_state
 from .config import Config, ConfigError
 from .data import CIFAR10, load_cifar10, stratified_split
@@ -18,7 +19,7 @@ from .models import build_model, count_flops, count_parameters, engine_defaults
 from .records import (RESULTS_DIR, SCHEMA, check_writable, device_info, git_commit, versions,
                       write_record)
 from .train import (DivergenceError, Precision, TrainingInterrupted, evaluate, fit, make_optimizer,
-                    make_scheduler, pick_device, resolve_precision, stop_on_signals)
+                    make_scheduler, pick_device, predict, score, resolve_precision, stop_on_signals)
 
 
 
@@ -167,14 +168,25 @@ def run_experiment(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10 | 
     val = evaluate(model, val_loader, precision=precision)
     final = {"val_acc": val["acc"], "val_loss": val["loss"]}
     if cfg.tta:
-        final["val_acc_tta"] = evaluate(model, val_loader, precision=precision, tta=True)["acc"]
+        final["val_acc_tta"] = evaluate(model, val_loader, precision=precision, tta=True,
+                                    tta_shift=cfg.tta_shift)["acc"]
     if read_test:
         # The test set is read here, once, after all training and tuning decisions are made.
         test_loader = make_loader(cfg.pipeline, *splits.test, 500, device=dev, **loader_args(cfg))
-        test = evaluate(model, test_loader, precision=precision)
+        with recording_branch_weights(model) as captured:
+            logits, labels = predict(model, test_loader, precision=precision)
+        test = score(logits, labels)
         final.update(test_acc=test["acc"], test_loss=test["loss"])
+        logits_tta = None
         if cfg.tta:
-            final["test_acc_tta"] = evaluate(model, test_loader, precision=precision, tta=True)["acc"]
+            logits_tta, _ = predict(model, test_loader, precision=precision, tta=True,
+                                    tta_shift=cfg.tta_shift)
+            final["test_acc_tta"] = score(logits_tta, labels)["acc"]
+        predictions = save_predictions(
+            results_dir / f"{run_id}.predictions.npz", labels=labels.cpu(), logits=logits.cpu(),
+            logits_tta=None if logits_tta is None else logits_tta.cpu(),
+            branch_weights=stack_branch_weights(captured))
+        record["predictions"] = predictions.name
     model_path = checkpoint_dir / f"{run_id}.pt"
     save_model(model_path, model, cfg, run_id, model_args)
     record.update(status="complete", final=final, test_read=read_test, train_seconds=train_seconds,

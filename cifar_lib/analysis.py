@@ -1,0 +1,84 @@
+"""What a trained model does on a split: per-image predictions and branch weights, saved
+next to the record, and the summaries drawn from them (confusion, calibration)."""
+from __future__ import annotations
+
+import io
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .blocks import IntermediateBlock
+from .records import atomic_write_bytes
+
+
+@contextmanager
+def recording_branch_weights(model: torch.nn.Module):
+    """Collect every intermediate block's mixing weights while the model runs.
+
+    Yields a list with one list of [batch, L] tensors per block, in network order.
+    """
+    blocks = [m for m in model.modules() if isinstance(m, IntermediateBlock)]
+    captured: list[list[torch.Tensor]] = [[] for _ in blocks]
+
+    def hook(i):
+        def save(module, inputs, _output):
+            captured[i].append(module.branch_weights(inputs[0]).float().cpu())
+        return save
+
+    handles = [b.register_forward_hook(hook(i)) for i, b in enumerate(blocks)]
+    try:
+        yield captured
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def stack_branch_weights(captured: list[list[torch.Tensor]]) -> np.ndarray:
+    """[images, blocks, L] from what `recording_branch_weights` collected."""
+    return np.stack([torch.cat(c).numpy() for c in captured], axis=1)
+
+
+def save_predictions(path: Path, *, labels, logits, logits_tta=None, branch_weights=None) -> Path:
+    """Softmax probabilities (float16), labels and branch weights as one compressed .npz,
+    written atomically: the report draws confusion matrices and calibration from it."""
+    arrays = {"labels": np.asarray(labels, dtype=np.int64),
+              "probs": torch.softmax(torch.as_tensor(logits).float(), 1).numpy().astype(np.float16)}
+    if logits_tta is not None:
+        arrays["probs_tta"] = torch.softmax(torch.as_tensor(logits_tta).float(), 1).numpy().astype(np.float16)
+    if branch_weights is not None:
+        arrays["branch_weights"] = np.asarray(branch_weights, dtype=np.float16)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+    return Path(path)
+
+
+def load_predictions(path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as npz:
+        return {k: npz[k].astype(np.float32) if npz[k].dtype == np.float16 else npz[k]
+                for k in npz.files}
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int = 10) -> np.ndarray:
+    """counts[true, predicted]."""
+    return np.bincount(labels * num_classes + predicted,
+                       minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = 15):
+    """Per confidence bin: (mean confidence, accuracy, share of images), equal-width bins on
+    [0, 1]; empty bins are left out. Also returns the expected calibration error, the
+    share-weighted mean of |accuracy - confidence| over bins."""
+    confidence = probs.max(1)
+    correct = probs.argmax(1) == labels
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    rows = []
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            rows.append((confidence[inside].mean(), correct[inside].mean(), inside.mean()))
+    rows = np.array(rows)
+    ece = float(np.sum(rows[:, 2] * np.abs(rows[:, 1] - rows[:, 0])))
+    return rows, ece
