@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .blocks import IntermediateBlock
-from .records import atomic_write_bytes
+from .records import RESULTS_DIR, atomic_write_bytes
 
 
 @contextmanager
@@ -40,10 +40,13 @@ def stack_branch_weights(captured: list[list[torch.Tensor]]) -> np.ndarray:
     return np.stack([torch.cat(c).numpy() for c in captured], axis=1)
 
 
-def save_predictions(path: Path, *, labels, logits, logits_tta=None, branch_weights=None) -> Path:
-    """Softmax probabilities (float16), labels and branch weights as one compressed .npz,
-    written atomically: the report draws confusion matrices and calibration from it."""
+def save_predictions(path: Path, *, labels, indices, logits, logits_tta=None,
+                     branch_weights=None) -> Path:
+    """Softmax probabilities (float16), labels, the images' positions in the test set and
+    branch weights as one compressed .npz, written atomically: the report draws confusion
+    matrices, calibration and mistakes from it."""
     arrays = {"labels": np.asarray(labels, dtype=np.int64),
+              "indices": np.asarray(indices, dtype=np.int64),
               "probs": torch.softmax(torch.as_tensor(logits).float(), 1).numpy().astype(np.float16)}
     if logits_tta is not None:
         arrays["probs_tta"] = torch.softmax(torch.as_tensor(logits_tta).float(), 1).numpy().astype(np.float16)
@@ -59,6 +62,25 @@ def load_predictions(path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as npz:
         return {k: npz[k].astype(np.float32) if npz[k].dtype == np.float16 else npz[k]
                 for k in npz.files}
+
+
+def run_predictions(record: dict, results_dir=RESULTS_DIR) -> dict[str, np.ndarray]:
+    """The predictions saved by a final run (one that read the test set)."""
+    if "predictions" not in record:
+        raise FileNotFoundError(f"run {record['id']} saved no predictions (a tuning run, or "
+                                f"one recorded before predictions were kept)")
+    preds = load_predictions(Path(results_dir) / record["profile"] / record["config_name"]
+                             / record["predictions"])
+    if "indices" not in preds and record["config"]["eval_subset"] == 0:
+        # The first records kept no indices; they were made on the whole test set, in order.
+        preds["indices"] = np.arange(len(preds["labels"]))
+    return preds
+
+
+def confident_mistakes(probs: np.ndarray, labels: np.ndarray, k: int = 16) -> np.ndarray:
+    """Positions of the k wrong predictions made with the highest confidence."""
+    wrong = np.flatnonzero(probs.argmax(1) != labels)
+    return wrong[np.argsort(-probs[wrong].max(1), kind="stable")[:k]]
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int = 10) -> np.ndarray:

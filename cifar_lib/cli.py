@@ -1,4 +1,4 @@
-"""Command line: `python -m cifar_lib train | evaluate | configs`."""
+"""Command line: `python -m cifar_lib train | sweep | evaluate | report | configs`."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from .config import PROFILES, ConfigError, available_configs, load_config
-from .data import DataError
+from .data import REPO_ROOT, DataError
 from .checkpoints import CHECKPOINT_DIR
 from .records import RESULTS_DIR
 from .train import DivergenceError, TrainingInterrupted
@@ -21,6 +21,16 @@ def auto_profile() -> str:
 
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
+
+
+def time_to_accuracy(record: dict, target: float) -> str:
+    """When validation accuracy first reached `target`, in epochs and minutes of training."""
+    elapsed = 0.0
+    for row in record["history"]:
+        elapsed += row["train_seconds"]
+        if row["val_acc"] >= target:
+            return f"val >= {target:.0%} after {row['epoch']} epochs ({elapsed / 60:.1f} min)"
+    return f"val never reached {target:.0%}"
 
 
 def cmd_train(args) -> int:
@@ -46,7 +56,8 @@ def cmd_train(args) -> int:
     if not record["test_read"]:
         scores += " (tuning run: test set not read)"
     data_kind = "official data" if record["data"]["official"] else "NOT official data (local copy)"
-    print(f"{cfg.name} [{profile}] seed {args.seed}: {scores} | train {record['train_seconds']:.1f} s, "
+    print(f"{cfg.name} [{profile}] seed {args.seed}: {scores} | {time_to_accuracy(record, 0.94)} | "
+          f"train {record['train_seconds']:.1f} s, "
           f"wall {record['wall_seconds']:.1f} s | {record['device']['name']}, "
           f"{record['precision']} | {data_kind} | record {path}")
     return 0
@@ -68,9 +79,37 @@ def cmd_evaluate(args) -> int:
     loader = make_loader(cfg.pipeline, data.test_images, data.test_labels, 500, device=dev,
                          **loader_args(cfg))
     plain = evaluate(model, loader, precision=precision)
-    tta = evaluate(model, loader, precision=precision, tta=True)
+    tta = evaluate(model, loader, precision=precision, tta=True, tta_shift=cfg.tta_shift)
     print(f"{args.checkpoint}: test_acc {_pct(plain['acc'])} test_acc_tta {_pct(tta['acc'])} "
           f"test_loss {plain['loss']:.4f} on {len(data.test_labels)} images")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .data import load_cifar10
+    from .studies import SWEEPS, run_sweep
+    from .tables import runs_frame, summarize
+
+    if args.name not in SWEEPS:
+        raise ConfigError(f"unknown sweep {args.name!r}; valid: {', '.join(SWEEPS)}")
+    sweep = SWEEPS[args.name]
+    profile = auto_profile() if args.profile == "auto" else args.profile
+    data = load_cifar10(args.data_root)
+    print(data.describe(), file=sys.stderr)
+    records = run_sweep(sweep, profile, data, device=args.device, results_dir=args.results_dir)
+    print(summarize(runs_frame(records), order=list(sweep.variants)).to_string())
+    return 0
+
+
+def cmd_report(args) -> int:
+    import time
+
+    from .report import build_report
+
+    start = time.perf_counter()
+    path = build_report(args.results_dir, args.figures_dir, args.report_dir, profile=args.profile)
+    print(f"wrote {path} and {path.with_suffix('.html')} from {args.results_dir} "
+          f"in {time.perf_counter() - start:.1f} s")
     return 0
 
 
@@ -111,6 +150,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default=None)
     e.set_defaults(func=cmd_evaluate)
 
+    w = sub.add_parser("sweep", help="train (or reuse) every variant and seed of a sweep; "
+                       "validation only")
+    w.add_argument("name", help="augmentation or hyperparameters")
+    w.add_argument("--profile", default="auto", choices=("auto", *PROFILES))
+    w.add_argument("--data-root", default=None)
+    w.add_argument("--device", default=None)
+    w.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    w.set_defaults(func=cmd_sweep)
+
+    r = sub.add_parser("report", help="rebuild figures/ and report/ from results/ (no training)")
+    r.add_argument("--profile", default="cpu", choices=PROFILES,
+                   help="which records to report (smoke records are never reported by default)")
+    r.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    r.add_argument("--figures-dir", type=Path, default=REPO_ROOT / "figures")
+    r.add_argument("--report-dir", type=Path, default=REPO_ROOT / "report")
+    r.set_defaults(func=cmd_report)
+
     c = sub.add_parser("configs", help="list the configs in configs/")
     c.set_defaults(func=cmd_configs)
     return p
@@ -120,7 +176,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DataError, PermissionError) as e:
+    except (ConfigError, DataError, PermissionError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except DivergenceError as e:

@@ -16,10 +16,11 @@ from .config import Config, ConfigError
 from .data import CIFAR10, load_cifar10, stratified_split
 from .loaders import make_loader
 from .models import build_model, count_flops, count_parameters, engine_defaults
-from .records import (RESULTS_DIR, SCHEMA, check_writable, device_info, git_commit, versions,
-                      write_record)
+from .records import (RESULTS_DIR, SCHEMA, check_writable, device_info, git_commit, read_record,
+                      versions, write_record)
 from .train import (DivergenceError, Precision, TrainingInterrupted, evaluate, fit, make_optimizer,
-                    make_scheduler, pick_device, predict, score, resolve_precision, stop_on_signals)
+                    make_scheduler, pick_device, predict, resolve_precision, score,
+                    stop_on_signals)
 
 
 
@@ -29,6 +30,7 @@ class Splits:
     train: tuple[np.ndarray, np.ndarray]
     val: tuple[np.ndarray, np.ndarray]
     test: tuple[np.ndarray, np.ndarray]
+    test_indices: np.ndarray       # positions in the official test set, for looking images up
 
 
 def _subset(n_total: int, n: int) -> np.ndarray:
@@ -45,7 +47,8 @@ def make_splits(data: CIFAR10, cfg: Config) -> Splits:
     test_idx = _subset(len(data.test_labels), cfg.eval_subset)
     return Splits(train=(data.train_images[train_idx], data.train_labels[train_idx]),
                   val=(data.train_images[val_idx], data.train_labels[val_idx]),
-                  test=(data.test_images[test_idx], data.test_labels[test_idx]))
+                  test=(data.test_images[test_idx], data.test_labels[test_idx]),
+                  test_indices=test_idx)
 
 
 def loader_args(cfg: Config) -> dict:
@@ -73,13 +76,14 @@ def run_experiment(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10 | 
                    data_root=None, device: str | None = None,
                    results_dir: Path = RESULTS_DIR, checkpoint_dir: Path = CHECKPOINT_DIR,
                    progress: bool = True, resume: bool | Path = False,
-                   read_test: bool = True) -> tuple[dict, Path]:
+                   read_test: bool = True, tags: dict | None = None) -> tuple[dict, Path]:
     """Train `cfg` with `seed`, evaluate (the test set once, at the end), write the record.
 
     The full training state is checkpointed after every epoch; `resume` (True: the newest
     progress checkpoint of this config, profile and seed; or a path) continues from it.
     With read_test=False (a tuning run) the test set is never touched: the record's
-    `final` holds validation numbers only.
+    `final` holds validation numbers only. `tags` (e.g. a sweep's name and variant) are
+    stored in the record for tables to group by.
     Returns (record, path). A diverged run writes its record with status 'failed' and
     raises DivergenceError; SIGINT / SIGTERM stop at a step boundary, write status
     'interrupted' and raise TrainingInterrupted. A failure is never mistaken for a result.
@@ -126,7 +130,7 @@ def run_experiment(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10 | 
 
     record = {
         "schema": SCHEMA, "id": run_id, "status": "running", "config_name": cfg.name,
-        "profile": profile, "seed": seed, "config": cfg.to_dict(),
+        "profile": profile, "seed": seed, "config": cfg.to_dict(), "tags": dict(tags or {}),
         "data": {**data.identity, "train_images": len(splits.train[1]),
                  "val_images": len(splits.val[1]), "test_images": len(splits.test[1])},
         "device": device_info(dev), "precision": precision.name, "versions": versions(),
@@ -183,7 +187,8 @@ def run_experiment(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10 | 
                                     tta_shift=cfg.tta_shift)
             final["test_acc_tta"] = score(logits_tta, labels)["acc"]
         predictions = save_predictions(
-            results_dir / f"{run_id}.predictions.npz", labels=labels.cpu(), logits=logits.cpu(),
+            results_dir / f"{run_id}.predictions.npz", labels=labels.cpu(),
+            indices=splits.test_indices, logits=logits.cpu(),
             logits_tta=None if logits_tta is None else logits_tta.cpu(),
             branch_weights=stack_branch_weights(captured))
         record["predictions"] = predictions.name
@@ -214,3 +219,31 @@ def _resume_state(cfg: Config, resume, checkpoint_dir: Path, prefix: str, dev) -
 def load_checkpoint(path, device: torch.device) -> tuple[torch.nn.Module, Config]:
     """Model and config from a final checkpoint; weights_only=True, so loading runs no code."""
     return load_model(path, device, make_model)
+
+
+def find_record(cfg: Config, *, profile: str, seed: int, data: CIFAR10,
+                results_dir: Path = RESULTS_DIR, read_test: bool = True) -> tuple[dict, Path] | None:
+    """The newest complete record of exactly this config, profile and seed on the same data
+    (by fingerprint), that read the test set if `read_test` asks for it; None if there is none."""
+    folder = Path(results_dir) / profile / cfg.name
+    wanted = cfg.to_dict()
+    for path in sorted(folder.glob(f"{cfg.name}-{profile}-seed{seed}-*.json"), reverse=True):
+        record = read_record(path)
+        if (record.get("status") == "complete" and record["config"] == wanted
+                and record["data"]["fingerprint"] == data.fingerprint
+                and (record["test_read"] or not read_test)):
+            return record, path
+    return None
+
+
+def run_or_load(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10,
+                results_dir: Path = RESULTS_DIR, read_test: bool = True, tags: dict | None = None,
+                **kwargs) -> tuple[dict, Path]:
+    """Experiments are data: reuse the record of an identical finished run if there is one
+    (so notebooks re-run in seconds), otherwise train and write a new one."""
+    found = find_record(cfg, profile=profile, seed=seed, data=data, results_dir=results_dir,
+                        read_test=read_test)
+    if found is not None:
+        return found
+    return run_experiment(cfg, profile=profile, seed=seed, data=data, results_dir=results_dir,
+                          read_test=read_test, tags=tags, **kwargs)

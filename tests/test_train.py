@@ -6,27 +6,18 @@ import torch
 
 from cifar_lib.blocks import FusedIntermediateBlock
 from cifar_lib.config import load_config
-from cifar_lib.data import CIFAR10, load_cifar10
 from cifar_lib.experiment import load_checkpoint, run_experiment
 from cifar_lib.loaders import TensorLoader
 from cifar_lib.models import build_model
 from cifar_lib.records import iter_records, read_record
 from cifar_lib.train import Precision, evaluate, make_optimizer, train_one_epoch
-
-
-def _learnable(n=256, seed=0):
-    """Images whose class sets the mean colour: a small real task a model can learn."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 10
-    palette = rng.integers(30, 225, (10, 3))
-    images = palette[labels][:, None, None, :] + rng.normal(0, 25, (n, 32, 32, 3))
-    return np.clip(images, 0, 255).astype(np.uint8), labels
+from conftest import learnable_images, tiny_dataset
 
 
 @pytest.mark.parametrize("model_name", ["basic", "improved"])
 def test_a_few_epochs_lower_the_loss(model_name):
     torch.manual_seed(0)
-    x, y = _learnable()
+    x, y = learnable_images()
     cfg = load_config("seed_improved", "smoke", model=model_name, lr=2e-3)
     model = build_model(model_name, widths=(16, 32))
     opt = make_optimizer(cfg, model)
@@ -41,17 +32,11 @@ def test_a_few_epochs_lower_the_loss(model_name):
     assert stats["images_per_second"] > 0 and 0 <= stats["train_acc"] <= 1
 
 
-def _tiny_dataset(seed=0) -> CIFAR10:
-    x, y = _learnable(600, seed)
-    return CIFAR10(x[:500], y[:500], x[500:], y[500:], root="memory", official=False,
-                   mismatched_files=["all"], fingerprint="tiny")
-
-
 @pytest.mark.parametrize("fused", [False, True])
 def test_results_record_round_trips(tmp_path, fused):
     cfg = load_config("seed_improved", "smoke", val_size=100, epochs=2,
                       model_args={"widths": [8, 16, 16], "fused": fused})
-    record, path = run_experiment(cfg, profile="smoke", seed=1, data=_tiny_dataset(),
+    record, path = run_experiment(cfg, profile="smoke", seed=1, data=tiny_dataset(),
                                   results_dir=tmp_path / "results",
                                   checkpoint_dir=tmp_path / "ckpt", progress=False)
     assert path.parent == tmp_path / "results" / "smoke" / "seed_improved"
@@ -90,7 +75,7 @@ def test_local_copy_smoke_run_is_marked_unofficial(local_copy, tmp_path):
 
 
 def test_tuning_run_never_touches_the_test_set(tmp_path):
-    data = _tiny_dataset()
+    data = tiny_dataset()
     data.test_labels = np.full_like(data.test_labels, 99)   # any read of these would crash
     cfg = load_config("deep_sgd", "smoke", val_size=100, model_args={"widths": [8, 8, 16, 16, 16]})
     record, _ = run_experiment(cfg, profile="smoke", data=data, results_dir=tmp_path,

@@ -1,0 +1,113 @@
+"""Test-time augmentation, saved predictions, calibration and the live branch weights."""
+import numpy as np
+import pytest
+import torch
+
+from cifar_lib.analysis import (confident_mistakes, confusion_matrix, recording_branch_weights,
+                                reliability, stack_branch_weights)
+from cifar_lib.blocks import IntermediateBlock
+from cifar_lib.config import load_config
+from cifar_lib.experiment import run_experiment
+from cifar_lib.loaders import TensorLoader
+from cifar_lib.models import build_model
+from cifar_lib.train import Precision, make_optimizer, predict, train_one_epoch, tta_views
+from conftest import learnable_images, tiny_dataset
+
+
+@pytest.mark.parametrize("shift", [0, 1, 2])
+def test_tta_views_weights_sum_to_one_and_shift_the_image(shift):
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    views = list(tta_views(x, shift))
+    assert len(views) == (6 if shift else 2)
+    assert sum(w for w, _ in views) == pytest.approx(1.0)
+    assert torch.equal(views[1][1], x.flip(3))
+    if shift:
+        up_left = views[2][1]   # padded then cut at (0, 0): content moves down-right
+        assert torch.equal(up_left[..., shift:, shift:], x[..., :-shift, :-shift])
+        down_right = views[4][1]
+        assert torch.equal(down_right[..., :-shift, :-shift], x[..., shift:, shift:])
+
+
+def test_tta_of_a_mirror_and_shift_invariant_model_changes_nothing():
+    model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(3, 10))
+    x, y = learnable_images(20)
+    # Constant images are unchanged by flips and (reflect-padded) shifts.
+    x[:] = x.mean(axis=(1, 2), keepdims=True).astype(np.uint8)
+    loader = TensorLoader(x, y, 10)
+    precision = Precision("fp32", torch.device("cpu"))
+    plain, _ = predict(model, loader, precision=precision)
+    tta, _ = predict(model, loader, precision=precision, tta=True, tta_shift=1)
+    assert torch.allclose(plain, tta, atol=1e-5)
+
+
+def test_confusion_matrix_and_confident_mistakes():
+    labels = np.array([0, 0, 1, 2, 2])
+    probs = np.array([[.9, .1, 0], [.2, .7, .1], [0, 1, 0], [.6, 0, .4], [0, .1, .9]])
+    counts = confusion_matrix(labels, probs.argmax(1), num_classes=3)
+    assert counts.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 1]]
+    assert confident_mistakes(probs, labels, k=5).tolist() == [1, 3]
+
+
+def test_expected_calibration_error():
+    rng = np.random.default_rng(0)
+    n = 20000
+    labels = np.zeros(n, dtype=int)
+    # Confidence c, right with probability c: calibrated, ECE near 0.
+    conf = rng.uniform(0.5, 1.0, n)
+    right = rng.uniform(size=n) < conf
+    probs = np.stack([np.where(right, conf, 1 - conf), np.where(right, 1 - conf, conf)], 1)
+    rows, ece = reliability(probs, labels)
+    assert ece < 0.02
+    assert rows[:, 2].sum() == pytest.approx(1.0)
+    # Always 99% sure, right half the time: ECE 0.49.
+    probs = np.tile([0.99, 0.01], (n, 1))
+    _, ece = reliability(probs, (rng.uniform(size=n) < 0.5).astype(int))
+    assert ece == pytest.approx(0.49, abs=0.02)
+
+
+def test_best_models_branch_weights_are_live_and_trained():
+    """The issue-4 constraint: in the best config's network every block's mixing weights
+    depend on the image and are learned (they get gradients and move in training)."""
+    torch.manual_seed(0)
+    cfg = load_config("best", "smoke")
+    model = build_model(cfg.model, **{**cfg.model_args, "widths": (16, 16, 16, 32, 32)})
+    blocks = [m for m in model.modules() if isinstance(m, IntermediateBlock)]
+    assert len(blocks) == 5 and all(b.num_convs >= 2 for b in blocks)
+    before = [b.mixer.weight.detach().clone() for b in blocks]
+    x, y = learnable_images(256)
+    loader = TensorLoader(x, y, 64, train=True, augment=("crop", "flip"), normalize=cfg.normalize)
+    precision = Precision("fp32", torch.device("cpu"))
+    train_one_epoch(model, loader, make_optimizer(cfg, model), precision=precision,
+                    label_smoothing=cfg.label_smoothing, progress=False)
+    assert all(not torch.equal(b.mixer.weight, w) for b, w in zip(blocks, before))
+    with recording_branch_weights(model) as captured:
+        predict(model, TensorLoader(x, y, 128, normalize=cfg.normalize), precision=precision)
+    weights = stack_branch_weights(captured)
+    assert weights.shape == (256, 5, 2)
+    assert (weights.std(axis=0) > 1e-4).all()          # varies from image to image
+    # ...and the output depends on them: freezing the gate at its mean changes the logits.
+    model.eval()
+    batch = torch.as_tensor(next(iter(TensorLoader(x, y, 32, normalize=cfg.normalize)))[0])
+    live = model(batch)
+    block = blocks[2]
+    mean = torch.as_tensor(weights[:, 2].mean(0))
+    block.branch_weights = lambda inp: mean.expand(len(inp), -1)
+    assert not torch.allclose(model(batch), live, atol=1e-4)
+
+
+def test_final_runs_save_predictions_that_match_the_record(tmp_path):
+    from cifar_lib.analysis import run_predictions
+
+    cfg = load_config("best", "smoke", val_size=100, epochs=1,
+                      model_args={"widths": [8, 8, 16, 16, 16]})
+    record, path = run_experiment(cfg, profile="smoke", data=tiny_dataset(), results_dir=tmp_path,
+                                  checkpoint_dir=tmp_path, progress=False)
+    preds = run_predictions(record, tmp_path)
+    assert preds["probs"].shape == preds["probs_tta"].shape == (100, 10)
+    assert preds["indices"].tolist() == list(range(100))
+    assert preds["branch_weights"].shape == (100, 5, 2)
+    assert (preds["probs"].argmax(1) == preds["labels"]).mean() == pytest.approx(
+        record["final"]["test_acc"], abs=0.011)   # float16 probabilities may flip a near-tie
+    assert (preds["probs_tta"].argmax(1) == preds["labels"]).mean() == pytest.approx(
+        record["final"]["test_acc_tta"], abs=0.011)

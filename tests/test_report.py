@@ -1,0 +1,111 @@
+"""Experiments as data: reuse of finished runs, sweeps, tables and the generated report."""
+import re
+
+import pytest
+
+from cifar_lib.analysis import confusion_matrix, reliability, run_predictions
+from cifar_lib.cli import main
+from cifar_lib.config import ConfigError, load_config
+from cifar_lib.experiment import find_record, run_or_load
+from cifar_lib.notebook import resolve_profile
+from cifar_lib.report import build_report
+from cifar_lib.studies import Sweep, run_sweep
+from cifar_lib.tables import load_records, runs_frame, summarize
+from conftest import tiny_dataset
+
+TINY = {"val_size": 100, "epochs": 1, "eval_subset": 50}
+
+
+def test_run_or_load_reuses_only_an_identical_finished_run(tmp_path):
+    data = tiny_dataset()
+    cfg = load_config("seed_improved", "cpu", model_args={"widths": [8, 8, 8]}, **TINY)
+    kw = dict(profile="cpu", data=data, results_dir=tmp_path, checkpoint_dir=tmp_path, progress=False)
+    first, path = run_or_load(cfg, seed=0, **kw)
+    again, path2 = run_or_load(cfg, seed=0, **kw)
+    assert path2 == path and again == first
+    other_seed, path3 = run_or_load(cfg, seed=1, **kw)
+    assert path3 != path
+    changed = load_config("seed_improved", "cpu", model_args={"widths": [8, 8, 8]}, **{**TINY, "lr": 2e-3})
+    assert find_record(changed, profile="cpu", seed=0, data=data, results_dir=tmp_path) is None
+    # A tuning run does not stand in for a final one: that one must read the test set.
+    tune_cfg = load_config("seed_improved", "cpu", model_args={"widths": [8, 8, 8]}, **{**TINY, "lr": 3e-3})
+    run_or_load(tune_cfg, seed=0, read_test=False, **kw)
+    assert find_record(tune_cfg, profile="cpu", seed=0, data=data, results_dir=tmp_path) is None
+    assert find_record(tune_cfg, profile="cpu", seed=0, data=data, results_dir=tmp_path,
+                       read_test=False) is not None
+    # Other data (a different fingerprint) is never mixed up with this one.
+    data.fingerprint = "other"
+    assert find_record(cfg, profile="cpu", seed=0, data=data, results_dir=tmp_path) is None
+
+
+def _tiny_sweep():
+    return Sweep(name="augmentation", base="study", seeds=(0, 1),
+                 variants={"none": {"augment": [], **TINY, "model_args": {"widths": [8, 8, 8]}},
+                           "flip": {"augment": ["flip"], **TINY, "model_args": {"widths": [8, 8, 8]}}})
+
+
+def test_sweep_runs_are_tagged_and_summarised(tmp_path):
+    records = run_sweep(_tiny_sweep(), "cpu", tiny_dataset(), results_dir=tmp_path,
+                        checkpoint_dir=tmp_path)
+    assert [(r["tags"]["variant"], r["seed"]) for r in records] == [
+        ("none", 0), ("none", 1), ("flip", 0), ("flip", 1)]
+    assert all(r["test_read"] is False and "test_acc" not in r["final"] for r in records)
+    table = summarize(runs_frame(records), order=["none", "flip"])
+    assert list(table.index) == ["none", "flip"]
+    assert list(table.columns) == ["mean", "std", "seeds"] and table["seeds"].tolist() == [2, 2]
+    for variant in ("none", "flip"):
+        accs = [100 * r["final"]["val_acc"] for r in records if r["tags"]["variant"] == variant]
+        assert table.loc[variant, "mean"] == pytest.approx(sum(accs) / 2, abs=0.006)
+
+
+def test_report_is_rebuilt_from_records_alone_and_deterministically(tmp_path):
+    results, data = tmp_path / "results", tiny_dataset()
+    kw = dict(profile="cpu", data=data, results_dir=results, checkpoint_dir=tmp_path, progress=False)
+    run_sweep(_tiny_sweep(), "cpu", data, results_dir=results, checkpoint_dir=tmp_path)
+    best, _ = run_or_load(load_config("best", "cpu", model_args={"widths": [8, 8, 16, 16, 16]}, **TINY), **kw)
+    # smoke records never reach the report
+    run_or_load(load_config("seed_improved", "smoke", val_size=100), **{**kw, "profile": "smoke"})
+
+    md_path = build_report(results, tmp_path / "figures", tmp_path / "report")
+    text = md_path.read_text()
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "NOT the official release" in text
+    assert f"{100 * best['final']['test_acc_tta']:.2f}" in text
+    assert "seed_improved" not in text                      # the smoke run
+    # every figure the markdown points to exists, and the HTML carries them inline
+    figures = re.findall(r"\]\(\.\./figures/([\w.]+)\)", text)
+    assert figures and all((tmp_path / "figures" / f).is_file() for f in figures)
+    assert html.count("data:image/png;base64,") == len(figures) and "../figures" not in html
+    # every percentage in the report is a record's number, a mean or std over a sweep's seeds,
+    # or computed from the saved test predictions (per-class accuracy, calibration error)
+    records = load_records(results)
+    allowed = {f"{100 * r['final'][k]:.2f}" for r in records for k in r["final"] if "acc" in k}
+    runs = runs_frame(records).dropna(subset=["variant"])
+    for stat in ("mean", "std"):
+        allowed |= {f"{v:.2f}" for v in runs.groupby("variant")["val_acc"].agg(stat)}
+    preds = run_predictions(best, results)
+    counts = confusion_matrix(preds["labels"], preds["probs_tta"].argmax(1))
+    allowed |= {f"{100 * a:.2f}" for a in counts.diagonal() / counts.sum(1)}
+    allowed |= {f"{100 * reliability(preds[k], preds['labels'])[1]:.2f}" for k in ("probs", "probs_tta")}
+    found = re.findall(r"(\d+\.\d\d)%", text)
+    assert found and set(found) <= allowed, set(found) - allowed
+    build_report(results, tmp_path / "figures", tmp_path / "report")
+    assert md_path.read_text() == text
+
+
+def test_report_without_records_says_what_to_do(tmp_path, capsys):
+    assert main(["report", "--results-dir", str(tmp_path), "--figures-dir", str(tmp_path / "f"),
+                 "--report-dir", str(tmp_path / "r")]) == 2
+    assert "no complete 'cpu' records" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "report.md").exists()
+
+
+def test_notebook_profile_follows_the_environment(monkeypatch):
+    monkeypatch.setenv("CIFAR_PROFILE", "smoke")
+    assert resolve_profile("auto") == "smoke"
+    monkeypatch.delenv("CIFAR_PROFILE")
+    assert resolve_profile("auto") in {"cpu", "full"}
+    assert resolve_profile("full") == "full"
+    monkeypatch.setenv("CIFAR_PROFILE", "fast")
+    with pytest.raises(ConfigError, match="unknown profile 'fast'.*valid: auto, smoke, cpu, full"):
+        resolve_profile("auto")
