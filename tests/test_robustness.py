@@ -117,8 +117,12 @@ def test_two_runs_writing_one_results_folder_lose_nothing(tmp_path, local_copy, 
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err
     files = sorted(p for p in (tmp_path / "results").rglob("*") if p.is_file())
-    assert len(files) == 2 and all(p.suffix == ".json" for p in files)
-    recs = [json.loads(p.read_text()) for p in files]
+    jsons = [p for p in files if p.suffix == ".json"]
+    # each run leaves its record and its test predictions, and nothing else (no temp files)
+    assert len(jsons) == 2
+    assert sorted(p.name for p in files) == sorted(
+        [p.name for p in jsons] + [p.name.replace(".json", ".predictions.npz") for p in jsons])
+    recs = [json.loads(p.read_text()) for p in jsons]
     assert {r["status"] for r in recs} == {"complete"}
     assert recs[0]["id"] != recs[1]["id"]
 
