@@ -238,12 +238,15 @@ def find_record(cfg: Config, *, profile: str, seed: int, data: CIFAR10,
 
 def run_or_load(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10,
                 results_dir: Path = RESULTS_DIR, read_test: bool = True, tags: dict | None = None,
-                **kwargs) -> tuple[dict, Path]:
+                progress: bool | str = "epochs", verbose: bool = True, **kwargs) -> tuple[dict, Path]:
     """Experiments are data: reuse the record of an identical finished run if there is one
     (so notebooks re-run in seconds), otherwise train and write a new one."""
     found = find_record(cfg, profile=profile, seed=seed, data=data, results_dir=results_dir,
                         read_test=read_test)
     if found is not None:
+        if verbose:
+            print(f"{cfg.name} [{profile}] seed {seed}: reusing {found[1].name} (finished "
+                  f"{found[0]['finished_at']}; delete it to train again)")
         return found
     return run_experiment(cfg, profile=profile, seed=seed, data=data, results_dir=results_dir,
-                          read_test=read_test, tags=tags, **kwargs)
+                          read_test=read_test, tags=tags, progress=progress, **kwargs)

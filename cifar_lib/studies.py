@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .config import load_config
 from .data import CIFAR10
@@ -67,6 +67,7 @@ def run_sweep(sweep: Sweep, profile: str, data: CIFAR10, *, seeds=None, **kwargs
         tags = {"sweep": sweep.name, "variant": variant,
                 "factor": sweep.factors.get(variant, variant)}
         record, _ = run_or_load(sweep.config(variant, profile), profile=profile, seed=seed,
-                                data=data, read_test=False, tags=tags, progress=False, **kwargs)
+                                data=data, read_test=False, tags=tags, progress=False,
+                                verbose=False, **kwargs)
         records.append(record)
     return records

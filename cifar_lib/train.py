@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm   # plain text bars: they read the same in a terminal and a saved notebook
 
 from .config import Config
 
@@ -258,14 +258,15 @@ def score(logits: torch.Tensor, labels: torch.Tensor) -> dict:
 
 def fit(model, train_loader, val_loader, cfg: Config, *, precision: Precision,
         start_epoch: int = 0, optimizer=None, scheduler=None, scaler=None, history=None,
-        on_epoch_end=None, progress: bool = True) -> list[dict]:
+        on_epoch_end=None, progress: bool | str = True) -> list[dict]:
     """Train for cfg.epochs, evaluating on the validation split after every epoch.
 
     The learning-rate schedule only ever sees validation numbers, never the test set.
     `on_epoch_end(epoch, history, optimizer, scheduler, scaler)` is where callers
     checkpoint; passing their states back with `start_epoch` resumes. Without an optimizer,
     fit builds the config's optimizer and schedule; with one, `scheduler` is used as given
-    (None means a constant learning rate).
+    (None means a constant learning rate). `progress`: True shows a bar per epoch and one
+    over epochs, "epochs" only the latter (what notebooks want), False none.
     """
     if optimizer is None:
         optimizer = make_optimizer(cfg, model)
@@ -282,7 +283,7 @@ def fit(model, train_loader, val_loader, cfg: Config, *, precision: Precision,
         stats = train_one_epoch(model, train_loader, optimizer, precision=precision,
                                 scaler=scaler, label_smoothing=cfg.label_smoothing, epoch=epoch,
                                 scheduler=scheduler if stepped == "batch" else None,
-                                progress=progress)
+                                progress=progress is True)
         val = evaluate(model, val_loader, precision=precision)
         if stepped == "val_loss":
             scheduler.step(val["loss"])
