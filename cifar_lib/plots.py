@@ -97,7 +97,7 @@ def sweep_plot(runs: pd.DataFrame, order=None, metric: str = "val_acc", title: s
     fig, ax = plt.subplots(figsize=(8, 0.45 * runs["variant"].nunique() + 1.5))
     sns.pointplot(runs, y="variant", x=metric, order=order, errorbar="sd", linestyles="none",
                   color="black", markers="|", capsize=0.3, ax=ax)
-    sns.stripplot(runs, y="variant", x=metric, order=order, hue="seed", palette="deep",
+    sns.stripplot(runs, y="variant", x=metric, order=order, hue="seed", palette="deep", jitter=False,
                   size=6, ax=ax)
     ax.set(xlabel="validation accuracy (%)", ylabel="", title=title)
     ax.legend(title="seed", loc="lower right", fontsize=8)
