@@ -63,3 +63,11 @@ def summarize(runs: pd.DataFrame, by: str = "variant", metric: str = "val_acc",
     if order is not None:
         table = table.reindex([o for o in order if o in table.index])
     return table.round(2)
+
+
+def mean_std(values) -> str:
+    """'mean ± std% (n seeds)' of accuracies in percent, as the report and notebooks quote them."""
+    values = pd.Series(values, dtype=float).dropna()
+    if len(values) == 1:
+        return f"{values.iloc[0]:.2f}% (1 seed)"
+    return f"{values.mean():.2f} ± {values.std():.2f}% ({len(values)} seeds)"

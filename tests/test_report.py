@@ -10,7 +10,7 @@ from cifar_lib.experiment import find_record, run_or_load
 from cifar_lib.notebook import resolve_profile
 from cifar_lib.report import build_report
 from cifar_lib.studies import Sweep, run_sweep
-from cifar_lib.tables import load_records, runs_frame, summarize
+from cifar_lib.tables import load_records, mean_std, runs_frame, summarize
 from conftest import tiny_dataset
 
 TINY = {"val_size": 100, "epochs": 1, "eval_subset": 50}
@@ -56,6 +56,11 @@ def test_sweep_runs_are_tagged_and_summarised(tmp_path):
     for variant in ("none", "flip"):
         accs = [100 * r["final"]["val_acc"] for r in records if r["tags"]["variant"] == variant]
         assert table.loc[variant, "mean"] == pytest.approx(sum(accs) / 2, abs=0.006)
+
+
+def test_mean_std_quotes_sample_spread_and_seed_count():
+    assert mean_std([88.0, 89.0, 90.0]) == "89.00 ± 1.00% (3 seeds)"     # sample std (n - 1)
+    assert mean_std([88.03, None]) == "88.03% (1 seed)"                  # missing runs are not seeds
 
 
 def test_report_is_rebuilt_from_records_alone_and_deterministically(tmp_path):
