@@ -222,12 +222,19 @@ def _sweep(doc: Document, records: list[dict], sweep, title: str, name: str):
     order = list(sweep.variants)
     table = summarize(runs, order=order).reset_index()
     base = mine[0]
+    top = table.loc[table["mean"].idxmax()]
+    # which other variants the seeds cannot tell apart from the best one
+    close = [v for v, m in zip(table["variant"], table["mean"])
+             if v != top["variant"] and top["mean"] - m <= top["std"]]
     doc.heading(3, title)
     doc.text(f"Each variant changes one thing in the `{sweep.base}` config and is trained with "
              f"{_seeds(table['seeds'])} seeds on {base['data']['train_images']:,} "
              f"training images for {base['config']['epochs']} epochs; accuracy is measured on "
-             f"{base['data']['val_images']:,} validation images. Best mean: **{table.loc[table['mean'].idxmax(), 'variant']}** "
-             f"({table['mean'].max():.2f}%).")
+             f"{base['data']['val_images']:,} validation images. Best mean: **{top['variant']}** "
+             f"({top['mean']:.2f} ± {top['std']:.2f}%); "
+             + (f"{', '.join(close)} are within one of its standard deviations, differences "
+                "these seeds do not resolve." if close else
+                "every other variant is more than one of its standard deviations below it."))
     doc.table(table.rename(columns={"mean": "val % mean", "std": "val % std"}),
               f"{title}: validation accuracy, mean and std over seeds ({_scope(mine)}).")
     doc.figure(f"{name}_sweep", plots.sweep_plot(runs, order=order, title=title),
@@ -265,14 +272,15 @@ def _best(doc: Document, by_config: dict, results_dir: Path):
              f"{mean_std(runs['test_acc'])} without, in {runs['wall_minutes'].mean():.1f} minutes "
              f"of wall time for the whole run on {runs['device'].iloc[0]} ({data_phrase(runs)}).")
     doc.table(_final_table(runs), f"Best model: {_scope(tested)}; the test set is read once per run.")
-    attempts = [r for n in ("deep_sgd", "best") for r in by_config.get(n, [])]
+    # seed 0 of each attempt: further seeds of the final recipe are repeats, not attempts
+    attempts = [r for n in ("deep_sgd", "best") for r in by_config.get(n, []) if r["seed"] == 0]
     if attempts:
         table = runs_frame(attempts)[["config", "seed", "epochs", "val_acc", "val_acc_tta",
                                       "test_acc_tta", "wall_minutes"]]
         table.insert(3, "TTA", [_tta_kind(r["config"]) for r in attempts])
         doc.table(table.rename(columns={"val_acc": "val %", "val_acc_tta": "val % (TTA)",
                                         "test_acc_tta": "test % (TTA)", "wall_minutes": "minutes"}),
-                  f"What was tried for the best model, in order ({_scope(attempts)}; tuning "
+                  f"What was tried for the best model, in order, seed 0 of each ({_scope(attempts)}; tuning "
                   f"runs leave the test column empty).")
     compare = [*by_config.get("seed_improved", []), *tested]
     doc.figure("time_to_accuracy", plots.time_to_accuracy(history_frame(compare)),
