@@ -5,18 +5,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import PROFILES, ConfigError, available_configs, load_config
+from .config import PROFILES, ConfigError, auto_profile, available_configs, load_config
 from .data import REPO_ROOT, DataError
 from .checkpoints import CHECKPOINT_DIR
 from .records import RESULTS_DIR
 from .train import DivergenceError, TrainingInterrupted
-
-
-def auto_profile() -> str:
-    """`full` with a CUDA GPU, `cpu` otherwise."""
-    import torch
-
-    return "full" if torch.cuda.is_available() else "cpu"
 
 
 def _pct(x: float) -> str:

@@ -12,6 +12,13 @@ from .loaders import NORMALIZATIONS, PIPELINES
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 PROFILES = ("smoke", "cpu", "full")
+
+
+def auto_profile() -> str:
+    """What `--profile auto` and the notebooks pick: `full` with a CUDA GPU, `cpu` otherwise."""
+    import torch
+
+    return "full" if torch.cuda.is_available() else "cpu"
 OPTIMIZERS = ("sgd", "adamw", "rmsprop")
 SCHEDULES = ("constant", "plateau", "onecycle", "cosine")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

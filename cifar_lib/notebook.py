@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .config import PROFILES, ConfigError
+from .config import PROFILES, ConfigError, auto_profile
 from .data import CIFAR10, load_cifar10
 from .records import device_info
 from .train import pick_device
@@ -13,11 +13,9 @@ from .train import pick_device
 def resolve_profile(profile: str = "auto") -> str:
     """CIFAR_PROFILE (e.g. `smoke` in CI) overrides the notebook's choice; `auto` is `full`
     with a CUDA GPU and `cpu` otherwise."""
-    import torch
-
     profile = os.environ.get("CIFAR_PROFILE") or profile
     if profile == "auto":
-        profile = "full" if torch.cuda.is_available() else "cpu"
+        profile = auto_profile()
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r} (from CIFAR_PROFILE or the notebook); "
                           f"valid: auto, {', '.join(PROFILES)}")
