@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .blocks import IntermediateBlock
-from .records import RESULTS_DIR, atomic_write_bytes
+from .records import RESULTS_DIR, atomic_write_bytes, run_folder
 
 
 @contextmanager
@@ -69,7 +69,7 @@ def run_predictions(record: dict, results_dir=RESULTS_DIR) -> dict[str, np.ndarr
     if "predictions" not in record:
         raise FileNotFoundError(f"run {record['id']} saved no predictions (a tuning run, or "
                                 f"one recorded before predictions were kept)")
-    preds = load_predictions(Path(results_dir) / record["profile"] / record["config_name"]
+    preds = load_predictions(run_folder(results_dir, record["profile"], record["config_name"])
                              / record["predictions"])
     if "indices" not in preds and record["config"]["eval_subset"] == 0:
         # The first records kept no indices; they were made on the whole test set, in order.

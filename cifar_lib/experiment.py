@@ -17,7 +17,7 @@ from .data import CIFAR10, load_cifar10, stratified_split
 from .loaders import make_loader
 from .models import build_model, count_flops, count_parameters, engine_defaults
 from .records import (RESULTS_DIR, SCHEMA, check_writable, device_info, git_commit, read_record,
-                      versions, write_record)
+                      run_folder, run_prefix, versions, write_record)
 from .train import (DivergenceError, Precision, TrainingInterrupted, evaluate, fit, make_optimizer,
                     make_scheduler, pick_device, predict, resolve_precision, score,
                     stop_on_signals)
@@ -89,12 +89,12 @@ def run_experiment(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10 | 
     'interrupted' and raise TrainingInterrupted. A failure is never mistaken for a result.
     """
     wall_start = time.perf_counter()
-    results_dir = Path(results_dir) / profile / cfg.name
+    results_dir = run_folder(results_dir, profile, cfg.name)
     checkpoint_dir = Path(checkpoint_dir)
     check_writable(results_dir)
     check_writable(checkpoint_dir)
     dev = pick_device(device)
-    prefix = f"{cfg.name}-{profile}-seed{seed}"
+    prefix = run_prefix(cfg.name, profile, seed)
     state = _resume_state(cfg, resume, checkpoint_dir, prefix, dev) if resume else None
     now = dt.datetime.now(dt.timezone.utc)
     run_id = state["run_id"] if state else f"{prefix}-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
@@ -225,9 +225,9 @@ def find_record(cfg: Config, *, profile: str, seed: int, data: CIFAR10,
                 results_dir: Path = RESULTS_DIR, read_test: bool = True) -> tuple[dict, Path] | None:
     """The newest complete record of exactly this config, profile and seed on the same data
     (by fingerprint), that read the test set if `read_test` asks for it; None if there is none."""
-    folder = Path(results_dir) / profile / cfg.name
+    folder = run_folder(results_dir, profile, cfg.name)
     wanted = cfg.to_dict()
-    for path in sorted(folder.glob(f"{cfg.name}-{profile}-seed{seed}-*.json"), reverse=True):
+    for path in sorted(folder.glob(f"{run_prefix(cfg.name, profile, seed)}-*.json"), reverse=True):
         record = read_record(path)
         if (record.get("status") == "complete" and record["config"] == wanted
                 and record["data"]["fingerprint"] == data.fingerprint

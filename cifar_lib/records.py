@@ -18,6 +18,16 @@ RESULTS_DIR = REPO_ROOT / "results"
 SCHEMA = 1
 
 
+def run_folder(results_dir, profile: str, config_name: str) -> Path:
+    """Where a run's record and its predictions live: results/<profile>/<config>/."""
+    return Path(results_dir) / profile / config_name
+
+
+def run_prefix(config_name: str, profile: str, seed: int) -> str:
+    """How every run id (and so its file names) starts: <config>-<profile>-seed<N>."""
+    return f"{config_name}-{profile}-seed{seed}"
+
+
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
     """Write to a temporary file in the same folder, then rename it into place: readers
     see the old file or the new one, never half of one."""
