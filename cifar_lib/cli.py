@@ -18,12 +18,14 @@ def _pct(x: float) -> str:
 
 def time_to_accuracy(record: dict, target: float) -> str:
     """When validation accuracy first reached `target`, in epochs and minutes of training."""
-    elapsed = 0.0
-    for row in record["history"]:
-        elapsed += row["train_seconds"]
-        if row["val_acc"] >= target:
-            return f"val >= {target:.0%} after {row['epoch']} epochs ({elapsed / 60:.1f} min)"
-    return f"val never reached {target:.0%}"
+    from .tables import history_frame   # the one place that adds up training time per epoch
+
+    history = history_frame([record])
+    reached = history[history["val_acc"] >= 100 * target]
+    if reached.empty:
+        return f"val never reached {target:.0%}"
+    first = reached.iloc[0]
+    return f"val >= {target:.0%} after {first['epoch']} epochs ({first['minutes']:.1f} min)"
 
 
 def cmd_train(args) -> int:

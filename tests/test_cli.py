@@ -48,3 +48,14 @@ def test_bad_setting_fails_before_any_work(tmp_path):
                   "--data-root", str(tmp_path / "empty"))
     assert out.returncode == 2
     assert "lr must be positive" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_time_to_accuracy_counts_training_time_up_to_the_first_epoch_at_target():
+    from cifar_lib.cli import time_to_accuracy
+
+    history = [{"epoch": e, "train_seconds": 60.0, "train_loss": 1.0, "val_loss": 1.0,
+                "train_acc": 0.9, "val_acc": acc, "lr": 0.1}
+               for e, acc in enumerate([0.80, 0.95, 0.93, 0.96], start=1)]
+    record = {"id": "r", "config_name": "c", "seed": 0, "history": history}
+    assert time_to_accuracy(record, 0.94) == "val >= 94% after 2 epochs (2.0 min)"
+    assert time_to_accuracy(record, 0.97) == "val never reached 97%"
