@@ -154,11 +154,11 @@ def branch_weights_by_class(weights: np.ndarray, labels: np.ndarray):
 
 def branch_weight_spread(weights: np.ndarray):
     """Distribution of each block's branch weights over test images."""
-    blocks, branches = weights.shape[1:]
-    long = pd.DataFrame({
-        "block": np.repeat([f"block {b + 1}" for b in range(blocks)], branches)[None].repeat(len(weights), 0).ravel(),
-        "branch": np.tile([f"a{l + 1}" for l in range(branches)], blocks)[None].repeat(len(weights), 0).ravel(),
-        "weight": weights.reshape(len(weights), -1).ravel()})
+    n, blocks, branches = weights.shape
+    index = pd.MultiIndex.from_product(
+        [range(n), [f"block {b + 1}" for b in range(blocks)], [f"a{l + 1}" for l in range(branches)]],
+        names=["image", "block", "branch"])
+    long = pd.Series(weights.ravel(), index=index, name="weight").reset_index()
     fig, ax = plt.subplots(figsize=(8, 3.8))
     sns.violinplot(long, x="block", y="weight", hue="branch", cut=0, inner="quartile", ax=ax)
     ax.set(xlabel="", ylabel="branch weight a (sigmoid gate)",
