@@ -8,7 +8,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-AUGMENTATIONS = ("crop", "flip", "rotate", "cutout")
+# "altflip": each image is mirrored on alternate epochs (a fixed random half on even
+# epochs, the other half on odd ones), so every image is seen both ways every two epochs,
+# where random flips leave about a quarter of them unflipped or flipped twice in a row.
+AUGMENTATIONS = ("crop", "flip", "altflip", "rotate", "cutout")
 
 
 def pad_reflect(images: torch.Tensor, padding: int) -> torch.Tensor:

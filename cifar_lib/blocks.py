@@ -7,7 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "identity": nn.Identity}
-GATES = ("sigmoid", "softmax")
+# How the L mixing weights come from the mixer's outputs; "equal" ignores them (every
+# branch weighs 1/L), the ablation that asks what the learned weights are worth.
+GATES = ("sigmoid", "softmax", "equal")
 
 
 class _MaskedScale(torch.autograd.Function):
@@ -62,6 +64,8 @@ class FastDropout(nn.Module):
 
 
 def _gate(logits: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "equal":
+        return torch.full_like(logits, 1.0 / logits.shape[1])
     return torch.sigmoid(logits) if kind == "sigmoid" else torch.softmax(logits, dim=1)
 
 
@@ -173,11 +177,20 @@ class FusedIntermediateBlock(IntermediateBlock):
 
 
 class OutputBlock(nn.Module):
-    """Global average pool to a channel vector, then fully connected layers to logits."""
+    """Global pooling to a channel vector, then fully connected layers to logits.
+
+    `pool` is "avg" or "max". With `scale`, the last layer has no bias, starts with
+    unit-variance weights and its output is multiplied by `scale` (airbench's head: the
+    logits start small, and the weights' own learning rate sets how fast they grow).
+    """
 
     def __init__(self, in_channels: int, hidden: tuple[int, ...] = (), num_classes: int = 10,
-                 activation: str = "relu", dropout: float = 0.0):
+                 activation: str = "relu", dropout: float = 0.0, pool: str = "avg",
+                 scale: float | None = None):
         super().__init__()
+        if pool not in ("avg", "max"):
+            raise ValueError(f"pool must be 'avg' or 'max', got {pool!r}")
+        self.pool, self.scale = pool, scale
         layers: list[nn.Module] = []
         width = in_channels
         for h in hidden:
@@ -185,8 +198,64 @@ class OutputBlock(nn.Module):
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = h
-        layers.append(nn.Linear(width, num_classes))
+        last = nn.Linear(width, num_classes, bias=scale is None)
+        if scale is not None:
+            nn.init.normal_(last.weight)
+        layers.append(last)
         self.classifier = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        pooled = F.adaptive_max_pool2d(x, 1) if self.pool == "max" else F.adaptive_avg_pool2d(x, 1)
+        logits = self.classifier(torch.flatten(pooled, 1))
+        return logits if self.scale is None else logits * self.scale
+
+
+class FrozenScaleBatchNorm(nn.BatchNorm2d):
+    """Batch norm with its scale fixed at 1 (only the shift learns), a tiny eps and fast-
+    moving running statistics (momentum 0.4): airbench's settings. A learned scale is
+    redundant before a convolution whose filters' norm is held fixed (see muon.py)."""
+
+    def __init__(self, channels: int, momentum: float = 0.4, eps: float = 1e-12):
+        super().__init__(channels, eps=eps, momentum=momentum)
+        self.weight.requires_grad_(False)
+
+
+class FastBlock(IntermediateBlock):
+    """An intermediate block shaped for speed: branches of different kernel sizes, then
+    max-pool, ONE batch norm and the activation after the mix.
+
+    The family's rule holds (L independent convolutions of the same input, summed with
+    per-image weights from a linear layer on the input's channel means), but the L
+    branches need not cost the same: a 3x3 and a 1x1 branch cost 1 + 1/9 of one 3x3
+    convolution instead of 2x. Convolutions have no bias (the batch norm's shift is it);
+    3x3 filters start as the identity on the first channels (dirac), so a deep stack
+    starts close to passing its input through. The mixer starts at zero: every image
+    begins with equal weights (sigmoid(0) = 1/2 each) and learns away from them.
+    Pooling before the norm makes the norm's statistics those of what the next block sees.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_sizes=(3, 1), *,
+                 pool: int = 1, gate: str = "sigmoid", activation: str = "gelu",
+                 batch_norm: bool = True):
+        self.kernel_sizes = tuple(kernel_sizes)
+        super().__init__(in_channels, out_channels, len(self.kernel_sizes), gate=gate,
+                         activation=activation, pool=pool)
+        self.norm = FrozenScaleBatchNorm(out_channels) if batch_norm else nn.Identity()
+        nn.init.zeros_(self.mixer.weight)
+        nn.init.zeros_(self.mixer.bias)
+
+    def _make_branches(self, batch_norm: bool) -> None:
+        # Odd kernels keep the size ("same" padding); even ones (the 2x2 whitening block)
+        # use none, so every branch of a block must share one parity.
+        if len({k % 2 for k in self.kernel_sizes}) > 1:
+            raise ValueError(f"branch kernels {self.kernel_sizes} change the size differently")
+        self.convs = nn.ModuleList(
+            nn.Conv2d(self.in_channels, self.out_channels, k, padding=k // 2 if k % 2 else 0,
+                      bias=False) for k in self.kernel_sizes)
+        self.norms = nn.ModuleList(nn.Identity() for _ in self.kernel_sizes)
+        for conv in self.convs:
+            if conv.kernel_size[0] == 3:
+                nn.init.dirac_(conv.weight[:min(self.in_channels, self.out_channels)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.norm(self.pool(self.mix(x, self.branch_weights(x)))))

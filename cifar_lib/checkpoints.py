@@ -8,10 +8,7 @@ from pathlib import Path
 import torch
 
 from .config import Config
-from .data import REPO_ROOT
 from .records import atomic_write_bytes
-
-CHECKPOINT_DIR = REPO_ROOT / "checkpoints"
 
 
 def _save(obj, path: Path) -> None:

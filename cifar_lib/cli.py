@@ -1,4 +1,5 @@
-"""Command line: `python -m cifar_lib train | sweep | evaluate | report | configs`."""
+"""Command line of the CIFAR-10 study kit: python -m cifar_lib train | evaluate | sweep |
+report | configs."""
 from __future__ import annotations
 
 import argparse
@@ -6,14 +7,17 @@ import sys
 from pathlib import Path
 
 from .config import PROFILES, ConfigError, auto_profile, available_configs, load_config
-from .data import REPO_ROOT, DataError
-from .checkpoints import CHECKPOINT_DIR
-from .records import RESULTS_DIR
+from .data import DataError
+from .paths import CHECKPOINT_DIR, FIGURES_DIR, REPORT_DIR, RESULTS_DIR
 from .train import DivergenceError, TrainingInterrupted
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def time_to_accuracy(record: dict, target: float) -> str:
@@ -25,7 +29,8 @@ def time_to_accuracy(record: dict, target: float) -> str:
     if reached.empty:
         return f"val never reached {target:.0%}"
     first = reached.iloc[0]
-    return f"val >= {target:.0%} after {first['epoch']} epochs ({first['minutes']:.1f} min)"
+    return (f"val >= {target:.0%} after {_plural(int(first['epoch']), 'epoch')} "
+            f"({first['minutes']:.1f} min)")
 
 
 def cmd_train(args) -> int:
@@ -34,12 +39,14 @@ def cmd_train(args) -> int:
 
     profile = auto_profile() if args.profile == "auto" else args.profile
     cfg = load_config(args.config, profile, epochs=args.epochs, lr=args.lr,
-                      batch_size=args.batch_size, pipeline=args.pipeline)
+                      batch_size=args.batch_size, pipeline=args.pipeline,
+                      final=True if args.final else None)
     data = load_cifar10(args.data_root)
     print(data.describe(), file=sys.stderr)
     print(f"training {cfg.name} (profile {profile}, seed {args.seed}): {cfg.model}, "
-          f"{cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:g}, "
-          f"{cfg.pipeline} pipeline", file=sys.stderr)
+          f"{_plural(cfg.epochs, 'epoch')}, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:g}, "
+          f"{cfg.pipeline} pipeline" + (", final: trained on all 50,000 training images"
+                                        if cfg.final else ""), file=sys.stderr)
     record, path = run_experiment(cfg, profile=profile, seed=args.seed, data=data,
                                   device=args.device, results_dir=args.results_dir,
                                   checkpoint_dir=args.checkpoint_dir,
@@ -51,7 +58,11 @@ def cmd_train(args) -> int:
     if not record["test_read"]:
         scores += " (tuning run: test set not read)"
     data_kind = "official data" if record["data"]["official"] else "NOT official data (local copy)"
-    print(f"{cfg.name} [{profile}] seed {args.seed}: {scores} | {time_to_accuracy(record, 0.94)} | "
+    if cfg.target_val_acc and not cfg.final:
+        scores += f" | {time_to_accuracy(record, cfg.target_val_acc)}"
+    for warning in record.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{cfg.name} [{profile}] seed {args.seed}: {scores} | "
           f"train {record['train_seconds']:.1f} s, "
           f"wall {record['wall_seconds']:.1f} s | {record['device']['name']}, "
           f"{record['precision']} | {data_kind} | record {path}")
@@ -60,9 +71,9 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .data import load_cifar10
-    from .experiment import load_checkpoint, loader_args
-    from .loaders import make_loader
-    from .train import Precision, evaluate, pick_device, resolve_precision
+    from .device import Precision, pick_device
+    from .evaluation import score_split
+    from .experiment import eval_loader, load_checkpoint
 
     if not Path(args.checkpoint).is_file():
         raise ConfigError(f"no checkpoint file at {args.checkpoint}")
@@ -70,13 +81,13 @@ def cmd_evaluate(args) -> int:
     model, cfg = load_checkpoint(args.checkpoint, dev)
     data = load_cifar10(args.data_root)
     print(data.describe(), file=sys.stderr)
-    precision = Precision(resolve_precision(cfg.precision, dev), dev)
-    loader = make_loader(cfg.pipeline, data.test_images, data.test_labels, 500, device=dev,
-                         **loader_args(cfg))
-    plain = evaluate(model, loader, precision=precision)
-    tta = evaluate(model, loader, precision=precision, tta=True, tta_shift=cfg.tta_shift)
-    print(f"{args.checkpoint}: test_acc {_pct(plain['acc'])} test_acc_tta {_pct(tta['acc'])} "
-          f"test_loss {plain['loss']:.4f} on {len(data.test_labels)} images")
+    # The same scoring as the end of a training run: TTA only if the config asks for it.
+    test = score_split(model, eval_loader(cfg, data.test_images, data.test_labels, dev),
+                       precision=Precision.resolve(cfg.precision, dev), tta=cfg.tta,
+                       tta_shift=cfg.tta_shift)
+    tta = f" test_acc_tta {_pct(test['acc_tta'])}" if "acc_tta" in test else ""
+    print(f"{args.checkpoint}: test_acc {_pct(test['acc'])}{tta} "
+          f"test_loss {test['loss']:.4f} on {len(data.test_labels)} images")
     return 0
 
 
@@ -133,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     t.add_argument("--checkpoint-dir", type=Path, default=CHECKPOINT_DIR)
     t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.add_argument("--final", action="store_true",
+                   help="train on all 50,000 training images (no validation split); only once "
+                        "every choice was made on validation")
     t.add_argument("--tune", action="store_true",
                    help="a tuning run: report validation accuracy only, never read the test set")
     t.add_argument("--resume", action="store_true",
@@ -158,8 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--profile", default="cpu", choices=PROFILES,
                    help="which records to report (smoke records are never reported by default)")
     r.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
-    r.add_argument("--figures-dir", type=Path, default=REPO_ROOT / "figures")
-    r.add_argument("--report-dir", type=Path, default=REPO_ROOT / "report")
+    r.add_argument("--figures-dir", type=Path, default=FIGURES_DIR)
+    r.add_argument("--report-dir", type=Path, default=REPORT_DIR)
     r.set_defaults(func=cmd_report)
 
     c = sub.add_parser("configs", help="list the configs in configs/")

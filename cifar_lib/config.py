@@ -3,14 +3,19 @@ profile (smoke / cpu / full), validated before any work starts."""
 from __future__ import annotations
 
 import dataclasses
-import tomllib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .augment import AUGMENTATIONS
 from .loaders import NORMALIZATIONS, PIPELINES
+from .paths import CONFIG_DIR
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+if sys.version_info >= (3, 11):
+    import tomllib
+else:                              # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
+
 PROFILES = ("smoke", "cpu", "full")
 
 
@@ -19,8 +24,9 @@ def auto_profile() -> str:
     import torch
 
     return "full" if torch.cuda.is_available() else "cpu"
-OPTIMIZERS = ("sgd", "adamw", "rmsprop")
-SCHEDULES = ("constant", "plateau", "onecycle", "cosine")
+OPTIMIZERS = ("sgd", "adamw", "rmsprop", "muon")
+SCHEDULES = ("constant", "plateau", "onecycle", "cosine", "linear")
+LOSS_REDUCTIONS = ("mean", "sum")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # What every profile means unless a config says otherwise: smoke is a seconds-long check
@@ -51,6 +57,8 @@ class Config:
     cutout_size: int = 0
     normalize: str = "half"
     val_size: int = 5000
+    final: bool = False            # train on all 50,000 training images (no validation split):
+                                   # only once every choice was made on validation
     train_subset: int = 0          # 0: the whole training split
     eval_subset: int = 0           # 0: the whole validation and test sets
     num_workers: int = 0           # reference pipeline only
@@ -61,6 +69,15 @@ class Config:
     nesterov: bool = True
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
+    # optimizer = "muon": `lr` and `muon_momentum` for conv filters (orthogonalised
+    # updates), Nesterov SGD with `momentum` for the rest at `bias_lr` (norm shifts),
+    # `mixer_lr` (the blocks' mixers) and `head_lr` (the last linear layer); `weight_decay`
+    # is then the decay per step.
+    muon_momentum: float = 0.6
+    bias_lr: float = 0.05
+    mixer_lr: float = 1e-4
+    head_lr: float = 0.5
+    loss_reduction: str = "mean"   # "sum": gradients grow with the batch (airbench's units)
     schedule: str = "plateau"
     plateau_factor: float = 0.1
     plateau_patience: int = 5
@@ -68,6 +85,7 @@ class Config:
     epochs: int = 50
     batch_size: int = 128
     # evaluation
+    target_val_acc: float = 0.0    # > 0: the CLI says when validation accuracy first reached it
     tta: bool = False              # also report accuracy with test-time augmentation: flips,
     tta_shift: int = 0             # and with tta_shift > 0 also diagonal shifts by that many pixels
     # engine
@@ -114,6 +132,7 @@ def validate(cfg: Config) -> Config:
     choose("schedule", SCHEDULES)
     choose("pipeline", PIPELINES)
     choose("precision", PRECISIONS)
+    choose("loss_reduction", LOSS_REDUCTIONS)
     choose("normalize", sorted(NORMALIZATIONS))
     bad = [a for a in cfg.augment if a not in AUGMENTATIONS]
     if bad:
@@ -125,7 +144,11 @@ def validate(cfg: Config) -> Config:
                 "num_workers", "rotate_degrees", "tta_shift"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {getattr(cfg, key)}")
-    for key in ("label_smoothing", "warmup_fraction", "momentum"):
+    for key in ("bias_lr", "mixer_lr", "head_lr"):
+        if not getattr(cfg, key) > 0:
+            raise ConfigError(f"{key} must be positive, got {getattr(cfg, key)}")
+    for key in ("label_smoothing", "warmup_fraction", "momentum", "muon_momentum",
+                "target_val_acc"):
         if not 0 <= getattr(cfg, key) < 1:
             raise ConfigError(f"{key} must lie in [0, 1), got {getattr(cfg, key)}")
     if not 0 < cfg.plateau_factor < 1:
@@ -133,6 +156,11 @@ def validate(cfg: Config) -> Config:
     dropout = cfg.model_args.get("dropout", 0.0)
     if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise ConfigError(f"model_args.dropout must lie in [0, 1), got {dropout!r}")
+    if cfg.final and cfg.schedule == "plateau":
+        raise ConfigError("final = true trains without a validation split, so the plateau "
+                          "schedule (which steps on validation loss) cannot run; pick another schedule")
+    if cfg.pipeline == "reference" and "altflip" in cfg.augment:
+        raise ConfigError("altflip needs pipeline = \"tensor\" (it depends on the epoch)")
     if cfg.val_size <= 0 or cfg.val_size % 10:
         raise ConfigError(f"val_size must be a positive multiple of 10 (one share per class), "
                           f"got {cfg.val_size}")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .paths import DATA_ROOT
+
 FOLDER = "cifar-10-batches-py"
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -28,7 +30,6 @@ TEST_FILE = "test_batch"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGES_PER_BATCH = 10_000
 PIXELS = 3 * 32 * 32
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class DataError(RuntimeError):
@@ -146,9 +147,9 @@ def read_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
 # --------------------------------------------------------------------------- finding
 def default_root() -> Path:
-    """`CIFAR10_ROOT` if set, else `data/` at the repository root."""
+    """`CIFAR10_ROOT` if set, else `data/` at the repository root (or working directory)."""
     env = os.environ.get("CIFAR10_ROOT")
-    return Path(env).expanduser() if env else REPO_ROOT / "data"
+    return Path(env).expanduser() if env else DATA_ROOT
 
 
 def _complete(folder: Path) -> bool:

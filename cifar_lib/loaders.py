@@ -56,6 +56,9 @@ class TensorLoader:
         self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255
         self.epoch = 0
+        # altflip: which images are mirrored on even epochs; odd epochs mirror the others.
+        self.flipped_on_even = torch.rand(len(self.labels), generator=_generator(
+            torch.device("cpu"), seed, -1)).lt(0.5).to(self.device)
 
     @staticmethod
     def _pad(images: torch.Tensor, padding: int, chunk: int = 5000) -> torch.Tensor:
@@ -63,6 +66,10 @@ class TensorLoader:
             return images
         return torch.cat([aug.pad_reflect(images[i:i + chunk], padding)
                           for i in range(0, len(images), chunk)])
+
+    def normalized(self, n: int) -> torch.Tensor:
+        """The first n images, normalised, unaugmented, NCHW (for data-dependent init)."""
+        return (self.images[:n].permute(0, 3, 1, 2).float() - self.mean) / self.std
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -88,6 +95,9 @@ class TensorLoader:
             x = self.images[idx]
         if "flip" in self.augment:
             x = aug.random_flip(x, g)
+        if "altflip" in self.augment:
+            flip = self.flipped_on_even[idx] ^ bool(self.epoch % 2)
+            x = torch.where(flip[:, None, None, None], x.flip(2), x)
         x = x.permute(0, 3, 1, 2).float()   # NCHW view of NHWC memory = channels-last
         if "rotate" in self.augment and self.rotate_degrees > 0:
             x = aug.random_rotate(x, self.rotate_degrees, g)
@@ -125,6 +135,8 @@ def torchvision_transform(train: bool, augment=(), crop_padding: int = 4,
     """The seed's per-image transform chain (PIL in, normalised tensor out)."""
     from torchvision import transforms as T
 
+    if train and "altflip" in augment:
+        raise ValueError("altflip needs the tensor pipeline (it depends on the epoch)")
     steps = []
     if train and "crop" in augment:
         steps.append(T.RandomCrop(32, padding=crop_padding, padding_mode="reflect"))

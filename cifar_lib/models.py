@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import FusedIntermediateBlock, IntermediateBlock, OutputBlock
+from .blocks import FastBlock, FusedIntermediateBlock, IntermediateBlock, OutputBlock
 
 
 class Residual(nn.Module):
@@ -79,16 +79,51 @@ def DeepNet(**overrides) -> BlockNet:
                        "batch_norm": True, "activation": "gelu", "residual": True, **overrides})
 
 
+class FastNet(nn.Module):
+    """The `fast` recipe's network: airbench94's shape built from intermediate blocks.
+
+    A whitening block (two 2x2 branches: one frozen to the training images' patch-
+    whitening filters, one learned), then per width two `FastBlock`s (a 3x3 and a 1x1
+    branch each; the first max-pools), then global max-pool and a scaled linear head.
+    Every block is an intermediate block: L >= 2 convolutions of the same input mixed by
+    weights from a linear layer on the input's channel means.
+    """
+
+    def __init__(self, widths=(64, 256, 256), kernel_sizes=(3, 1), gate: str = "sigmoid",
+                 whiten_kernel: int = 2, num_classes: int = 10):
+        super().__init__()
+        whiten_width = 2 * 3 * whiten_kernel ** 2          # +- each patch eigenvector
+        blocks = [FastBlock(3, whiten_width, (whiten_kernel, whiten_kernel), gate=gate)]
+        for cin, cout in zip((whiten_width, *widths[:-1]), widths):
+            blocks += [FastBlock(cin, cout, kernel_sizes, pool=2, gate=gate),
+                       FastBlock(cout, cout, kernel_sizes, gate=gate)]
+        self.blocks = nn.Sequential(*blocks)
+        self.head = OutputBlock(widths[-1], num_classes=num_classes, pool="max",
+                                scale=1 / widths[-1])
+
+    @torch.no_grad()
+    def init_from_data(self, images: torch.Tensor, eps: float = 5e-4) -> None:
+        """Set the first branch of the first block to whitening filters of `images`
+        (normalised, NCHW): each filter is an eigenvector of the covariance of image
+        patches divided by the root of its eigenvalue, so every output channel has unit
+        variance and the channels are uncorrelated; the negated filters follow, so the
+        activation keeps both signs. The branch is then frozen."""
+        conv = self.blocks[0].convs[0]
+        k = conv.kernel_size[0]
+        patches = images.float().unfold(2, k, 1).unfold(3, k, 1)           # N,C,H',W',k,k
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, conv.in_channels * k * k)
+        covariance = patches.T @ patches / len(patches)
+        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+        filters = (eigenvectors.T / (eigenvalues[:, None] + eps).sqrt()).view(-1, conv.in_channels, k, k)
+        conv.weight.copy_(torch.cat([filters, -filters]))
+        conv.weight.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(x))
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {"basic": BasicNet, "improved": ImprovedNet,
-                                                "deep": DeepNet}
-
-
-def register(name: str):
-    """Decorator adding a model constructor to the registry under `name`."""
-    def wrap(fn):
-        MODELS[name] = fn
-        return fn
-    return wrap
+                                                "deep": DeepNet, "fast": FastNet}
 
 
 def build_model(name: str, **overrides) -> nn.Module:
@@ -97,7 +132,7 @@ def build_model(name: str, **overrides) -> nn.Module:
     return MODELS[name](**overrides)
 
 
-def engine_defaults(device: torch.device) -> dict:
+def engine_defaults(device: torch.device, name: str = "improved") -> dict:
     """Block implementation that trains fastest on `device`.
 
     Measured on a 2-core AVX512-BF16 CPU (bf16, channels-last; benchmarks/throughput.py):
@@ -107,6 +142,8 @@ def engine_defaults(device: torch.device) -> dict:
     wide convolution gives cuDNN one bigger matrix product per block (not measured in
     this kit yet: the benchmark prints both on a GPU).
     """
+    if name == "fast":
+        return {}                 # FastNet has one block form
     return {"fused": device.type == "cuda"}
 
 

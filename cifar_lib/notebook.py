@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from .config import PROFILES, ConfigError, auto_profile
 from .data import CIFAR10, load_cifar10
 from .records import device_info
-from .train import pick_device
+from .device import pick_device
 
 
 def resolve_profile(profile: str = "auto") -> str:

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import torch
 
-from .data import REPO_ROOT
+from .paths import REPO_ROOT, RESULTS_DIR
 
-RESULTS_DIR = REPO_ROOT / "results"
 SCHEMA = 1
 
 
@@ -81,6 +80,8 @@ def check_writable(folder: Path) -> None:
 
 
 def git_commit() -> str | None:
+    if REPO_ROOT is None:
+        return None
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                              text=True, timeout=5)

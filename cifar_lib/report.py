@@ -12,13 +12,11 @@ import pandas as pd
 
 from . import plots
 from .analysis import confusion_matrix, reliability, run_predictions
-from .data import CLASSES, REPO_ROOT
-from .records import RESULTS_DIR
-from .studies import AUGMENTATION, HYPERPARAMETERS
+from .data import CLASSES
+from .paths import FIGURES_DIR, REPORT_DIR, RESULTS_DIR
+from .sweeps import AUGMENTATION, HYPERPARAMETERS
 from .tables import history_frame, load_records, mean_std, runs_frame, summarize
 
-FIGURES_DIR = REPO_ROOT / "figures"
-REPORT_DIR = REPO_ROOT / "report"
 
 
 class Document:

@@ -3,14 +3,17 @@ import numpy as np
 import pytest
 import torch
 
-from cifar_lib.analysis import (confident_mistakes, confusion_matrix, recording_branch_weights,
-                                reliability, stack_branch_weights)
+from cifar_lib.analysis import confident_mistakes, confusion_matrix, reliability
+from cifar_lib.capture import recording_branch_weights, stack_branch_weights
 from cifar_lib.blocks import IntermediateBlock
 from cifar_lib.config import load_config
 from cifar_lib.experiment import run_experiment
 from cifar_lib.loaders import TensorLoader
 from cifar_lib.models import build_model
-from cifar_lib.train import Precision, make_optimizer, predict, train_one_epoch, tta_views
+from cifar_lib.device import Precision
+from cifar_lib.evaluation import predict, tta_views
+from cifar_lib.recipe import make_optimizer
+from cifar_lib.train import train_one_epoch
 from conftest import learnable_images, tiny_dataset
 
 

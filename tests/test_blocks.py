@@ -83,7 +83,7 @@ def test_models_map_images_to_ten_logits(name):
 
 
 def test_unknown_model_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="basic, deep, improved"):
+    with pytest.raises(ValueError, match="basic, deep, fast, improved"):
         build_model("resnet")
 
 

@@ -26,7 +26,7 @@ def test_every_shipped_config_loads_in_every_profile():
     ({"batch_size": 0}, "batch_size must be positive"),
     ({"optimizer": "adam"}, "unknown optimizer 'adam'; valid: sgd, adamw, rmsprop"),
     ({"schedule": "step"}, "unknown schedule 'step'; valid: constant, plateau, onecycle, cosine"),
-    ({"model": "resnet"}, "unknown model 'resnet'; valid: basic, deep, improved"),
+    ({"model": "resnet"}, "unknown model 'resnet'; valid: basic, deep, fast, improved"),
     ({"model_args": {"dropout": 1.0}}, r"dropout must lie in \[0, 1\)"),
     ({"augment": ["mixup"]}, r"unknown augmentation\(s\) \['mixup'\]"),
     ({"learning_rate": 0.1}, "unknown setting.*learning_rate.*valid settings"),

@@ -10,7 +10,10 @@ from cifar_lib.experiment import load_checkpoint, run_experiment
 from cifar_lib.loaders import TensorLoader
 from cifar_lib.models import build_model
 from cifar_lib.records import iter_records, read_record
-from cifar_lib.train import Precision, evaluate, make_optimizer, train_one_epoch
+from cifar_lib.device import Precision
+from cifar_lib.evaluation import evaluate
+from cifar_lib.recipe import make_optimizer
+from cifar_lib.train import train_one_epoch
 from conftest import learnable_images, tiny_dataset
 
 
