@@ -2,6 +2,9 @@
 
     python benchmarks/throughput.py [--batch-size 128] [--repeats 7] [--steps 8] [--ladder]
 
+(with the kit installed, as `bash run.sh setup` does, or with PYTHONPATH=. from the
+repository root)
+
 For every registered model it times training steps (forward, backward, optimizer) of
   reference  the seed's way: torchvision transforms + DataLoader, per-branch blocks, fp32,
              contiguous memory;
@@ -29,12 +32,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from cifar_lib.data import DataError, load_cifar10  # noqa: E402
-from cifar_lib.loaders import make_loader  # noqa: E402
-from cifar_lib.models import MODELS, build_model, engine_defaults  # noqa: E402
-from cifar_lib.records import RESULTS_DIR, device_info, versions, write_record  # noqa: E402
-from cifar_lib.train import Precision, pick_device, resolve_precision  # noqa: E402
+from cifar_lib.data import DataError, load_cifar10
+from cifar_lib.device import Precision, pick_device
+from cifar_lib.loaders import make_loader
+from cifar_lib.models import MODELS, build_model, engine_defaults
+from cifar_lib.paths import RESULTS_DIR
+from cifar_lib.records import device_info, versions, write_record
 
 AUGMENT = {"augment": ("crop", "flip", "rotate"), "rotate_degrees": 10.0, "crop_padding": 4}
 
@@ -68,16 +71,21 @@ class Trainer:
     def __init__(self, model_name: str, variant: Variant, images, labels, batch_size: int,
                  device: torch.device):
         self.device = device
-        self.precision = Precision(resolve_precision(variant.precision, device), device)
+        self.precision = Precision.resolve(variant.precision, device)
         torch.manual_seed(0)
-        fused = engine_defaults(device)["fused"] if variant.fused is None else variant.fused
+        if "fused" in engine_defaults(device, model_name):      # models with both block forms
+            fused = engine_defaults(device, model_name)["fused"] if variant.fused is None else variant.fused
+            switches = {"fused": fused, "cheap_dropout": variant.cheap_dropout}
+        else:                                                    # FastNet: one block form
+            fused, switches = None, {}
         self.fused = fused
-        model = build_model(model_name, fused=fused, cheap_dropout=variant.cheap_dropout).to(device)
+        model = build_model(model_name, **switches).to(device)
         if variant.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = torch.compile(model) if variant.compile else model
         self.model.train()
-        self.optimizer = torch.optim.RMSprop(self.model.parameters(), lr=1e-3)
+        self.optimizer = torch.optim.RMSprop([p for p in self.model.parameters() if p.requires_grad],
+                                             lr=1e-3)
         # The tensor loader hands out channels-last batches; a variant without
         # channels-last must not get that layout for free.
         self.layout = torch.channels_last if variant.channels_last else torch.contiguous_format
@@ -188,7 +196,7 @@ def main(argv=None) -> int:
     write_record(record, path)
     print(f"\nwrote {path}")
     engine_rows = table[(table.model == "improved") & (table.variant != "reference")
-                        & table.cheap_dropout & (table.fused == engine_defaults(device)["fused"])
+                        & table.cheap_dropout & (table.fused == engine_defaults(device, "improved")["fused"])
                         & (table.compile == args.compile)]
     if len(engine_rows):
         print(f"ImprovedNet engine/reference speedup: {engine_rows.iloc[-1].speedup:.2f}×")

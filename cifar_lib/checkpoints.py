@@ -71,7 +71,10 @@ def load_progress(path, device: torch.device) -> dict:
     return _load(path, device)
 
 
-def find_progress(folder: Path, prefix: str) -> Path | None:
-    """The newest resumable checkpoint whose run id starts with `prefix`."""
+def find_progress(folder: Path, prefix: str, every: bool = False):
+    """The newest resumable checkpoint whose run id starts with `prefix` (None if there is
+    none), or with `every` all of them, oldest first."""
     found = sorted(Path(folder).glob(f"{prefix}-*.progress.pt"), key=lambda p: p.stat().st_mtime)
+    if every:
+        return found
     return found[-1] if found else None

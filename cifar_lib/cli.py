@@ -102,7 +102,8 @@ def cmd_sweep(args) -> int:
     profile = auto_profile() if args.profile == "auto" else args.profile
     data = load_cifar10(args.data_root)
     print(data.describe(), file=sys.stderr)
-    records = run_sweep(sweep, profile, data, device=args.device, results_dir=args.results_dir)
+    records = run_sweep(sweep, profile, data, jobs=args.jobs, device=args.device,
+                        results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir)
     print(summarize(runs_frame(records), order=list(sweep.variants)).to_string())
     return 0
 
@@ -161,11 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("sweep", help="train (or reuse) every variant and seed of a sweep; "
                        "validation only")
-    w.add_argument("name", help="augmentation or hyperparameters")
+    w.add_argument("name", help="a sweep in configs/sweeps/ (augmentation, hyperparameters, ...)")
     w.add_argument("--profile", default="auto", choices=("auto", *PROFILES))
     w.add_argument("--data-root", default=None)
     w.add_argument("--device", default=None)
     w.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    w.add_argument("--checkpoint-dir", type=Path, default=CHECKPOINT_DIR)
+    w.add_argument("--jobs", type=int, default=1,
+                   help="runs at once, in worker processes sharing the device (or one GPU "
+                        "each when several are visible); a rerun resumes unfinished runs")
     w.set_defaults(func=cmd_sweep)
 
     r = sub.add_parser("report", help="rebuild figures/ and report/ from results/ (no training)")

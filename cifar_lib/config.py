@@ -91,7 +91,9 @@ class Config:
     # engine
     precision: str = "auto"
     channels_last: bool = True
-    compile: bool = False
+    compile: bool = False          # torch.compile the model for training (scoring runs eagerly)
+    compile_backend: str = "inductor"   # "aot_eager" / "eager": compile without code generation
+    compile_mode: str = "default"  # inductor's mode: "default", "max-autotune-no-cudagraphs", ...
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

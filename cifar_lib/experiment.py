@@ -185,7 +185,8 @@ def build(cfg: Config, data: CIFAR10, seed: int, dev: torch.device, state: dict 
     facts = {"name": cfg.model, "args": model_args, "parameters": count_parameters(model),
              "forward_flops_per_image": count_flops(model)}
     if cfg.compile:
-        model = torch.compile(model)
+        model = torch.compile(model, backend=cfg.compile_backend,
+                              mode=cfg.compile_mode if cfg.compile_backend == "inductor" else None)
     return Built(splits, train_loader, val_loader, model, model_args, facts, optimizer,
                  scheduler, precision, scaler)
 
@@ -316,7 +317,8 @@ def save_analysis(cfg: Config, record: dict, files: RunFiles, run: Built, test: 
 
 # --------------------------------------------------------------------------- resume & reuse
 def _resume_state(cfg: Config, resume, checkpoint_dir: Path, prefix: str, dev) -> dict:
-    found = Path(resume) if not isinstance(resume, bool) else find_progress(checkpoint_dir, prefix)
+    found = Path(resume) if not isinstance(resume, bool) else (
+        unfinished_run(cfg, checkpoint_dir, prefix) or find_progress(checkpoint_dir, prefix))
     if found is None or not found.is_file():
         raise ConfigError(f"nothing to resume: no {prefix}-*.progress.pt in {checkpoint_dir} "
                           "(a run leaves one after each epoch until it completes); "
@@ -327,6 +329,15 @@ def _resume_state(cfg: Config, resume, checkpoint_dir: Path, prefix: str, dev) -
         raise ConfigError(f"{found} was made with a different config (changed: "
                           f"{', '.join(changed)}); resume with the same settings")
     return state
+
+
+def unfinished_run(cfg: Config, checkpoint_dir: Path, prefix: str) -> Path | None:
+    """The newest progress checkpoint left by a stopped run of exactly this config (the
+    runs of a sweep share a prefix, so the config decides)."""
+    for path in reversed(find_progress(checkpoint_dir, prefix, every=True)):
+        if _same_config(load_progress(path, torch.device("cpu"))["config"], cfg.to_dict()):
+            return path
+    return None
 
 
 def load_checkpoint(path, device: torch.device) -> tuple[torch.nn.Module, Config]:
@@ -356,9 +367,12 @@ def _same_config(recorded: dict, wanted: dict) -> bool:
 
 def run_or_load(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10,
                 results_dir: Path = RESULTS_DIR, read_test: bool = True, tags: dict | None = None,
-                progress: bool | str = "epochs", verbose: bool = True, **kwargs) -> tuple[dict, Path]:
+                progress: bool | str = "epochs", verbose: bool = True,
+                resume_unfinished: bool = False, checkpoint_dir: Path = CHECKPOINT_DIR,
+                **kwargs) -> tuple[dict, Path]:
     """Experiments are data: reuse the record of an identical finished run if there is one
-    (so notebooks re-run in seconds), otherwise train and write a new one."""
+    (so notebooks re-run in seconds), otherwise train and write a new one; with
+    `resume_unfinished`, continue a stopped run of the same config if one left a checkpoint."""
     found = find_record(cfg, profile=profile, seed=seed, data=data, results_dir=results_dir,
                         read_test=read_test)
     if found is not None:
@@ -366,5 +380,8 @@ def run_or_load(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10,
             print(f"{cfg.name} [{profile}] seed {seed}: reusing {found[1].name} (finished "
                   f"{found[0]['finished_at']}; delete it to train again)")
         return found
+    resume = resume_unfinished and unfinished_run(cfg, Path(checkpoint_dir),
+                                                  run_prefix(cfg.name, profile, seed))
     return run_experiment(cfg, profile=profile, seed=seed, data=data, results_dir=results_dir,
-                          read_test=read_test, tags=tags, progress=progress, **kwargs)
+                          read_test=read_test, tags=tags, progress=progress,
+                          checkpoint_dir=checkpoint_dir, resume=resume or False, **kwargs)

@@ -104,11 +104,31 @@ def versions() -> dict:
             "cifar_lib": __version__}
 
 
+def cpu_model() -> str:
+    """The CPU's model name ("AMD EPYC 7B13", ...): machines with the same core count
+    differ several-fold in speed, so every time is kept with the CPU that made it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    try:                                                    # macOS
+        out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True,
+                             text=True, timeout=5)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_info(device: torch.device) -> dict:
-    info = {"type": device.type, "threads": torch.get_num_threads(), "cpu": platform.processor()
-            or platform.machine(), "cpu_count": os.cpu_count()}
+    """What ran the run: device type and name, and always the CPU model and core count."""
+    info = {"type": device.type, "threads": torch.get_num_threads(), "cpu": cpu_model(),
+            "cpu_count": os.cpu_count()}
     if device.type == "cuda":
         info["name"] = torch.cuda.get_device_name(device)
     else:
-        info["name"] = f"{device.type} ({os.cpu_count()} cores)"
+        info["name"] = f"{info['cpu']} ({os.cpu_count()} cores)"
     return info

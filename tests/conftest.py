@@ -1,15 +1,26 @@
-"""Shared fixtures: tiny CIFAR-10 folders in the official on-disk format, and the local
-copy when it has been built."""
+"""Shared fixtures: small CIFAR-10 folders in the official on-disk format, written by the
+tests themselves, so every test runs on a fresh clone without data."""
+import atexit
 import os
 import pickle
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cifar_lib import data as cdata
+# Records and checkpoints that tests do not place themselves go to a temporary folder,
+# never into the repository (set before cifar_lib reads its paths).
+_SCRATCH = Path(tempfile.mkdtemp(prefix="cifar-lib-tests-"))
+atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
+os.environ["CIFAR_RESULTS_DIR"] = str(_SCRATCH / "results")
+os.environ["CIFAR_CHECKPOINT_DIR"] = str(_SCRATCH / "checkpoints")
+
+from cifar_lib import data as cdata  # noqa: E402
 
 LOCAL_COPY = cdata.default_root()
+HAS_LOCAL_COPY = (LOCAL_COPY / cdata.FOLDER / "data_batch_1").exists()
 
 
 def write_batch(path: Path, images: np.ndarray, labels, protocol: int = 2) -> None:
@@ -20,14 +31,18 @@ def write_batch(path: Path, images: np.ndarray, labels, protocol: int = 2) -> No
     path.write_bytes(pickle.dumps(payload, protocol=protocol))
 
 
-def make_tiny_cifar(root: Path, per_file: int = 100, seed: int = 0) -> Path:
-    """root/cifar-10-batches-py with 5 training batches and a test batch of random images."""
+def make_tiny_cifar(root: Path, per_file: int = 100, seed: int = 0, learnable: bool = False) -> Path:
+    """root/cifar-10-batches-py with 5 training batches and a test batch of random images
+    (with `learnable`, images whose class sets their mean colour)."""
     rng = np.random.default_rng(seed)
     folder = root / cdata.FOLDER
     folder.mkdir(parents=True)
-    for name in cdata.TRAIN_FILES + [cdata.TEST_FILE]:
-        images = rng.integers(0, 256, (per_file, 32, 32, 3), dtype=np.uint8)
-        labels = np.arange(per_file) % 10
+    for k, name in enumerate(cdata.TRAIN_FILES + [cdata.TEST_FILE]):
+        if learnable:
+            images, labels = learnable_images(per_file, seed=seed + k)
+        else:
+            images = rng.integers(0, 256, (per_file, 32, 32, 3), dtype=np.uint8)
+            labels = np.arange(per_file) % 10
         write_batch(folder / name, images, labels)
     return folder
 
@@ -36,7 +51,7 @@ def learnable_images(n=256, seed=0):
     """Images whose class sets the mean colour: a small real task a model can learn."""
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % 10
-    palette = rng.integers(30, 225, (10, 3))
+    palette = np.random.default_rng(1234).integers(30, 225, (10, 3))   # one palette for all
     images = palette[labels][:, None, None, :] + rng.normal(0, 25, (n, 32, 32, 3))
     return np.clip(images, 0, 255).astype(np.uint8), labels
 
@@ -63,11 +78,12 @@ def tiny_cifar(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def local_copy():
-    if not (LOCAL_COPY / cdata.FOLDER / "data_batch_1").exists():
-        pytest.skip(f"local CIFAR-10 copy not built in {LOCAL_COPY} "
-                    "(python ../shared/cifar10/build_batches.py data)")
-    return cdata.load_cifar10(LOCAL_COPY, download=False)
+def cifar_folder(tmp_path_factory):
+    """A CIFAR-10 folder in the official layout with 6,500 training images (enough for the
+    standard 5,000-image validation split plus a training set) and 1,300 test images."""
+    root = tmp_path_factory.mktemp("cifar")
+    make_tiny_cifar(root, per_file=1300, learnable=True)
+    return cdata.load_cifar10(root, download=False)
 
 
 @pytest.fixture(autouse=True)

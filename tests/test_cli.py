@@ -13,9 +13,9 @@ def run_cli(*args, env=None, timeout=300):
                           env={**os.environ, **(env or {})})
 
 
-def test_smoke_training_run_writes_a_record(local_copy, tmp_path):
+def test_smoke_training_run_writes_a_record(cifar_folder, tmp_path):
     out = run_cli("train", "--config", "seed_improved", "--profile", "smoke", "--quiet",
-                  "--data-root", local_copy.root, "--results-dir", str(tmp_path))
+                  "--data-root", cifar_folder.root, "--results-dir", str(tmp_path))
     assert out.returncode == 0, out.stderr
     assert "NOT the official release" in out.stderr
     summary = out.stdout.strip().splitlines()[-1]
@@ -26,9 +26,12 @@ def test_smoke_training_run_writes_a_record(local_copy, tmp_path):
     record = json.loads(records[0].read_text())
     assert record["data"]["official"] is False and record["profile"] == "smoke"
     ckpt = record["checkpoint"]
-    ev = run_cli("evaluate", ckpt, "--data-root", local_copy.root)
+    ev = run_cli("evaluate", ckpt, "--data-root", cifar_folder.root)
     assert ev.returncode == 0, ev.stderr
-    assert "test_acc" in ev.stdout and "on 10000 images" in ev.stdout
+    # evaluate scores as the run did: the same accuracy, and no TTA for a config without it
+    assert f"test_acc {100 * record['final']['test_acc']:.2f}%" in ev.stdout
+    assert "tta" not in ev.stdout
+    assert f"on {len(cifar_folder.test_labels)} images" in ev.stdout
     Path(ckpt).unlink()
 
 

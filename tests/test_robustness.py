@@ -38,9 +38,9 @@ def tiny_config(tmp_path):
     return path
 
 
-def train_cmd(config, tmp_path, local_copy, *extra):
+def train_cmd(config, tmp_path, cifar_folder, *extra):
     return [sys.executable, "-m", "cifar_lib", "train", "--config", str(config), "--profile",
-            "cpu", "--quiet", "--data-root", local_copy.root,
+            "cpu", "--quiet", "--data-root", cifar_folder.root,
             "--results-dir", str(tmp_path / "results"),
             "--checkpoint-dir", str(tmp_path / "ckpt"), *extra]
 
@@ -61,13 +61,13 @@ def wait_for(predicate, proc, timeout=120):
         time.sleep(0.05)
 
 
-def test_sigkill_mid_epoch_then_resume_matches_an_unbroken_run(tmp_path, local_copy, tiny_config):
-    unbroken = subprocess.run(train_cmd(tiny_config, tmp_path / "a", local_copy),
+def test_sigkill_mid_epoch_then_resume_matches_an_unbroken_run(tmp_path, cifar_folder, tiny_config):
+    unbroken = subprocess.run(train_cmd(tiny_config, tmp_path / "a", cifar_folder),
                               cwd=REPO, capture_output=True, text=True, timeout=600)
     assert unbroken.returncode == 0, unbroken.stderr
     [expected] = records(tmp_path / "a" / "results")
 
-    cmd = train_cmd(tiny_config, tmp_path / "b", local_copy)
+    cmd = train_cmd(tiny_config, tmp_path / "b", cifar_folder)
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ckpt = tmp_path / "b" / "ckpt"
     wait_for(lambda: any(ckpt.glob("*.progress.pt")), proc)
@@ -91,8 +91,8 @@ def test_sigkill_mid_epoch_then_resume_matches_an_unbroken_run(tmp_path, local_c
     assert not any(ckpt.glob("*.progress.pt"))          # finished: nothing left to resume
 
 
-def test_sigterm_stops_cleanly_and_marks_the_record_interrupted(tmp_path, local_copy, tiny_config):
-    cmd = train_cmd(tiny_config, tmp_path, local_copy)
+def test_sigterm_stops_cleanly_and_marks_the_record_interrupted(tmp_path, cifar_folder, tiny_config):
+    cmd = train_cmd(tiny_config, tmp_path, cifar_folder)
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: any((tmp_path / "ckpt").glob("*.progress.pt")), proc)
     proc.send_signal(signal.SIGTERM)
@@ -109,8 +109,8 @@ def test_sigterm_stops_cleanly_and_marks_the_record_interrupted(tmp_path, local_
     assert record["status"] == "complete" and len(record["history"]) == 3
 
 
-def test_two_runs_writing_one_results_folder_lose_nothing(tmp_path, local_copy, tiny_config):
-    cmd = train_cmd(tiny_config, tmp_path, local_copy, "--epochs", "1")
+def test_two_runs_writing_one_results_folder_lose_nothing(tmp_path, cifar_folder, tiny_config):
+    cmd = train_cmd(tiny_config, tmp_path, cifar_folder, "--epochs", "1")
     procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(2)]
     for p in procs:
@@ -127,10 +127,10 @@ def test_two_runs_writing_one_results_folder_lose_nothing(tmp_path, local_copy, 
     assert recs[0]["id"] != recs[1]["id"]
 
 
-def test_divergence_stops_with_a_failed_record(tmp_path, local_copy):
+def test_divergence_stops_with_a_failed_record(tmp_path, cifar_folder):
     out = subprocess.run([sys.executable, "-m", "cifar_lib", "train", "--config", "seed_improved",
                           "--profile", "smoke", "--lr", "1e6", "--quiet",
-                          "--data-root", local_copy.root, "--results-dir", str(tmp_path / "r"),
+                          "--data-root", cifar_folder.root, "--results-dir", str(tmp_path / "r"),
                           "--checkpoint-dir", str(tmp_path / "c")],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 3

@@ -68,12 +68,12 @@ def test_results_record_round_trips(tmp_path, fused):
     assert isinstance(model.blocks[0], FusedIntermediateBlock) is fused
 
 
-def test_local_copy_smoke_run_is_marked_unofficial(local_copy, tmp_path):
+def test_smoke_run_on_unofficial_data_is_marked_so(cifar_folder, tmp_path):
     cfg = load_config("seed_improved", "smoke", train_subset=256, eval_subset=200)
-    record, _ = run_experiment(cfg, profile="smoke", data=local_copy,
+    record, _ = run_experiment(cfg, profile="smoke", data=cifar_folder,
                                results_dir=tmp_path, checkpoint_dir=tmp_path, progress=False)
     assert record["data"]["official"] is False
-    assert record["data"]["fingerprint"] == local_copy.fingerprint
+    assert record["data"]["fingerprint"] == cifar_folder.fingerprint
     assert record["model"]["parameters"] == 1_118_300
 
 

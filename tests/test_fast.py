@@ -1,0 +1,103 @@
+"""The fast recipe's parts: Muon's orthogonalised steps, the whitening block, alternating
+flips, the linear schedule, summed loss and training on all 50,000 images (--final)."""
+import numpy as np
+import pytest
+import torch
+
+from cifar_lib.config import ConfigError, load_config
+from cifar_lib.experiment import make_splits, run_experiment
+from cifar_lib.loaders import TensorLoader
+from cifar_lib.models import FastNet, build_model
+from cifar_lib.muon import Muon, orthogonalise
+from cifar_lib.recipe import make_optimizer, make_scheduler
+from conftest import learnable_images, tiny_dataset
+
+
+def test_orthogonalise_flattens_the_singular_values():
+    g = torch.randn(64, 288) @ torch.diag(torch.logspace(-3, 0, 288))   # badly conditioned
+    s = torch.linalg.svdvals(orthogonalise(g, steps=5))
+    assert s.max() < 1.3 and s.min() > 0.5          # was a 1000x spread
+    assert torch.linalg.svdvals(orthogonalise(g.T, steps=5)).max() < 1.3   # tall works too
+
+
+def test_muon_keeps_filter_norms_and_steps_the_rest_like_sgd():
+    torch.manual_seed(0)
+    conv, bias = torch.nn.Parameter(torch.randn(8, 4, 3, 3)), torch.nn.Parameter(torch.zeros(8))
+    opt = Muon([dict(params=[conv], lr=0.1), dict(params=[bias], lr=0.5, momentum=0.0,
+                                                   orthogonal=False)])
+    conv.grad, bias.grad = torch.randn_like(conv), torch.ones(8)
+    opt.step()
+    assert bias.detach().tolist() == [-0.5] * 8                   # plain SGD step
+    opt.step()                                                     # normalised before stepping
+    update = 0.1 * orthogonalise((conv.grad * 1.6).reshape(8, -1)).norm()
+    assert abs(conv.norm() - 8 ** 0.5) <= update + 1e-4
+
+
+def test_whitening_block_decorrelates_patches_and_is_frozen():
+    images, _ = learnable_images(400)
+    x = torch.as_tensor(images).permute(0, 3, 1, 2).float() / 255
+    net = FastNet(widths=(8, 16, 16))
+    net.init_from_data(x)
+    conv = net.blocks[0].convs[0]
+    assert not conv.weight.requires_grad and net.blocks[0].convs[1].weight.requires_grad
+    out = torch.nn.functional.conv2d(x, conv.weight[:12])          # the + half
+    flat = out.permute(1, 0, 2, 3).reshape(12, -1)
+    moments = flat @ flat.T / flat.shape[1]          # what the filters whiten: E[p p^T]
+    # uncorrelated channels of unit second moment (the eps in the eigenvalues shrinks the
+    # weakest directions a little)
+    assert torch.allclose(moments, torch.diag(torch.diag(moments)), atol=1e-3)
+    assert (torch.diag(moments)[-3:] - 1).abs().max() < 0.01 and torch.diag(moments).min() > 0.5
+
+
+def test_fast_net_is_in_the_block_family():
+    from cifar_lib.blocks import IntermediateBlock
+
+    net = build_model("fast")
+    blocks = list(net.blocks)
+    assert all(isinstance(b, IntermediateBlock) and b.num_convs >= 2 for b in blocks)
+    assert [b.kernel_sizes for b in blocks[1:]] == [(3, 1)] * 6
+    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_alternating_flip_mirrors_each_image_on_every_other_epoch():
+    images = np.arange(20 * 32 * 32 * 3, dtype=np.int64).reshape(20, 32, 32, 3) % 251
+    loader = TensorLoader(images.astype(np.uint8), np.arange(20) % 10, 20, train=True,
+                          augment=("altflip",), normalize="half", seed=3)
+    plain, seen = loader.normalized(20), []
+    for epoch in range(4):
+        loader.set_epoch(epoch)
+        order = loader.order()
+        x, _ = loader.batch(0, order)
+        mirrored = [torch.equal(x[i], plain[order[i]].flip(2)) for i in range(20)]
+        assert all(m or torch.equal(x[i], plain[order[i]]) for i, m in enumerate(mirrored))
+        seen.append(torch.tensor(mirrored)[order.argsort()])      # by image, not position
+    assert 0 < seen[0].sum() < 20                               # a random half on epoch 0
+    assert torch.equal(seen[0], ~seen[1]) and torch.equal(seen[0], seen[2])
+
+
+def test_linear_schedule_ends_at_zero_and_sum_loss_scales_the_gradient():
+    cfg = load_config("fast", "smoke", epochs=2)
+    model = build_model("fast", widths=(8, 8, 8))
+    opt = make_optimizer(cfg, model)
+    sched = make_scheduler(cfg, opt, steps_per_epoch=5)
+    lrs = []
+    for _ in range(10):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[-1] == 0 and lrs[0] == pytest.approx(cfg.lr * 0.9)
+    assert {g["lr"] for g in opt.param_groups} == {0}
+
+
+def test_final_trains_on_train_and_validation_images_and_never_validates(tmp_path):
+    data = tiny_dataset()
+    cfg = load_config("fast", "smoke", val_size=100, eval_subset=0, epochs=1, batch_size=100,
+                      model_args={"widths": [8, 8, 8]}, final=True)
+    assert len(make_splits(data, cfg).train[1]) == 500
+    record, _ = run_experiment(cfg, profile="smoke", data=data, results_dir=tmp_path,
+                               checkpoint_dir=tmp_path, progress=False)
+    assert record["data"]["train_images"] == 500 and record["data"]["val_images"] == 0
+    assert "val_acc" not in record["final"] and "test_acc_tta" in record["final"]
+    assert record["history"][0]["val_acc"] is None
+    with pytest.raises(ConfigError, match="plateau"):
+        load_config("seed_improved", "smoke", final=True)

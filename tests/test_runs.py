@@ -1,0 +1,147 @@
+"""What runs leave behind: compiled runs, stopped runs, parallel sweeps, the report's
+imports and an installed (non-editable) package."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import cifar_lib.experiment as experiment
+from cifar_lib import train
+from cifar_lib.analysis import run_predictions
+from cifar_lib.config import load_config
+from cifar_lib.experiment import run_experiment
+from cifar_lib.studies import Sweep, run_sweep
+from conftest import tiny_dataset
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL = {"deep": {"widths": [8, 8, 8, 16, 16]}, "improved": {"widths": [8, 8, 16]},
+         "basic": {"widths": [8, 8]}, "fast": {"widths": [8, 8, 16]}}
+
+
+@pytest.mark.parametrize("model, extra", [
+    ("improved", {}), ("improved", {"fused": True}), ("deep", {}), ("basic", {}), ("fast", {})])
+def test_compiled_run_writes_a_complete_record_with_branch_weights(tmp_path, model, extra):
+    # aot_eager traces the model with dynamo and AOT autograd like inductor does, without
+    # generating code: it is what made the branch-weight hooks record nothing.
+    cfg = load_config("best", "smoke", model=model, model_args={**SMALL[model], **extra},
+                      val_size=100, eval_subset=0, epochs=1, batch_size=100, compile=True,
+                      compile_backend="aot_eager")
+    record, path = run_experiment(cfg, profile="smoke", data=tiny_dataset(), results_dir=tmp_path,
+                                  checkpoint_dir=tmp_path, progress=False)
+    assert record["status"] == "complete" and "warnings" not in record
+    assert json.loads(path.read_text())["predictions"] == record["predictions"]
+    weights = run_predictions(record, tmp_path)["branch_weights"]
+    widths = len(SMALL[model]["widths"])
+    blocks = 1 + 2 * widths if model == "fast" else widths      # FastNet: whitening + pairs
+    assert weights.shape[:2] == (100, blocks) and np.isfinite(weights).all()
+
+
+def _stop_after_first_epoch(monkeypatch, how):
+    save = experiment.save_progress
+
+    def save_then_stop(*args, **kwargs):
+        save(*args, **kwargs)
+        if how == "signal":
+            train.STOP.signal = "SIGTERM"          # what the SIGTERM handler does
+        else:                                      # blow the weights up: epoch 2 diverges
+            with torch.no_grad():
+                for p in kwargs["model"].parameters():
+                    p.fill_(float("nan"))
+    monkeypatch.setattr(experiment, "save_progress", save_then_stop)
+
+
+@pytest.mark.parametrize("how, status, error", [("signal", "interrupted", train.TrainingInterrupted),
+                                                 ("nan", "failed", train.DivergenceError)])
+def test_stopped_runs_keep_every_finished_epoch(tmp_path, monkeypatch, how, status, error):
+    _stop_after_first_epoch(monkeypatch, how)
+    cfg = load_config("seed_improved", "smoke", val_size=100, epochs=3,
+                      model_args={"widths": [8, 8, 8]})
+    with pytest.raises(error):
+        run_experiment(cfg, profile="smoke", data=tiny_dataset(), results_dir=tmp_path,
+                       checkpoint_dir=tmp_path, progress=False)
+    record = json.loads(next(tmp_path.rglob("*.json")).read_text())
+    assert record["status"] == status
+    assert [h["epoch"] for h in record["history"]] == [1]
+    assert record["history"][0]["val_acc"] is not None and record["history"][0]["loss_trace"]
+
+
+def _sweep():
+    tiny = {"epochs": 2, "eval_subset": 200, "train_subset": 500, "batch_size": 100,
+            "model_args": {"widths": [8, 8, 8]}}
+    return Sweep(name="jobs", base="seed_improved", seeds=(0, 1),
+                 variants={"flip": {"augment": ["flip"], **tiny}, "none": {"augment": [], **tiny}})
+
+
+def _summary(records):
+    return sorted((r["tags"]["variant"], r["seed"], round(r["final"]["val_acc"], 4),
+                   [round(h["train_loss"], 4) for h in r["history"]]) for r in records)
+
+
+def test_sweep_with_two_jobs_gives_the_records_of_one_job(tmp_path, monkeypatch, cifar_folder):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, os.cpu_count() // 2))   # what each of 2 workers gets: same maths
+    try:
+        serial = run_sweep(_sweep(), "smoke", cifar_folder, results_dir=tmp_path / "one",
+                           checkpoint_dir=tmp_path / "ck1")
+        # A worker killed mid-run: here a run stopped after its first epoch, checkpoint kept.
+        _stop_after_first_epoch(monkeypatch, "signal")
+        with pytest.raises(train.TrainingInterrupted):
+            run_experiment(_sweep().config("none", "smoke"), profile="smoke", seed=1,
+                           data=cifar_folder, results_dir=tmp_path / "two",
+                           checkpoint_dir=tmp_path / "ck2", progress=False,
+                           tags={"sweep": "jobs", "variant": "none", "factor": "none"})
+        monkeypatch.undo()
+    finally:
+        torch.set_num_threads(threads)
+
+    parallel = run_sweep(_sweep(), "smoke", cifar_folder, jobs=2, results_dir=tmp_path / "two",
+                         checkpoint_dir=tmp_path / "ck2")
+    assert _summary(parallel) == _summary(serial)            # the same runs, the same numbers
+    files = sorted((tmp_path / "two").rglob("*.json"))
+    assert len(files) == 4                                    # nothing done twice
+    records = [json.loads(f.read_text()) for f in files]
+    assert all(r["status"] == "complete" for r in records)
+    resumed = [r for r in records if r["resumed_at_epochs"]]
+    assert [(r["tags"]["variant"], r["seed"], r["resumed_at_epochs"]) for r in resumed] == [("none", 1, [1])]
+    assert not list((tmp_path / "ck2").glob("*.progress.pt"))
+
+
+def test_the_report_never_imports_the_training_code():
+    out = subprocess.run([sys.executable, "-c", "import sys, cifar_lib.report; "
+                          "print(sorted(m for m in sys.modules if m.startswith('cifar_lib')))"],
+                         capture_output=True, text=True, check=True)
+    loaded = eval(out.stdout)
+    assert "cifar_lib.report" in loaded
+    assert not {"cifar_lib.train", "cifar_lib.experiment", "cifar_lib.recipe"} & set(loaded)
+
+
+def test_an_installed_package_runs_from_any_folder(tmp_path, cifar_folder):
+    """A non-editable install: configs come as package data; results go to the working
+    directory, never into the installed package."""
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                    "--no-build-isolation", "--target", str(target), str(REPO)], check=True,
+                   capture_output=True)
+    assert (target / "cifar_lib" / "configs" / "fast.toml").is_file()
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "cifar_lib", *a], cwd=work, env=env,  # noqa: E731
+                                    capture_output=True, text=True)
+    where = subprocess.run([sys.executable, "-c", "import cifar_lib.paths as p; "
+                            "print(p.PACKAGE_DIR, p.RESULTS_DIR)"], cwd=work, env=env,
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert where == [str(target / "cifar_lib"), str(work / "results")]
+    listed = run("configs")
+    assert listed.returncode == 0 and "fast" in listed.stdout and "seed_improved" in listed.stdout
+    trained = run("train", "--config", "seed_improved", "--profile", "smoke", "--quiet",
+                  "--data-root", cifar_folder.root)
+    assert trained.returncode == 0, trained.stderr
+    assert len(list((work / "results" / "smoke" / "seed_improved").glob("*.json"))) == 1
+    assert list((work / "checkpoints").glob("*.pt"))
+    assert not list((target / "cifar_lib").rglob("*.json")) and not (target / "results").exists()
