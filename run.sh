@@ -16,6 +16,15 @@ setup() {
   fi
   # Re-running is cheap: pip skips what is already installed.
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  # Without an NVIDIA GPU, PyPI's default Linux torch is the CUDA build (~5.9 GB of venv).
+  # Take the CPU build (~1 GB) from PyTorch's own index when it answers; otherwise (no
+  # internet, a mirror) fall back to whatever pip finds. CPU_TORCH=0 skips the attempt.
+  if [ "${CPU_TORCH:-1}" = 1 ] && [ "$(uname -s)" = Linux ] && ! command -v nvidia-smi >/dev/null \
+     && ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+    "$VENV/bin/python" -m pip install --quiet --timeout 10 --retries 0 \
+      --index-url https://download.pytorch.org/whl/cpu torch torchvision 2>/dev/null \
+      || echo "run.sh: PyTorch's CPU index not reachable; installing torch from the default index" >&2
+  fi
   "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
 }
 

@@ -40,7 +40,8 @@ def cmd_train(args) -> int:
     profile = auto_profile() if args.profile == "auto" else args.profile
     cfg = load_config(args.config, profile, epochs=args.epochs, lr=args.lr,
                       batch_size=args.batch_size, pipeline=args.pipeline,
-                      final=True if args.final else None)
+                      final=True if args.final else None,
+                      compile=True if args.compile else None)
     data = load_cifar10(args.data_root)
     print(data.describe(), file=sys.stderr)
     print(f"training {cfg.name} (profile {profile}, seed {args.seed}): {cfg.model}, "
@@ -148,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--final", action="store_true",
                    help="train on all 50,000 training images (no validation split); only once "
                         "every choice was made on validation")
+    t.add_argument("--compile", action="store_true",
+                   help="train the torch.compile'd model (scoring and branch weights run eagerly)")
     t.add_argument("--tune", action="store_true",
                    help="a tuning run: report validation accuracy only, never read the test set")
     t.add_argument("--resume", action="store_true",

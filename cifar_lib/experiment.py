@@ -163,6 +163,8 @@ class Built:
 def build(cfg: Config, data: CIFAR10, seed: int, dev: torch.device, state: dict | None) -> Built:
     """Splits, loaders, model, optimizer and schedule; restored from `state` when resuming."""
     torch.manual_seed(seed)           # weight initialisation; restored below when resuming
+    if dev.type == "cuda":            # fixed shapes: let cuDNN time its algorithms once
+        torch.backends.cudnn.benchmark = True
     splits = make_splits(data, cfg)
     train_loader = make_loader(cfg.pipeline, *splits.train, cfg.batch_size, device=dev,
                                train=True, seed=seed, **loader_args(cfg))

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Everything the kit measures on a GPU, in one call, from the repository root:
+#
+#   CIFAR10_ROOT=/path/to/folder bash benchmarks/gpu_check.sh
+#
+# (the folder holds cifar-10-batches-py/; without CIFAR10_ROOT, data/ is used or the
+# official archive downloaded). It uses the machine's own python3 and torch (PYTHON
+# overrides; no venv, no internet needed) and the kit from this checkout (PYTHONPATH=.).
+# Stages, in order of value, each writing records under results/ (RESULTS overrides):
+#   1. the throughput ladder on cuda, eager and torch.compile
+#   2. `fast` at the full profile, seeds 0-4, trained on all 50,000 images (--final)
+#   3. `best` and the seed's own recipe (`seed_improved`, its 50 epochs), seed 0
+#   4. the notebooks' study at the full budget: the sweeps, N runs at a time (--jobs)
+# The whole script stops starting new work after BUDGET seconds (default 540, so it ends
+# within 10 minutes); a sweep cut short leaves progress checkpoints, and running the
+# script again resumes it and skips every finished run. Last, one summary table.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
+  echo "gpu_check: no NVIDIA GPU here (nvidia-smi missing or failing); this script only" >&2
+  echo "measures GPUs. On a CPU use: python -m cifar_lib train --config fast --profile cpu" >&2
+  exit 2
+fi
+nvidia-smi -L
+
+PY=${PYTHON:-python3}
+export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
+RESULTS=${RESULTS:-results}
+CHECKPOINTS=${CHECKPOINTS:-checkpoints}
+BUDGET=${BUDGET:-540}
+JOBS=${JOBS:-4}
+START=$SECONDS
+"$PY" -c "import torch; assert torch.cuda.is_available(), 'torch sees no CUDA device'; \
+print('torch', torch.__version__, torch.cuda.get_device_name())" || exit 2
+
+left() { echo $(( BUDGET - (SECONDS - START) )); }
+stage() {   # stage NAME COMMAND...: run it if time is left, cut it off when time runs out
+  local name=$1; shift
+  local remaining; remaining=$(left)
+  if [ "$remaining" -le 15 ]; then echo "== $name: skipped (budget spent)"; return; fi
+  echo "== $name ($(( SECONDS - START )) s in, $remaining s left)"
+  timeout --signal=TERM --kill-after=20 "$remaining" "$@" \
+    || echo "== $name: stopped or failed (exit $?); rerun the script to resume"
+}
+train() { "$PY" -m cifar_lib train --profile full --quiet --results-dir "$RESULTS" \
+            --checkpoint-dir "$CHECKPOINTS" --device cuda "$@"; }
+
+stage "throughput ladder" "$PY" benchmarks/throughput.py --ladder --compile --device cuda \
+  --batch-size 512 --repeats 5 --steps 20 --out "$RESULTS/benchmarks"
+for seed in 0 1 2 3 4; do
+  stage "fast, seed $seed (final: all 50,000 images)" train --config fast --final --seed "$seed"
+done
+stage "best, seed 0" train --config best --seed 0
+stage "seed_improved (the seed's 50 epochs), seed 0" train --config seed_improved --seed 0
+for sweep in augmentation hyperparameters; do
+  stage "sweep $sweep x$JOBS" "$PY" -m cifar_lib sweep "$sweep" --profile full --jobs "$JOBS" \
+    --device cuda --results-dir "$RESULTS" --checkpoint-dir "$CHECKPOINTS"
+done
+
+echo "== summary ($(( SECONDS - START )) s)"
+"$PY" - "$RESULTS" <<'EOF'
+import sys
+from cifar_lib.tables import load_records, runs_frame
+
+runs = runs_frame(load_records(sys.argv[1], profile="full"))
+if runs.empty:
+    print("no full-profile records")
+else:
+    runs["variant"] = runs["variant"].fillna("")
+    table = (runs.groupby(["config", "variant"], sort=False)
+             .agg(runs=("seed", "size"), val=("val_acc", "mean"), test=("test_acc", "mean"),
+                  test_tta=("test_acc_tta", "mean"), test_tta_std=("test_acc_tta", "std"),
+                  train_s=("train_minutes", lambda m: 60 * m.mean()), device=("device", "first")))
+    print(table.round(2).to_string())
+EOF
