@@ -1,5 +1,5 @@
 """Command line of the CIFAR-10 study kit: python -m cifar_lib train | evaluate | sweep |
-report | configs."""
+tune | report | configs."""
 from __future__ import annotations
 
 import argparse
@@ -109,6 +109,25 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from .data import load_cifar10
+    from .tuning import tune
+
+    profile = auto_profile() if args.profile == "auto" else args.profile
+    cfg = load_config(args.config, profile)
+    data = load_cifar10(args.data_root)
+    print(data.describe(), file=sys.stderr)
+    study = tune(cfg, profile=profile, data=data, n_trials=args.n_trials,
+                 study_name=args.study_name, storage=args.storage, device=args.device,
+                 results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir)
+    states = {}
+    for t in study.trials:
+        states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
+    print(f"study {study.study_name}: {len(study.trials)} trials ({states}); best val_acc "
+          f"{_pct(study.best_value)} with {study.best_params} (validation split only)")
+    return 0
+
+
 def cmd_report(args) -> int:
     import time
 
@@ -175,6 +194,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runs at once, in worker processes sharing the device (or one GPU "
                         "each when several are visible); a rerun resumes unfinished runs")
     w.set_defaults(func=cmd_sweep)
+
+    u = sub.add_parser("tune", help="Optuna search (TPE, median pruning) on the validation split")
+    u.add_argument("config", help="config name in configs/ or a .toml path")
+    u.add_argument("--n-trials", type=int, required=True, help="trials this worker runs")
+    u.add_argument("--storage", default=None,
+                   help="Optuna storage URL shared by all workers (default: SQLite under "
+                        "results/<profile>/tune/)")
+    u.add_argument("--study-name", default=None, help="default: <config>-<profile>")
+    u.add_argument("--profile", default="auto", choices=("auto", *PROFILES))
+    u.add_argument("--data-root", default=None)
+    u.add_argument("--device", default=None)
+    u.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    u.add_argument("--checkpoint-dir", type=Path, default=CHECKPOINT_DIR)
+    u.set_defaults(func=cmd_tune)
 
     r = sub.add_parser("report", help="rebuild figures/ and report/ from results/ (no training)")
     r.add_argument("--profile", default="cpu", choices=PROFILES,

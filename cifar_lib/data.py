@@ -146,6 +146,20 @@ def read_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------- finding
+def display_path(path) -> str:
+    """`path` as a reader should see it: relative to the working directory when it lies
+    near it, else with the home folder as ~ (no machine-specific absolute paths in
+    saved notebook outputs)."""
+    path = Path(path)
+    if not path.is_absolute():
+        return str(path)
+    relative = Path(os.path.relpath(path, Path.cwd()))
+    if relative.parts[:3] != ("..",) * 3:
+        return str(relative)
+    home = Path.home()
+    return "~/" + str(path.relative_to(home)) if path.is_relative_to(home) else f".../{path.name}"
+
+
 def default_root() -> Path:
     """`CIFAR10_ROOT` if set, else `data/` at the repository root (or working directory)."""
     env = os.environ.get("CIFAR10_ROOT")
@@ -233,9 +247,10 @@ class CIFAR10:
                 "train_size": int(len(self.train_labels)), "test_size": int(len(self.test_labels))}
 
     def describe(self) -> str:
+        where = display_path(self.root)
         if self.official:
-            return f"CIFAR-10 official release (checksums verified) from {self.root}"
-        return (f"CIFAR-10 copy from {self.root}: NOT the official release "
+            return f"CIFAR-10 official release (checksums verified) from {where}"
+        return (f"CIFAR-10 copy from {where}: NOT the official release "
                 f"({len(self.mismatched_files)} file(s) differ from the official checksums, "
                 "e.g. the JPEG-rebuilt copy); accuracy is not comparable to published numbers")
 

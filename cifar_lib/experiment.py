@@ -27,7 +27,7 @@ from .paths import CHECKPOINT_DIR, RESULTS_DIR
 from .recipe import make_optimizer, make_scheduler
 from .records import (SCHEMA, check_writable, device_info, git_commit, read_record, run_folder,
                       run_prefix, versions, write_record)
-from .train import DivergenceError, TrainingInterrupted, fit, stop_on_signals
+from .train import DivergenceError, Pruned, TrainingInterrupted, fit, stop_on_signals
 
 
 # --------------------------------------------------------------------------- the run
@@ -35,14 +35,16 @@ def run_experiment(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10 | 
                    data_root=None, device: str | None = None,
                    results_dir: Path = RESULTS_DIR, checkpoint_dir: Path = CHECKPOINT_DIR,
                    progress: bool | str = True, resume: bool | Path = False,
-                   read_test: bool = True, tags: dict | None = None) -> tuple[dict, Path]:
+                   read_test: bool = True, tags: dict | None = None,
+                   epoch_callback=None) -> tuple[dict, Path]:
     """Train `cfg` with `seed`, score it (the test set once, at the end), write the record.
 
     The full training state is checkpointed after every epoch; `resume` (True: the newest
     progress checkpoint of this config, profile and seed; or a path) continues from it.
     With read_test=False (a tuning run) the test set is never touched. `tags` (a sweep's
     name and variant, say) are stored in the record for tables to group by.
-    Returns (record, path). A diverged run writes its record with status 'failed' and
+    `epoch_callback(epoch, history_row)` runs after each epoch's checkpoint; raising
+    train.Pruned from it ends the run with status 'pruned'. Returns (record, path). A diverged run writes its record with status 'failed' and
     raises DivergenceError; SIGINT / SIGTERM stop at a step boundary, write status
     'interrupted' and raise TrainingInterrupted. Both records keep every finished epoch.
     """
@@ -67,9 +69,9 @@ def run_experiment(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10 | 
                 optimizer=run.optimizer, scheduler=run.scheduler, precision=run.precision,
                 scaler=run.scaler, label_smoothing=cfg.label_smoothing,
                 sum_loss=cfg.loss_reduction == "sum", history=record["history"],
-                on_epoch_end=checkpointer(cfg, run, record, files, clock), progress=progress,
-                name=cfg.name)
-    except (DivergenceError, TrainingInterrupted) as e:
+                on_epoch_end=checkpointer(cfg, run, record, files, clock, epoch_callback),
+                progress=progress, name=cfg.name)
+    except (DivergenceError, TrainingInterrupted, Pruned) as e:
         record_stop(record, e, clock, files)
         raise
     train_seconds = clock.elapsed()["train_seconds"]
@@ -168,6 +170,9 @@ def build(cfg: Config, data: CIFAR10, seed: int, dev: torch.device, state: dict 
     splits = make_splits(data, cfg)
     train_loader = make_loader(cfg.pipeline, *splits.train, cfg.batch_size, device=dev,
                                train=True, seed=seed, **loader_args(cfg))
+    if len(train_loader) == 0:
+        raise ConfigError(f"batch_size {cfg.batch_size} is larger than the "
+                          f"{len(splits.train[1])} training images: lower --batch-size")
     val_loader = eval_loader(cfg, *splits.val, dev) if len(splits.val[1]) else None
     model_args = state["model_args"] if state else resolved_model_args(cfg, dev)
     model = make_model(cfg, dev, model_args)
@@ -251,8 +256,10 @@ def new_record(cfg, profile, seed, run: Built, data: CIFAR10, files: RunFiles, s
 
 
 # --------------------------------------------------------------------------- fit
-def checkpointer(cfg: Config, run: Built, record: dict, files: RunFiles, clock: Clock):
-    """`fit`'s on_epoch_end: the full training state after every epoch, for --resume."""
+def checkpointer(cfg: Config, run: Built, record: dict, files: RunFiles, clock: Clock,
+                 epoch_callback=None):
+    """`fit`'s on_epoch_end: the full training state after every epoch, for --resume,
+    then the caller's `epoch_callback`."""
     def save(epoch, history, optimizer, scheduler, scaler):
         save_progress(files.progress, run_id=files.run_id, epoch=epoch, model=run.model,
                       optimizer=optimizer, scheduler=scheduler, scaler=scaler, history=history,
@@ -261,15 +268,19 @@ def checkpointer(cfg: Config, run: Built, record: dict, files: RunFiles, clock: 
                              "started_at": record["started_at"],
                              "resumed_at_epochs": record["resumed_at_epochs"],
                              "spent": clock.elapsed()})
+        if epoch_callback is not None:
+            epoch_callback(epoch, history[-1])
     return save
 
 
 def record_stop(record: dict, error: Exception, clock: Clock, files: RunFiles) -> None:
-    """A diverged ('failed') or interrupted run's record, with every epoch it finished."""
-    stopped = "failed" if isinstance(error, DivergenceError) else "interrupted"
+    """A diverged ('failed'), interrupted or pruned run's record, with every epoch it finished."""
+    stopped = {DivergenceError: "failed", TrainingInterrupted: "interrupted", Pruned: "pruned"}[type(error)]
     record.update(status=stopped, error=str(error), **clock.elapsed())
     if stopped == "interrupted":
         record["resume_with"] = "--resume"
+    if stopped == "pruned":
+        files.progress.unlink(missing_ok=True)     # ended on purpose: nothing to resume
     write_record(record, files.record)
 
 

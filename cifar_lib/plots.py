@@ -76,15 +76,25 @@ def intermediate_block_diagram(num_convs: int = 3):
     return _close(fig)
 
 
+# How learning curves draw each split; captions say it with CURVE_STYLES_TEXT, made from
+# the same table, so a caption cannot disagree with its figure.
+CURVE_STYLES = {"training": ("solid", ""), "validation": ("dashed", (4, 2))}
+CURVE_STYLES_TEXT = ", ".join(f"{split} ({name})" for split, (name, _) in CURVE_STYLES.items())
+
+
 def learning_curves(history: pd.DataFrame, hue: str = "config", x: str = "epoch"):
-    """Loss and accuracy, training (dashed) and validation (solid), against epochs or minutes."""
+    """Loss and accuracy per split (styles: CURVE_STYLES) against epochs or minutes, one
+    colour per `hue` value, mean and std over the seeds of each."""
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    long = history.melt(id_vars=[hue, "seed", x], value_vars=["train_loss", "val_loss"],
-                        var_name="split", value_name="loss")
-    sns.lineplot(long, x=x, y="loss", hue=hue, style="split", ax=loss_ax, errorbar="sd")
-    long = history.melt(id_vars=[hue, "seed", x], value_vars=["train_acc", "val_acc"],
-                        var_name="split", value_name="accuracy")
-    sns.lineplot(long, x=x, y="accuracy", hue=hue, style="split", ax=acc_ax, errorbar="sd")
+    history = history.assign(**{hue: history[hue].astype(str)})
+    ids = list(dict.fromkeys([hue, "seed", x]))
+    dashes = {split: dash for split, (_, dash) in CURVE_STYLES.items()}
+    for ax, metric, label in ((loss_ax, "loss", "loss"), (acc_ax, "acc", "accuracy")):
+        long = history.melt(id_vars=ids, value_vars=[f"train_{metric}", f"val_{metric}"],
+                            var_name="split", value_name=label)
+        long["split"] = long["split"].map({f"train_{metric}": "training", f"val_{metric}": "validation"})
+        sns.lineplot(long, x=x, y=label, hue=hue, style="split", style_order=list(CURVE_STYLES),
+                     dashes=dashes, ax=ax, errorbar="sd")
     xlabel = "training time (minutes)" if x == "minutes" else "epoch"
     loss_ax.set(xlabel=xlabel, ylabel="cross-entropy loss", title="Loss")
     acc_ax.set(xlabel=xlabel, ylabel="accuracy (%)", title="Accuracy")

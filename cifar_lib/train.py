@@ -29,6 +29,10 @@ class TrainingInterrupted(Exception):
     """SIGINT or SIGTERM arrived; training stopped at a step boundary."""
 
 
+class Pruned(Exception):
+    """A caller's per-epoch check (an Optuna pruner, say) stopped the run early."""
+
+
 class _StopFlag:
     """Set by SIGINT / SIGTERM while `stop_on_signals()` is active; read between steps, so
     a step (and the optimizer state) is never left half-done."""

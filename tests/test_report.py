@@ -96,6 +96,17 @@ def test_report_is_rebuilt_from_records_alone_and_deterministically(tmp_path):
     assert found and set(found) <= allowed, set(found) - allowed
     build_report(results, tmp_path / "figures", tmp_path / "report")
     assert md_path.read_text() == text
+    # a paper's sections, with the hand-written prose around the numbers
+    headings = re.findall(r"^#+ (.+)$", text, flags=re.M)
+    for section in ("Abstract", "1 Introduction", "2 Data", "3 Methods", "4 Experiments",
+                    "5 Discussion", "6 Limitations", "7 Conclusion", "References"):
+        assert section in headings
+    # every figure and table is numbered and referred to in the text, not only its caption
+    for label in re.findall(r"^\*((?:Figure|Table) \d+)\. ", text, flags=re.M):
+        prose = [line for line in text.splitlines() if label in line
+                 and not line.startswith(("*Figure", "*Table", "!["))]
+        assert prose, f"{label} is never referred to"
+    assert not re.search(r"\{\w+\}", text), "a placeholder was left unfilled"
 
 
 def test_report_without_records_says_what_to_do(tmp_path, capsys):
