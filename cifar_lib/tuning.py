@@ -34,6 +34,27 @@ def default_storage(results_dir: Path, profile: str) -> str:
     return f"sqlite:///{(folder / 'optuna.db').resolve()}"
 
 
+def _open_study(name: str, storage: str, pruner) -> optuna.Study:
+    """Create the study or join it. Workers started together on a new database race to
+    create its tables (seen: 'table study_directions already exists'); the loser retries
+    and finds them made."""
+    import random
+    import time
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for attempt in range(8):
+        try:
+            return optuna.create_study(study_name=name, storage=storage, direction="maximize",
+                                       load_if_exists=True, sampler=optuna.samplers.TPESampler(),
+                                       pruner=pruner)
+        except SQLAlchemyError:
+            if attempt == 7:
+                raise
+            time.sleep(0.2 + random.random())
+    raise AssertionError("unreachable")
+
+
 def suggest(trial: optuna.Trial, cfg: Config) -> Config:
     """The config with this trial's settings (the learning rate as a factor of the config's)."""
     values = {}
@@ -61,10 +82,8 @@ def tune(cfg: Config, *, profile: str, data: CIFAR10, n_trials: int, study_name:
     if n_trials < 1:
         raise ConfigError(f"--n-trials must be at least 1, got {n_trials}")
     study_name = study_name or f"{cfg.name}-{profile}"
-    study = optuna.create_study(
-        study_name=study_name, storage=storage or default_storage(results_dir, profile),
-        direction="maximize", load_if_exists=True, sampler=optuna.samplers.TPESampler(),
-        pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1))
+    study = _open_study(study_name, storage or default_storage(results_dir, profile),
+                        pruner or optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1))
 
     def objective(trial: optuna.Trial) -> float:
         trial_cfg = dataclasses.replace(suggest(trial, cfg), name=f"tune-{study_name}")

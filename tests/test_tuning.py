@@ -8,7 +8,6 @@ import optuna
 
 from cifar_lib.config import load_config
 from cifar_lib.tuning import tune
-from conftest import tiny_dataset
 
 TINY = """
 model = "improved"
@@ -52,9 +51,10 @@ def test_two_workers_share_one_sqlite_study(tmp_path, cifar_folder):
             assert by_trial[t.number]["config"]["batch_size"] == t.params["batch_size"]
 
 
-def test_pruned_trials_are_recorded_as_pruned(tmp_path):
-    cfg = load_config("seed_improved", "smoke", val_size=100, epochs=3, model_args={"widths": [8, 8, 8]})
-    study = tune(cfg, profile="smoke", data=tiny_dataset(), n_trials=2, study_name="prune",
+def test_pruned_trials_are_recorded_as_pruned(tmp_path, cifar_folder):
+    cfg = load_config("seed_improved", "smoke", val_size=100, epochs=3, train_subset=600,
+                      eval_subset=100, model_args={"widths": [8, 8, 8]})
+    study = tune(cfg, profile="smoke", data=cifar_folder, n_trials=2, study_name="prune",
                  storage=f"sqlite:///{tmp_path / 'p.db'}", results_dir=tmp_path, checkpoint_dir=tmp_path,
                  pruner=optuna.pruners.ThresholdPruner(lower=1.01))   # no accuracy passes 101%
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 2

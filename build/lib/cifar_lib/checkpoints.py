@@ -1,0 +1,80 @@
+"""Checkpoints: the final model for `evaluate`, and the full training state after every
+epoch for `--resume`, both written atomically and read with weights_only=True."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import torch
+
+from .config import Config
+from .records import atomic_write_bytes
+
+
+def _save(obj, path: Path) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _load(path, device) -> dict:
+    # weights_only=True: tensors, numbers, strings and containers only; a checkpoint that
+    # tries to construct anything else is refused instead of run.
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+def _unwrap(model):
+    return getattr(model, "_orig_mod", model)   # torch.compile's wrapper
+
+
+def save_model(path: Path, model, cfg: Config, run_id: str, model_args: dict) -> None:
+    _save({"run_id": run_id, "config": cfg.to_dict(), "model_args": model_args,
+           "model_state": _unwrap(model).state_dict()}, path)
+
+
+def load_model(path, device: torch.device, make_model) -> tuple[torch.nn.Module, Config]:
+    state = _load(path, device)
+    cfg = Config(**state["config"])
+    model = make_model(cfg, device, state["model_args"])
+    model.load_state_dict(state["model_state"])
+    return model, cfg
+
+
+def rng_state(device: torch.device) -> dict:
+    """Every generator training draws from outside the loader (dropout, init)."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"].cpu())
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+
+
+def save_progress(path: Path, *, run_id: str, epoch: int, model, optimizer, scheduler,
+                  scaler, history: list[dict], device: torch.device, extra: dict) -> None:
+    """Everything needed to continue after `epoch` (0-based) exactly as if never stopped.
+
+    The loader needs no state of its own: each batch is drawn from a generator seeded by
+    (seed, epoch, step), so the position (epoch + 1, step 0) determines the rest.
+    """
+    _save({"run_id": run_id, "position": {"epoch": epoch + 1, "step": 0},
+           "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+           "scheduler": scheduler.state_dict() if scheduler is not None else None,
+           "scaler": scaler.state_dict(), "history": history, "rng": rng_state(device), **extra}, path)
+
+
+def load_progress(path, device: torch.device) -> dict:
+    return _load(path, device)
+
+
+def find_progress(folder: Path, prefix: str, every: bool = False):
+    """The newest resumable checkpoint whose run id starts with `prefix` (None if there is
+    none), or with `every` all of them, oldest first."""
+    found = sorted(Path(folder).glob(f"{prefix}-*.progress.pt"), key=lambda p: p.stat().st_mtime)
+    if every:
+        return found
+    return found[-1] if found else None

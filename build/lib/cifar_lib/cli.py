@@ -1,0 +1,242 @@
+"""Command line of the CIFAR-10 study kit: python -m cifar_lib train | evaluate | sweep |
+tune | report | configs."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import PROFILES, ConfigError, auto_profile, available_configs, load_config
+from .data import DataError
+from .paths import CHECKPOINT_DIR, FIGURES_DIR, REPORT_DIR, RESULTS_DIR
+from .train import DivergenceError, TrainingInterrupted
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def time_to_accuracy(record: dict, target: float) -> str:
+    """When validation accuracy first reached `target`, in epochs and minutes of training."""
+    from .tables import history_frame   # the one place that adds up training time per epoch
+
+    history = history_frame([record])
+    reached = history[history["val_acc"] >= 100 * target]
+    if reached.empty:
+        return f"val never reached {target:.0%}"
+    first = reached.iloc[0]
+    return (f"val >= {target:.0%} after {_plural(int(first['epoch']), 'epoch')} "
+            f"({first['minutes']:.1f} min)")
+
+
+def cmd_train(args) -> int:
+    from .data import load_cifar10
+    from .experiment import run_experiment
+
+    profile = auto_profile() if args.profile == "auto" else args.profile
+    cfg = load_config(args.config, profile, epochs=args.epochs, lr=args.lr,
+                      batch_size=args.batch_size, pipeline=args.pipeline,
+                      final=True if args.final else None,
+                      compile=True if args.compile else None)
+    data = load_cifar10(args.data_root)
+    print(data.describe(), file=sys.stderr)
+    print(f"training {cfg.name} (profile {profile}, seed {args.seed}): {cfg.model}, "
+          f"{_plural(cfg.epochs, 'epoch')}, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:g}, "
+          f"{cfg.pipeline} pipeline" + (", final: trained on all 50,000 training images"
+                                        if cfg.final else ""), file=sys.stderr)
+    record, path = run_experiment(cfg, profile=profile, seed=args.seed, data=data,
+                                  device=args.device, results_dir=args.results_dir,
+                                  checkpoint_dir=args.checkpoint_dir,
+                                  progress=not args.quiet, resume=args.resume,
+                                  read_test=not args.tune)
+    f = record["final"]
+    scores = " ".join(f"{k} {_pct(f[k])}" for k in
+                      ("val_acc", "val_acc_tta", "test_acc", "test_acc_tta") if k in f)
+    if not record["test_read"]:
+        scores += " (tuning run: test set not read)"
+    data_kind = "official data" if record["data"]["official"] else "NOT official data (local copy)"
+    if cfg.target_val_acc and not cfg.final:
+        scores += f" | {time_to_accuracy(record, cfg.target_val_acc)}"
+    for warning in record.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{cfg.name} [{profile}] seed {args.seed}: {scores} | "
+          f"train {record['train_seconds']:.1f} s, "
+          f"wall {record['wall_seconds']:.1f} s | {record['device']['name']}, "
+          f"{record['precision']} | {data_kind} | record {path}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .data import load_cifar10
+    from .device import Precision, pick_device
+    from .evaluation import score_split
+    from .experiment import eval_loader, load_checkpoint
+
+    if not Path(args.checkpoint).is_file():
+        raise ConfigError(f"no checkpoint file at {args.checkpoint}")
+    dev = pick_device(args.device)
+    model, cfg = load_checkpoint(args.checkpoint, dev)
+    data = load_cifar10(args.data_root)
+    print(data.describe(), file=sys.stderr)
+    # The same scoring as the end of a training run: TTA only if the config asks for it.
+    test = score_split(model, eval_loader(cfg, data.test_images, data.test_labels, dev),
+                       precision=Precision.resolve(cfg.precision, dev), tta=cfg.tta,
+                       tta_shift=cfg.tta_shift)
+    tta = f" test_acc_tta {_pct(test['acc_tta'])}" if "acc_tta" in test else ""
+    print(f"{args.checkpoint}: test_acc {_pct(test['acc'])}{tta} "
+          f"test_loss {test['loss']:.4f} on {len(data.test_labels)} images")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .data import load_cifar10
+    from .studies import SWEEPS, run_sweep
+    from .tables import runs_frame, summarize
+
+    if args.name not in SWEEPS:
+        raise ConfigError(f"unknown sweep {args.name!r}; valid: {', '.join(SWEEPS)}")
+    sweep = SWEEPS[args.name]
+    profile = auto_profile() if args.profile == "auto" else args.profile
+    data = load_cifar10(args.data_root)
+    print(data.describe(), file=sys.stderr)
+    records = run_sweep(sweep, profile, data, jobs=args.jobs, device=args.device,
+                        results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir)
+    print(summarize(runs_frame(records), order=list(sweep.variants)).to_string())
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from .data import load_cifar10
+    from .tuning import tune
+
+    profile = auto_profile() if args.profile == "auto" else args.profile
+    cfg = load_config(args.config, profile)
+    data = load_cifar10(args.data_root)
+    print(data.describe(), file=sys.stderr)
+    study = tune(cfg, profile=profile, data=data, n_trials=args.n_trials,
+                 study_name=args.study_name, storage=args.storage, device=args.device,
+                 results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir)
+    states = {}
+    for t in study.trials:
+        states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
+    print(f"study {study.study_name}: {len(study.trials)} trials ({states}); best val_acc "
+          f"{_pct(study.best_value)} with {study.best_params} (validation split only)")
+    return 0
+
+
+def cmd_report(args) -> int:
+    import time
+
+    from .report import build_report
+
+    start = time.perf_counter()
+    path = build_report(args.results_dir, args.figures_dir, args.report_dir, profile=args.profile)
+    print(f"wrote {path} and {path.with_suffix('.html')} from {args.results_dir} "
+          f"in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def cmd_configs(args) -> int:
+    for name in available_configs():
+        cfg = load_config(name, "full")
+        print(f"{name:20s} {cfg.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cifar_lib", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one config with one seed and write a results record")
+    t.add_argument("--config", required=True, help="config name in configs/ or a .toml path")
+    t.add_argument("--profile", default="auto", choices=("auto", *PROFILES),
+                   help="auto: full with a CUDA GPU, cpu otherwise")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--data-root", default=None, help="folder holding cifar-10-batches-py/")
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--pipeline", choices=("tensor", "reference"), default=None)
+    t.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
+    t.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    t.add_argument("--checkpoint-dir", type=Path, default=CHECKPOINT_DIR)
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.add_argument("--final", action="store_true",
+                   help="train on all 50,000 training images (no validation split); only once "
+                        "every choice was made on validation")
+    t.add_argument("--compile", action="store_true",
+                   help="train the torch.compile'd model (scoring and branch weights run eagerly)")
+    t.add_argument("--tune", action="store_true",
+                   help="a tuning run: report validation accuracy only, never read the test set")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the newest unfinished run of this config, profile and seed")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="test accuracy of a saved checkpoint")
+    e.add_argument("checkpoint")
+    e.add_argument("--data-root", default=None)
+    e.add_argument("--device", default=None)
+    e.set_defaults(func=cmd_evaluate)
+
+    w = sub.add_parser("sweep", help="train (or reuse) every variant and seed of a sweep; "
+                       "validation only")
+    w.add_argument("name", help="a sweep in configs/sweeps/ (augmentation, hyperparameters, ...)")
+    w.add_argument("--profile", default="auto", choices=("auto", *PROFILES))
+    w.add_argument("--data-root", default=None)
+    w.add_argument("--device", default=None)
+    w.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    w.add_argument("--checkpoint-dir", type=Path, default=CHECKPOINT_DIR)
+    w.add_argument("--jobs", type=int, default=1,
+                   help="runs at once, in worker processes sharing the device (or one GPU "
+                        "each when several are visible); a rerun resumes unfinished runs")
+    w.set_defaults(func=cmd_sweep)
+
+    u = sub.add_parser("tune", help="Optuna search (TPE, median pruning) on the validation split")
+    u.add_argument("config", help="config name in configs/ or a .toml path")
+    u.add_argument("--n-trials", type=int, required=True, help="trials this worker runs")
+    u.add_argument("--storage", default=None,
+                   help="Optuna storage URL shared by all workers (default: SQLite under "
+                        "results/<profile>/tune/)")
+    u.add_argument("--study-name", default=None, help="default: <config>-<profile>")
+    u.add_argument("--profile", default="auto", choices=("auto", *PROFILES))
+    u.add_argument("--data-root", default=None)
+    u.add_argument("--device", default=None)
+    u.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    u.add_argument("--checkpoint-dir", type=Path, default=CHECKPOINT_DIR)
+    u.set_defaults(func=cmd_tune)
+
+    r = sub.add_parser("report", help="rebuild figures/ and report/ from results/ (no training)")
+    r.add_argument("--profile", default="cpu", choices=PROFILES,
+                   help="which records to report (smoke records are never reported by default)")
+    r.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    r.add_argument("--figures-dir", type=Path, default=FIGURES_DIR)
+    r.add_argument("--report-dir", type=Path, default=REPORT_DIR)
+    r.set_defaults(func=cmd_report)
+
+    c = sub.add_parser("configs", help="list the configs in configs/")
+    c.set_defaults(func=cmd_configs)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, PermissionError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except DivergenceError as e:
+        print(f"error: training diverged: {e}. The run's record is marked 'failed'.",
+              file=sys.stderr)
+        return 3
+    except TrainingInterrupted as e:
+        print(f"interrupted ({e}); the last epoch's checkpoint is kept: add --resume to the "
+              "same command to continue", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

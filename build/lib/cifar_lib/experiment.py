@@ -1,0 +1,400 @@
+"""One experiment: a config and a seed in, a trained model and a results record out.
+
+`run_experiment` reads top to bottom: build (data splits, loaders, model, optimizer),
+fit, score (validation, then the test set once), record; the analysis saved beside the
+record comes last, after the weights and the record are safely on disk.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .capture import branch_weights, save_predictions, uncompiled
+from .checkpoints import find_progress, load_model, load_progress, save_model, save_progress, set_rng_state
+from .config import Config, ConfigError
+from .data import CIFAR10, load_cifar10, stratified_split
+from .device import Precision, pick_device
+from .evaluation import EVAL_BATCH, score_split
+from .loaders import make_loader
+from .models import build_model, count_flops, count_parameters, engine_defaults
+from .paths import CHECKPOINT_DIR, RESULTS_DIR
+from .recipe import make_optimizer, make_scheduler
+from .records import (SCHEMA, check_writable, device_info, git_commit, read_record, run_folder,
+                      run_prefix, versions, write_record)
+from .train import DivergenceError, Pruned, TrainingInterrupted, fit, stop_on_signals
+
+
+# --------------------------------------------------------------------------- the run
+def run_experiment(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10 | None = None,
+                   data_root=None, device: str | None = None,
+                   results_dir: Path = RESULTS_DIR, checkpoint_dir: Path = CHECKPOINT_DIR,
+                   progress: bool | str = True, resume: bool | Path = False,
+                   read_test: bool = True, tags: dict | None = None,
+                   epoch_callback=None) -> tuple[dict, Path]:
+    """Train `cfg` with `seed`, score it (the test set once, at the end), write the record.
+
+    The full training state is checkpointed after every epoch; `resume` (True: the newest
+    progress checkpoint of this config, profile and seed; or a path) continues from it.
+    With read_test=False (a tuning run) the test set is never touched. `tags` (a sweep's
+    name and variant, say) are stored in the record for tables to group by.
+    `epoch_callback(epoch, history_row)` runs after each epoch's checkpoint; raising
+    train.Pruned from it ends the run with status 'pruned'. Returns (record, path). A diverged run writes its record with status 'failed' and
+    raises DivergenceError; SIGINT / SIGTERM stop at a step boundary, write status
+    'interrupted' and raise TrainingInterrupted. Both records keep every finished epoch.
+    """
+    clock = Clock()
+    dev = pick_device(device)
+    state = _resume_state(cfg, resume, Path(checkpoint_dir), run_prefix(cfg.name, profile, seed),
+                          dev) if resume else None
+    files = RunFiles.make(cfg, profile, seed, results_dir, checkpoint_dir, state)
+    if state:
+        clock.spent = state["spent"]
+
+    # build
+    data = data or load_cifar10(data_root)
+    run = build(cfg, data, seed, dev, state)
+    record = new_record(cfg, profile, seed, run, data, files, state, tags)
+
+    # fit
+    clock.start_training()
+    try:
+        with stop_on_signals():
+            fit(run.model, run.train_loader, run.val_loader, epochs=cfg.epochs,
+                optimizer=run.optimizer, scheduler=run.scheduler, precision=run.precision,
+                scaler=run.scaler, label_smoothing=cfg.label_smoothing,
+                sum_loss=cfg.loss_reduction == "sum", history=record["history"],
+                on_epoch_end=checkpointer(cfg, run, record, files, clock, epoch_callback),
+                progress=progress, name=cfg.name)
+    except (DivergenceError, TrainingInterrupted, Pruned) as e:
+        record_stop(record, e, clock, files)
+        raise
+    train_seconds = clock.elapsed()["train_seconds"]
+    save_model(files.model, run.model, cfg, files.run_id, run.model_args)   # nothing can lose it now
+
+    # score
+    final, test = score_run(cfg, run, read_test)
+
+    # record
+    record.update(status="complete", final=final, test_read=read_test,
+                  train_seconds=train_seconds, wall_seconds=clock.elapsed()["wall_seconds"],
+                  checkpoint=str(files.model), finished_at=_now().isoformat(timespec="seconds"))
+    write_record(record, files.record)
+    files.progress.unlink(missing_ok=True)       # complete: nothing left to resume
+    if test is not None:
+        save_analysis(cfg, record, files, run, test)
+    return record, files.record
+
+
+# --------------------------------------------------------------------------- build
+@dataclass
+class Splits:
+    """uint8 images and labels for train / val / test after the config's subsetting."""
+    train: tuple[np.ndarray, np.ndarray]
+    val: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+    test_indices: np.ndarray       # positions in the official test set, for looking images up
+
+
+def _subset(n_total: int, n: int) -> np.ndarray:
+    # A fixed random subset (seed 0), so smoke runs of every config see the same images.
+    if n <= 0 or n >= n_total:
+        return np.arange(n_total)
+    return np.sort(np.random.default_rng(0).permutation(n_total)[:n])
+
+
+def make_splits(data: CIFAR10, cfg: Config) -> Splits:
+    train_idx, val_idx = stratified_split(data.train_labels, cfg.val_size)
+    if cfg.final:       # every choice is made: train on all 50,000, validate on nothing
+        train_idx, val_idx = np.sort(np.concatenate([train_idx, val_idx])), val_idx[:0]
+    train_idx = train_idx[_subset(len(train_idx), cfg.train_subset)]
+    val_idx = val_idx[_subset(len(val_idx), cfg.eval_subset)]
+    test_idx = _subset(len(data.test_labels), cfg.eval_subset)
+    return Splits(train=(data.train_images[train_idx], data.train_labels[train_idx]),
+                  val=(data.train_images[val_idx], data.train_labels[val_idx]),
+                  test=(data.test_images[test_idx], data.test_labels[test_idx]),
+                  test_indices=test_idx)
+
+
+def loader_args(cfg: Config) -> dict:
+    return {"augment": tuple(cfg.augment), "crop_padding": cfg.crop_padding,
+            "rotate_degrees": cfg.rotate_degrees, "cutout_size": cfg.cutout_size,
+            "normalize": cfg.normalize}
+
+
+def eval_loader(cfg: Config, images, labels, device):
+    """An unaugmented loader for scoring, with the one evaluation batch size."""
+    return make_loader(cfg.pipeline, images, labels, EVAL_BATCH, device=device, **loader_args(cfg))
+
+
+def resolved_model_args(cfg: Config, device: torch.device) -> dict:
+    """The config's model arguments, with the engine's choice for `device` wherever the
+    config leaves one open. Records and checkpoints keep the result, so a model trained
+    on one device rebuilds identically on another."""
+    return {**engine_defaults(device, cfg.model), **cfg.model_args}
+
+
+def make_model(cfg: Config, device: torch.device, model_args: dict | None = None):
+    args = resolved_model_args(cfg, device) if model_args is None else model_args
+    model = build_model(cfg.model, **args).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+@dataclass
+class Built:
+    """Everything a run trains with."""
+    splits: Splits
+    train_loader: object
+    val_loader: object | None
+    model: torch.nn.Module          # torch.compile's wrapper when cfg.compile
+    model_args: dict
+    model_facts: dict
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    precision: Precision
+    scaler: torch.amp.GradScaler
+
+
+def build(cfg: Config, data: CIFAR10, seed: int, dev: torch.device, state: dict | None) -> Built:
+    """Splits, loaders, model, optimizer and schedule; restored from `state` when resuming."""
+    torch.manual_seed(seed)           # weight initialisation; restored below when resuming
+    if dev.type == "cuda":            # fixed shapes: let cuDNN time its algorithms once
+        torch.backends.cudnn.benchmark = True
+    splits = make_splits(data, cfg)
+    train_loader = make_loader(cfg.pipeline, *splits.train, cfg.batch_size, device=dev,
+                               train=True, seed=seed, **loader_args(cfg))
+    if len(train_loader) == 0:
+        raise ConfigError(f"batch_size {cfg.batch_size} is larger than the "
+                          f"{len(splits.train[1])} training images: lower --batch-size")
+    val_loader = eval_loader(cfg, *splits.val, dev) if len(splits.val[1]) else None
+    model_args = state["model_args"] if state else resolved_model_args(cfg, dev)
+    model = make_model(cfg, dev, model_args)
+    if not state and hasattr(model, "init_from_data"):    # e.g. FastNet's whitening filters
+        model.init_from_data(train_loader.normalized(5000))
+    optimizer = make_optimizer(cfg, model)
+    scheduler = make_scheduler(cfg, optimizer, len(train_loader))
+    precision = Precision.resolve(cfg.precision, dev)
+    scaler = precision.scaler()
+    if state:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"], dev)
+    facts = {"name": cfg.model, "args": model_args, "parameters": count_parameters(model),
+             "forward_flops_per_image": count_flops(model)}
+    if cfg.compile:
+        model = torch.compile(model, backend=cfg.compile_backend,
+                              mode=cfg.compile_mode if cfg.compile_backend == "inductor" else None)
+    return Built(splits, train_loader, val_loader, model, model_args, facts, optimizer,
+                 scheduler, precision, scaler)
+
+
+# --------------------------------------------------------------------------- files & record
+@dataclass
+class RunFiles:
+    run_id: str
+    record: Path                    # results/<profile>/<config>/<run id>.json
+    predictions: Path               # ... .predictions.npz beside it
+    progress: Path                  # checkpoints/<run id>.progress.pt, until the run completes
+    model: Path                     # checkpoints/<run id>.pt, the trained weights
+
+    @classmethod
+    def make(cls, cfg, profile, seed, results_dir, checkpoint_dir, state) -> "RunFiles":
+        """Names for a new run (or the resumed one); fails now if a folder is not writable."""
+        folder, checkpoint_dir = run_folder(results_dir, profile, cfg.name), Path(checkpoint_dir)
+        check_writable(folder)
+        check_writable(checkpoint_dir)
+        run_id = state["run_id"] if state else (f"{run_prefix(cfg.name, profile, seed)}-"
+                                                f"{_now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}")
+        return cls(run_id, folder / f"{run_id}.json", folder / f"{run_id}.predictions.npz",
+                   checkpoint_dir / f"{run_id}.progress.pt", checkpoint_dir / f"{run_id}.pt")
+
+
+class Clock:
+    """Training and wall seconds, carried over from the runs a resumed run continues."""
+
+    def __init__(self):
+        self.spent = {"train_seconds": 0.0, "wall_seconds": 0.0}
+        self.wall_start = self.train_start = time.perf_counter()
+
+    def start_training(self):
+        self.train_start = time.perf_counter()
+
+    def elapsed(self) -> dict:
+        now = time.perf_counter()
+        return {"train_seconds": self.spent["train_seconds"] + now - self.train_start,
+                "wall_seconds": self.spent["wall_seconds"] + now - self.wall_start}
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def new_record(cfg, profile, seed, run: Built, data: CIFAR10, files: RunFiles, state, tags) -> dict:
+    """The record as it stands before training: what runs, on what, with what."""
+    start_epoch = state["position"]["epoch"] if state else 0
+    return {
+        "schema": SCHEMA, "id": files.run_id, "status": "running", "config_name": cfg.name,
+        "profile": profile, "seed": seed, "config": cfg.to_dict(), "tags": dict(tags or {}),
+        "data": {**data.identity, "train_images": len(run.splits.train[1]),
+                 "val_images": len(run.splits.val[1]), "test_images": len(run.splits.test[1])},
+        "device": device_info(run.precision.device), "precision": run.precision.name,
+        "versions": versions(), "git_commit": git_commit(), "model": run.model_facts,
+        "started_at": state["started_at"] if state else _now().isoformat(timespec="seconds"),
+        "resumed_at_epochs": [*state["resumed_at_epochs"], start_epoch] if state else [],
+        "history": list(state["history"]) if state else [],
+    }
+
+
+# --------------------------------------------------------------------------- fit
+def checkpointer(cfg: Config, run: Built, record: dict, files: RunFiles, clock: Clock,
+                 epoch_callback=None):
+    """`fit`'s on_epoch_end: the full training state after every epoch, for --resume,
+    then the caller's `epoch_callback`."""
+    def save(epoch, history, optimizer, scheduler, scaler):
+        save_progress(files.progress, run_id=files.run_id, epoch=epoch, model=run.model,
+                      optimizer=optimizer, scheduler=scheduler, scaler=scaler, history=history,
+                      device=run.precision.device,
+                      extra={"config": cfg.to_dict(), "model_args": run.model_args,
+                             "started_at": record["started_at"],
+                             "resumed_at_epochs": record["resumed_at_epochs"],
+                             "spent": clock.elapsed()})
+        if epoch_callback is not None:
+            epoch_callback(epoch, history[-1])
+    return save
+
+
+def record_stop(record: dict, error: Exception, clock: Clock, files: RunFiles) -> None:
+    """A diverged ('failed'), interrupted or pruned run's record, with every epoch it finished."""
+    stopped = {DivergenceError: "failed", TrainingInterrupted: "interrupted", Pruned: "pruned"}[type(error)]
+    record.update(status=stopped, error=str(error), **clock.elapsed())
+    if stopped == "interrupted":
+        record["resume_with"] = "--resume"
+    if stopped == "pruned":
+        files.progress.unlink(missing_ok=True)     # ended on purpose: nothing to resume
+    write_record(record, files.record)
+
+
+# --------------------------------------------------------------------------- score
+def score_run(cfg: Config, run: Built, read_test: bool) -> tuple[dict, dict | None]:
+    """Final validation numbers and, unless a tuning run, the test set's (read here once,
+    after every training decision). Scored on the uncompiled module: compiling pays for
+    training, not for a few forward passes. Returns (final, the test outputs or None)."""
+    model, precision, tta = uncompiled(run.model), run.precision, (cfg.tta, cfg.tta_shift)
+    final = {}
+    if run.val_loader:
+        val = score_split(model, run.val_loader, precision=precision, tta=tta[0], tta_shift=tta[1])
+        final.update(val_acc=val["acc"], val_loss=val["loss"], **_tta_only(val, "val"))
+    if not read_test:
+        return final, None
+    test = score_split(model, eval_loader(cfg, *run.splits.test, precision.device),
+                       precision=precision, tta=tta[0], tta_shift=tta[1])
+    final.update(test_acc=test["acc"], test_loss=test["loss"], **_tta_only(test, "test"))
+    return final, test
+
+
+def _tta_only(scores: dict, split: str) -> dict:
+    return {f"{split}_acc_tta": scores["acc_tta"]} if "acc_tta" in scores else {}
+
+
+def save_analysis(cfg: Config, record: dict, files: RunFiles, run: Built, test: dict) -> None:
+    """Test-set probabilities and branch weights beside the record. The weights and the
+    record are already written: a failure here leaves a warning in the record, not a
+    lost run."""
+    try:
+        weights = branch_weights(run.model, eval_loader(cfg, *run.splits.test, run.precision.device),
+                                 precision=run.precision)
+    except Exception as e:      # noqa: BLE001 - any analysis failure must not cost the run
+        weights = None
+        record.setdefault("warnings", []).append(f"branch weights not saved: {e}")
+    try:
+        save_predictions(files.predictions, labels=test["labels"].cpu(),
+                         indices=run.splits.test_indices, logits=test["logits"].cpu(),
+                         logits_tta=None if test["logits_tta"] is None else test["logits_tta"].cpu(),
+                         branch_weights=weights)
+        record["predictions"] = files.predictions.name
+    except Exception as e:      # noqa: BLE001
+        record.setdefault("warnings", []).append(f"predictions not saved: {e}")
+    write_record(record, files.record)
+
+
+
+# --------------------------------------------------------------------------- resume & reuse
+def _resume_state(cfg: Config, resume, checkpoint_dir: Path, prefix: str, dev) -> dict:
+    found = Path(resume) if not isinstance(resume, bool) else (
+        unfinished_run(cfg, checkpoint_dir, prefix) or find_progress(checkpoint_dir, prefix))
+    if found is None or not found.is_file():
+        raise ConfigError(f"nothing to resume: no {prefix}-*.progress.pt in {checkpoint_dir} "
+                          "(a run leaves one after each epoch until it completes); "
+                          "start without --resume")
+    state = load_progress(found, dev)
+    if state["config"] != cfg.to_dict():
+        changed = sorted(k for k in state["config"] if state["config"][k] != cfg.to_dict().get(k))
+        raise ConfigError(f"{found} was made with a different config (changed: "
+                          f"{', '.join(changed)}); resume with the same settings")
+    return state
+
+
+def unfinished_run(cfg: Config, checkpoint_dir: Path, prefix: str) -> Path | None:
+    """The newest progress checkpoint left by a stopped run of exactly this config (the
+    runs of a sweep share a prefix, so the config decides)."""
+    for path in reversed(find_progress(checkpoint_dir, prefix, every=True)):
+        if _same_config(load_progress(path, torch.device("cpu"))["config"], cfg.to_dict()):
+            return path
+    return None
+
+
+def load_checkpoint(path, device: torch.device) -> tuple[torch.nn.Module, Config]:
+    """Model and config from a final checkpoint; weights_only=True, so loading runs no code."""
+    return load_model(path, device, make_model)
+
+
+def find_record(cfg: Config, *, profile: str, seed: int, data: CIFAR10,
+                results_dir: Path = RESULTS_DIR, read_test: bool = True) -> tuple[dict, Path] | None:
+    """The newest complete record of exactly this config, profile and seed on the same data
+    (by fingerprint), that read the test set if `read_test` asks for it; None if there is none."""
+    folder = run_folder(results_dir, profile, cfg.name)
+    wanted = cfg.to_dict()
+    for path in sorted(folder.glob(f"{run_prefix(cfg.name, profile, seed)}-*.json"), reverse=True):
+        record = read_record(path)
+        if (record.get("status") == "complete" and _same_config(record["config"], wanted)
+                and record["data"]["fingerprint"] == data.fingerprint
+                and (record["test_read"] or not read_test)):
+            return record, path
+    return None
+
+
+def _same_config(recorded: dict, wanted: dict) -> bool:
+    # Settings added to Config after a record was written count as their defaults.
+    return Config(**recorded).to_dict() == wanted
+
+
+def run_or_load(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10,
+                results_dir: Path = RESULTS_DIR, read_test: bool = True, tags: dict | None = None,
+                progress: bool | str = "epochs", verbose: bool = True,
+                resume_unfinished: bool = False, checkpoint_dir: Path = CHECKPOINT_DIR,
+                **kwargs) -> tuple[dict, Path]:
+    """Experiments are data: reuse the record of an identical finished run if there is one
+    (so notebooks re-run in seconds), otherwise train and write a new one; with
+    `resume_unfinished`, continue a stopped run of the same config if one left a checkpoint."""
+    found = find_record(cfg, profile=profile, seed=seed, data=data, results_dir=results_dir,
+                        read_test=read_test)
+    if found is not None:
+        if verbose:
+            print(f"{cfg.name} [{profile}] seed {seed}: reusing {found[1].name} (finished "
+                  f"{found[0]['finished_at']}; delete it to train again)")
+        return found
+    resume = resume_unfinished and unfinished_run(cfg, Path(checkpoint_dir),
+                                                  run_prefix(cfg.name, profile, seed))
+    return run_experiment(cfg, profile=profile, seed=seed, data=data, results_dir=results_dir,
+                          read_test=read_test, tags=tags, progress=progress,
+                          checkpoint_dir=checkpoint_dir, resume=resume or False, **kwargs)

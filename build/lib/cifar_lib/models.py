@@ -1,0 +1,164 @@
+"""Networks built from intermediate blocks and an output block, a name registry, and
+parameter / FLOP counts."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .blocks import FastBlock, FusedIntermediateBlock, IntermediateBlock, OutputBlock
+
+
+class Residual(nn.Module):
+    """x + block(x), with x max-pooled to the block's output size: a skip connection
+    around an intermediate block whose input and output widths match."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.block(x)
+        if y.shape[-1] != x.shape[-1]:
+            x = F.max_pool2d(x, x.shape[-1] // y.shape[-1])
+        return y + x
+
+
+class BlockNet(nn.Module):
+    """A sequence of intermediate blocks followed by an output block.
+
+    `widths` lists the output channels of each block (the input has 3); `pool` is one
+    max-pool size for every block or one per block; with `residual`, blocks whose input
+    and output widths match get a skip connection around them. `fused` picks the
+    one-wide-convolution block implementation and `cheap_dropout` the cheap dropout mask;
+    neither changes the function computed (see `engine_defaults` for when each is faster).
+    """
+
+    def __init__(self, widths=(64, 128), num_convs: int = 3, *, batch_norm: bool = False,
+                 dropout: float = 0.0, pool: int | list[int] = 1, activation: str = "relu",
+                 gate: str = "sigmoid", hidden: tuple[int, ...] = (), num_classes: int = 10,
+                 residual: bool = False, fused: bool = False, cheap_dropout: bool = True):
+        super().__init__()
+        block = FusedIntermediateBlock if fused else IntermediateBlock
+        chans = (3, *widths)
+        pools = [pool] * len(widths) if isinstance(pool, int) else list(pool)
+        if len(pools) != len(widths):
+            raise ValueError(f"pool lists {len(pools)} sizes for {len(widths)} blocks")
+        blocks = []
+        for cin, cout, p in zip(chans[:-1], chans[1:], pools):
+            b = block(cin, cout, num_convs, batch_norm=batch_norm, activation=activation,
+                      dropout=dropout, gate=gate, pool=p, cheap_dropout=cheap_dropout)
+            blocks.append(Residual(b) if residual and cin == cout else b)
+        self.blocks = nn.Sequential(*blocks)
+        self.head = OutputBlock(chans[-1], tuple(hidden), num_classes, activation=activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(x))
+
+
+def BasicNet(**overrides) -> BlockNet:
+    """The coursework's basic model: blocks 3->64->128, 3 convs each, ReLU after the sum,
+    global average pool and one fully connected layer (228,441 parameters)."""
+    return BlockNet(**{"widths": (64, 128), "num_convs": 3, **overrides})
+
+
+def ImprovedNet(**overrides) -> BlockNet:
+    """The coursework's improved model: blocks 3->64->128->256 with per-branch batch norm,
+    ReLU and dropout 0.1 after the sum, 2x2 max-pool after each block (1,118,300 parameters)."""
+    return BlockNet(**{"widths": (64, 128, 256), "num_convs": 3, "batch_norm": True,
+                       "dropout": 0.1, "pool": 2, **overrides})
+
+
+def DeepNet(**overrides) -> BlockNet:
+    """A deeper member of the family for fast, accurate training: five blocks of two
+    branches, 64->128->128->256->256, pooled after blocks 1, 3 and 4 so most work happens at
+    16x16 and below, batch norm, GELU, skip connections where widths match, no dropout."""
+    return BlockNet(**{"widths": (64, 128, 128, 256, 256), "num_convs": 2, "pool": [2, 1, 2, 2, 1],
+                       "batch_norm": True, "activation": "gelu", "residual": True, **overrides})
+
+
+class FastNet(nn.Module):
+    """The `fast` recipe's network: airbench94's shape built from intermediate blocks.
+
+    A whitening block (two 2x2 branches: one frozen to the training images' patch-
+    whitening filters, one learned), then per width two `FastBlock`s (a 3x3 and a 1x1
+    branch each; the first max-pools), then global max-pool and a scaled linear head.
+    Every block is an intermediate block: L >= 2 convolutions of the same input mixed by
+    weights from a linear layer on the input's channel means.
+    """
+
+    def __init__(self, widths=(64, 256, 256), kernel_sizes=(3, 1), gate: str = "sigmoid",
+                 whiten_kernel: int = 2, num_classes: int = 10):
+        super().__init__()
+        whiten_width = 2 * 3 * whiten_kernel ** 2          # +- each patch eigenvector
+        blocks = [FastBlock(3, whiten_width, (whiten_kernel, whiten_kernel), gate=gate)]
+        for cin, cout in zip((whiten_width, *widths[:-1]), widths):
+            blocks += [FastBlock(cin, cout, kernel_sizes, pool=2, gate=gate),
+                       FastBlock(cout, cout, kernel_sizes, gate=gate)]
+        self.blocks = nn.Sequential(*blocks)
+        self.head = OutputBlock(widths[-1], num_classes=num_classes, pool="max",
+                                scale=1 / widths[-1])
+
+    @torch.no_grad()
+    def init_from_data(self, images: torch.Tensor, eps: float = 5e-4) -> None:
+        """Set the first branch of the first block to whitening filters of `images`
+        (normalised, NCHW): each filter is an eigenvector of the covariance of image
+        patches divided by the root of its eigenvalue, so every output channel has unit
+        variance and the channels are uncorrelated; the negated filters follow, so the
+        activation keeps both signs. The branch is then frozen."""
+        conv = self.blocks[0].convs[0]
+        k = conv.kernel_size[0]
+        patches = images.float().unfold(2, k, 1).unfold(3, k, 1)           # N,C,H',W',k,k
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, conv.in_channels * k * k)
+        covariance = patches.T @ patches / len(patches)
+        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+        filters = (eigenvectors.T / (eigenvalues[:, None] + eps).sqrt()).view(-1, conv.in_channels, k, k)
+        conv.weight.copy_(torch.cat([filters, -filters]))
+        conv.weight.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(x))
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {"basic": BasicNet, "improved": ImprovedNet,
+                                                "deep": DeepNet, "fast": FastNet}
+
+
+def build_model(name: str, **overrides) -> nn.Module:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
+    return MODELS[name](**overrides)
+
+
+def engine_defaults(device: torch.device, name: str = "improved") -> dict:
+    """Block implementation that trains fastest on `device`.
+
+    Measured on a 2-core AVX512-BF16 CPU (bf16, channels-last; benchmarks/throughput.py):
+    one wide convolution is no faster than L narrow ones (oneDNN already runs those at
+    full speed), while mixing L separate branch tensors is ~2.6x cheaper than mixing
+    strided channel groups of one tensor, so CPUs use the per-branch block. On CUDA the
+    wide convolution gives cuDNN one bigger matrix product per block (not measured in
+    this kit yet: the benchmark prints both on a GPU).
+    """
+    if name == "fast":
+        return {}                 # FastNet has one block form
+    return {"fused": device.type == "cuda"}
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def count_flops(model: nn.Module, image_size: int = 32) -> int:
+    """Forward FLOPs for one image (a multiply-add counts as 2), by torch's flop counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, image_size, image_size, device=device))
+    model.train(was_training)
+    return int(counter.get_total_flops())

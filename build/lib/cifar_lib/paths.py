@@ -1,0 +1,31 @@
+"""Every folder the kit reads or writes, in one place, each with an environment override.
+
+In a source checkout (editable install or PYTHONPATH) the folders sit at the repository
+root. An installed package writes to the current working directory instead, never into
+site-packages, and reads the configs it ships as package data.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+_checkout = PACKAGE_DIR.parent
+IN_CHECKOUT = (_checkout / "pyproject.toml").is_file() and (_checkout / "configs").is_dir()
+# The repository root, or None for an installed package (git facts are then not read).
+REPO_ROOT: Path | None = _checkout if IN_CHECKOUT else None
+WORK_ROOT = REPO_ROOT if IN_CHECKOUT else Path.cwd()
+
+
+def _override(variable: str, default: Path) -> Path:
+    value = os.environ.get(variable)
+    return Path(value).expanduser() if value else default
+
+
+CONFIG_DIR = _checkout / "configs" if IN_CHECKOUT else PACKAGE_DIR / "configs"
+DATA_ROOT = WORK_ROOT / "data"        # holds cifar-10-batches-py/; CIFAR10_ROOT overrides
+                                      # (read when data is loaded: see data.default_root)
+RESULTS_DIR = _override("CIFAR_RESULTS_DIR", WORK_ROOT / "results")
+CHECKPOINT_DIR = _override("CIFAR_CHECKPOINT_DIR", WORK_ROOT / "checkpoints")
+FIGURES_DIR = _override("CIFAR_FIGURES_DIR", WORK_ROOT / "figures")
+REPORT_DIR = _override("CIFAR_REPORT_DIR", WORK_ROOT / "report")

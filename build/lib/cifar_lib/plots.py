@@ -1,0 +1,208 @@
+"""Figures for the notebooks and the report: each function takes data (arrays, data frames)
+and returns a matplotlib Figure with labelled axes and units."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+from .data import CLASSES
+
+sns.set_theme(style="whitegrid", context="notebook")
+
+
+def _close(fig):
+    # Figures are returned for display or saving; closing the pyplot handle keeps notebooks
+    # from drawing each one twice and the report from accumulating open figures.
+    plt.close(fig)
+    return fig
+
+
+def image_grid(images: np.ndarray, titles=None, columns: int = 8, size: float = 1.2,
+               title_colors=None):
+    """uint8 NHWC images in a grid, with optional titles under each."""
+    rows = int(np.ceil(len(images) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * size * 1.15),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(images):
+            ax.imshow(images[i], interpolation="nearest")
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=7,
+                             color="black" if title_colors is None else title_colors[i])
+    fig.tight_layout()
+    return _close(fig)
+
+
+def class_grid(images: np.ndarray, labels: np.ndarray, per_class: int = 8):
+    """The first `per_class` images of each class, one class per row."""
+    picks = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(len(CLASSES))])
+    fig = image_grid(images[picks], [CLASSES[labels[i]] for i in picks], columns=per_class)
+    return fig
+
+
+def intermediate_block_diagram(num_convs: int = 3):
+    """A drawing of one intermediate block: L convolutions of the same input, mixed by
+    weights computed from the input's channel means."""
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    ax.set_xlim(0, 10), ax.set_ylim(0, 6), ax.axis("off")
+
+    def box(x, y, text, color, w=1.7, h=0.7):
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.05",
+                                    fc=color, ec="black", lw=1))
+        ax.text(x, y, text, ha="center", va="center", fontsize=9)
+
+    def arrow(a, b):
+        ax.add_patch(FancyArrowPatch(a, b, arrowstyle="-|>", mutation_scale=12, lw=1))
+
+    box(0.9, 3, "input x\nC_in x H x W", "#dddddd", h=1.0)
+    ys = np.linspace(4.9, 1.9, num_convs)
+    for l, y in enumerate(ys):
+        box(3.3, y, f"conv{l + 1} 3x3\n(+ batch norm)", "#cfe2ff")
+        arrow((1.75, 3), (2.45, y))
+        arrow((4.15, y), (6.0, 3.1))
+        ax.text(5.0, y + 0.05 - 0.25 * (y - 3) / 2, f"x a{l + 1}", fontsize=9, color="#b00000")
+    box(3.3, 0.6, "mean over H, W -> FC\n-> a = gate(...), L weights", "#ffe0b3", w=3.0)
+    arrow((1.2, 2.5), (2.0, 0.9))
+    arrow((4.8, 0.6), (6.3, 2.6))
+    box(6.7, 3, "sum_l a_l conv_l(x)", "#d4f4d4", w=1.9)
+    box(8.9, 3, "activation\n(dropout, pool)", "#eeeeee", w=1.7)
+    arrow((7.65, 3), (8.05, 3))
+    ax.set_title(f"Intermediate block with L = {num_convs} convolutions", fontsize=11)
+    return _close(fig)
+
+
+# How learning curves draw each split; captions say it with CURVE_STYLES_TEXT, made from
+# the same table, so a caption cannot disagree with its figure.
+CURVE_STYLES = {"training": ("solid", ""), "validation": ("dashed", (4, 2))}
+CURVE_STYLES_TEXT = ", ".join(f"{split} ({name})" for split, (name, _) in CURVE_STYLES.items())
+
+
+def learning_curves(history: pd.DataFrame, hue: str = "config", x: str = "epoch"):
+    """Loss and accuracy per split (styles: CURVE_STYLES) against epochs or minutes, one
+    colour per `hue` value, mean and std over the seeds of each."""
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    history = history.assign(**{hue: history[hue].astype(str)})
+    ids = list(dict.fromkeys([hue, "seed", x]))
+    dashes = {split: dash for split, (_, dash) in CURVE_STYLES.items()}
+    for ax, metric, label in ((loss_ax, "loss", "loss"), (acc_ax, "acc", "accuracy")):
+        long = history.melt(id_vars=ids, value_vars=[f"train_{metric}", f"val_{metric}"],
+                            var_name="split", value_name=label)
+        long["split"] = long["split"].map({f"train_{metric}": "training", f"val_{metric}": "validation"})
+        sns.lineplot(long, x=x, y=label, hue=hue, style="split", style_order=list(CURVE_STYLES),
+                     dashes=dashes, ax=ax, errorbar="sd")
+    xlabel = "training time (minutes)" if x == "minutes" else "epoch"
+    loss_ax.set(xlabel=xlabel, ylabel="cross-entropy loss", title="Loss")
+    acc_ax.set(xlabel=xlabel, ylabel="accuracy (%)", title="Accuracy")
+    fig.tight_layout()
+    return _close(fig)
+
+
+def sweep_plot(runs: pd.DataFrame, order=None, metric: str = "val_acc", title: str = ""):
+    """Each seed's validation accuracy per variant (dots) and the mean +- std (bar)."""
+    fig, ax = plt.subplots(figsize=(8, 0.45 * runs["variant"].nunique() + 1.5))
+    sns.pointplot(runs, y="variant", x=metric, order=order, errorbar="sd", linestyles="none",
+                  color="black", markers="|", capsize=0.3, ax=ax)
+    sns.stripplot(runs, y="variant", x=metric, order=order, hue="seed", palette="deep", jitter=False,
+                  size=6, ax=ax)
+    ax.set(xlabel="validation accuracy (%)", ylabel="", title=title)
+    ax.legend(title="seed", loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return _close(fig)
+
+
+def time_to_accuracy(history: pd.DataFrame, hue: str = "config"):
+    """Validation accuracy against training wall time: what each recipe buys per minute."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    sns.lineplot(history, x="minutes", y="val_acc", hue=hue, units="id", estimator=None,
+                 marker="o", markersize=3, ax=ax)
+    ax.set(xlabel="training time on this machine (minutes)", ylabel="validation accuracy (%)",
+           title="Time to accuracy")
+    fig.tight_layout()
+    return _close(fig)
+
+
+def confusion_heatmap(counts: np.ndarray):
+    """Row-normalised confusion matrix (percent of each true class)."""
+    share = 100 * counts / counts.sum(1, keepdims=True)
+    fig, ax = plt.subplots(figsize=(7.5, 6.2))
+    sns.heatmap(share, annot=True, fmt=".0f", cmap="Blues", xticklabels=CLASSES,
+                yticklabels=CLASSES, cbar_kws={"label": "% of the true class"}, ax=ax)
+    ax.set(xlabel="predicted class", ylabel="true class", title="Confusion matrix (test set)")
+    fig.tight_layout()
+    return _close(fig)
+
+
+def reliability_diagram(rows: np.ndarray, ece: float, label: str = ""):
+    """Accuracy against confidence per bin; the diagonal is perfect calibration."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 100], [0, 100], color="grey", ls="--", lw=1, label="perfectly calibrated")
+    ax.plot(100 * rows[:, 0], 100 * rows[:, 1], marker="o", label=f"{label} (ECE {100 * ece:.2f}%)")
+    ax.set(xlabel="confidence (%)", ylabel="accuracy (%)", xlim=(0, 100), ylim=(0, 100),
+           title="Reliability diagram (test set)")
+    ax.legend(loc="upper left", fontsize=9)
+    fig.tight_layout()
+    return _close(fig)
+
+
+def branch_weights_by_class(weights: np.ndarray, labels: np.ndarray):
+    """Mean branch weight a_l per true class, one row per (block, branch)."""
+    blocks, branches = weights.shape[1:]
+    table = np.stack([weights[labels == c].mean(0).reshape(-1) for c in range(len(CLASSES))], 1)
+    rows = [f"block {b + 1}, a{l + 1}" for b in range(blocks) for l in range(branches)]
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.6))
+    sns.heatmap(pd.DataFrame(table, index=rows, columns=CLASSES), annot=True, fmt=".2f",
+                cmap="viridis", cbar_kws={"label": "mean branch weight"}, ax=ax)
+    ax.set(xlabel="true class", ylabel="", title="Branch weights by class (test set)")
+    fig.tight_layout()
+    return _close(fig)
+
+
+def branch_weight_spread(weights: np.ndarray):
+    """Distribution of each block's branch weights over test images."""
+    n, blocks, branches = weights.shape
+    index = pd.MultiIndex.from_product(
+        [range(n), [f"block {b + 1}" for b in range(blocks)], [f"a{l + 1}" for l in range(branches)]],
+        names=["image", "block", "branch"])
+    long = pd.Series(weights.ravel(), index=index, name="weight").reset_index()
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    sns.violinplot(long, x="block", y="weight", hue="branch", cut=0, inner="quartile", ax=ax)
+    ax.set(xlabel="", ylabel="branch weight a (sigmoid gate)",
+           title="How much the weights vary from image to image (test set)")
+    fig.tight_layout()
+    return _close(fig)
+
+
+def mistakes_grid(images: np.ndarray, probs: np.ndarray, labels: np.ndarray):
+    """Images with their predicted class and confidence over the true class (red)."""
+    predicted = probs.argmax(1)
+    titles = [f"{CLASSES[p]} {100 * probs[i, p]:.0f}%\n(true: {CLASSES[t]})"
+              for i, (p, t) in enumerate(zip(predicted, labels))]
+    return image_grid(images, titles, columns=8, size=1.35)
+
+
+def augmentation_examples(images: np.ndarray, variants: dict[str, list[str]], *,
+                          crop_padding: int = 4, rotate_degrees: float = 10.0, seed: int = 0):
+    """The same images under each augmentation set, one row per set, as training sees them."""
+    from .loaders import TensorLoader
+
+    rows = []
+    for augment in variants.values():
+        loader = TensorLoader(images, np.zeros(len(images), dtype=np.int64), len(images),
+                              train=True, augment=augment, crop_padding=crop_padding,
+                              rotate_degrees=rotate_degrees, normalize="half", seed=seed)
+        x, _ = loader.batch(0, order=torch.arange(len(images)))
+        rows.append(((x * 0.5 + 0.5).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
+    fig, axes = plt.subplots(len(rows), len(images), figsize=(1.2 * len(images), 1.3 * len(rows)),
+                             squeeze=False)
+    for r, (name, batch) in enumerate(zip(variants, rows)):
+        for c, ax in enumerate(axes[r]):
+            ax.imshow(batch[c], interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    fig.tight_layout()
+    return _close(fig)

@@ -1,0 +1,134 @@
+"""Results records: one JSON file per run under results/, written atomically, plus the
+environment facts (versions, device, git commit) every record carries."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .paths import REPO_ROOT, RESULTS_DIR
+
+SCHEMA = 1
+
+
+def run_folder(results_dir, profile: str, config_name: str) -> Path:
+    """Where a run's record and its predictions live: results/<profile>/<config>/."""
+    return Path(results_dir) / profile / config_name
+
+
+def run_prefix(config_name: str, profile: str, seed: int) -> str:
+    """How every run id (and so its file names) starts: <config>-<profile>-seed<N>."""
+    return f"{config_name}-{profile}-seed{seed}"
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write to a temporary file in the same folder, then rename it into place: readers
+    see the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            # mkstemp makes the file private (0600); give it the mode any new file gets.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(f.fileno(), 0o666 & ~umask)
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_record(record: dict, path: Path) -> Path:
+    atomic_write_bytes(path, (json.dumps(record, indent=1, sort_keys=False) + "\n").encode())
+    return path
+
+
+def read_record(path: str | os.PathLike) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def iter_records(root: str | os.PathLike = RESULTS_DIR, include_smoke: bool = False):
+    """Every run record under root (benchmarks and, unless asked, smoke runs left out)."""
+    for p in sorted(Path(root).rglob("*.json")):
+        parts = set(p.relative_to(root).parts)
+        if "benchmarks" in parts or (not include_smoke and "smoke" in parts):
+            continue
+        yield p, read_record(p)
+
+
+def check_writable(folder: Path) -> None:
+    """Fail now, not after an hour of training, if records cannot be written to `folder`."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise PermissionError(f"cannot write results to {folder} ({e.strerror}); choose "
+                              "another folder with --results-dir or fix its permissions") from None
+
+
+def git_commit() -> str | None:
+    if REPO_ROOT is None:
+        return None
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode:
+        return None
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def versions() -> dict:
+    import numpy
+    import torchvision
+
+    from . import __version__
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "numpy": numpy.__version__,
+            "cifar_lib": __version__}
+
+
+def cpu_model() -> str:
+    """The CPU's model name ("AMD EPYC 7B13", ...): machines with the same core count
+    differ several-fold in speed, so every time is kept with the CPU that made it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    try:                                                    # macOS
+        out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True,
+                             text=True, timeout=5)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_info(device: torch.device) -> dict:
+    """What ran the run: device type and name, and always the CPU model and core count."""
+    info = {"type": device.type, "threads": torch.get_num_threads(), "cpu": cpu_model(),
+            "cpu_count": os.cpu_count()}
+    if device.type == "cuda":
+        info["name"] = torch.cuda.get_device_name(device)
+    else:
+        info["name"] = f"{info['cpu']} ({os.cpu_count()} cores)"
+    return info

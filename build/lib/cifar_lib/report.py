@@ -1,0 +1,417 @@
+"""The written report: the hand-written prose of report_template.md with every number,
+table and figure filled in from results/ (no training), as report/report.md and a
+self-contained report/report.html."""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import plots
+from .analysis import confusion_matrix, reliability, run_predictions
+from .data import CLASSES
+from .paths import FIGURES_DIR, REPORT_DIR, RESULTS_DIR
+from .sweeps import AUGMENTATION, HYPERPARAMETERS
+from .tables import history_frame, load_records, mean_std, runs_frame, summarize
+
+
+
+class Document:
+    """Headings, paragraphs, tables and figures, rendered to Markdown and to HTML."""
+
+    def __init__(self, figures_dir: Path):
+        self.parts: list[tuple] = []
+        self.figures_dir = figures_dir
+
+    def heading(self, level: int, text: str):
+        self.parts.append(("heading", level, text))
+
+    def text(self, text: str):
+        self.parts.append(("text", " ".join(text.split())))
+
+    def table(self, frame: pd.DataFrame, caption: str):
+        self.parts.append(("table", frame, caption))
+
+    def figure(self, name: str, fig, caption: str):
+        path = self.figures_dir / f"{name}.png"
+        # No timestamps in the file, so an unchanged figure gives unchanged bytes.
+        fig.savefig(path, dpi=130, bbox_inches="tight", metadata={"Software": None})
+        self.parts.append(("figure", path, caption))
+
+    def markdown(self, report_dir: Path) -> str:
+        out = []
+        for kind, *rest in self.parts:
+            if kind == "heading":
+                out.append("#" * rest[0] + " " + rest[1])
+            elif kind == "text":
+                out.append(rest[0])
+            elif kind == "table":
+                frame, caption = rest
+                cells = [list(map(str, frame.columns))] + [[_cell(v) for v in row]
+                                                           for row in frame.itertuples(index=False)]
+                lines = ["| " + " | ".join(r) + " |" for r in cells]
+                lines.insert(1, "|" + "---|" * len(frame.columns))
+                out.append(f"*{caption}*\n\n" + "\n".join(lines))
+            else:
+                path, caption = rest
+                rel = Path("..") / path.relative_to(report_dir.parent) if path.is_relative_to(
+                    report_dir.parent) else path
+                out.append(f"![{caption}]({rel.as_posix()})\n\n*{caption}*")
+        return "\n\n".join(out) + "\n"
+
+    def html(self) -> str:
+        body = []
+        for kind, *rest in self.parts:
+            if kind == "heading":
+                body.append(f"<h{rest[0]}>{html.escape(rest[1])}</h{rest[0]}>")
+            elif kind == "text":
+                body.append(f"<p>{_inline(rest[0])}</p>")
+            elif kind == "table":
+                frame, caption = rest
+                head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+                rows = "".join("<tr>" + "".join(f"<td>{_inline(_cell(v))}</td>" for v in row)
+                               + "</tr>" for row in frame.itertuples(index=False))
+                body.append(f"<table><caption>{_inline(caption)}</caption><tr>{head}</tr>{rows}</table>")
+            else:
+                path, caption = rest
+                data = base64.b64encode(path.read_bytes()).decode()
+                body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
+                            f"<figcaption>{_inline(caption)}</figcaption></figure>")
+        style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.45}"
+                 "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;"
+                 "padding:.25em .6em;text-align:right}caption{font-style:italic;margin-bottom:.3em}"
+                 "img{max-width:100%}figcaption{font-style:italic}code{background:#f3f3f3}")
+        return (f"<!doctype html><html><head><meta charset='utf-8'><title>CIFAR-10 report</title>"
+                f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return "" if np.isnan(v) else f"{v:.2f}"
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and abs(v) >= 10_000:
+        return f"{v:,}"
+    return str(v)
+
+
+def _inline(text: str) -> str:
+    """Markdown's `code`, **bold** and *italics* in HTML, everything else escaped."""
+    text = html.escape(text)
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+    text = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", text)
+    return re.sub(r"\*([^*]+)\*", r"<i>\1</i>", text)
+
+
+def _seeds(counts: pd.Series) -> str:
+    low, high = counts.min(), counts.max()
+    return str(low) if low == high else f"{low}–{high}"
+
+
+def data_phrase(runs: pd.DataFrame) -> str:
+    kinds = set(runs["official_data"])
+    if kinds == {True}:
+        return "the official CIFAR-10 release"
+    if kinds == {False}:
+        return "a local JPEG-rebuilt copy of CIFAR-10, NOT the official release"
+    return "a mix of the official release and a local copy (see the data column)"
+
+
+def _scope(records: list[dict]) -> str:
+    """What every table caption states: profile, runs and seeds, and which data."""
+    runs = runs_frame(records)
+    profiles = ", ".join(sorted(set(runs["profile"])))
+    return (f"profile {profiles}, {len(runs)} run(s), seeds {sorted(set(runs['seed']))}, "
+            f"{data_phrase(runs)}")
+
+
+def _tta_kind(config: dict) -> str:
+    if not config["tta"]:
+        return "none"
+    return f"flips + {config['tta_shift']} px shifts" if config.get("tta_shift") else "flips"
+
+
+def _final_table(runs: pd.DataFrame) -> pd.DataFrame:
+    cols = {"config": "config", "seed": "seed", "epochs": "epochs", "val_acc": "val %",
+            "test_acc": "test %", "test_acc_tta": "test % (TTA)", "wall_minutes": "minutes"}
+    return runs[[c for c in cols if c in runs]].rename(columns=cols)
+
+
+TEMPLATE = Path(__file__).with_name("report_template.md")
+RECIPES = ("seed_basic", "seed_improved", "improved_tuned", "deep_sgd", "best", "fast")
+
+
+class Filled:
+    """What the template's placeholders are filled with: values, tables and figures."""
+
+    def __init__(self, figures_dir: Path):
+        self.values: dict[str, str] = {}
+        self.tables: dict[str, tuple[pd.DataFrame, str]] = {}
+        self.figures: dict[str, tuple[Path, str]] = {}
+        self.figures_dir = figures_dir
+
+    def table(self, name: str, frame: pd.DataFrame, caption: str):
+        self.tables[name] = (frame, caption)
+
+    def figure(self, name: str, fig, caption: str):
+        path = self.figures_dir / f"{name}.png"
+        # No timestamps in the file, so an unchanged figure gives unchanged bytes.
+        fig.savefig(path, dpi=130, bbox_inches="tight", metadata={"Software": None})
+        self.figures[name] = (path, caption)
+
+
+def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=REPORT_DIR,
+                 profile: str = "cpu") -> Path:
+    """Rebuild figures/ and report/report.{md,html} from the `profile` records under results/
+    (and the `full` records, for the GPU paragraphs)."""
+    results_dir, figures_dir, report_dir = Path(results_dir), Path(figures_dir), Path(report_dir)
+    records = load_records(results_dir, profile=profile)
+    if not records:
+        raise FileNotFoundError(f"no complete {profile!r} records under {results_dir}: run the "
+                                f"notebooks or `python -m cifar_lib train` first")
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    runs = runs_frame(records)
+    by_config = {name: [r for r in records if r["config_name"] == name] for name in runs["config"].unique()}
+    filled = Filled(figures_dir)
+    filled.values.update(profile=profile, runs=str(len(records)), data_phrase=data_phrase(runs),
+                         devices=", ".join(sorted(set(runs["device"]))))
+    _methods(filled, runs, records)
+    _basic(filled, by_config.get("seed_basic", []))
+    _sweep(filled, records, AUGMENTATION, "Augmentation", "augmentation")
+    _sweep(filled, records, HYPERPARAMETERS, "Hyperparameters", "hyperparameters")
+    _improved(filled, by_config)
+    _best(filled, by_config, results_dir)
+    _gpu(filled, [r for r in load_records(results_dir, profile="full") if profile != "full"])
+    _engine(filled, results_dir)
+    doc = render(TEMPLATE.read_text(), filled)
+    doc.parts.insert(1, ("text", f"Generated by `python -m cifar_lib report` from the `{profile}` "
+                                 f"records under `results/` ({len(records)} runs); every number "
+                                 f"is read from a record. Data: {data_phrase(runs)}."))
+    (report_dir / "report.md").write_text(doc.markdown(report_dir))
+    (report_dir / "report.html").write_text(doc.html())
+    return report_dir / "report.md"
+
+
+def render(template: str, filled: Filled) -> Document:
+    """The template's blocks in order: headings, paragraphs with placeholders filled,
+    tables and figures; conditional paragraphs only when their value exists."""
+    doc = Document(filled.figures_dir)
+    template = re.sub(r"<!--.*?-->", "", template, flags=re.S)
+    values = {**filled.values, **_numbers(template, filled)}
+    for block in (b.strip() for b in template.split("\n\n")):
+        if not block:
+            continue
+        if block.startswith("#"):
+            level = len(block) - len(block.lstrip("#"))
+            doc.heading(level, block[level:].strip())
+            continue
+        artefact = re.fullmatch(r"\[\[(table|figure) (\w+)\]\]", block)
+        if artefact:
+            kind, name = artefact.groups()
+            found = (filled.tables if kind == "table" else filled.figures).get(name)
+            if found:
+                label = values[f"{'fig' if kind == 'figure' else 'tab'}_{name}"]
+                doc.parts.append((kind, found[0], f"{label}. {found[1]}"))
+            continue
+        condition = re.match(r"\[\[if (\w+)\]\]\s*", block)
+        if condition:
+            if condition.group(1) not in values:
+                continue
+            block = block[condition.end():]
+        if block.startswith("- "):           # a list: one item a part
+            for item in re.split(r"\n(?=- )", block):
+                doc.text(item.format_map(values))
+        else:
+            doc.text(block.format_map(values))
+    return doc
+
+
+def _numbers(template: str, filled: Filled) -> dict[str, str]:
+    """{fig_NAME: "Figure N", tab_NAME: "Table N"} in the order the template shows them,
+    for the artefacts the records made; the text refers to them by these names."""
+    numbers, count = {}, {"figure": 0, "table": 0}
+    for kind, name in re.findall(r"\[\[(table|figure) (\w+)\]\]", template):
+        if name in (filled.tables if kind == "table" else filled.figures):
+            count[kind] += 1
+            numbers[f"{'fig' if kind == 'figure' else 'tab'}_{name}"] = f"{kind.title()} {count[kind]}"
+    return numbers
+
+
+def _methods(filled: Filled, runs: pd.DataFrame, records: list[dict]):
+    r = records[0]
+    val = r["config"]["val_size"]
+    filled.values.update(split="yes", train_size=f"{50000 - val:,}", val_size=f"{val:,}")
+    filled.figure("intermediate_block", plots.intermediate_block_diagram(3),
+                  "One intermediate block (L = 3).")
+    named = runs[runs["sweep"].isna()]    # sweeps vary models (e.g. without batch norm)
+    models = ((named if len(named) else runs).drop_duplicates("model")[["model", "parameters"]]
+              .sort_values("parameters").reset_index(drop=True))
+    filled.table("models", models, "Models: the networks trained in these records and their "
+                                   "parameter counts.")
+    latest = {}
+    for rec in records:                   # the newest run of each recipe says what it is now
+        if rec["config_name"] in RECIPES:
+            latest[rec["config_name"]] = rec["config"]
+    rows = [{"recipe": name, "model": c["model"], "optimizer": c["optimizer"], "lr": c["lr"],
+             "batch": c["batch_size"], "epochs": c["epochs"], "schedule": c["schedule"],
+             "weight decay": c["weight_decay"], "label smoothing": c["label_smoothing"],
+             "augmentation": "+".join(c["augment"]) or "none", "TTA": _tta_kind(c)}
+            for name, c in sorted(latest.items(), key=lambda kv: RECIPES.index(kv[0]))]
+    if rows:
+        filled.table("recipes", pd.DataFrame(rows).astype({"lr": str, "weight decay": str}),
+                     f"Recipes: every final recipe's settings as its newest `{r['profile']}` "
+                     f"record ran it (epochs at that profile).")
+
+
+def _basic(filled: Filled, records: list[dict]):
+    if not records:
+        return
+    runs = runs_frame(records)
+    filled.values.update(basic_test=mean_std(runs["test_acc"]),
+                         basic_epochs=str(runs["epochs"].iloc[0]))
+    filled.figure("basic_curves", plots.learning_curves(history_frame(records)),
+                  f"BasicNet learning curves: {plots.CURVE_STYLES_TEXT} ({_scope(records)}).")
+
+
+def _sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
+    mine = [r for r in records if r.get("tags", {}).get("sweep") == sweep.name]
+    if not mine:
+        return
+    runs = runs_frame(mine)
+    order = list(sweep.variants)
+    table = summarize(runs, order=order).reset_index()
+    base = mine[0]
+    top = table.loc[table["mean"].idxmax()]
+    # which other variants the seeds cannot tell apart from the best one
+    close = [v for v, m in zip(table["variant"], table["mean"])
+             if v != top["variant"] and top["mean"] - m <= top["std"]]
+    filled.values[f"{name}_setup"] = (
+        f"Each variant changes one thing in the `{sweep.base}` config and is trained with "
+        f"{_seeds(table['seeds'])} seeds on {base['data']['train_images']:,} training images for "
+        f"{base['config']['epochs']} epochs; accuracy is measured on "
+        f"{base['data']['val_images']:,} validation images.")
+    filled.values[f"{name}_result"] = (
+        f"Best mean: **{top['variant']}** ({top['mean']:.2f} ± {top['std']:.2f}%); "
+        + (f"{', '.join(close)} are within one of its standard deviations, differences these "
+           "seeds do not resolve." if close else
+           "every other variant is more than one of its standard deviations below it."))
+    filled.table(name, table.rename(columns={"mean": "val % mean", "std": "val % std"}),
+                 f"{title}: validation accuracy, mean and std over seeds ({_scope(mine)}).")
+    filled.figure(f"{name}_sweep", plots.sweep_plot(runs, order=order, title=title),
+                  f"{title}: validation accuracy per seed and mean ± std.")
+
+
+def _improved(filled: Filled, by_config: dict):
+    names = [n for n in ("seed_improved", "improved_tuned") if by_config.get(n)]
+    if not names:
+        return
+    records = [r for n in names for r in by_config[n]]
+    runs = runs_frame(records)
+    test = {n: runs.loc[runs["config"] == n, "test_acc"] for n in names}
+    filled.values["improved_result"] = " ".join(
+        f"`{n}`: {mean_std(test[n])} test accuracy in "
+        f"{runs.loc[runs['config'] == n, 'wall_minutes'].mean():.1f} minutes." for n in names)
+    if len(names) == 2:
+        filled.values["improved_gain"] = f"{test['improved_tuned'].mean() - test['seed_improved'].mean():.1f}"
+    filled.table("improved", _final_table(runs), f"ImprovedNet final runs ({_scope(records)}).")
+    filled.figure("improved_curves", plots.learning_curves(history_frame(records)),
+                  f"ImprovedNet, the coursework's recipe against the tuned one: "
+                  f"{plots.CURVE_STYLES_TEXT}.")
+
+
+def _best(filled: Filled, by_config: dict, results_dir: Path):
+    tested = [r for r in by_config.get("best", []) if r["test_read"]]
+    if not tested:
+        return
+    runs = runs_frame(tested)
+    filled.values.update(
+        best_tta=mean_std(runs["test_acc_tta"]), best_plain=mean_std(runs["test_acc"]),
+        best_params=f"{tested[0]['model']['parameters']:,}",
+        best_minutes=f"{runs['wall_minutes'].mean():.1f}", best_device=runs["device"].iloc[0],
+        tta_gain=f"{(runs['test_acc_tta'] - runs['test_acc']).mean():.2f}")
+    filled.table("best", _final_table(runs),
+                 f"Best model: {_scope(tested)}; the test set is read once per run.")
+    # seed 0 of each attempt: further seeds of the final recipe are repeats, not attempts
+    attempts = [r for n in ("deep_sgd", "best") for r in by_config.get(n, []) if r["seed"] == 0]
+    if attempts:
+        table = runs_frame(attempts)[["config", "seed", "epochs", "val_acc", "val_acc_tta",
+                                      "test_acc_tta", "wall_minutes"]]
+        table.insert(3, "TTA", [_tta_kind(r["config"]) for r in attempts])
+        filled.table("attempts", table.rename(columns={
+            "val_acc": "val %", "val_acc_tta": "val % (TTA)", "test_acc_tta": "test % (TTA)",
+            "wall_minutes": "minutes"}), f"What was tried for the best model, in order, seed 0 "
+            f"of each ({_scope(attempts)}; tuning runs leave the test column empty).")
+    filled.figure("best_curves", plots.learning_curves(history_frame(tested), hue="seed"),
+                  f"Best model: learning curves, {plots.CURVE_STYLES_TEXT}, one colour per seed.")
+    compare = [*by_config.get("seed_improved", []), *tested]
+    filled.figure("time_to_accuracy", plots.time_to_accuracy(history_frame(compare)),
+                  "Validation accuracy against training time: the coursework's recipe and the "
+                  "best model.")
+    _best_analysis(filled, min(tested, key=lambda r: (r["seed"], r["started_at"])), results_dir)
+
+
+def _best_analysis(filled: Filled, record: dict, results_dir: Path):
+    """Per-class accuracy, calibration and branch weights of one final run (seed 0, as in
+    notebook 05), from the predictions saved beside its record."""
+    preds = run_predictions(record, results_dir)
+    probs, labels = preds.get("probs_tta", preds["probs"]), preds["labels"]
+    counts = confusion_matrix(labels, probs.argmax(1))
+    per_class = pd.DataFrame({"class": CLASSES, "accuracy %": 100 * np.diag(counts) / counts.sum(1)})
+    rows, ece = reliability(probs, labels)
+    plain_rows, plain_ece = reliability(preds["probs"], labels)
+    hardest, easiest = per_class["accuracy %"].idxmin(), per_class["accuracy %"].idxmax()
+    filled.values.update(
+        analysed_seed=str(record["seed"]),
+        hardest_class=f"{CLASSES[hardest]} ({per_class['accuracy %'][hardest]:.2f}%)",
+        easiest_class=f"{CLASSES[easiest]} ({per_class['accuracy %'][easiest]:.2f}%)",
+        ece_plain=f"{100 * plain_ece:.2f}%", ece_tta=f"{100 * ece:.2f}%")
+    filled.table("per_class", per_class, f"Best model: per-class test accuracy with TTA "
+                                         f"({_scope([record])}).")
+    filled.figure("confusion", plots.confusion_heatmap(counts),
+                  "Best model: confusion matrix (test set, TTA).")
+    filled.figure("reliability", plots.reliability_diagram(plain_rows, plain_ece, "no TTA"),
+                  "Best model: reliability diagram (test set, no TTA).")
+    if "branch_weights" in preds:
+        w = preds["branch_weights"]
+        filled.values["branch_spread"] = f"{w.std(0).mean():.3f}"
+        filled.figure("branch_weights_by_class", plots.branch_weights_by_class(w, labels),
+                      "Best model: mean branch weight per block and true class.")
+        filled.figure("branch_weight_spread", plots.branch_weight_spread(w),
+                      "Best model: distribution of branch weights over test images.")
+
+
+def _gpu(filled: Filled, records: list[dict]):
+    """The paragraphs about `full`-profile (GPU) runs, when records of them exist."""
+    by_config = {r["config_name"]: r for r in records if r["test_read"]}   # newest per config
+    if "seed_improved" in by_config:
+        r = by_config["seed_improved"]
+        filled.values.update(seed_full_test=f"{100 * r['final']['test_acc']:.2f}%",
+                             seed_full_device=r["device"]["name"],
+                             data_phrase_full=data_phrase(runs_frame([r])))
+    if "best" in by_config and "test_acc_tta" in by_config["best"]["final"]:
+        r = by_config["best"]
+        filled.values.update(best_full_tta=f"{100 * r['final']['test_acc_tta']:.2f}%",
+                             best_full_seconds=f"{r['train_seconds']:.0f}",
+                             best_full_device=r["device"]["name"])
+
+
+def _engine(filled: Filled, results_dir: Path):
+    files = sorted((results_dir / "benchmarks").glob("throughput-*.json"))
+    if not files:
+        return
+    rows = []
+    for f in files:
+        b = json.loads(f.read_text())
+        for r in b["rows"]:
+            rows.append({"record": f.name, "device": b["device"]["name"],
+                         "batch": b["settings"]["batch_size"], "model": r["model"],
+                         "variant": r["variant"], "precision": r["precision"],
+                         "images/s (median)": round(r["median_img_s"]), "speedup": r["speedup"]})
+    filled.values["engine"] = "yes"
+    filled.table("engine", pd.DataFrame(rows), "Training throughput: images per second "
+                 "(medians of interleaved repeats) per benchmark record; speedups are ratios "
+                 "within one record.")

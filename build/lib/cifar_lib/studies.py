@@ -1,0 +1,78 @@
+"""Running a sweep: every (variant, seed) run trained or read back from results/, in this
+process or in N worker processes that share the device (or spread over the GPUs)."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .config import ConfigError
+from .data import CIFAR10
+from .experiment import run_or_load
+from .sweeps import AUGMENTATION, HYPERPARAMETERS, SWEEPS, Sweep  # noqa: F401 (the notebooks' names)
+
+
+def run_sweep(sweep: Sweep, profile: str, data: CIFAR10, *, seeds=None, jobs: int = 1,
+              **kwargs) -> list[dict]:
+    """Every (variant, seed) run of the sweep, trained or read back from results/, in the
+    order variant by variant, seed by seed.
+
+    With `jobs` > 1, that many worker processes each take the next run not yet taken, so
+    no run is done twice; small CIFAR nets leave a big GPU mostly idle, and N runs at once
+    fill it. Workers share the device, or take GPUs in turn when several are visible; on a
+    CPU each gets cpu_count / jobs threads. A run whose worker died leaves its progress
+    checkpoint: running the same sweep again resumes it (as with jobs = 1).
+    """
+    seeds = sweep.seeds if seeds is None else seeds
+    tasks = [(v, s) for v in sweep.variants for s in seeds]
+    if jobs <= 1:
+        return [_run(sweep, profile, data, v, s, kwargs)
+                for v, s in tqdm(tasks, desc=f"{sweep.name} [{profile}]")]
+    if not Path(data.root).is_dir():
+        raise ConfigError(f"--jobs needs the data on disk for the workers to read; "
+                          f"{data.root!r} is not a folder")
+    context = multiprocessing.get_context("spawn")        # fork and torch's threads do not mix
+    counter = context.Value("i", 0)
+    done = {}
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
+                             initargs=(str(data.root), jobs, counter)) as pool:
+        futures = {pool.submit(_worker_run, sweep, profile, v, s, kwargs): (v, s) for v, s in tasks}
+        for future in tqdm(as_completed(futures), total=len(futures),
+                           desc=f"{sweep.name} [{profile}] x{jobs}"):
+            done[futures[future]] = future.result()
+    return [done[t] for t in tasks]
+
+
+def _run(sweep: Sweep, profile: str, data: CIFAR10, variant: str, seed: int, kwargs: dict) -> dict:
+    tags = {"sweep": sweep.name, "variant": variant, "factor": sweep.factor(variant)}
+    record, _ = run_or_load(sweep.config(variant, profile), profile=profile, seed=seed, data=data,
+                            read_test=False, tags=tags, progress=False, verbose=False,
+                            resume_unfinished=True, **kwargs)
+    return record
+
+
+# --------------------------------------------------------------------------- workers
+_WORKER: dict = {}
+
+
+def _start_worker(data_root: str, jobs: int, counter) -> None:
+    import torch
+
+    from .data import load_cifar10
+
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
+    gpus = torch.cuda.device_count()
+    _WORKER["device"] = f"cuda:{index % gpus}" if gpus > 1 else None
+    if not gpus:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
+    _WORKER["data"] = load_cifar10(data_root, download=False)
+
+
+def _worker_run(sweep: Sweep, profile: str, variant: str, seed: int, kwargs: dict) -> dict:
+    kwargs = {**kwargs, "device": kwargs.get("device") or _WORKER["device"]}
+    return _run(sweep, profile, _WORKER["data"], variant, seed, kwargs)

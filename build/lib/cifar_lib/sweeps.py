@@ -1,0 +1,56 @@
+"""Sweeps as data: one file per study in configs/sweeps/ names its base config, its
+variants (setting overrides) and seeds. Reading them needs neither torch nor the training code,
+so the report can group records by them."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .paths import CONFIG_DIR
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:                              # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
+
+SWEEPS_DIR = CONFIG_DIR / "sweeps"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Variants of one base config, each trained with every seed and compared on the
+    validation split."""
+    name: str
+    base: str
+    variants: dict[str, dict]
+    factors: dict[str, str] = field(default_factory=dict)   # variant -> what it varies
+    seeds: tuple[int, ...] = (0, 1, 2)
+
+    def config(self, variant: str, profile: str):
+        from .config import load_config
+
+        cfg = load_config(self.base, profile, **self.variants[variant])
+        # Runs of a sweep live together: results/<profile>/<sweep name>/
+        return dataclasses.replace(cfg, name=self.name)
+
+    def factor(self, variant: str) -> str:
+        return self.factors.get(variant, variant)
+
+
+def load_sweep(path: Path) -> Sweep:
+    """The sweep a file describes; its name is the file's."""
+    table = tomllib.loads(Path(path).read_text())
+    return Sweep(name=Path(path).stem, base=table["base"], variants=dict(table["variants"]),
+                 factors=dict(table.get("factors", {})), seeds=tuple(table.get("seeds", (0, 1, 2))))
+
+
+def load_sweeps(folder: Path = SWEEPS_DIR) -> dict[str, Sweep]:
+    """Every sweep in `folder`, by name."""
+    return {p.stem: load_sweep(p) for p in sorted(Path(folder).glob("*.toml"))}
+
+
+SWEEPS = load_sweeps()
+AUGMENTATION = SWEEPS["augmentation"]
+HYPERPARAMETERS = SWEEPS["hyperparameters"]

@@ -1,0 +1,73 @@
+"""pandas views of results records: one row per run, one row per epoch, mean +- std."""
+from __future__ import annotations
+
+import pandas as pd
+
+from .records import RESULTS_DIR, iter_records
+
+METRICS = ("val_acc", "val_acc_tta", "test_acc", "test_acc_tta")
+
+
+def load_records(root=RESULTS_DIR, *, profile: str | None = None, config: str | None = None,
+                 include_smoke: bool = False) -> list[dict]:
+    """Complete run records under root, oldest first, filtered by profile and config name."""
+    out = []
+    for _, r in iter_records(root, include_smoke=include_smoke or profile == "smoke"):
+        if r.get("status") != "complete":
+            continue
+        if (profile is None or r["profile"] == profile) and (config is None or r["config_name"] == config):
+            out.append(r)
+    return sorted(out, key=lambda r: (r["started_at"], r["id"]))
+
+
+def runs_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per run: identity, tags, final accuracies (percent) and timings."""
+    rows = []
+    for r in records:
+        tags = r.get("tags", {})
+        rows.append({
+            "id": r["id"], "config": r["config_name"], "profile": r["profile"], "seed": r["seed"],
+            "sweep": tags.get("sweep"), "variant": tags.get("variant"), "factor": tags.get("factor"),
+            "model": r["model"]["name"], "parameters": r["model"]["parameters"],
+            "epochs": r["config"]["epochs"], "train_images": r["data"]["train_images"],
+            "official_data": r["data"]["official"],
+            **{m: 100 * r["final"][m] if m in r["final"] else None for m in METRICS},
+            "train_minutes": r["train_seconds"] / 60, "wall_minutes": r["wall_seconds"] / 60,
+            "device": r["device"]["name"], "precision": r["precision"],
+        })
+    return pd.DataFrame(rows)
+
+
+def history_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per epoch of every run, accuracies in percent, with the training time
+    elapsed at the end of each epoch (minutes)."""
+    rows = []
+    for r in records:
+        tags = r.get("tags", {})
+        elapsed = 0.0
+        for h in r["history"]:
+            elapsed += h["train_seconds"]
+            rows.append({"id": r["id"], "config": r["config_name"], "seed": r["seed"],
+                         "variant": tags.get("variant"), "epoch": h["epoch"],
+                         "train_loss": h["train_loss"], "val_loss": h["val_loss"],
+                         "train_acc": 100 * h["train_acc"], "val_acc": 100 * h["val_acc"],
+                         "lr": h["lr"], "minutes": elapsed / 60})
+    return pd.DataFrame(rows)
+
+
+def summarize(runs: pd.DataFrame, by: str = "variant", metric: str = "val_acc",
+              order=None) -> pd.DataFrame:
+    """mean, std and number of seeds of `metric` per group, in `order` if given."""
+    table = (runs.groupby(by, sort=False)[metric].agg(["mean", "std", "count"])
+             .rename(columns={"count": "seeds"}))
+    if order is not None:
+        table = table.reindex([o for o in order if o in table.index])
+    return table.round(2)
+
+
+def mean_std(values) -> str:
+    """'mean ± std% (n seeds)' of accuracies in percent, as the report and notebooks quote them."""
+    values = pd.Series(values, dtype=float).dropna()
+    if len(values) == 1:
+        return f"{values.iloc[0]:.2f}% (1 seed)"
+    return f"{values.mean():.2f} ± {values.std():.2f}% ({len(values)} seeds)"

@@ -1,0 +1,89 @@
+"""Hyperparameter search with Optuna on the validation split: TPE sampling, median pruning
+on each epoch's validation accuracy, every trial a kit run with its own record.
+
+The study lives in a database (SQLite under results/ by default), so many workers (the
+same command, on one machine or many, with one `--storage` URL) can share it: Optuna
+hands each worker its own trials. The test set is never read.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import optuna
+
+from .config import Config, ConfigError, validate
+from .data import CIFAR10
+from .experiment import run_experiment
+from .paths import CHECKPOINT_DIR, RESULTS_DIR
+from .train import Pruned
+
+# What a trial may change, and over which range (log: sampled on a log scale).
+SEARCH_SPACE = {
+    "lr": ("log", 0.25, 4.0),                 # x the config's own rate
+    "weight_decay": ("log", 1e-5, 1e-2),
+    "label_smoothing": ("float", 0.0, 0.3),
+    "dropout": ("float", 0.0, 0.3),           # models that take model_args.dropout
+    "batch_size": ("choice", (128, 256, 512)),
+}
+
+
+def default_storage(results_dir: Path, profile: str) -> str:
+    folder = Path(results_dir) / profile / "tune"
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(folder / 'optuna.db').resolve()}"
+
+
+def suggest(trial: optuna.Trial, cfg: Config) -> Config:
+    """The config with this trial's settings (the learning rate as a factor of the config's)."""
+    values = {}
+    for key, (kind, *spec) in SEARCH_SPACE.items():
+        if key == "dropout" and cfg.model == "fast":
+            continue                           # FastNet has no dropout
+        if kind == "log":
+            values[key] = trial.suggest_float(key, *spec, log=True)
+        elif kind == "float":
+            values[key] = trial.suggest_float(key, *spec)
+        else:
+            values[key] = trial.suggest_categorical(key, spec[0])
+    model_args = dict(cfg.model_args)
+    if "dropout" in values:
+        model_args["dropout"] = values.pop("dropout")
+    values["lr"] = cfg.lr * values["lr"]
+    return validate(dataclasses.replace(cfg, model_args=model_args, **values))
+
+
+def tune(cfg: Config, *, profile: str, data: CIFAR10, n_trials: int, study_name: str | None = None,
+         storage: str | None = None, results_dir: Path = RESULTS_DIR,
+         checkpoint_dir: Path = CHECKPOINT_DIR, pruner: optuna.pruners.BasePruner | None = None,
+         seed: int = 0, device: str | None = None) -> optuna.Study:
+    """Run `n_trials` more trials of the study (created if new) and return it."""
+    if n_trials < 1:
+        raise ConfigError(f"--n-trials must be at least 1, got {n_trials}")
+    study_name = study_name or f"{cfg.name}-{profile}"
+    study = optuna.create_study(
+        study_name=study_name, storage=storage or default_storage(results_dir, profile),
+        direction="maximize", load_if_exists=True, sampler=optuna.samplers.TPESampler(),
+        pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1))
+
+    def objective(trial: optuna.Trial) -> float:
+        trial_cfg = dataclasses.replace(suggest(trial, cfg), name=f"tune-{study_name}")
+
+        def report(epoch: int, row: dict) -> None:
+            trial.report(row["val_acc"], epoch)
+            if trial.should_prune():
+                raise Pruned(f"pruned by Optuna after epoch {epoch + 1} "
+                             f"(val_acc {row['val_acc']:.4f})")
+
+        try:
+            record, _ = run_experiment(trial_cfg, profile=profile, seed=seed, data=data,
+                                       device=device, results_dir=results_dir,
+                                       checkpoint_dir=checkpoint_dir, progress=False,
+                                       read_test=False, epoch_callback=report,
+                                       tags={"study": study_name, "trial": trial.number})
+        except Pruned as e:
+            raise optuna.TrialPruned(str(e)) from None
+        return record["final"]["val_acc"]
+
+    study.optimize(objective, n_trials=n_trials)
+    return study
