@@ -45,8 +45,12 @@ case "${1:-train}" in
     setup
     shift || true
     # Outputs marked NBVAL_CHECK_OUTPUT (dataset sizes, parameter counts, table columns) must
-    # match the committed ones; the rest only has to run without error.
-    CIFAR_PROFILE=smoke "$VENV/bin/python" -m pytest -q -p no:cacheprovider --nbval-lax notebooks/ "$@"
+    # match the committed ones; the rest only has to run without error. Smoke runs are never
+    # results: their records and checkpoints go to a temporary folder, removed afterwards.
+    scratch=$(mktemp -d)
+    trap 'rm -rf "$scratch"' EXIT
+    CIFAR_PROFILE=smoke CIFAR_RESULTS_DIR="$scratch/results" CIFAR_CHECKPOINT_DIR="$scratch/checkpoints" \
+      "$VENV/bin/python" -m pytest -q -p no:cacheprovider --nbval-lax notebooks/ "$@"
     ;;
   *) echo "usage: bash run.sh [train|test|notebooks|setup] [extra arguments]" >&2; exit 2 ;;
 esac
