@@ -2,6 +2,7 @@
 imports and an installed (non-editable) package."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -123,9 +124,15 @@ def test_the_report_never_imports_the_training_code():
 def test_an_installed_package_runs_from_any_folder(tmp_path, cifar_folder):
     """A non-editable install: configs come as package data; results go to the working
     directory, never into the installed package."""
+    # Build from a copy: setuptools leaves build/ beside the sources it builds.
+    source = tmp_path / "source"
+    source.mkdir()
+    for part in ("pyproject.toml", "README.md", "cifar_lib", "configs"):
+        copy = shutil.copytree if (REPO / part).is_dir() else shutil.copy
+        copy(REPO / part, source / part if (REPO / part).is_dir() else source)
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-                    "--no-build-isolation", "--target", str(target), str(REPO)], check=True,
+                    "--no-build-isolation", "--target", str(target), str(source)], check=True,
                    capture_output=True)
     assert (target / "cifar_lib" / "configs" / "fast.toml").is_file()
     work = tmp_path / "elsewhere"
