@@ -57,8 +57,9 @@ class TensorLoader:
         self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255
         self.epoch = 0
         # altflip: which images are mirrored on even epochs; odd epochs mirror the others.
-        self.flipped_on_even = torch.rand(len(self.labels), generator=_generator(
-            torch.device("cpu"), seed, -1)).lt(0.5).to(self.device)
+        if "altflip" in self.augment:
+            self.flipped_on_even = torch.rand(len(self.labels), generator=_generator(
+                torch.device("cpu"), seed, -1)).lt(0.5).to(self.device)
 
     @staticmethod
     def _pad(images: torch.Tensor, padding: int, chunk: int = 5000) -> torch.Tensor:

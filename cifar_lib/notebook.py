@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,9 +68,7 @@ def tidy_outputs(path: Path) -> bool:
         for out in merged:
             if out["output_type"] == "stream":
                 text = "".join(out["text"])
-                # tqdm redraws with \r; successive redraws collapse to the last one
-                text = re.sub(r"(?:\r[^\r\n]*)+(?=\r[^\r\n]*)", "", text)
-                text = _last_state(text).strip("\n") + "\n"
+                text = _last_state(text).strip("\n") + "\n"     # tqdm redraws with \r
                 out["text"] = text.splitlines(keepends=True)
         cell["outputs"] = merged
     out = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
