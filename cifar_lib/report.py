@@ -22,11 +22,10 @@ from .tables import history_frame, load_records, mean_std, runs_frame, summarize
 
 
 class Document:
-    """Headings, paragraphs, tables and figures, rendered to Markdown and to HTML."""
+    """Headings, paragraphs, tables and figures (saved files), rendered to Markdown and HTML."""
 
-    def __init__(self, figures_dir: Path):
+    def __init__(self):
         self.parts: list[tuple] = []
-        self.figures_dir = figures_dir
 
     def heading(self, level: int, text: str):
         self.parts.append(("heading", level, text))
@@ -34,14 +33,9 @@ class Document:
     def text(self, text: str):
         self.parts.append(("text", " ".join(text.split())))
 
-    def table(self, frame: pd.DataFrame, caption: str):
-        self.parts.append(("table", frame, caption))
-
-    def figure(self, name: str, fig, caption: str):
-        path = self.figures_dir / f"{name}.png"
-        # No timestamps in the file, so an unchanged figure gives unchanged bytes.
-        fig.savefig(path, dpi=130, bbox_inches="tight", metadata={"Software": None})
-        self.parts.append(("figure", path, caption))
+    def artefact(self, kind: str, content, caption: str):
+        """A table (a frame) or a figure (its saved file)."""
+        self.parts.append((kind, content, caption))
 
     def markdown(self, report_dir: Path) -> str:
         out = []
@@ -199,7 +193,7 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
 def render(template: str, filled: Filled) -> Document:
     """The template's blocks in order: headings, paragraphs with placeholders filled,
     tables and figures; conditional paragraphs only when their value exists."""
-    doc = Document(filled.figures_dir)
+    doc = Document()
     template = re.sub(r"<!--.*?-->", "", template, flags=re.S)
     values = {**filled.values, **_numbers(template, filled)}
     for block in (b.strip() for b in template.split("\n\n")):
@@ -215,7 +209,7 @@ def render(template: str, filled: Filled) -> Document:
             found = (filled.tables if kind == "table" else filled.figures).get(name)
             if found:
                 label = values[f"{'fig' if kind == 'figure' else 'tab'}_{name}"]
-                doc.parts.append((kind, found[0], f"{label}. {found[1]}"))
+                doc.artefact(kind, found[0], f"{label}. {found[1]}")
             continue
         condition = re.match(r"\[\[if (\w+)\]\]\s*", block)
         if condition:
