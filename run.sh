@@ -17,13 +17,12 @@ setup() {
   # Re-running is cheap: pip skips what is already installed.
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   # Without an NVIDIA GPU, PyPI's default Linux torch is the CUDA build (~5.9 GB of venv).
-  # Take the CPU build (~1 GB) from PyTorch's own index when it answers; otherwise (no
-  # internet, a mirror) fall back to whatever pip finds. CPU_TORCH=0 skips the attempt.
-  if [ "${CPU_TORCH:-1}" = 1 ] && [ "$(uname -s)" = Linux ] && ! command -v nvidia-smi >/dev/null \
-     && ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
-    "$VENV/bin/python" -m pip install --quiet --timeout 10 --retries 0 \
-      --index-url https://download.pytorch.org/whl/cpu torch torchvision 2>/dev/null \
-      || echo "run.sh: PyTorch's CPU index not reachable; installing torch from the default index" >&2
+  # CPU_TORCH=1 first installs the CPU builds (~1 GB) from PyTorch's own index; it is off by
+  # default because a mirror or a local wheel can answer with a torch that does not match
+  # its torchvision (seen: torch 2.13.0+cpu beside torchvision 0.28.0, which fails to load).
+  if [ "${CPU_TORCH:-0}" = 1 ] && ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+    "$VENV/bin/python" -m pip install --quiet --index-url https://download.pytorch.org/whl/cpu \
+      torch torchvision
   fi
   "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
 }
