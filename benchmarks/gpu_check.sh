@@ -9,8 +9,9 @@
 # Stages, in order of value, each writing records under results/ (RESULTS overrides):
 #   1. the throughput ladder on cuda, eager and torch.compile
 #   2. `fast` at the full profile, seeds 0-4, trained on all 50,000 images (--final)
-#   3. `best` and the seed's own recipe (`seed_improved`, its 50 epochs), seed 0
-#   4. the notebooks' study at the full budget: the sweeps, N runs at a time (--jobs)
+#   3. the ablations of `fast` and of the block (validation split, 2 seeds a variant)
+#   4. `best` and the seed's own recipe (`seed_improved`, its 50 epochs), seed 0
+#   5. the notebooks' study at the full budget: the sweeps, N runs at a time (--jobs)
 # The whole script stops starting new work after BUDGET seconds (default 540, so it ends
 # within 10 minutes); a sweep cut short leaves progress checkpoints, and running the
 # script again resumes it and skips every finished run. Last, one summary table.
@@ -43,19 +44,24 @@ stage() {   # stage NAME COMMAND...: run it if time is left, cut it off when tim
   timeout --signal=TERM --kill-after=20 "$remaining" "$@" \
     || echo "== $name: stopped or failed (exit $?); rerun the script to resume"
 }
-train() { "$PY" -m cifar_lib train --profile full --quiet --results-dir "$RESULTS" \
-            --checkpoint-dir "$CHECKPOINTS" --device cuda "$@"; }
+# Commands as arrays: `timeout` runs programs, not shell functions.
+TRAIN=("$PY" -m cifar_lib train --profile full --quiet --results-dir "$RESULTS"
+       --checkpoint-dir "$CHECKPOINTS" --device cuda)
+SWEEP=("$PY" -m cifar_lib sweep --profile full --jobs "$JOBS" --device cuda
+       --results-dir "$RESULTS" --checkpoint-dir "$CHECKPOINTS")
 
 stage "throughput ladder" "$PY" benchmarks/throughput.py --ladder --compile --device cuda \
   --batch-size 512 --repeats 5 --steps 20 --out "$RESULTS/benchmarks"
 for seed in 0 1 2 3 4; do
-  stage "fast, seed $seed (final: all 50,000 images)" train --config fast --final --seed "$seed"
+  stage "fast, seed $seed (final: all 50,000 images)" "${TRAIN[@]}" --config fast --final --seed "$seed"
 done
-stage "best, seed 0" train --config best --seed 0
-stage "seed_improved (the seed's 50 epochs), seed 0" train --config seed_improved --seed 0
+for sweep in fast_ablation block_ablation; do
+  stage "sweep $sweep x$JOBS" "${SWEEP[@]}" "$sweep"
+done
+stage "best, seed 0" "${TRAIN[@]}" --config best --seed 0
+stage "seed_improved (the seed's 50 epochs), seed 0" "${TRAIN[@]}" --config seed_improved --seed 0
 for sweep in augmentation hyperparameters; do
-  stage "sweep $sweep x$JOBS" "$PY" -m cifar_lib sweep "$sweep" --profile full --jobs "$JOBS" \
-    --device cuda --results-dir "$RESULTS" --checkpoint-dir "$CHECKPOINTS"
+  stage "sweep $sweep x$JOBS" "${SWEEP[@]}" "$sweep"
 done
 
 echo "== summary ($(( SECONDS - START )) s)"

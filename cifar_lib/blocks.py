@@ -90,6 +90,7 @@ class IntermediateBlock(nn.Module):
         self.gate = gate
         self._make_branches(batch_norm)
         self.mixer = nn.Linear(in_channels, num_convs)
+        self.mixer.requires_grad_(gate != "equal")       # fixed weights: nothing to learn
         self.activation = ACTIVATIONS[activation]()
         if dropout > 0:
             self.dropout = FastDropout(dropout) if cheap_dropout else nn.Dropout(dropout)

@@ -83,20 +83,27 @@ class FastNet(nn.Module):
     """The `fast` recipe's network: airbench94's shape built from intermediate blocks.
 
     A whitening block (two 2x2 branches: one frozen to the training images' patch-
-    whitening filters, one learned), then per width two `FastBlock`s (a 3x3 and a 1x1
-    branch each; the first max-pools), then global max-pool and a scaled linear head.
+    whitening filters, one learned), then per width `depth` `FastBlock`s (a 3x3 and a 1x1
+    branch each; the first max-pools; with `residual` the others add their input), then
+    global max-pool and a scaled linear head.
     Every block is an intermediate block: L >= 2 convolutions of the same input mixed by
     weights from a linear layer on the input's channel means.
     """
 
     def __init__(self, widths=(64, 256, 256), kernel_sizes=(3, 1), gate: str = "sigmoid",
-                 whiten_kernel: int = 2, num_classes: int = 10):
+                 whiten_kernel: int = 2, num_classes: int = 10, *, depth: int = 2,
+                 residual: bool = False, learn_whitening: bool = False):
         super().__init__()
+        if depth < 1:
+            raise ValueError(f"depth is the number of blocks per width, at least 1; got {depth}")
+        self.learn_whitening = learn_whitening
         whiten_width = 2 * 3 * whiten_kernel ** 2          # +- each patch eigenvector
         blocks = [FastBlock(3, whiten_width, (whiten_kernel, whiten_kernel), gate=gate)]
         for cin, cout in zip((whiten_width, *widths[:-1]), widths):
-            blocks += [FastBlock(cin, cout, kernel_sizes, pool=2, gate=gate),
-                       FastBlock(cout, cout, kernel_sizes, gate=gate)]
+            blocks.append(FastBlock(cin, cout, kernel_sizes, pool=2, gate=gate))
+            for _ in range(depth - 1):
+                block = FastBlock(cout, cout, kernel_sizes, gate=gate)
+                blocks.append(Residual(block) if residual else block)
         self.blocks = nn.Sequential(*blocks)
         self.head = OutputBlock(widths[-1], num_classes=num_classes, pool="max",
                                 scale=1 / widths[-1])
@@ -107,7 +114,8 @@ class FastNet(nn.Module):
         (normalised, NCHW): each filter is an eigenvector of the covariance of image
         patches divided by the root of its eigenvalue, so every output channel has unit
         variance and the channels are uncorrelated; the negated filters follow, so the
-        activation keeps both signs. The branch is then frozen."""
+        activation keeps both signs. The branch is then frozen, unless `learn_whitening`
+        (an ablation) lets it train from there."""
         conv = self.blocks[0].convs[0]
         k = conv.kernel_size[0]
         patches = images.float().unfold(2, k, 1).unfold(3, k, 1)           # N,C,H',W',k,k
@@ -116,7 +124,7 @@ class FastNet(nn.Module):
         eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
         filters = (eigenvectors.T / (eigenvalues[:, None] + eps).sqrt()).view(-1, conv.in_channels, k, k)
         conv.weight.copy_(torch.cat([filters, -filters]))
-        conv.weight.requires_grad_(False)
+        conv.weight.requires_grad_(self.learn_whitening)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(x))

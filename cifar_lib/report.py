@@ -16,8 +16,8 @@ from . import plots
 from .analysis import confusion_matrix, reliability, run_predictions
 from .data import CLASSES
 from .paths import FIGURES_DIR, REPORT_DIR, RESULTS_DIR
-from .sweeps import AUGMENTATION, HYPERPARAMETERS
-from .tables import history_frame, load_records, mean_std, runs_frame, summarize
+from .sweeps import AUGMENTATION, BLOCK_ABLATION, FAST_ABLATION, HYPERPARAMETERS
+from .tables import compare_to_base, history_frame, load_records, mean_std, runs_frame
 
 
 
@@ -177,6 +177,8 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     _basic(filled, by_config.get("seed_basic", []))
     _sweep(filled, records, AUGMENTATION, "Augmentation", "augmentation")
     _sweep(filled, records, HYPERPARAMETERS, "Hyperparameters", "hyperparameters")
+    _sweep(filled, records, BLOCK_ABLATION, "Block ablation", "block_ablation")
+    _sweep(filled, records, FAST_ABLATION, "Fast-recipe ablation", "fast_ablation")
     _improved(filled, by_config)
     _best(filled, by_config, results_dir)
     _gpu(filled, [r for r in load_records(results_dir, profile="full") if profile != "full"])
@@ -192,7 +194,8 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
 
 def render(template: str, filled: Filled) -> Document:
     """The template's blocks in order: headings, paragraphs with placeholders filled,
-    tables and figures; conditional paragraphs only when their value exists."""
+    tables and figures; an [[if KEY]] paragraph only when KEY's value exists, an
+    [[unless KEY]] one only when it does not."""
     doc = Document()
     template = re.sub(r"<!--.*?-->", "", template, flags=re.S)
     values = {**filled.values, **_numbers(template, filled)}
@@ -211,9 +214,10 @@ def render(template: str, filled: Filled) -> Document:
                 label = values[f"{'fig' if kind == 'figure' else 'tab'}_{name}"]
                 doc.artefact(kind, found[0], f"{label}. {found[1]}")
             continue
-        condition = re.match(r"\[\[if (\w+)\]\]\s*", block)
+        condition = re.match(r"\[\[(if|unless) (\w+)\]\]\s*", block)
         if condition:
-            if condition.group(1) not in values:
+            word, key = condition.groups()
+            if (key in values) != (word == "if"):
                 continue
             block = block[condition.end():]
         if block.startswith("- "):           # a list: one item a part
@@ -277,24 +281,29 @@ def _sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
         return
     runs = runs_frame(mine)
     order = list(sweep.variants)
-    table = summarize(runs, order=order).reset_index()
+    baseline = sweep.baseline or order[0]
+    table = compare_to_base(runs, baseline, order=order).reset_index()
     base = mine[0]
-    top = table.loc[table["mean"].idxmax()]
-    # which other variants the seeds cannot tell apart from the best one
-    close = [v for v, m in zip(table["variant"], table["mean"])
-             if v != top["variant"] and top["mean"] - m <= top["std"]]
     filled.values[f"{name}_setup"] = (
         f"Each variant changes one thing in the `{sweep.base}` config and is trained with "
         f"{_seeds(table['seeds'])} seeds on {base['data']['train_images']:,} training images for "
         f"{base['config']['epochs']} epochs; accuracy is measured on "
-        f"{base['data']['val_images']:,} validation images.")
+        f"{base['data']['val_images']:,} validation images and compared with "
+        f"**{baseline}** ({table.loc[table['variant'] == baseline, 'mean'].iloc[0]:.2f}%).")
+    others = table[table["variant"] != baseline]
+    resolved = [f"{v} ({d:+.2f} points, 95% interval {lo:+.2f} to {hi:+.2f})"
+                for v, d, lo, hi in others.loc[others["resolved"],
+                                               ["variant", "diff", "95% low", "95% high"]].values]
+    unresolved = list(others.loc[~others["resolved"], "variant"])
     filled.values[f"{name}_result"] = (
-        f"Best mean: **{top['variant']}** ({top['mean']:.2f} ± {top['std']:.2f}%); "
-        + (f"{', '.join(close)} are within one of its standard deviations, differences these "
-           "seeds do not resolve." if close else
-           "every other variant is more than one of its standard deviations below it."))
-    filled.table(name, table.rename(columns={"mean": "val % mean", "std": "val % std"}),
-                 f"{title}: validation accuracy, mean and std over seeds ({_scope(mine)}).")
+        (f"Differences the seeds resolve: {'; '.join(resolved)}. " if resolved else
+         "No difference is resolved by these seeds. ")
+        + (f"Not resolved (the 95% interval of the difference contains 0): "
+           f"{', '.join(unresolved)}." if unresolved else ""))
+    filled.table(name, table.rename(columns={
+        "mean": "val % mean", "std": "val % std", "diff": f"diff to {baseline}"}),
+        f"{title}: validation accuracy, mean and std over seeds, and each variant's difference "
+        f"to {baseline} with a 95% interval (Welch's t; {_scope(mine)}).")
     filled.figure(f"{name}_sweep", plots.sweep_plot(runs, order=order, title=title),
                   f"{title}: validation accuracy per seed and mean ± std.")
 

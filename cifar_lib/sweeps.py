@@ -27,11 +27,15 @@ class Sweep:
     variants: dict[str, dict]
     factors: dict[str, str] = field(default_factory=dict)   # variant -> what it varies
     seeds: tuple[int, ...] = (0, 1, 2)
+    profiles: dict[str, dict] = field(default_factory=dict)  # profile -> the sweep's budget
+    baseline: str | None = None                              # the variant others are compared to
 
     def config(self, variant: str, profile: str):
         from .config import load_config
 
-        cfg = load_config(self.base, profile, **self.variants[variant])
+        # The sweep's own budget for a profile (if it sets one), then the variant's change.
+        cfg = load_config(self.base, profile, **{**self.profiles.get(profile, {}),
+                                                 **self.variants[variant]})
         # Runs of a sweep live together: results/<profile>/<sweep name>/
         return dataclasses.replace(cfg, name=self.name)
 
@@ -42,8 +46,11 @@ class Sweep:
 def load_sweep(path: Path) -> Sweep:
     """The sweep a file describes; its name is the file's."""
     table = tomllib.loads(Path(path).read_text())
+    if table.get("baseline", next(iter(table["variants"]))) not in table["variants"]:
+        raise ValueError(f"{path}: baseline {table['baseline']!r} is not one of its variants")
     return Sweep(name=Path(path).stem, base=table["base"], variants=dict(table["variants"]),
-                 factors=dict(table.get("factors", {})), seeds=tuple(table.get("seeds", (0, 1, 2))))
+                 factors=dict(table.get("factors", {})), seeds=tuple(table.get("seeds", (0, 1, 2))),
+                 profiles=dict(table.get("profiles", {})), baseline=table.get("baseline"))
 
 
 def load_sweeps(folder: Path = SWEEPS_DIR) -> dict[str, Sweep]:
@@ -54,3 +61,5 @@ def load_sweeps(folder: Path = SWEEPS_DIR) -> dict[str, Sweep]:
 SWEEPS = load_sweeps()
 AUGMENTATION = SWEEPS["augmentation"]
 HYPERPARAMETERS = SWEEPS["hyperparameters"]
+FAST_ABLATION = SWEEPS["fast_ablation"]
+BLOCK_ABLATION = SWEEPS["block_ablation"]

@@ -71,3 +71,33 @@ def mean_std(values) -> str:
     if len(values) == 1:
         return f"{values.iloc[0]:.2f}% (1 seed)"
     return f"{values.mean():.2f} ± {values.std():.2f}% ({len(values)} seeds)"
+
+
+def compare_to_base(runs: pd.DataFrame, base: str, by: str = "variant", metric: str = "val_acc",
+                    order=None, confidence: float = 0.95) -> pd.DataFrame:
+    """Each group's mean, std and seeds of `metric`, and its difference to the `base` group
+    with a `confidence` interval (Welch's t: groups need not share a variance, and seeds
+    are not paired across variants, whose initial weights differ). `resolved` says whether
+    the interval excludes 0, i.e. whether the seeds can tell the variant from the base."""
+    from scipy import stats
+
+    table = summarize(runs, by, metric, order)
+    base_values = runs.loc[runs[by] == base, metric].dropna()
+    if base_values.empty:
+        raise KeyError(f"no {metric} for the base {by} {base!r}; groups: {list(table.index)}")
+    diffs, lows, highs = [], [], []
+    for group in table.index:
+        values = runs.loc[runs[by] == group, metric].dropna()
+        diff = values.mean() - base_values.mean()
+        if group == base or min(len(values), len(base_values)) < 2:
+            low = high = float("nan")         # an interval needs two seeds on each side
+        else:
+            ci = stats.ttest_ind(values, base_values, equal_var=False).confidence_interval(confidence)
+            low, high = ci.low, ci.high
+        diffs.append(diff), lows.append(low), highs.append(high)
+    pct = f"{confidence:.0%}"
+    table["diff"] = diffs
+    table[f"{pct} low"] = lows
+    table[f"{pct} high"] = highs
+    table["resolved"] = (table[f"{pct} low"] > 0) | (table[f"{pct} high"] < 0)
+    return table.round(2)

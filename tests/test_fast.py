@@ -101,3 +101,35 @@ def test_final_trains_on_train_and_validation_images_and_never_validates(tmp_pat
     assert record["history"][0]["val_acc"] is None
     with pytest.raises(ConfigError, match="plateau"):
         load_config("seed_improved", "smoke", final=True)
+
+
+def test_every_ablation_variant_builds_what_it_names_and_takes_a_step():
+    from cifar_lib.blocks import FastBlock
+    from cifar_lib.models import Residual, count_flops
+    from cifar_lib.sweeps import BLOCK_ABLATION, FAST_ABLATION
+
+    x, y = torch.randn(4, 3, 32, 32), torch.arange(4)
+    flops = {}
+    for sweep in (FAST_ABLATION, BLOCK_ABLATION):
+        assert sweep.config(next(iter(sweep.variants)), "cpu").epochs == 4    # the sweep's budget
+        assert sweep.config(next(iter(sweep.variants)), "full").epochs == 8
+        for variant, change in sweep.variants.items():
+            cfg = sweep.config(variant, "smoke")
+            net = build_model(cfg.model, **cfg.model_args)
+            blocks = [b.block if isinstance(b, Residual) else b for b in net.blocks[1:]]
+            assert all(isinstance(b, FastBlock) for b in blocks)
+            if "kernel_sizes" in change.get("model_args", {}):
+                assert {b.kernel_sizes for b in blocks} == {tuple(change["model_args"]["kernel_sizes"])}
+            make_optimizer(cfg, net)                     # its optimizer groups cover the model
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            assert all(p.grad is not None and torch.isfinite(p.grad).all()
+                       for p in net.parameters() if p.requires_grad), (sweep.name, variant)
+            flops[variant] = count_flops(net)
+    # The block ablation's "equal compute" widths keep the cost of L = 1 within 2%.
+    for L in (2, 3, 4):
+        assert abs(flops[f"L={L}, equal compute"] / flops["L=1"] - 1) < 0.02, L
+    assert sum(isinstance(b, Residual) for b in build_model(
+        "fast", kernel_sizes=(3, 3), residual=True, depth=3).blocks) == 6
+    net = build_model("fast", learn_whitening=True)
+    net.init_from_data(torch.randn(64, 3, 32, 32))
+    assert net.blocks[0].convs[0].weight.requires_grad

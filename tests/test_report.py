@@ -10,7 +10,7 @@ from cifar_lib.experiment import find_record, run_or_load
 from cifar_lib.notebook import resolve_profile
 from cifar_lib.report import build_report
 from cifar_lib.studies import Sweep, run_sweep
-from cifar_lib.tables import load_records, mean_std, runs_frame, summarize
+from cifar_lib.tables import compare_to_base, load_records, mean_std, runs_frame, summarize
 from conftest import tiny_dataset
 
 TINY = {"val_size": 100, "epochs": 1, "eval_subset": 50}
@@ -63,6 +63,31 @@ def test_mean_std_quotes_sample_spread_and_seed_count():
     assert mean_std([88.03, None]) == "88.03% (1 seed)"                  # missing runs are not seeds
 
 
+def test_differences_to_the_base_carry_welch_intervals():
+    import numpy as np
+    import pandas as pd
+    from scipy import stats
+
+    base, apart, close = [85.0, 85.4, 84.8], [87.0, 87.3, 86.9], [85.1, 84.7]
+    runs = pd.DataFrame({"variant": ["base"] * 3 + ["apart"] * 3 + ["close"] * 2 + ["one"],
+                         "val_acc": base + apart + close + [90.0]})
+    table = compare_to_base(runs, "base", order=["base", "apart", "close", "one"])
+    # The interval by hand: Welch's standard error and Welch-Satterthwaite degrees of freedom.
+    va, vb = np.var(apart, ddof=1) / 3, np.var(base, ddof=1) / 3
+    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2)
+    half = stats.t.ppf(0.975, df) * np.sqrt(va + vb)
+    diff = np.mean(apart) - np.mean(base)
+    assert table.loc["apart", "diff"] == round(diff, 2)
+    assert table.loc["apart", "95% low"] == round(diff - half, 2)
+    assert table.loc["apart", "95% high"] == round(diff + half, 2)
+    assert table.loc["apart", "resolved"] and not table.loc["close", "resolved"]
+    assert table.loc["close", "95% low"] < 0 < table.loc["close", "95% high"]
+    # One seed gives no interval, and is never called resolved.
+    assert np.isnan(table.loc["one", "95% low"]) and not table.loc["one", "resolved"]
+    with pytest.raises(KeyError, match="no val_acc for the base"):
+        compare_to_base(runs, "nope")
+
+
 def test_report_is_rebuilt_from_records_alone_and_deterministically(tmp_path):
     results, data = tmp_path / "results", tiny_dataset()
     kw = dict(profile="cpu", data=data, results_dir=results, checkpoint_dir=tmp_path, progress=False)
@@ -107,6 +132,16 @@ def test_report_is_rebuilt_from_records_alone_and_deterministically(tmp_path):
                  and not line.startswith(("*Figure", "*Table", "!["))]
         assert prose, f"{label} is never referred to"
     assert not re.search(r"\{\w+\}", text), "a placeholder was left unfilled"
+
+
+def test_conditional_paragraphs_follow_the_values_the_records_gave(tmp_path):
+    from cifar_lib.report import Filled, render
+
+    filled = Filled(tmp_path)
+    filled.values["measured"] = "88.1%"
+    doc = render("[[if measured]] Got {measured}.\n\n[[unless measured]] Not measured.\n\n"
+                 "[[if other]] Got {other}.\n\n[[unless other]] No other yet.", filled)
+    assert [text for kind, text in doc.parts] == ["Got 88.1%.", "No other yet."]
 
 
 def test_report_without_records_says_what_to_do(tmp_path, capsys):

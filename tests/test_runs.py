@@ -152,3 +152,38 @@ def test_an_installed_package_runs_from_any_folder(tmp_path, cifar_folder):
     assert len(list((work / "results" / "smoke" / "seed_improved").glob("*.json"))) == 1
     assert list((work / "checkpoints").glob("*.pt"))
     assert not list((target / "cifar_lib").rglob("*.json")) and not (target / "results").exists()
+
+
+def test_gpu_check_runs_every_stage_with_commands_the_kit_accepts(tmp_path):
+    """The GPU script's plumbing, on a machine without a GPU: `nvidia-smi` and `python3`
+    are stand-ins that log their arguments; then every kit command it ran is parsed by the
+    kit's own parser and its config or sweep looked up, as the real run would."""
+    from cifar_lib.cli import build_parser
+    from cifar_lib.sweeps import SWEEPS
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.jsonl"
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho 'GPU 0: stand-in'\n")
+    (bin_dir / "python3").write_text(f"#!{sys.executable}\nimport json, sys\n"
+                                     f"open({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RESULTS": str(tmp_path / "r")}
+    out = subprocess.run(["bash", str(REPO / "benchmarks/gpu_check.sh")], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "stopped or failed" not in out.stdout and "skipped" not in out.stdout, out.stdout
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    kit = [build_parser().parse_args(c[2:]) for c in calls if c[:2] == ["-m", "cifar_lib"]]
+    for ns in kit:
+        assert ns.device == "cuda" and ns.profile == "full"
+        if ns.command == "train":
+            load_config(ns.config, ns.profile)
+        else:
+            SWEEPS[ns.name].config(next(iter(SWEEPS[ns.name].variants)), ns.profile)
+    assert [(ns.config, ns.seed, ns.final) for ns in kit if ns.command == "train"] == [
+        ("fast", s, True) for s in range(5)] + [("best", 0, False), ("seed_improved", 0, False)]
+    assert [ns.name for ns in kit if ns.command == "sweep"] == [
+        "fast_ablation", "block_ablation", "augmentation", "hyperparameters"]
+    assert any("benchmarks/throughput.py" in c for c in calls) and calls[-1][0] == "-"  # summary
