@@ -101,3 +101,9 @@ def compare_to_base(runs: pd.DataFrame, base: str, by: str = "variant", metric: 
     table[f"{pct} high"] = highs
     table["resolved"] = (table[f"{pct} low"] > 0) | (table[f"{pct} high"] < 0)
     return table.round(2)
+
+
+def sweep_runs(sweep, profile: str, root=RESULTS_DIR) -> pd.DataFrame:
+    """One row per finished run of `sweep` at `profile` under root (empty if none ran)."""
+    return runs_frame([r for r in load_records(root, profile=profile)
+                       if r.get("tags", {}).get("sweep") == sweep.name])

@@ -77,13 +77,21 @@ def suggest(trial: optuna.Trial, cfg: Config) -> Config:
 def tune(cfg: Config, *, profile: str, data: CIFAR10, n_trials: int, study_name: str | None = None,
          storage: str | None = None, results_dir: Path = RESULTS_DIR,
          checkpoint_dir: Path = CHECKPOINT_DIR, pruner: optuna.pruners.BasePruner | None = None,
-         seed: int = 0, device: str | None = None) -> optuna.Study:
-    """Run `n_trials` more trials of the study (created if new) and return it."""
+         seed: int = 0, device: str | None = None, top_up: bool = False) -> optuna.Study:
+    """Run `n_trials` more trials of the study (created if new) and return it; with
+    `top_up`, only as many as it lacks to have `n_trials` finished (complete or pruned)
+    ones, so a notebook that runs again reuses its study instead of growing it."""
     if n_trials < 1:
         raise ConfigError(f"--n-trials must be at least 1, got {n_trials}")
     study_name = study_name or f"{cfg.name}-{profile}"
     study = _open_study(study_name, storage or default_storage(results_dir, profile),
                         pruner or optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1))
+    if top_up:
+        finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                            optuna.trial.TrialState.PRUNED))
+        n_trials -= len(finished)
+        if n_trials <= 0:
+            return study
 
     def objective(trial: optuna.Trial) -> float:
         trial_cfg = dataclasses.replace(suggest(trial, cfg), name=f"tune-{study_name}")

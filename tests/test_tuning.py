@@ -62,3 +62,10 @@ def test_pruned_trials_are_recorded_as_pruned(tmp_path, cifar_folder):
     assert [r["status"] for r in records] == ["pruned", "pruned"]
     assert all(len(r["history"]) == 1 and "test_acc" not in r.get("final", {}) for r in records)
     assert not list(tmp_path.glob("*.progress.pt"))
+    # top_up counts pruned trials as finished: a study that has 2 runs 1 more to reach 3,
+    # and none when asked for 2 again (a notebook run twice reuses its study).
+    kwargs = dict(profile="smoke", data=cifar_folder, study_name="prune", results_dir=tmp_path,
+                  storage=f"sqlite:///{tmp_path / 'p.db'}", checkpoint_dir=tmp_path,
+                  pruner=optuna.pruners.ThresholdPruner(lower=1.01))
+    assert len(tune(cfg, n_trials=3, top_up=True, **kwargs).trials) == 3
+    assert len(tune(cfg, n_trials=2, top_up=True, **kwargs).trials) == 3
