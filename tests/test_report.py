@@ -93,6 +93,10 @@ def test_report_is_rebuilt_from_records_alone_and_deterministically(tmp_path):
     kw = dict(profile="cpu", data=data, results_dir=results, checkpoint_dir=tmp_path, progress=False)
     run_sweep(_tiny_sweep(), "cpu", data, results_dir=results, checkpoint_dir=tmp_path)
     best, _ = run_or_load(load_config("best", "cpu", model_args={"widths": [8, 8, 16, 16, 16]}, **TINY), **kw)
+    # the fast recipe: a validation run (test never read) and a final run on all images
+    small_fast = dict(model_args={"widths": [8, 8, 16]}, batch_size=100, **TINY)
+    fast_val, _ = run_or_load(load_config("fast", "cpu", **small_fast), read_test=False, **kw)
+    fast_final, _ = run_or_load(load_config("fast", "cpu", final=True, **small_fast), **kw)
     # smoke records never reach the report
     run_or_load(load_config("seed_improved", "smoke", val_size=100), **{**kw, "profile": "smoke"})
 
@@ -101,6 +105,8 @@ def test_report_is_rebuilt_from_records_alone_and_deterministically(tmp_path):
     html = (tmp_path / "report" / "report.html").read_text()
     assert "NOT the official release" in text
     assert f"{100 * best['final']['test_acc_tta']:.2f}" in text
+    assert f"{100 * fast_final['final']['test_acc_tta']:.2f}% (1 seed) test accuracy" in text
+    assert f"{100 * fast_val['final']['val_acc_tta']:.2f}% (1 seed) with TTA" in text
     assert "seed_improved" not in text                      # the smoke run
     # every figure the markdown points to exists, and the HTML carries them inline
     figures = re.findall(r"\]\(\.\./figures/([\w.]+)\)", text)
