@@ -424,7 +424,19 @@ def _fast(filled: Filled, by_config: dict, results_dir: Path):
             airbench_device=ref["device"]["name"], airbench_runs=str(ref["runs"]),
             airbench_cpu_tta=f"{100 * ref['cpu_port']['test_acc_tta']:.2f}%",
             airbench_cpu_minutes=f"{ref['cpu_port']['train_minutes']:.1f}",
-            fast_gap=f"{final['test_acc_tta'].mean() - 100 * ref['test_acc_tta']['mean']:+.2f}")
+            fast_gap=_gap_phrase(final["test_acc_tta"], 100 * ref["test_acc_tta"]["mean"],
+                                 100 * ref["test_acc_tta"]["std"]))
+
+
+def _gap_phrase(ours: pd.Series, theirs: float, their_std: float) -> str:
+    """How a mean over our seeds compares with a reference's mean ± std, claiming nothing
+    smaller than the larger of the two spreads."""
+    gap, spread = ours.mean() - theirs, max(their_std, ours.std() if len(ours) > 1 else 0.0)
+    seeds = f"{len(ours)} seed{'s' * (len(ours) > 1)}"
+    if abs(gap) <= spread:
+        return (f"{gap:+.2f} points ({seeds}), within the {spread:.2f}-point run-to-run spread: "
+                f"the runs do not tell the two apart")
+    return f"{gap:+.2f} points ({seeds}), more than the {spread:.2f}-point run-to-run spread"
 
 
 def _gpu(filled: Filled, records: list[dict]):

@@ -183,8 +183,10 @@ def fit(model, train_loader, val_loader, *, epochs: int, optimizer, scheduler=No
             scheduler.step(val["loss"])
         history.append({"epoch": epoch + 1, **stats, "val_loss": val["loss"],
                         "val_acc": val["acc"], "lr": lr})
-        bar.set_postfix(train_acc=f"{stats['train_acc']:.3f}", val_acc=f"{val['acc'] or 0:.3f}",
-                        img_s=f"{stats['images_per_second']:.0f}")
+        shown = {"train_acc": f"{stats['train_acc']:.3f}", "img_s": f"{stats['images_per_second']:.0f}"}
+        if val["acc"] is not None:                       # a final run has no validation split
+            shown["val_acc"] = f"{val['acc']:.3f}"
+        bar.set_postfix(shown)
         if on_epoch_end is not None:
             on_epoch_end(epoch, history, optimizer, scheduler, scaler)
     return history

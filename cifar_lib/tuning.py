@@ -66,7 +66,10 @@ def suggest(trial: optuna.Trial, cfg: Config) -> Config:
         elif kind == "float":
             values[key] = trial.suggest_float(key, *spec)
         else:
-            values[key] = trial.suggest_categorical(key, spec[0])
+            # a batch larger than a small training subset would leave no full batch to train on
+            choices = [c for c in spec[0] if key != "batch_size" or not cfg.train_subset
+                       or c <= cfg.train_subset] or [getattr(cfg, key)]
+            values[key] = trial.suggest_categorical(key, choices)
     model_args = dict(cfg.model_args)
     if "dropout" in values:
         model_args["dropout"] = values.pop("dropout")

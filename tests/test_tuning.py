@@ -5,9 +5,10 @@ import subprocess
 import sys
 
 import optuna
+import pytest
 
 from cifar_lib.config import load_config
-from cifar_lib.tuning import tune
+from cifar_lib.tuning import suggest, tune
 
 TINY = """
 model = "improved"
@@ -69,3 +70,15 @@ def test_pruned_trials_are_recorded_as_pruned(tmp_path, cifar_folder):
                   pruner=optuna.pruners.ThresholdPruner(lower=1.01))
     assert len(tune(cfg, n_trials=3, top_up=True, **kwargs).trials) == 3
     assert len(tune(cfg, n_trials=2, top_up=True, **kwargs).trials) == 3
+
+
+def test_trials_never_batch_more_images_than_the_subset_holds():
+    cfg = load_config("study", "smoke")                      # 256 training images
+    sampled = {suggest(optuna.trial.FixedTrial({"lr": 1.0, "weight_decay": 1e-4,
+                                                "label_smoothing": 0.1, "dropout": 0.1,
+                                                "batch_size": b}), cfg).batch_size
+               for b in (128, 256)}
+    assert sampled == {128, 256}
+    with pytest.raises(ValueError):                          # 512 is not among the choices
+        suggest(optuna.trial.FixedTrial({"lr": 1.0, "weight_decay": 1e-4, "label_smoothing": 0.1,
+                                         "dropout": 0.1, "batch_size": 512}), cfg)
