@@ -16,7 +16,7 @@ from . import plots
 from .analysis import confusion_matrix, reliability, run_predictions
 from .data import CLASSES
 from .paths import FIGURES_DIR, REPORT_DIR, RESULTS_DIR
-from .sweeps import AUGMENTATION, BLOCK_ABLATION, FAST_ABLATION, HYPERPARAMETERS
+from .sweeps import AUGMENTATION, BLOCK_ABLATION, FAST_ABLATION, HYPERPARAMETERS, sweep_records
 from .tables import compare_to_base, history_frame, load_records, mean_std, runs_frame
 
 
@@ -277,12 +277,12 @@ def _basic(filled: Filled, records: list[dict]):
 
 
 def _sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
-    mine = [r for r in records if r.get("tags", {}).get("sweep") == sweep.name]
+    mine = sweep_records(records, sweep)
     if not mine:
         return
     runs = runs_frame(mine)
     order = list(sweep.variants)
-    baseline = sweep.baseline or order[0]
+    baseline = sweep.baseline
     table = compare_to_base(runs, baseline, order=order).reset_index()
     base = mine[0]
     filled.values[f"{name}_setup"] = (

@@ -28,7 +28,14 @@ class Sweep:
     factors: dict[str, str] = field(default_factory=dict)   # variant -> what it varies
     seeds: tuple[int, ...] = (0, 1, 2)
     profiles: dict[str, dict] = field(default_factory=dict)  # profile -> the sweep's budget
-    baseline: str | None = None                              # the variant others are compared to
+    baseline: str | None = None      # the variant others are compared to (default: the first)
+
+    def __post_init__(self):
+        baseline = self.baseline or next(iter(self.variants))
+        if baseline not in self.variants:
+            raise ValueError(f"sweep {self.name}: baseline {baseline!r} is not one of its "
+                             f"variants {list(self.variants)}")
+        object.__setattr__(self, "baseline", baseline)         # frozen: set once, here
 
     def config(self, variant: str, profile: str):
         from .config import load_config
@@ -46,11 +53,14 @@ class Sweep:
 def load_sweep(path: Path) -> Sweep:
     """The sweep a file describes; its name is the file's."""
     table = tomllib.loads(Path(path).read_text())
-    if table.get("baseline", next(iter(table["variants"]))) not in table["variants"]:
-        raise ValueError(f"{path}: baseline {table['baseline']!r} is not one of its variants")
     return Sweep(name=Path(path).stem, base=table["base"], variants=dict(table["variants"]),
                  factors=dict(table.get("factors", {})), seeds=tuple(table.get("seeds", (0, 1, 2))),
                  profiles=dict(table.get("profiles", {})), baseline=table.get("baseline"))
+
+
+def sweep_records(records: list[dict], sweep: Sweep) -> list[dict]:
+    """The records among `records` that one of `sweep`'s runs wrote."""
+    return [r for r in records if r.get("tags", {}).get("sweep") == sweep.name]
 
 
 def load_sweeps(folder: Path = SWEEPS_DIR) -> dict[str, Sweep]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .records import RESULTS_DIR, iter_records
+from .sweeps import sweep_records
 
 METRICS = ("val_acc", "val_acc_tta", "test_acc", "test_acc_tta")
 
@@ -105,5 +106,4 @@ def compare_to_base(runs: pd.DataFrame, base: str, by: str = "variant", metric: 
 
 def sweep_runs(sweep, profile: str, root=RESULTS_DIR) -> pd.DataFrame:
     """One row per finished run of `sweep` at `profile` under root (empty if none ran)."""
-    return runs_frame([r for r in load_records(root, profile=profile)
-                       if r.get("tags", {}).get("sweep") == sweep.name])
+    return runs_frame(sweep_records(load_records(root, profile=profile), sweep))
