@@ -1,5 +1,6 @@
 """Notebooks: what every notebook does first (pick the profile, load the data, say what
-it runs with), and tidying saved outputs (progress bars collapsed to their last state)."""
+it runs with), showing a sweep from its records, and tidying saved outputs (progress bars
+collapsed to their last state)."""
 from __future__ import annotations
 
 import json
@@ -44,6 +45,29 @@ def start(profile: str = "auto", data_root=None) -> Session:
     print(f"profile: {profile}\ndevice: {device_info(device)['name']}\ndata: {data.describe()}\n"
           f"fingerprint: {data.fingerprint}")
     return Session(profile, str(device), data)
+
+
+def show_recorded_sweep(sweep, profile: str, title: str, results_dir: Path | None = None):
+    """A sweep too long to train inside a notebook, read from its records: each variant's
+    difference to the baseline with a 95% interval, and every seed's accuracy. Without
+    records, the commands that measure it. Returns the runs (one row each)."""
+    from IPython.display import display
+
+    from . import plots
+    from .records import RESULTS_DIR
+    from .tables import compare_to_base, sweep_runs
+
+    runs = sweep_runs(sweep, profile, results_dir or RESULTS_DIR)
+    if runs.empty:
+        print(f"no {sweep.name} records at the {profile} profile yet "
+              f"({len(sweep.variants) * len(sweep.seeds)} runs): "
+              f"`python -m cifar_lib sweep {sweep.name} --profile {profile}` measures them here, "
+              f"`--profile full --jobs 4` on a GPU")
+        return runs
+    order = list(sweep.variants)
+    display(compare_to_base(runs, sweep.baseline, order=order))
+    display(plots.sweep_plot(runs, order=order, title=title))
+    return runs
 
 
 def _last_state(text: str) -> str:

@@ -394,14 +394,13 @@ def _fast(filled: Filled, by_config: dict, results_dir: Path):
     runs = runs_frame(by_config.get("fast", []))
     if runs.empty:
         return
-    runs["images_seen"] = runs["epochs"] * runs["train_images"]
     tuning = runs[runs["val_acc_tta"].notna()]
     best = runs_frame(by_config.get("best", []))
     if len(tuning) and len(best):
         filled.values.update(fast_val_tta=mean_std(tuning["val_acc_tta"]),
                              fast_val_images=f"{tuning['images_seen'].iloc[0]:,}",
                              best_val_tta=mean_std(best["val_acc_tta"]),
-                             best_val_images=f"{(best['epochs'] * best['train_images']).iloc[0]:,}")
+                             best_val_images=f"{best['images_seen'].iloc[0]:,}")
     final = runs[runs["test_acc_tta"].notna()]
     if final.empty:
         return

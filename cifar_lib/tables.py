@@ -22,7 +22,8 @@ def load_records(root=RESULTS_DIR, *, profile: str | None = None, config: str | 
 
 
 def runs_frame(records: list[dict]) -> pd.DataFrame:
-    """One row per run: identity, tags, final accuracies (percent) and timings."""
+    """One row per run: identity, tags, budget (epochs, training images and the images
+    seen, their product), final accuracies (percent) and timings."""
     rows = []
     for r in records:
         tags = r.get("tags", {})
@@ -31,6 +32,7 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
             "sweep": tags.get("sweep"), "variant": tags.get("variant"), "factor": tags.get("factor"),
             "model": r["model"]["name"], "parameters": r["model"]["parameters"],
             "epochs": r["config"]["epochs"], "train_images": r["data"]["train_images"],
+            "images_seen": r["config"]["epochs"] * r["data"]["train_images"],
             "official_data": r["data"]["official"],
             **{m: 100 * r["final"][m] if m in r["final"] else None for m in METRICS},
             "train_minutes": r["train_seconds"] / 60, "wall_minutes": r["wall_seconds"] / 60,

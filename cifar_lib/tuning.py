@@ -55,21 +55,29 @@ def _open_study(name: str, storage: str, pruner) -> optuna.Study:
     raise AssertionError("unreachable")
 
 
+def search_space(cfg: Config) -> dict:
+    """SEARCH_SPACE as it applies to `cfg`: no dropout for a model without any, and no batch
+    larger than a small training subset (it would leave no full batch to train on)."""
+    space = dict(SEARCH_SPACE)
+    if cfg.model == "fast":
+        del space["dropout"]
+    if cfg.train_subset:
+        kind, choices = space["batch_size"]
+        space["batch_size"] = (kind, tuple(c for c in choices if c <= cfg.train_subset)
+                               or (cfg.batch_size,))
+    return space
+
+
 def suggest(trial: optuna.Trial, cfg: Config) -> Config:
     """The config with this trial's settings (the learning rate as a factor of the config's)."""
     values = {}
-    for key, (kind, *spec) in SEARCH_SPACE.items():
-        if key == "dropout" and cfg.model == "fast":
-            continue                           # FastNet has no dropout
+    for key, (kind, *spec) in search_space(cfg).items():
         if kind == "log":
             values[key] = trial.suggest_float(key, *spec, log=True)
         elif kind == "float":
             values[key] = trial.suggest_float(key, *spec)
         else:
-            # a batch larger than a small training subset would leave no full batch to train on
-            choices = [c for c in spec[0] if key != "batch_size" or not cfg.train_subset
-                       or c <= cfg.train_subset] or [getattr(cfg, key)]
-            values[key] = trial.suggest_categorical(key, choices)
+            values[key] = trial.suggest_categorical(key, list(spec[0]))
     model_args = dict(cfg.model_args)
     if "dropout" in values:
         model_args["dropout"] = values.pop("dropout")

@@ -7,7 +7,7 @@ from cifar_lib.analysis import confusion_matrix, reliability, run_predictions
 from cifar_lib.cli import main
 from cifar_lib.config import ConfigError, load_config
 from cifar_lib.experiment import find_record, run_or_load
-from cifar_lib.notebook import resolve_profile
+from cifar_lib.notebook import resolve_profile, show_recorded_sweep
 from cifar_lib.report import build_report
 from cifar_lib.studies import Sweep, run_sweep
 from cifar_lib.tables import compare_to_base, load_records, mean_std, runs_frame, summarize
@@ -56,6 +56,17 @@ def test_sweep_runs_are_tagged_and_summarised(tmp_path):
     for variant in ("none", "flip"):
         accs = [100 * r["final"]["val_acc"] for r in records if r["tags"]["variant"] == variant]
         assert table.loc[variant, "mean"] == pytest.approx(sum(accs) / 2, abs=0.006)
+
+
+def test_a_recorded_sweep_shows_its_differences_or_the_command_that_measures_it(tmp_path, capsys):
+    sweep = _tiny_sweep()
+    assert show_recorded_sweep(sweep, "cpu", title="t", results_dir=tmp_path).empty
+    assert "python -m cifar_lib sweep augmentation --profile cpu" in capsys.readouterr().out
+    run_sweep(sweep, "cpu", tiny_dataset(), results_dir=tmp_path, checkpoint_dir=tmp_path)
+    runs = show_recorded_sweep(sweep, "cpu", title="t", results_dir=tmp_path)
+    assert sorted(zip(runs["variant"], runs["seed"])) == [("flip", 0), ("flip", 1), ("none", 0), ("none", 1)]
+    shown = capsys.readouterr().out                      # outside IPython, display() prints
+    assert "95% low" in shown and "resolved" in shown and "Figure" in shown
 
 
 def test_mean_std_quotes_sample_spread_and_seed_count():

@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from cifar_lib.config import load_config
-from cifar_lib.tuning import suggest, tune
+from cifar_lib.tuning import search_space, suggest, tune
 
 TINY = """
 model = "improved"
@@ -82,3 +82,8 @@ def test_trials_never_batch_more_images_than_the_subset_holds():
     with pytest.raises(ValueError):                          # 512 is not among the choices
         suggest(optuna.trial.FixedTrial({"lr": 1.0, "weight_decay": 1e-4, "label_smoothing": 0.1,
                                          "dropout": 0.1, "batch_size": 512}), cfg)
+
+
+def test_models_without_dropout_are_not_searched_over_it():
+    assert "dropout" in search_space(load_config("study", "cpu"))
+    assert "dropout" not in search_space(load_config("fast", "cpu"))
