@@ -64,6 +64,10 @@ def show_recorded_sweep(sweep, profile: str, title: str, results_dir: Path | Non
               f"`python -m cifar_lib sweep {sweep.name} --profile {profile}` measures them here, "
               f"`--profile full --jobs 4` on a GPU")
         return runs
+    planned = len(sweep.variants) * len(sweep.seeds)
+    if len(runs) < planned:
+        print(f"partial: {len(runs)} of {planned} runs recorded; `python -m cifar_lib sweep "
+              f"{sweep.name} --profile {profile}` runs the rest (finished runs are reused)")
     order = list(sweep.variants)
     display(compare_to_base(runs, sweep.baseline, order=order))
     display(plots.sweep_plot(runs, order=order, title=title))

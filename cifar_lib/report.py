@@ -287,7 +287,7 @@ def _sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
     base = mine[0]
     filled.values[f"{name}_setup"] = (
         f"Each variant changes one thing in the `{sweep.base}` config and is trained with "
-        f"{_seeds(table['seeds'])} seeds on {base['data']['train_images']:,} training images for "
+        f"{_seeds(table['seeds'])} seed(s) on {base['data']['train_images']:,} training images for "
         f"{base['config']['epochs']} epochs; accuracy is measured on "
         f"{base['data']['val_images']:,} validation images and compared with "
         f"**{baseline}** ({table.loc[table['variant'] == baseline, 'mean'].iloc[0]:.2f}%).")
@@ -296,9 +296,16 @@ def _sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
                 for v, d, lo, hi in others.loc[others["resolved"],
                                                ["variant", "diff", "95% low", "95% high"]].values]
     unresolved = list(others.loc[~others["resolved"], "variant"])
+    planned = len(sweep.variants) * len(sweep.seeds)
+    # a sweep measured in part (a slow machine runs it over several sessions) says so
+    partial = (f"Partial: {len(mine)} of its {planned} runs are recorded; `python -m cifar_lib "
+               f"sweep {sweep.name} --profile {base['profile']}` runs the rest (finished runs "
+               f"are reused). " if len(mine) < planned else "")
     filled.values[f"{name}_result"] = (
-        (f"Differences the seeds resolve: {'; '.join(resolved)}. " if resolved else
-         "No difference is resolved by these seeds. ")
+        partial
+        + ("No variant besides the baseline is measured yet. " if others.empty else
+           f"Differences the seeds resolve: {'; '.join(resolved)}. " if resolved else
+           "No difference is resolved by these seeds. ")
         + (f"Not resolved (the 95% interval of the difference contains 0): "
            f"{', '.join(unresolved)}." if unresolved else ""))
     filled.table(name, table.rename(columns={

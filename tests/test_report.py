@@ -1,4 +1,5 @@
 """Experiments as data: reuse of finished runs, sweeps, tables and the generated report."""
+import dataclasses
 import re
 
 import pytest
@@ -67,6 +68,10 @@ def test_a_recorded_sweep_shows_its_differences_or_the_command_that_measures_it(
     assert sorted(zip(runs["variant"], runs["seed"])) == [("flip", 0), ("flip", 1), ("none", 0), ("none", 1)]
     shown = capsys.readouterr().out                      # outside IPython, display() prints
     assert "95% low" in shown and "resolved" in shown and "Figure" in shown
+    assert "partial" not in shown
+    show_recorded_sweep(dataclasses.replace(sweep, seeds=(0, 1, 2)), "cpu", title="t",
+                        results_dir=tmp_path)
+    assert "partial: 4 of 6 runs recorded" in capsys.readouterr().out
 
 
 def test_mean_std_quotes_sample_spread_and_seed_count():
