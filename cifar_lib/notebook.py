@@ -60,13 +60,12 @@ def show_recorded_sweep(sweep, profile: str, title: str, results_dir: Path | Non
     runs = sweep_runs(sweep, profile, results_dir or RESULTS_DIR)
     if runs.empty:
         print(f"no {sweep.name} records at the {profile} profile yet "
-              f"({len(sweep.variants) * len(sweep.seeds)} runs): "
+              f"({sweep.planned_runs} runs): "
               f"`python -m cifar_lib sweep {sweep.name} --profile {profile}` measures them here, "
               f"`--profile full --jobs 4` on a GPU")
         return runs
-    planned = len(sweep.variants) * len(sweep.seeds)
-    if len(runs) < planned:
-        print(f"partial: {len(runs)} of {planned} runs recorded; `python -m cifar_lib sweep "
+    if len(runs) < sweep.planned_runs:
+        print(f"partial: {len(runs)} of {sweep.planned_runs} runs recorded; `python -m cifar_lib sweep "
               f"{sweep.name} --profile {profile}` runs the rest (finished runs are reused)")
     order = list(sweep.variants)
     display(compare_to_base(runs, sweep.baseline, order=order))

@@ -296,11 +296,10 @@ def _sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
                 for v, d, lo, hi in others.loc[others["resolved"],
                                                ["variant", "diff", "95% low", "95% high"]].values]
     unresolved = list(others.loc[~others["resolved"], "variant"])
-    planned = len(sweep.variants) * len(sweep.seeds)
     # a sweep measured in part (a slow machine runs it over several sessions) says so
-    partial = (f"Partial: {len(mine)} of its {planned} runs are recorded; `python -m cifar_lib "
+    partial = (f"Partial: {len(mine)} of its {sweep.planned_runs} runs are recorded; `python -m cifar_lib "
                f"sweep {sweep.name} --profile {base['profile']}` runs the rest (finished runs "
-               f"are reused). " if len(mine) < planned else "")
+               f"are reused). " if len(mine) < sweep.planned_runs else "")
     filled.values[f"{name}_result"] = (
         partial
         + ("No variant besides the baseline is measured yet. " if others.empty else

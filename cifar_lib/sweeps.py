@@ -46,6 +46,10 @@ class Sweep:
         # Runs of a sweep live together: results/<profile>/<sweep name>/
         return dataclasses.replace(cfg, name=self.name)
 
+    @property
+    def planned_runs(self) -> int:
+        return len(self.variants) * len(self.seeds)
+
     def factor(self, variant: str) -> str:
         return self.factors.get(variant, variant)
 
