@@ -100,6 +100,11 @@ def cmd_sweep(args) -> int:
     if args.name not in SWEEPS:
         raise ConfigError(f"unknown sweep {args.name!r}; valid: {', '.join(SWEEPS)}")
     sweep = SWEEPS[args.name]
+    if args.variant:
+        try:
+            sweep = sweep.subset(args.variant)
+        except ValueError as e:
+            raise ConfigError(f"{e}; name them with --variant as written there") from None
     profile = auto_profile() if args.profile == "auto" else args.profile
     data = load_cifar10(args.data_root)
     print(data.describe(), file=sys.stderr)
@@ -190,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--device", default=None)
     w.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     w.add_argument("--checkpoint-dir", type=Path, default=CHECKPOINT_DIR)
+    w.add_argument("--variant", action="append", default=None,
+                   help="train only this variant (repeatable); default: all of them")
     w.add_argument("--jobs", type=int, default=1,
                    help="runs at once, in worker processes sharing the device (or one GPU "
                         "each when several are visible); a rerun resumes unfinished runs")

@@ -55,20 +55,21 @@ def show_recorded_sweep(sweep, profile: str, title: str, results_dir: Path | Non
 
     from . import plots
     from .records import RESULTS_DIR
-    from .tables import compare_to_base, sweep_runs
+    from .tables import compare_to_base, summarize, sweep_runs
 
     runs = sweep_runs(sweep, profile, results_dir or RESULTS_DIR)
     if runs.empty:
-        print(f"no {sweep.name} records at the {profile} profile yet "
-              f"({sweep.planned_runs} runs): "
-              f"`python -m cifar_lib sweep {sweep.name} --profile {profile}` measures them here, "
-              f"`--profile full --jobs 4` on a GPU")
+        print(f"no {sweep.name} records at the {profile} profile yet ({sweep.planned_runs} runs): "
+              f"`{sweep.command(profile)}` measures them here, `--profile full --jobs 4` on a GPU")
         return runs
-    if len(runs) < sweep.planned_runs:
-        print(f"partial: {len(runs)} of {sweep.planned_runs} runs recorded; `python -m cifar_lib sweep "
-              f"{sweep.name} --profile {profile}` runs the rest (finished runs are reused)")
+    if note := sweep.progress(len(runs), profile):
+        print(note)
     order = list(sweep.variants)
-    display(compare_to_base(runs, sweep.baseline, order=order))
+    if sweep.baseline in set(runs["variant"]):
+        display(compare_to_base(runs, sweep.baseline, order=order))
+    else:                           # differences need the baseline's runs
+        print(f"the baseline, {sweep.baseline}, has no record yet: each variant's runs alone")
+        display(summarize(runs, order=order))
     display(plots.sweep_plot(runs, order=order, title=title))
     return runs
 

@@ -16,7 +16,8 @@ from . import plots
 from .analysis import confusion_matrix, reliability, run_predictions
 from .data import CLASSES
 from .paths import FIGURES_DIR, REPORT_DIR, RESULTS_DIR
-from .sweeps import AUGMENTATION, BLOCK_ABLATION, FAST_ABLATION, HYPERPARAMETERS, sweep_records
+from .sweeps import (AUGMENTATION, AUGMENTATION_FULL_SPLIT, BLOCK_ABLATION, FAST_ABLATION,
+                     HYPERPARAMETERS, sweep_records)
 from .tables import compare_to_base, history_frame, load_records, mean_std, runs_frame
 
 
@@ -176,6 +177,8 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     _methods(filled, runs, records)
     _basic(filled, by_config.get("seed_basic", []))
     _sweep(filled, records, AUGMENTATION, "Augmentation", "augmentation")
+    _sweep(filled, records, AUGMENTATION_FULL_SPLIT, "Augmentation, whole training split",
+           "augmentation_full")
     _sweep(filled, records, HYPERPARAMETERS, "Hyperparameters", "hyperparameters")
     _sweep(filled, records, BLOCK_ABLATION, "Block ablation", "block_ablation")
     _sweep(filled, records, FAST_ABLATION, "Fast-recipe ablation", "fast_ablation")
@@ -277,9 +280,12 @@ def _basic(filled: Filled, records: list[dict]):
 
 
 def _sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
+    filled.values[f"{name}_command"] = sweep.command(records[0]["profile"])
+    filled.values[f"{name}_planned"] = (f"{sweep.planned_runs} runs ({len(sweep.variants)} "
+                                        f"variants × {len(sweep.seeds)} seeds)")
     mine = sweep_records(records, sweep)
-    if not mine:
-        return
+    if sweep.baseline not in {r["tags"]["variant"] for r in mine}:
+        return                      # nothing to compare with yet: the template says so
     runs = runs_frame(mine)
     order = list(sweep.variants)
     baseline = sweep.baseline
@@ -296,17 +302,13 @@ def _sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
                 for v, d, lo, hi in others.loc[others["resolved"],
                                                ["variant", "diff", "95% low", "95% high"]].values]
     unresolved = list(others.loc[~others["resolved"], "variant"])
-    # a sweep measured in part (a slow machine runs it over several sessions) says so
-    partial = (f"Partial: {len(mine)} of its {sweep.planned_runs} runs are recorded; `python -m cifar_lib "
-               f"sweep {sweep.name} --profile {base['profile']}` runs the rest (finished runs "
-               f"are reused). " if len(mine) < sweep.planned_runs else "")
-    filled.values[f"{name}_result"] = (
-        partial
-        + ("No variant besides the baseline is measured yet. " if others.empty else
-           f"Differences the seeds resolve: {'; '.join(resolved)}. " if resolved else
-           "No difference is resolved by these seeds. ")
-        + (f"Not resolved (the 95% interval of the difference contains 0): "
-           f"{', '.join(unresolved)}." if unresolved else ""))
+    verdict = ("No variant besides the baseline is measured yet." if others.empty else
+               f"Differences the seeds resolve: {'; '.join(resolved)}." if resolved else
+               "No difference is resolved by these seeds.")
+    unresolved_text = (f"Not resolved (the 95% interval of the difference contains 0): "
+                       f"{', '.join(unresolved)}." if unresolved else "")
+    filled.values[f"{name}_result"] = " ".join(
+        part for part in (sweep.progress(len(mine), base["profile"]), verdict, unresolved_text) if part)
     filled.table(name, table.rename(columns={
         "mean": "val % mean", "std": "val % std", "diff": f"diff to {baseline}"}),
         f"{title}: validation accuracy, mean and std over seeds, and each variant's difference "

@@ -4,6 +4,7 @@ so the report can group records by them."""
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ class Sweep:
     seeds: tuple[int, ...] = (0, 1, 2)
     profiles: dict[str, dict] = field(default_factory=dict)  # profile -> the sweep's budget
     baseline: str | None = None      # the variant others are compared to (default: the first)
+    is_subset: bool = False          # a view of some of a sweep file's variants (see subset)
 
     def __post_init__(self):
         baseline = self.baseline or next(iter(self.variants))
@@ -50,6 +52,29 @@ class Sweep:
     def planned_runs(self) -> int:
         return len(self.variants) * len(self.seeds)
 
+    def subset(self, variants: list[str], baseline: str | None = None) -> Sweep:
+        """Some of this sweep's variants, compared to `baseline` (default: the first named):
+        the same runs and records, so one question of a larger sweep gets its own table."""
+        unknown = [v for v in variants if v not in self.variants]
+        if unknown:
+            raise ValueError(f"sweep {self.name} has no variant(s) {unknown}; its variants: "
+                             f"{list(self.variants)}")
+        return dataclasses.replace(self, variants={v: self.variants[v] for v in variants},
+                                   baseline=baseline or variants[0], is_subset=True)
+
+    def command(self, profile: str) -> str:
+        """The command that trains this sweep's missing runs (finished ones are reused)."""
+        only = "".join(f" --variant {shlex.quote(v)}" for v in self.variants) if self.is_subset else ""
+        return f"python -m cifar_lib sweep {self.name} --profile {profile}{only}"
+
+    def progress(self, recorded: int, profile: str) -> str:
+        """'' once every planned run is recorded; otherwise how many are, and how to run the rest
+        (a slow machine measures a sweep over several sessions, and must say so)."""
+        if recorded >= self.planned_runs:
+            return ""
+        return (f"Partial: {recorded} of {self.planned_runs} runs are recorded; `{self.command(profile)}` "
+                f"runs the rest (finished runs are reused).")
+
     def factor(self, variant: str) -> str:
         return self.factors.get(variant, variant)
 
@@ -63,8 +88,9 @@ def load_sweep(path: Path) -> Sweep:
 
 
 def sweep_records(records: list[dict], sweep: Sweep) -> list[dict]:
-    """The records among `records` that one of `sweep`'s runs wrote."""
-    return [r for r in records if r.get("tags", {}).get("sweep") == sweep.name]
+    """The records among `records` that one of `sweep`'s runs (of its variants) wrote."""
+    return [r for r in records if r.get("tags", {}).get("sweep") == sweep.name
+            and r["tags"].get("variant") in sweep.variants]
 
 
 def load_sweeps(folder: Path = SWEEPS_DIR) -> dict[str, Sweep]:
@@ -77,3 +103,7 @@ AUGMENTATION = SWEEPS["augmentation"]
 HYPERPARAMETERS = SWEEPS["hyperparameters"]
 FAST_ABLATION = SWEEPS["fast_ablation"]
 BLOCK_ABLATION = SWEEPS["block_ablation"]
+# Notebook 02's question at a budget that can answer it: augmentation of the `fast` recipe
+# on the whole training split. Its runs are the augmentation rows of the fast ablation.
+AUGMENTATION_FULL_SPLIT = FAST_ABLATION.subset(
+    ["no augmentation", "fast", "random flips", "no translation"], baseline="no augmentation")

@@ -71,7 +71,26 @@ def test_a_recorded_sweep_shows_its_differences_or_the_command_that_measures_it(
     assert "partial" not in shown
     show_recorded_sweep(dataclasses.replace(sweep, seeds=(0, 1, 2)), "cpu", title="t",
                         results_dir=tmp_path)
-    assert "partial: 4 of 6 runs recorded" in capsys.readouterr().out
+    assert "Partial: 4 of 6 runs are recorded" in capsys.readouterr().out
+
+
+def test_a_subset_of_a_sweep_asks_its_own_question_of_the_same_records(tmp_path, capsys):
+    sweep = _tiny_sweep()
+    with pytest.raises(ValueError, match=r"no variant\(s\) \['rotate'\]; its variants: \['none', 'flip'\]"):
+        sweep.subset(["flip", "rotate"])
+    flip_first = sweep.subset(["flip", "none"])          # the same runs, compared with flip
+    assert flip_first.baseline == "flip" and flip_first.planned_runs == 4
+    assert flip_first.command("cpu") == ("python -m cifar_lib sweep augmentation --profile cpu "
+                                         "--variant flip --variant none")
+    run_sweep(sweep.subset(["none"]), "cpu", tiny_dataset(), results_dir=tmp_path, checkpoint_dir=tmp_path)
+    # only `none` ran: the view without its baseline shows the runs, and says what is missing
+    runs = show_recorded_sweep(flip_first, "cpu", title="t", results_dir=tmp_path)
+    shown = capsys.readouterr().out
+    assert sorted(runs["variant"]) == ["none", "none"]
+    assert "Partial: 2 of 4 runs are recorded" in shown and "--variant flip --variant none" in shown
+    assert "the baseline, flip, has no record yet" in shown and "95% low" not in shown
+    # a view never borrows another variant's records from the same sweep
+    assert show_recorded_sweep(sweep.subset(["flip"]), "cpu", title="t", results_dir=tmp_path).empty
 
 
 def test_mean_std_quotes_sample_spread_and_seed_count():
