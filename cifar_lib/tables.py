@@ -41,6 +41,21 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def final_runs(configs: list[str], root=RESULTS_DIR, profiles=("cpu", "full")) -> pd.DataFrame:
+    """The runs of `configs` that read the test set, at any of `profiles`: one row each with
+    its budget and where it ran, so recipes trained for different lengths sit side by side."""
+    records = [r for p in profiles for r in load_records(root, profile=p)
+               if r["config_name"] in configs and r["test_read"]]
+    columns = ["config", "profile", "seed", "epochs", "images_seen", "test_acc", "test_acc_tta",
+               "train_minutes", "device"]
+    if not records:
+        return pd.DataFrame(columns=columns)
+    runs = runs_frame(records)[columns]
+    order = {name: i for i, name in enumerate(configs)}
+    return runs.sort_values(["config", "profile", "seed"], key=lambda c: c.map(order)
+                            if c.name == "config" else c).reset_index(drop=True)
+
+
 def history_frame(records: list[dict]) -> pd.DataFrame:
     """One row per epoch of every run, accuracies in percent, with the training time
     elapsed at the end of each epoch (minutes)."""

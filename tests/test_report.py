@@ -11,7 +11,8 @@ from cifar_lib.experiment import find_record, run_or_load
 from cifar_lib.notebook import resolve_profile, show_recorded_sweep
 from cifar_lib.report import build_report
 from cifar_lib.studies import Sweep, run_sweep
-from cifar_lib.tables import compare_to_base, load_records, mean_std, runs_frame, summarize
+from cifar_lib.tables import (compare_to_base, final_runs, load_records, mean_std, runs_frame,
+                              summarize)
 from conftest import tiny_dataset
 
 TINY = {"val_size": 100, "epochs": 1, "eval_subset": 50}
@@ -134,6 +135,14 @@ def test_report_is_rebuilt_from_records_alone_and_deterministically(tmp_path):
     fast_final, _ = run_or_load(load_config("fast", "cpu", final=True, **small_fast), **kw)
     # smoke records never reach the report
     run_or_load(load_config("seed_improved", "smoke", val_size=100), **{**kw, "profile": "smoke"})
+
+    # final runs of several recipes side by side, in the order asked: validation runs left out
+    finals = final_runs(["fast", "best"], results)
+    budget = lambda r: [r["config_name"], "cpu", r["config"]["epochs"] * r["data"]["train_images"],
+                        100 * r["final"]["test_acc"]]
+    assert finals[["config", "profile", "images_seen", "test_acc"]].values.tolist() == [
+        budget(fast_final), budget(best)]
+    assert final_runs(["fast"], tmp_path / "nothing").empty
 
     md_path = build_report(results, tmp_path / "figures", tmp_path / "report")
     text = md_path.read_text()
