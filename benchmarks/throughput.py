@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from cifar_lib.cpu_memory import keep_freed_memory, malloc_mode
 from cifar_lib.data import DataError, load_cifar10
 from cifar_lib.device import Precision, pick_device
 from cifar_lib.loaders import make_loader
@@ -165,6 +166,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     device = pick_device(args.device)
+    if device.type == "cpu":          # as every CPU training run does (benchmarks/cpu_malloc.py)
+        keep_freed_memory()
     images, labels, data_note = load_images()
     print(f"device: {device_info(device)['name']}; torch {torch.__version__}; "
           f"threads {torch.get_num_threads()}; data: {data_note}", flush=True)
@@ -188,7 +191,8 @@ def main(argv=None) -> int:
 
     stamp = dt.datetime.now(dt.timezone.utc)
     record = {"benchmark": "throughput", "created_at": stamp.isoformat(timespec="seconds"),
-              "device": device_info(device), "versions": versions(), "data": data_note,
+              "device": device_info(device), "host_malloc": malloc_mode(),
+              "versions": versions(), "data": data_note,
               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "wall_seconds": time.perf_counter() - start,
               "rows": json.loads(table.to_json(orient="records"))}   # plain JSON types

@@ -18,6 +18,7 @@ import torch
 from .capture import branch_weights, save_predictions, uncompiled
 from .checkpoints import find_progress, load_model, load_progress, save_model, save_progress, set_rng_state
 from .config import Config, ConfigError
+from .cpu_memory import keep_freed_memory, malloc_mode
 from .data import CIFAR10, load_cifar10, stratified_split
 from .device import Precision, pick_device
 from .evaluation import EVAL_BATCH, score_split
@@ -167,6 +168,8 @@ def build(cfg: Config, data: CIFAR10, seed: int, dev: torch.device, state: dict 
     torch.manual_seed(seed)           # weight initialisation; restored below when resuming
     if dev.type == "cuda":            # fixed shapes: let cuDNN time its algorithms once
         torch.backends.cudnn.benchmark = True
+    if dev.type == "cpu":             # the same buffers every step: reuse them, not re-map them
+        keep_freed_memory()
     splits = make_splits(data, cfg)
     train_loader = make_loader(cfg.pipeline, *splits.train, cfg.batch_size, device=dev,
                                train=True, seed=seed, **loader_args(cfg))
@@ -248,7 +251,8 @@ def new_record(cfg, profile, seed, run: Built, data: CIFAR10, files: RunFiles, s
         "data": {**data.identity, "train_images": len(run.splits.train[1]),
                  "val_images": len(run.splits.val[1]), "test_images": len(run.splits.test[1])},
         "device": device_info(run.precision.device), "precision": run.precision.name,
-        "versions": versions(), "git_commit": git_commit(), "model": run.model_facts,
+        "host_malloc": malloc_mode(), "versions": versions(), "git_commit": git_commit(),
+        "model": run.model_facts,
         "started_at": state["started_at"] if state else _now().isoformat(timespec="seconds"),
         "resumed_at_epochs": [*state["resumed_at_epochs"], start_epoch] if state else [],
         "history": list(state["history"]) if state else [],

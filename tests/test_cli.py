@@ -25,6 +25,8 @@ def test_smoke_training_run_writes_a_record(cifar_folder, tmp_path):
     assert len(records) == 1
     record = json.loads(records[0].read_text())
     assert record["data"]["official"] is False and record["profile"] == "smoke"
+    if sys.platform.startswith("linux"):     # a CPU run reuses freed memory (cifar_lib.cpu_memory)
+        assert record["host_malloc"] == "glibc, freed memory kept"
     ckpt = record["checkpoint"]
     ev = run_cli("evaluate", ckpt, "--data-root", cifar_folder.root)
     assert ev.returncode == 0, ev.stderr
