@@ -76,7 +76,7 @@ def main(argv=None) -> int:
                     env={**os.environ, "CIFAR_CPU_MALLOC": mode}, capture_output=True, text=True)
                 if out.returncode:
                     raise SystemExit(f"measurement failed ({model}, {mode}):\n{out.stderr[-2000:]}")
-                row = {**json.loads(out.stdout.strip().splitlines()[-1]), "round": round_}
+                row = {**json.loads(out.stdout.strip().splitlines()[-1]), "asked": mode, "round": round_}
                 rows.append(row)
                 print(f"  {model:9s} {row['malloc']:25s} {row['img_s']:7.1f} img/s  system "
                       f"{row['system_seconds']:5.1f} s  page faults {row['page_faults']:,}", flush=True)
@@ -84,14 +84,13 @@ def main(argv=None) -> int:
     summary = []
     for model in args.models:
         mine = [r for r in rows if r["model"] == model]
-        median = {m: statistics.median(r["img_s"] for r in mine if r["malloc"] == m)
-                  for m in {r["malloc"] for r in mine}}
-        kept, default = median.get("glibc, freed memory kept"), median.get("default")
-        summary.append({"model": model, "default_img_s": default, "kept_img_s": kept,
-                        "speedup": kept / default if kept and default else None})
-        print(f"{model}: {default:.1f} -> {kept:.1f} img/s (median), "
-              f"{summary[-1]['speedup']:.2f}x" if summary[-1]["speedup"] else
-              f"{model}: keeping freed memory is not available here")
+        median = {m: statistics.median(r["img_s"] for r in mine if r["asked"] == m) for m in MODES}
+        kept_here = all(r["malloc"] != "default" for r in mine if r["asked"] == "keep")
+        speedup = median["keep"] / median["default"] if kept_here else None
+        summary.append({"model": model, "default_img_s": median["default"],
+                        "kept_img_s": median["keep"], "speedup": speedup})
+        print(f"{model}: {median['default']:.1f} -> {median['keep']:.1f} img/s (median), "
+              + (f"{speedup:.2f}x" if speedup else "keeping freed memory is not available here"))
 
     stamp = dt.datetime.now(dt.timezone.utc)
     record = {"benchmark": "cpu_malloc", "created_at": stamp.isoformat(timespec="seconds"),
