@@ -105,6 +105,9 @@ class FastNet(nn.Module):
                 block = FastBlock(cout, cout, kernel_sizes, gate=gate)
                 blocks.append(Residual(block) if residual else block)
         self.blocks = nn.Sequential(*blocks)
+        # Frozen from the start, not when the filters are set: a resumed run skips
+        # init_from_data, and its optimizer must hold the same parameters as the first.
+        self.blocks[0].convs[0].weight.requires_grad_(learn_whitening)
         self.head = OutputBlock(widths[-1], num_classes=num_classes, pool="max",
                                 scale=1 / widths[-1])
 
@@ -114,8 +117,8 @@ class FastNet(nn.Module):
         (normalised, NCHW): each filter is an eigenvector of the covariance of image
         patches divided by the root of its eigenvalue, so every output channel has unit
         variance and the channels are uncorrelated; the negated filters follow, so the
-        activation keeps both signs. The branch is then frozen, unless `learn_whitening`
-        (an ablation) lets it train from there."""
+        activation keeps both signs. The branch is frozen (from construction), unless
+        `learn_whitening` (an ablation) lets it train from there."""
         conv = self.blocks[0].convs[0]
         k = conv.kernel_size[0]
         patches = images.float().unfold(2, k, 1).unfold(3, k, 1)           # N,C,H',W',k,k
@@ -124,7 +127,6 @@ class FastNet(nn.Module):
         eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
         filters = (eigenvectors.T / (eigenvalues[:, None] + eps).sqrt()).view(-1, conv.in_channels, k, k)
         conv.weight.copy_(torch.cat([filters, -filters]))
-        conv.weight.requires_grad_(self.learn_whitening)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(x))

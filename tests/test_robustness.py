@@ -109,6 +109,51 @@ def test_sigterm_stops_cleanly_and_marks_the_record_interrupted(tmp_path, cifar_
     assert record["status"] == "complete" and len(record["history"]) == 3
 
 
+TINY_FAST = """
+model = "fast"
+model_args = { widths = [16, 32, 32] }
+pipeline = "tensor"
+augment = ["crop", "altflip"]
+crop_padding = 2
+optimizer = "muon"
+lr = 0.24
+bias_lr = 0.053
+head_lr = 0.67
+mixer_lr = 2e-4
+loss_reduction = "sum"
+schedule = "linear"
+batch_size = 128
+epochs = 4
+train_subset = 1024
+eval_subset = 500
+"""
+
+
+def test_a_stopped_fast_run_resumes_as_if_never_stopped(tmp_path, cifar_folder):
+    # FastNet freezes its whitening filters: a resumed run must build the same optimizer
+    # groups as the run that wrote the checkpoint (a sweep resumed on a GPU once failed here).
+    config = tmp_path / "tiny_fast.toml"
+    config.write_text(TINY_FAST)
+    unbroken = subprocess.run(train_cmd(config, tmp_path / "a", cifar_folder),
+                              cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert unbroken.returncode == 0, unbroken.stderr
+    [expected] = records(tmp_path / "a" / "results")
+
+    cmd = train_cmd(config, tmp_path / "b", cifar_folder)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: any((tmp_path / "b" / "ckpt").glob("*.progress.pt")), proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    resumed = subprocess.run(cmd + ["--resume"], cwd=REPO, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    [got] = records(tmp_path / "b" / "results")
+    assert got["status"] == "complete" and got["resumed_at_epochs"]
+    assert comparable(got["history"]) == comparable(expected["history"])
+    assert got["final"] == expected["final"]
+
+
 def test_two_runs_writing_one_results_folder_lose_nothing(tmp_path, cifar_folder, tiny_config):
     cmd = train_cmd(tiny_config, tmp_path, cifar_folder, "--epochs", "1")
     procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
