@@ -1,6 +1,8 @@
 """Experiments as data: reuse of finished runs, sweeps, tables and the generated report."""
 import dataclasses
+import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +18,7 @@ from cifar_lib.tables import (compare_to_base, final_runs, load_records, mean_st
 from conftest import tiny_dataset
 
 TINY = {"val_size": 100, "epochs": 1, "eval_subset": 50}
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_run_or_load_reuses_only_an_identical_finished_run(tmp_path):
@@ -182,6 +185,30 @@ def test_report_is_rebuilt_from_records_alone_and_deterministically(tmp_path):
                  and not line.startswith(("*Figure", "*Table", "!["))]
         assert prose, f"{label} is never referred to"
     assert not re.search(r"\{\w+\}", text), "a placeholder was left unfilled"
+
+
+def test_full_profile_fast_runs_are_timed_against_airbench_only_on_its_own_device(tmp_path):
+    results, data = tmp_path / "results", tiny_dataset()
+    small_fast = dict(model_args={"widths": [8, 8, 16]}, batch_size=100, final=True, **TINY)
+    for profile in ("cpu", "full"):          # the report needs cpu records; full ones add a paragraph
+        run_or_load(load_config("fast", profile, **small_fast), profile=profile, data=data,
+                    results_dir=results, checkpoint_dir=tmp_path, progress=False)
+    [full] = load_records(results, profile="full")
+    reference = json.loads((REPO / "results" / "benchmarks" / "airbench94-h200-20261126.json").read_text())
+    (results / "benchmarks").mkdir()
+
+    def report_with_reference_on(device: str) -> str:
+        reference["device"]["name"] = device
+        (results / "benchmarks" / "airbench94-h200-20261126.json").write_text(json.dumps(reference))
+        return build_report(results, tmp_path / "figures", tmp_path / "report").read_text()
+
+    elsewhere = report_with_reference_on("NVIDIA H200")
+    assert f"At the `full` profile ({full['device']['name']}" in elsewhere
+    assert f"{100 * full['final']['test_acc_tta']:.2f}% (1 seed) test accuracy with TTA" in elsewhere
+    assert "× airbench94" not in elsewhere                  # different machines: no ratio
+    same = report_with_reference_on(full["device"]["name"])
+    ratio = full["train_seconds"] / reference["train_seconds"]["mean"]
+    assert f"{ratio:.1f}× airbench94's" in same
 
 
 def test_conditional_paragraphs_follow_the_values_the_records_gave(tmp_path):
