@@ -177,13 +177,16 @@ def test_gpu_check_runs_every_stage_with_commands_the_kit_accepts(tmp_path):
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     kit = [build_parser().parse_args(c[2:]) for c in calls if c[:2] == ["-m", "cifar_lib"]]
     for ns in kit:
-        assert ns.device == "cuda" and ns.profile == "full"
+        assert ns.device == "cuda" and ns.profile in ("cpu", "full")
+        assert ns.command == "sweep" or ns.profile == "full"   # trains at the GPU budget
         if ns.command == "train":
             load_config(ns.config, ns.profile)
         else:
             SWEEPS[ns.name].config(next(iter(SWEEPS[ns.name].variants)), ns.profile)
     assert [(ns.config, ns.seed, ns.final) for ns in kit if ns.command == "train"] == [
         ("fast", s, True) for s in range(5)] + [("best", 0, False), ("seed_improved", 0, False)]
-    assert [ns.name for ns in kit if ns.command == "sweep"] == [
-        "fast_ablation", "block_ablation", "augmentation", "hyperparameters"]
+    # the ablations at the cpu profile's budget (what the notebooks show), then at full
+    assert [(ns.name, ns.profile) for ns in kit if ns.command == "sweep"] == [
+        ("fast_ablation", "cpu"), ("block_ablation", "cpu"), ("fast_ablation", "full"),
+        ("block_ablation", "full"), ("augmentation", "full"), ("hyperparameters", "full")]
     assert any("benchmarks/throughput.py" in c for c in calls) and calls[-1][0] == "-"  # summary
