@@ -1,12 +1,22 @@
 """pandas views of results records: one row per run, one row per epoch, mean +- std."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pandas as pd
 
 from .records import RESULTS_DIR, iter_records
 from .sweeps import sweep_records
 
 METRICS = ("val_acc", "val_acc_tta", "test_acc", "test_acc_tta")
+
+
+def load_airbench_reference(root=RESULTS_DIR) -> dict | None:
+    """airbench94 measured outside the kit on the same data (the yardstick of `fast`), from
+    results/benchmarks/; None where that file is absent."""
+    path = Path(root) / "benchmarks" / "airbench94-h200-20261126.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def load_records(root=RESULTS_DIR, *, profile: str | None = None, config: str | None = None,

@@ -61,6 +61,15 @@ def wait_for(predicate, proc, timeout=120):
         time.sleep(0.05)
 
 
+def stop_after_first_epoch(cmd, checkpoints: Path):
+    """Start a training command, SIGTERM it once its first progress checkpoint exists."""
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: any(checkpoints.glob("*.progress.pt")), proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    return proc, err
+
+
 def test_sigkill_mid_epoch_then_resume_matches_an_unbroken_run(tmp_path, cifar_folder, tiny_config):
     unbroken = subprocess.run(train_cmd(tiny_config, tmp_path / "a", cifar_folder),
                               cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -93,10 +102,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_unbroken_run(tmp_path, cifar_f
 
 def test_sigterm_stops_cleanly_and_marks_the_record_interrupted(tmp_path, cifar_folder, tiny_config):
     cmd = train_cmd(tiny_config, tmp_path, cifar_folder)
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: any((tmp_path / "ckpt").glob("*.progress.pt")), proc)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    proc, err = stop_after_first_epoch(cmd, tmp_path / "ckpt")
     assert proc.returncode == 130
     assert "--resume" in err and "Traceback" not in err
     [record] = records(tmp_path / "results")
@@ -140,10 +146,7 @@ def test_a_stopped_fast_run_resumes_as_if_never_stopped(tmp_path, cifar_folder):
     [expected] = records(tmp_path / "a" / "results")
 
     cmd = train_cmd(config, tmp_path / "b", cifar_folder)
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: any((tmp_path / "b" / "ckpt").glob("*.progress.pt")), proc)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    proc, err = stop_after_first_epoch(cmd, tmp_path / "b" / "ckpt")
     assert proc.returncode == 130, err
     resumed = subprocess.run(cmd + ["--resume"], cwd=REPO, capture_output=True, text=True,
                              timeout=600)
