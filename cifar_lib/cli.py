@@ -110,7 +110,10 @@ def cmd_sweep(args) -> int:
     print(data.describe(), file=sys.stderr)
     records = run_sweep(sweep, profile, data, jobs=args.jobs, device=args.device,
                         results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir)
-    print(summarize(runs_frame(records), order=list(sweep.variants)).to_string())
+    runs = runs_frame(records)
+    for metric in (sweep.metric, f"{sweep.metric}_tta"):
+        if runs[metric].notna().any():
+            print(f"{metric}:\n{summarize(runs, metric=metric, order=list(sweep.variants)).to_string()}")
     return 0
 
 

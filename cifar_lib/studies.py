@@ -49,7 +49,7 @@ def run_sweep(sweep: Sweep, profile: str, data: CIFAR10, *, seeds=None, jobs: in
 def _run(sweep: Sweep, profile: str, data: CIFAR10, variant: str, seed: int, kwargs: dict) -> dict:
     tags = {"sweep": sweep.name, "variant": variant, "factor": sweep.factor(variant)}
     record, _ = run_or_load(sweep.config(variant, profile), profile=profile, seed=seed, data=data,
-                            read_test=False, tags=tags, progress=False, verbose=False,
+                            read_test=sweep.final, tags=tags, progress=False, verbose=False,
                             resume_unfinished=True, **kwargs)
     return record
 

@@ -22,7 +22,8 @@ SWEEPS_DIR = CONFIG_DIR / "sweeps"
 @dataclass(frozen=True)
 class Sweep:
     """Variants of one base config, each trained with every seed and compared on the
-    validation split."""
+    validation split; or, for a `final` sweep, trained on all 50,000 training images and
+    scored once on the test set (measuring a recipe already chosen, e.g. at other budgets)."""
     name: str
     base: str
     variants: dict[str, dict]
@@ -31,6 +32,7 @@ class Sweep:
     profiles: dict[str, dict] = field(default_factory=dict)  # profile -> the sweep's budget
     baseline: str | None = None      # the variant others are compared to (default: the first)
     is_subset: bool = False          # a view of some of a sweep file's variants (see subset)
+    final: bool = False              # final runs: no validation split, the test set read once
 
     def __post_init__(self):
         baseline = self.baseline or next(iter(self.variants))
@@ -44,9 +46,14 @@ class Sweep:
 
         # The sweep's own budget for a profile (if it sets one), then the variant's change.
         cfg = load_config(self.base, profile, **{**self.profiles.get(profile, {}),
-                                                 **self.variants[variant]})
+                                                 **self.variants[variant], "final": self.final})
         # Runs of a sweep live together: results/<profile>/<sweep name>/
         return dataclasses.replace(cfg, name=self.name)
+
+    @property
+    def metric(self) -> str:
+        """What its runs are compared on: validation accuracy, or test accuracy for final runs."""
+        return "test_acc" if self.final else "val_acc"
 
     @property
     def planned_runs(self) -> int:
@@ -84,7 +91,8 @@ def load_sweep(path: Path) -> Sweep:
     table = tomllib.loads(Path(path).read_text())
     return Sweep(name=Path(path).stem, base=table["base"], variants=dict(table["variants"]),
                  factors=dict(table.get("factors", {})), seeds=tuple(table.get("seeds", (0, 1, 2))),
-                 profiles=dict(table.get("profiles", {})), baseline=table.get("baseline"))
+                 profiles=dict(table.get("profiles", {})), baseline=table.get("baseline"),
+                 final=bool(table.get("final", False)))
 
 
 def sweep_records(records: list[dict], sweep: Sweep) -> list[dict]:
@@ -103,6 +111,7 @@ AUGMENTATION = SWEEPS["augmentation"]
 HYPERPARAMETERS = SWEEPS["hyperparameters"]
 FAST_ABLATION = SWEEPS["fast_ablation"]
 BLOCK_ABLATION = SWEEPS["block_ablation"]
+FAST_BUDGET = SWEEPS["fast_budget"]
 # Notebook 02's question at a budget that can answer it: augmentation of the `fast` recipe
 # on the whole training split. Its runs are the augmentation rows of the fast ablation.
 AUGMENTATION_FULL_SPLIT = FAST_ABLATION.subset(
