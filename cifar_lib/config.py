@@ -196,11 +196,23 @@ def available_configs() -> list[str]:
 
 
 def load_config(name: str, profile: str = "cpu", **overrides) -> Config:
-    """Read a config file, apply its profile's table, then explicit overrides (None values
-    are ignored, so CLI flags that were not given change nothing)."""
+    """Read a config file (on top of the config its `base` key names, if any), apply its
+    profile's table, then explicit overrides (None values are ignored, so CLI flags that were
+    not given change nothing)."""
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
     path = config_path(name)
+    raw, profiles = _read_config(path, seen=())
+    cfg = apply(Config(name=path.stem), raw, str(path))
+    cfg = apply(cfg, {**DEFAULT_PROFILES[profile], **profiles.get(profile, {})},
+                f"{path} [profiles.{profile}]")
+    cfg = apply(cfg, {k: v for k, v in overrides.items() if v is not None}, "command line")
+    return validate(cfg)
+
+
+def _read_config(path: Path, seen: tuple[Path, ...]) -> tuple[dict, dict]:
+    """A config file's settings and profile tables; with `base = "NAME"`, those of config
+    NAME with this file's changes, so a variant of a recipe is a few lines."""
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
@@ -210,8 +222,18 @@ def load_config(name: str, profile: str = "cpu", **overrides) -> Config:
     if unknown_profiles:
         raise ConfigError(f"{path}: unknown profile table(s) {unknown_profiles}; "
                           f"valid: {', '.join(PROFILES)}")
-    cfg = apply(Config(name=path.stem), raw, str(path))
-    cfg = apply(cfg, {**DEFAULT_PROFILES[profile], **profiles.get(profile, {})},
-                f"{path} [profiles.{profile}]")
-    cfg = apply(cfg, {k: v for k, v in overrides.items() if v is not None}, "command line")
-    return validate(cfg)
+    base = raw.pop("base", None)
+    if base is None:
+        return raw, profiles
+    chain = (*seen, path.resolve())
+    base_path = config_path(base)
+    if base_path.resolve() in chain:
+        raise ConfigError(f"{path}: base = {base!r} leads back to itself "
+                          f"({' -> '.join(p.stem for p in (*chain, base_path))}); break the cycle")
+    base_raw, base_profiles = _read_config(base_path, chain)
+    base_raw.pop("description", None)              # it describes the base, not this config
+    # This file's settings replace the base's everywhere, in its profile tables too: a
+    # variant with epochs = 4 trains 4 epochs at every profile, not the base's cpu epochs.
+    merged = {p: {**{k: v for k, v in base_profiles.get(p, {}).items() if k not in raw},
+                  **profiles.get(p, {})} for p in PROFILES}
+    return {**base_raw, **raw}, {p: table for p, table in merged.items() if table}

@@ -49,3 +49,30 @@ def test_config_file_with_unknown_key(tmp_path):
     path.write_text('model = "basic"\nlearnign_rate = 0.1\n')
     with pytest.raises(ConfigError, match="learnign_rate"):
         load_config(str(path), "cpu")
+
+
+def test_a_config_can_be_a_few_changes_to_another(tmp_path):
+    mine = tmp_path / "fast_short.toml"
+    mine.write_text('base = "fast"\nepochs = 4\nmodel_args = { widths = [32, 64, 64] }\n'
+                    '[profiles.full]\nbatch_size = 1000\n')
+    # its own settings win over the base's profile tables (fast sets 8 epochs at cpu and full),
+    # the smoke profile stays seconds long, and the base's description is not this config's
+    expected = {"smoke": {"model_args"}, "cpu": {"model_args", "epochs"},
+                "full": {"model_args", "epochs", "batch_size"}}
+    for profile, changes in expected.items():
+        cfg, fast = load_config(str(mine), profile), load_config("fast", profile)
+        changed = {k for k, v in cfg.to_dict().items() if fast.to_dict()[k] != v}
+        assert changed == changes | {"name", "description"}
+        assert cfg.name == "fast_short" and cfg.description == "" and cfg.optimizer == "muon"
+        assert cfg.epochs == (1 if profile == "smoke" else 4)
+    assert load_config(str(mine), "full").batch_size == 1000
+
+
+def test_a_base_that_is_missing_or_circular_is_named(tmp_path):
+    (tmp_path / "a.toml").write_text(f'base = "{tmp_path / "b.toml"}"\n')
+    (tmp_path / "b.toml").write_text(f'base = "{tmp_path / "a.toml"}"\n')
+    with pytest.raises(ConfigError, match=r"leads back to itself \(a -> b -> a\)"):
+        load_config(str(tmp_path / "a.toml"), "cpu")
+    (tmp_path / "c.toml").write_text('base = "fastest"\n')
+    with pytest.raises(ConfigError, match="no config 'fastest'.*known configs: .*fast"):
+        load_config(str(tmp_path / "c.toml"), "cpu")

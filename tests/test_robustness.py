@@ -116,18 +116,8 @@ def test_sigterm_stops_cleanly_and_marks_the_record_interrupted(tmp_path, cifar_
 
 
 TINY_FAST = """
-model = "fast"
+base = "fast"
 model_args = { widths = [16, 32, 32] }
-pipeline = "tensor"
-augment = ["crop", "altflip"]
-crop_padding = 2
-optimizer = "muon"
-lr = 0.24
-bias_lr = 0.053
-head_lr = 0.67
-mixer_lr = 2e-4
-loss_reduction = "sum"
-schedule = "linear"
 batch_size = 128
 epochs = 4
 train_subset = 1024
