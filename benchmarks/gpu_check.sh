@@ -9,14 +9,18 @@
 # Stages, in order of value, each writing records under results/ (RESULTS overrides):
 #   1. `fast` at the full profile, seeds 0-4, trained on all 50,000 images (--final),
 #      one at a time so that their training seconds are uncontended
-#   2. the ablations of `fast` and of the block (validation split, 2 seeds a variant),
+#   2. `fast` at other budgets (the final sweep fast_budget: 2, 4 and 10 epochs), and
+#      notebook 02's augmentation rows of the fast ablation with seeds 2-3 at the `cpu`
+#      profile's budget (two seeds do not resolve crop + flip against none there)
+#   3. the ablations of `fast` and of the block (validation split, 2 seeds a variant),
 #      first at the `cpu` profile's budget (4 epochs: the runs the notebooks show when
 #      executed at that profile, about a day of CPU time, minutes here; each record names
 #      the device it ran on), then at the `full` profile's 8 epochs
-#   3. the throughput ladder on cuda, eager and torch.compile (compiling costs minutes,
+#   4. the throughput ladder on cuda, eager and torch.compile (compiling costs minutes,
 #      so it comes after the records the issues ask for)
-#   4. `best` and the seed's own recipe (`seed_improved`, its 50 epochs), seed 0
-#   5. the notebooks' study at the full budget: the sweeps, N runs at a time (--jobs)
+#   5. `best`, the seed's own recipe (`seed_improved`, its 50 epochs) and the basic model
+#      at the same 50 epochs (`seed_basic`, notebook 01), seed 0
+#   6. the notebooks' study at the full budget: the sweeps, N runs at a time (--jobs)
 # The whole script stops starting new work after BUDGET seconds (default 540, so it ends
 # within 10 minutes); a sweep cut short leaves progress checkpoints, and running the
 # script again resumes it and skips every finished run. Last, one summary table.
@@ -58,6 +62,10 @@ SWEEP=("$PY" -m cifar_lib sweep --jobs "$JOBS" --device cuda
 for seed in 0 1 2 3 4; do
   stage "fast, seed $seed (final: all 50,000 images)" "${TRAIN[@]}" --config fast --final --seed "$seed"
 done
+stage "sweep fast_budget, full profile, x$JOBS" "${SWEEP[@]}" fast_budget --profile full
+stage "augmentation rows of fast_ablation, cpu profile, seeds 0-3, x$JOBS" "${SWEEP[@]}" \
+  fast_ablation --profile cpu --variant "no augmentation" --variant fast \
+  --variant "random flips" --variant "no translation" --seeds 0 1 2 3
 for profile in cpu full; do
   for sweep in fast_ablation block_ablation; do
     stage "sweep $sweep, $profile profile, x$JOBS" "${SWEEP[@]}" "$sweep" --profile "$profile"
@@ -67,6 +75,7 @@ stage "throughput ladder" "$PY" benchmarks/throughput.py --ladder --compile --de
   --batch-size 512 --repeats 5 --steps 20 --out "$RESULTS/benchmarks"
 stage "best, seed 0" "${TRAIN[@]}" --config best --seed 0
 stage "seed_improved (the seed's 50 epochs), seed 0" "${TRAIN[@]}" --config seed_improved --seed 0
+stage "seed_basic (the basic model at 50 epochs), seed 0" "${TRAIN[@]}" --config seed_basic --seed 0
 for sweep in augmentation hyperparameters; do
   stage "sweep $sweep x$JOBS" "${SWEEP[@]}" "$sweep" --profile full
 done

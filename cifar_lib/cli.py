@@ -108,7 +108,7 @@ def cmd_sweep(args) -> int:
     profile = auto_profile() if args.profile == "auto" else args.profile
     data = load_cifar10(args.data_root)
     print(data.describe(), file=sys.stderr)
-    records = run_sweep(sweep, profile, data, jobs=args.jobs, device=args.device,
+    records = run_sweep(sweep, profile, data, seeds=args.seeds, jobs=args.jobs, device=args.device,
                         results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir)
     runs = runs_frame(records)
     for metric in (sweep.metric, f"{sweep.metric}_tta"):
@@ -190,8 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default=None)
     e.set_defaults(func=cmd_evaluate)
 
-    w = sub.add_parser("sweep", help="train (or reuse) every variant and seed of a sweep; "
-                       "validation only")
+    w = sub.add_parser("sweep", help="train (or reuse) every variant and seed of a sweep: "
+                       "validation split only (a final sweep: the test set once per run)")
     w.add_argument("name", help="a sweep in configs/sweeps/ (augmentation, hyperparameters, ...)")
     w.add_argument("--profile", default="auto", choices=("auto", *PROFILES))
     w.add_argument("--data-root", default=None)
@@ -200,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--checkpoint-dir", type=Path, default=CHECKPOINT_DIR)
     w.add_argument("--variant", action="append", default=None,
                    help="train only this variant (repeatable); default: all of them")
+    w.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="train these seeds; default: the sweep file's")
     w.add_argument("--jobs", type=int, default=1,
                    help="runs at once, in worker processes sharing the device (or one GPU "
                         "each when several are visible); a rerun resumes unfinished runs")

@@ -63,6 +63,7 @@ def run_experiment(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10 | 
     record = new_record(cfg, profile, seed, run, data, files, state, tags)
 
     # fit
+    run_label = f"{cfg.name} {tags['variant']}" if tags and "variant" in tags else cfg.name
     clock.start_training()
     try:
         with stop_on_signals():
@@ -71,7 +72,7 @@ def run_experiment(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10 | 
                 scaler=run.scaler, label_smoothing=cfg.label_smoothing,
                 sum_loss=cfg.loss_reduction == "sum", history=record["history"],
                 on_epoch_end=checkpointer(cfg, run, record, files, clock, epoch_callback),
-                progress=progress, name=cfg.name)
+                progress=progress, name=f"{run_label} seed {seed}")
     except (DivergenceError, TrainingInterrupted, Pruned) as e:
         record_stop(record, e, clock, files)
         raise

@@ -115,6 +115,27 @@ def sweep_plot(runs: pd.DataFrame, order=None, metric: str = "val_acc", title: s
     return _close(fig)
 
 
+def accuracy_vs_images(runs: pd.DataFrame, reference: dict | None = None):
+    """Test accuracy of final runs against the training images they saw: every run a dot,
+    the mean per budget a line (with TTA solid, without dashed); `reference` (an external
+    record such as airbench94's) as a star with its std."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for metric, label, style, colour in (("test_acc_tta", "with TTA", "-", "C0"),
+                                         ("test_acc", "without TTA", "--", "C1")):
+        means = runs.groupby("images_seen")[metric].mean()
+        ax.plot(means.index / 1e3, means.values, style, color=colour, label=f"mean, {label}")
+        ax.scatter(runs["images_seen"] / 1e3, runs[metric], s=16, color=colour, alpha=0.6)
+    if reference:
+        ax.errorbar(reference["images_seen"] / 1e3, 100 * reference["test_acc_tta"]["mean"],
+                    yerr=100 * reference["test_acc_tta"]["std"], fmt="*", markersize=12,
+                    color="C3", capsize=4, label=f"{reference['name'].split(' ')[0]} with TTA")
+    ax.set(xlabel="training images seen (thousands)", ylabel="test accuracy (%)",
+           title="Accuracy against training images")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return _close(fig)
+
+
 def time_to_accuracy(history: pd.DataFrame, hue: str = "config"):
     """Validation accuracy against training wall time: what each recipe buys per minute."""
     fig, ax = plt.subplots(figsize=(7, 4.2))

@@ -17,9 +17,9 @@ from .analysis import confusion_matrix, reliability, run_predictions
 from .data import CLASSES
 from .paths import FIGURES_DIR, REPORT_DIR, RESULTS_DIR
 from .sweeps import (AUGMENTATION, AUGMENTATION_FULL_SPLIT, BLOCK_ABLATION, FAST_ABLATION,
-                     HYPERPARAMETERS, sweep_records)
-from .tables import (compare_to_base, history_frame, load_airbench_reference, load_records,
-                     mean_std, runs_frame)
+                     FAST_BUDGET, HYPERPARAMETERS, sweep_records)
+from .tables import (budget_curve, budget_runs, compare_to_base, history_frame,
+                     load_airbench_reference, load_records, mean_std, runs_frame)
 
 
 
@@ -187,6 +187,7 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     _best(filled, by_config, results_dir)
     airbench = load_airbench_reference(results_dir)
     _fast(filled, by_config, airbench)
+    _fast_budget(filled, records, airbench)
     _gpu(filled, [r for r in load_records(results_dir, profile="full") if profile != "full"],
          airbench)
     _engine(filled, results_dir)
@@ -445,6 +446,41 @@ def _fast(filled: Filled, by_config: dict, ref: dict | None):
                                  100 * ref["test_acc_tta"]["std"]))
 
 
+def _fast_budget(filled: Filled, records: list[dict], ref: dict | None):
+    """Issue 13's accuracy-vs-images curve: the recipe's final runs at its own budget and the
+    final sweep `fast_budget` at others; where it reaches airbench94, and what more images buy."""
+    runs = budget_runs(records, "fast", FAST_BUDGET)
+    if runs.empty or runs["config"].nunique() < 2:      # a curve needs the sweep and the recipe
+        return
+    curve = budget_curve(runs)
+    points = [f"{mean_std(runs.loc[runs['images_seen'] == n, 'test_acc_tta'])} from {n:,}"
+              for n in curve.index]
+    filled.values["fast_budget_points"] = ", ".join(points[:-1]) + " and " + points[-1]
+    own = runs.loc[runs["config"] == "fast", "images_seen"].iloc[0]
+    tta = runs.groupby("images_seen")["test_acc_tta"]
+    if ref:
+        goal = 100 * ref["test_acc_tta"]["mean"]
+        reached = [n for n, mean in tta.mean().items() if mean >= goal]
+        filled.values["fast_budget_reach"] = (
+            f"The smallest budget whose mean with TTA reaches airbench94's {goal:.2f}% is "
+            f"{reached[0]:,} images ({mean_std(tta.get_group(reached[0]))})" if reached else
+            f"No budget measured reaches airbench94's {goal:.2f}% with TTA on average")
+    larger = [n for n in curve.index if n > own]
+    if larger:
+        more, base = tta.get_group(larger[0]), tta.get_group(own)
+        change = (_gap_phrase(more, base.mean(), base.std()) if len(base) > 1 else
+                  f"{more.mean() - base.mean():+.2f} points (one seed each: no spread to judge it by)")
+        filled.values["fast_budget_gain"] = (f"from {own:,} images to {larger[0]:,}, the accuracy "
+                                             f"with TTA changes by {change}")
+    table = curve.reset_index().rename(columns={"images_seen": "images seen"})
+    scope = _scope([r for r in records if r["id"] in set(runs["id"])])
+    filled.table("fast_budget", table, f"`fast`'s final runs by training images seen, test accuracy "
+                 f"mean and std per budget ({scope}).")
+    filled.figure("fast_budget", plots.accuracy_vs_images(runs, ref),
+                  "`fast`: test accuracy against the training images seen, every final run a dot, "
+                  "the mean per budget a line; airbench94 on the same data as the star (mean ± std).")
+
+
 def _gap_phrase(ours: pd.Series, theirs: float, their_std: float) -> str:
     """How a mean over our seeds compares with a reference's mean ± std, claiming nothing
     smaller than the larger of the two spreads."""
@@ -479,6 +515,13 @@ def _gpu(filled: Filled, records: list[dict], ref: dict | None):
                 fast_full_gap=_gap_phrase(fast["test_acc_tta"], 100 * ref["test_acc_tta"]["mean"],
                                           100 * ref["test_acc_tta"]["std"]))
     by_config = {r["config_name"]: r for r in records if r["test_read"]}   # newest per config
+    if "seed_basic" in by_config:
+        r = by_config["seed_basic"]
+        filled.values.update(basic_full_test=f"{100 * r['final']['test_acc']:.2f}%",
+                             basic_full_device=r["device"]["name"],
+                             basic_full_epochs=str(r["config"]["epochs"]))
+        filled.figure("basic_full_curves", plots.learning_curves(history_frame([r])),
+                      f"BasicNet at the full profile: {plots.CURVE_STYLES_TEXT} ({_scope([r])}).")
     if "seed_improved" in by_config:
         r = by_config["seed_improved"]
         filled.values.update(seed_full_test=f"{100 * r['final']['test_acc']:.2f}%",

@@ -29,7 +29,8 @@ def run_sweep(sweep: Sweep, profile: str, data: CIFAR10, *, seeds=None, jobs: in
     seeds = sweep.seeds if seeds is None else seeds
     tasks = [(v, s) for v in sweep.variants for s in seeds]
     if jobs <= 1:
-        return [_run(sweep, profile, data, v, s, kwargs)
+        # a CPU run takes minutes to an hour: a bar over its epochs shows it is alive
+        return [_run(sweep, profile, data, v, s, kwargs, progress="epochs")
                 for v, s in tqdm(tasks, desc=f"{sweep.name} [{profile}]")]
     if not Path(data.root).is_dir():
         raise ConfigError(f"--jobs needs the data on disk for the workers to read; "
@@ -46,10 +47,11 @@ def run_sweep(sweep: Sweep, profile: str, data: CIFAR10, *, seeds=None, jobs: in
     return [done[t] for t in tasks]
 
 
-def _run(sweep: Sweep, profile: str, data: CIFAR10, variant: str, seed: int, kwargs: dict) -> dict:
+def _run(sweep: Sweep, profile: str, data: CIFAR10, variant: str, seed: int, kwargs: dict,
+         progress: bool | str = False) -> dict:
     tags = {"sweep": sweep.name, "variant": variant, "factor": sweep.factor(variant)}
     record, _ = run_or_load(sweep.config(variant, profile), profile=profile, seed=seed, data=data,
-                            read_test=sweep.final, tags=tags, progress=False, verbose=False,
+                            read_test=sweep.final, tags=tags, progress=progress, verbose=False,
                             resume_unfinished=True, **kwargs)
     return record
 

@@ -93,6 +93,23 @@ def summarize(runs: pd.DataFrame, by: str = "variant", metric: str = "val_acc",
     return table.round(2)
 
 
+def budget_runs(records: list[dict], config: str, sweep) -> pd.DataFrame:
+    """The final runs of `config` at its own budget and of the final sweep `sweep` at others
+    (one row each): the points of an accuracy-vs-images curve."""
+    own = [r for r in records if r["config_name"] == config and r["test_read"]]
+    return runs_frame(own + [r for r in sweep_records(records, sweep) if r["test_read"]])
+
+
+def budget_curve(runs: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy against budget: the mean, std and number of seeds of the test accuracy (plain
+    and with TTA) of final runs per number of training images seen, smallest budget first."""
+    stats = {f"{name} {agg}": (metric, agg) for name, metric in
+             (("test %", "test_acc"), ("test % (TTA)", "test_acc_tta")) for agg in ("mean", "std")}
+    table = runs.groupby("images_seen").agg(epochs=("epochs", "first"), seeds=("seed", "count"),
+                                            **stats)
+    return table.sort_index().round(2)
+
+
 def mean_std(values) -> str:
     """'mean ± std% (n seeds)' of accuracies in percent, as the report and notebooks quote them."""
     values = pd.Series(values, dtype=float).dropna()

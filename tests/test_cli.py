@@ -37,18 +37,18 @@ def test_smoke_training_run_writes_a_record(cifar_folder, tmp_path):
     Path(ckpt).unlink()
 
 
-def test_sweep_variant_trains_only_the_named_variants(cifar_folder, tmp_path):
+def test_sweep_trains_only_the_named_variants_and_seeds(cifar_folder, tmp_path):
     args = ("sweep", "augmentation", "--profile", "smoke", "--data-root", cifar_folder.root,
             "--results-dir", str(tmp_path), "--checkpoint-dir", str(tmp_path))
-    out = run_cli(*args, "--variant", "crop+flip")
+    out = run_cli(*args, "--variant", "crop+flip", "--seeds", "1", "3")
     assert out.returncode == 0, out.stderr
     records = [json.loads(f.read_text()) for f in tmp_path.rglob("*.json")]
     assert sorted((r["tags"]["variant"], r["seed"]) for r in records) == [
-        ("crop+flip", 0), ("crop+flip", 1), ("crop+flip", 2)]
+        ("crop+flip", 1), ("crop+flip", 3)]
     bad = run_cli(*args, "--variant", "none", "--variant", "crop + flip")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "no variant(s) ['crop + flip']" in bad.stderr and "'crop+flip'" in bad.stderr
-    assert len(list(tmp_path.rglob("*.json"))) == 3            # the bad call trained nothing
+    assert len(list(tmp_path.rglob("*.json"))) == 2            # the bad call trained nothing
 
 
 def test_missing_data_offline_is_a_short_clear_error(tmp_path):

@@ -13,8 +13,8 @@ from cifar_lib.experiment import find_record, run_or_load
 from cifar_lib.notebook import resolve_profile, show_recorded_sweep
 from cifar_lib.report import build_report
 from cifar_lib.studies import Sweep, run_sweep
-from cifar_lib.tables import (compare_to_base, final_runs, load_records, mean_std, runs_frame,
-                              summarize)
+from cifar_lib.tables import (budget_curve, compare_to_base, final_runs, load_records, mean_std,
+                              runs_frame, summarize)
 from conftest import tiny_dataset
 
 TINY = {"val_size": 100, "epochs": 1, "eval_subset": 50}
@@ -49,9 +49,12 @@ def _tiny_sweep():
                            "flip": {"augment": ["flip"], **TINY, "model_args": {"widths": [8, 8, 8]}}})
 
 
-def test_sweep_runs_are_tagged_and_summarised(tmp_path):
+def test_sweep_runs_are_tagged_and_summarised(tmp_path, capsys):
     records = run_sweep(_tiny_sweep(), "cpu", tiny_dataset(), results_dir=tmp_path,
                         checkpoint_dir=tmp_path)
+    # each run shows its epochs as it trains (a CPU sweep runs for hours), named by variant and seed
+    shown = capsys.readouterr().err
+    assert all(f"augmentation {v} seed {s}: 100%" in shown for v in ("none", "flip") for s in (0, 1))
     assert [(r["tags"]["variant"], r["seed"]) for r in records] == [
         ("none", 0), ("none", 1), ("flip", 0), ("flip", 1)]
     assert all(r["test_read"] is False and "test_acc" not in r["final"] for r in records)
@@ -61,6 +64,23 @@ def test_sweep_runs_are_tagged_and_summarised(tmp_path):
     for variant in ("none", "flip"):
         accs = [100 * r["final"]["val_acc"] for r in records if r["tags"]["variant"] == variant]
         assert table.loc[variant, "mean"] == pytest.approx(sum(accs) / 2, abs=0.006)
+
+
+def test_a_final_sweep_trains_on_every_image_and_reads_the_test_set_once_per_run(tmp_path):
+    small = {**TINY, "model_args": {"widths": [8, 8, 8]}, "schedule": "linear"}
+    sweep = Sweep(name="budget", base="study", seeds=(0,), final=True,
+                  variants={"1 epoch": small, "2 epochs": {**small, "epochs": 2}})
+    data = tiny_dataset()
+    kw = dict(results_dir=tmp_path, checkpoint_dir=tmp_path)
+    records = run_sweep(sweep, "cpu", data, **kw)
+    assert sweep.metric == "test_acc" and _tiny_sweep().metric == "val_acc"
+    for r in records:       # all 500 training images, no validation split, the test set read
+        assert r["test_read"] and r["data"]["train_images"] == 500 and "val_acc" not in r["final"]
+        assert r["tags"]["sweep"] == "budget" and r["config"]["final"]
+    curve = budget_curve(runs_frame(records))
+    assert curve.index.tolist() == [500, 1000] and curve["seeds"].tolist() == [1, 1]
+    assert curve["test % mean"].tolist() == [round(100 * r["final"]["test_acc"], 2) for r in records]
+    assert [r["id"] for r in run_sweep(sweep, "cpu", data, **kw)] == [r["id"] for r in records]
 
 
 def test_a_recorded_sweep_shows_its_differences_or_the_command_that_measures_it(tmp_path, capsys):
@@ -85,7 +105,9 @@ def test_a_subset_of_a_sweep_asks_its_own_question_of_the_same_records(tmp_path,
     flip_first = sweep.subset(["flip", "none"])          # the same runs, compared with flip
     assert flip_first.baseline == "flip" and flip_first.planned_runs == 4
     assert flip_first.command("cpu") == ("python -m cifar_lib sweep augmentation --profile cpu "
-                                         "--variant flip --variant none")
+                                         "--variant flip --variant none --seeds 0 1")
+    more_seeds = sweep.subset(["none"], seeds=[0, 1, 2])       # where two seeds cannot resolve it
+    assert more_seeds.planned_runs == 3 and more_seeds.command("cpu").endswith("--seeds 0 1 2")
     run_sweep(sweep.subset(["none"]), "cpu", tiny_dataset(), results_dir=tmp_path, checkpoint_dir=tmp_path)
     # only `none` ran: the view without its baseline shows the runs, and says what is missing
     runs = show_recorded_sweep(flip_first, "cpu", title="t", results_dir=tmp_path)
@@ -136,6 +158,9 @@ def test_report_is_rebuilt_from_records_alone_and_deterministically(tmp_path):
     small_fast = dict(model_args={"widths": [8, 8, 16]}, batch_size=100, **TINY)
     fast_val, _ = run_or_load(load_config("fast", "cpu", **small_fast), read_test=False, **kw)
     fast_final, _ = run_or_load(load_config("fast", "cpu", final=True, **small_fast), **kw)
+    longer = Sweep(name="fast_budget", base="fast", seeds=(0,), final=True,
+                   variants={"2 epochs": {**small_fast, "epochs": 2}})
+    [fast_longer] = run_sweep(longer, "cpu", data, results_dir=results, checkpoint_dir=tmp_path)
     # smoke records never reach the report
     run_or_load(load_config("seed_improved", "smoke", val_size=100), **{**kw, "profile": "smoke"})
 
@@ -154,6 +179,10 @@ def test_report_is_rebuilt_from_records_alone_and_deterministically(tmp_path):
     assert f"{100 * best['final']['test_acc_tta']:.2f}" in text
     assert f"{100 * fast_final['final']['test_acc_tta']:.2f}% (1 seed) test accuracy" in text
     assert f"{100 * fast_val['final']['val_acc_tta']:.2f}% (1 seed) with TTA" in text
+    # the accuracy-vs-images curve: the recipe's budget, then the longer one of the final sweep
+    assert (f"reaches {100 * fast_final['final']['test_acc_tta']:.2f}% (1 seed) from 500 and "
+            f"{100 * fast_longer['final']['test_acc_tta']:.2f}% (1 seed) from 1,000 training images") in text
+    assert "What more images buy: from 500 images to 1,000" in text
     assert "seed_improved" not in text                      # the smoke run
     # every figure the markdown points to exists, and the HTML carries them inline
     figures = re.findall(r"\]\(\.\./figures/([\w.]+)\)", text)
@@ -193,7 +222,10 @@ def test_full_profile_fast_runs_are_timed_against_airbench_only_on_its_own_devic
     for profile in ("cpu", "full"):          # the report needs cpu records; full ones add a paragraph
         run_or_load(load_config("fast", profile, **small_fast), profile=profile, data=data,
                     results_dir=results, checkpoint_dir=tmp_path, progress=False)
-    [full] = load_records(results, profile="full")
+    basic, _ = run_or_load(load_config("seed_basic", "full", model_args={"widths": [8, 8]}, **TINY),
+                           profile="full", data=data, results_dir=results, checkpoint_dir=tmp_path,
+                           progress=False)
+    [full] = load_records(results, profile="full", config="fast")
     reference = json.loads((REPO / "results" / "benchmarks" / "airbench94-h200-20261126.json").read_text())
     (results / "benchmarks").mkdir()
 
@@ -206,6 +238,10 @@ def test_full_profile_fast_runs_are_timed_against_airbench_only_on_its_own_devic
     assert f"At the `full` profile ({full['device']['name']}" in elsewhere
     assert f"{100 * full['final']['test_acc_tta']:.2f}% (1 seed) test accuracy with TTA" in elsewhere
     assert "× airbench94" not in elsewhere                  # different machines: no ratio
+    # the basic model at the full profile's budget, beside its cpu-profile curve
+    assert (f"at the `full` profile's 1 epochs reach {100 * basic['final']['test_acc']:.2f}% test "
+            f"accuracy (Figure ") in " ".join(elsewhere.split())
+    assert (tmp_path / "figures" / "basic_full_curves.png").is_file()
     same = report_with_reference_on(full["device"]["name"])
     ratio = full["train_seconds"] / reference["train_seconds"]["mean"]
     assert f"{ratio:.1f}× airbench94's" in same

@@ -159,7 +159,7 @@ def test_gpu_check_runs_every_stage_with_commands_the_kit_accepts(tmp_path):
     are stand-ins that log their arguments; then every kit command it ran is parsed by the
     kit's own parser and its config or sweep looked up, as the real run would."""
     from cifar_lib.cli import build_parser
-    from cifar_lib.sweeps import SWEEPS
+    from cifar_lib.sweeps import AUGMENTATION_FULL_SPLIT, SWEEPS
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -184,9 +184,14 @@ def test_gpu_check_runs_every_stage_with_commands_the_kit_accepts(tmp_path):
         else:
             SWEEPS[ns.name].config(next(iter(SWEEPS[ns.name].variants)), ns.profile)
     assert [(ns.config, ns.seed, ns.final) for ns in kit if ns.command == "train"] == [
-        ("fast", s, True) for s in range(5)] + [("best", 0, False), ("seed_improved", 0, False)]
-    # the ablations at the cpu profile's budget (what the notebooks show), then at full
-    assert [(ns.name, ns.profile) for ns in kit if ns.command == "sweep"] == [
+        ("fast", s, True) for s in range(5)] + [("best", 0, False), ("seed_improved", 0, False),
+                                                ("seed_basic", 0, False)]
+    # the budget curve, four seeds of notebook 02's question, the ablations at the cpu
+    # profile's budget (what the notebooks show), then at full
+    sweeps = [ns for ns in kit if ns.command == "sweep"]
+    assert (sweeps[1].variant, sweeps[1].seeds) == (list(AUGMENTATION_FULL_SPLIT.variants), [0, 1, 2, 3])
+    assert [(ns.name, ns.profile) for ns in sweeps] == [
+        ("fast_budget", "full"), ("fast_ablation", "cpu"),
         ("fast_ablation", "cpu"), ("block_ablation", "cpu"), ("fast_ablation", "full"),
         ("block_ablation", "full"), ("augmentation", "full"), ("hyperparameters", "full")]
     assert any("benchmarks/throughput.py" in c for c in calls) and calls[-1][0] == "-"  # summary
