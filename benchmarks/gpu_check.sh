@@ -86,7 +86,7 @@ import sys
 from cifar_lib.tables import load_records, runs_frame
 
 runs = runs_frame(load_records(sys.argv[1]))
-runs = runs[runs["device"].str.contains("NVIDIA|cuda", case=False)]
+runs = runs[runs["device_type"] == "cuda"]
 if runs.empty:
     print("no GPU records")
 else:

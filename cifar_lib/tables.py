@@ -46,7 +46,8 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
             "official_data": r["data"]["official"],
             **{m: 100 * r["final"][m] if m in r["final"] else None for m in METRICS},
             "train_minutes": r["train_seconds"] / 60, "wall_minutes": r["wall_seconds"] / 60,
-            "device": r["device"]["name"], "precision": r["precision"],
+            "device": r["device"]["name"], "device_type": r["device"]["type"],
+            "precision": r["precision"],
         })
     return pd.DataFrame(rows)
 
@@ -108,6 +109,20 @@ def budget_curve(runs: pd.DataFrame) -> pd.DataFrame:
     table = runs.groupby("images_seen").agg(epochs=("epochs", "first"), seeds=("seed", "count"),
                                             **stats)
     return table.sort_index().round(2)
+
+
+def study_cost(runs: pd.DataFrame) -> pd.DataFrame:
+    """What each study (a sweep, or a config outside sweeps) cost as recorded: its runs, how
+    many ran on a CPU and on a GPU, the wall hours on each, and the mean wall minutes of a
+    CPU run (what one more costs there; empty where none ran on a CPU)."""
+    runs = runs.assign(study=runs["sweep"].fillna(runs["config"]),
+                       cpu_minutes=runs["wall_minutes"].where(runs["device_type"] == "cpu"),
+                       gpu_minutes=runs["wall_minutes"].where(runs["device_type"] != "cpu"))
+    table = runs.groupby("study", sort=False).agg(
+        runs=("id", "size"), on_cpu=("cpu_minutes", "count"), on_gpu=("gpu_minutes", "count"),
+        cpu_hours=("cpu_minutes", lambda m: m.sum() / 60), gpu_hours=("gpu_minutes", lambda m: m.sum() / 60),
+        minutes_per_cpu_run=("cpu_minutes", "mean"))
+    return table.sort_values("cpu_hours", ascending=False).round(2)
 
 
 def mean_std(values) -> str:

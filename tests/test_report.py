@@ -14,7 +14,7 @@ from cifar_lib.notebook import resolve_profile, show_recorded_sweep
 from cifar_lib.report import build_report
 from cifar_lib.studies import Sweep, run_sweep
 from cifar_lib.tables import (budget_curve, compare_to_base, final_runs, load_records, mean_std,
-                              runs_frame, summarize)
+                              runs_frame, study_cost, summarize)
 from conftest import tiny_dataset
 
 TINY = {"val_size": 100, "epochs": 1, "eval_subset": 50}
@@ -214,6 +214,12 @@ def test_report_is_rebuilt_from_records_alone_and_deterministically(tmp_path):
                  and not line.startswith(("*Figure", "*Table", "!["))]
         assert prose, f"{label} is never referred to"
     assert not re.search(r"\{\w+\}", text), "a placeholder was left unfilled"
+    # what the records cost, per study (a sweep, or a config outside sweeps)
+    cost = study_cost(runs_frame(records))
+    assert cost.loc["augmentation", "runs"] == 4 and cost.loc["fast_budget", "runs"] == 1
+    assert cost["on_gpu"].sum() == 0 and cost["runs"].sum() == len(records)
+    wall = sum(r["wall_seconds"] for r in records) / 3600
+    assert f"{len(records)} runs took {wall:.1f} hours of wall time on 2-core CPUs" in " ".join(text.split())
 
 
 def test_full_profile_fast_runs_are_timed_against_airbench_only_on_its_own_device(tmp_path):
