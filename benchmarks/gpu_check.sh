@@ -9,9 +9,10 @@
 # Stages, in order of value, each writing records under results/ (RESULTS overrides):
 #   1. `fast` at the full profile, seeds 0-4, trained on all 50,000 images (--final),
 #      one at a time so that their training seconds are uncontended
-#   2. `fast` at other budgets (the final sweep fast_budget: 2, 4 and 10 epochs), and
+#   2. `fast` at other budgets (the final sweep fast_budget: 2, 4 and 10 epochs),
 #      notebook 02's augmentation rows of the fast ablation with seeds 2-3 at the `cpu`
-#      profile's budget (two seeds do not resolve crop + flip against none there)
+#      profile's budget (two seeds do not resolve crop + flip against none there), and
+#      notebook 03's hyperparameters of `fast` on the whole split at that budget
 #   3. the ablations of `fast` and of the block (validation split, 2 seeds a variant),
 #      first at the `cpu` profile's budget (4 epochs: the runs the notebooks show when
 #      executed at that profile, about a day of CPU time, minutes here; each record names
@@ -66,6 +67,7 @@ stage "sweep fast_budget, full profile, x$JOBS" "${SWEEP[@]}" fast_budget --prof
 stage "augmentation rows of fast_ablation, cpu profile, seeds 0-3, x$JOBS" "${SWEEP[@]}" \
   fast_ablation --profile cpu --variant "no augmentation" --variant fast \
   --variant "random flips" --variant "no translation" --seeds 0 1 2 3
+stage "sweep fast_hyperparameters, cpu profile, x$JOBS" "${SWEEP[@]}" fast_hyperparameters --profile cpu
 for profile in cpu full; do
   for sweep in fast_ablation block_ablation; do
     stage "sweep $sweep, $profile profile, x$JOBS" "${SWEEP[@]}" "$sweep" --profile "$profile"

@@ -17,7 +17,7 @@ from .analysis import confusion_matrix, reliability, run_predictions
 from .data import CLASSES
 from .paths import FIGURES_DIR, REPORT_DIR, RESULTS_DIR
 from .sweeps import (AUGMENTATION, AUGMENTATION_FULL_SPLIT, BLOCK_ABLATION, FAST_ABLATION,
-                     FAST_BUDGET, HYPERPARAMETERS, sweep_records)
+                     FAST_BUDGET, FAST_HYPERPARAMETERS, HYPERPARAMETERS, sweep_records)
 from .tables import (budget_curve, budget_runs, compare_to_base, history_frame,
                      load_airbench_reference, load_records, mean_std, runs_frame, study_cost)
 
@@ -181,6 +181,8 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     _sweep(filled, records, AUGMENTATION_FULL_SPLIT, "Augmentation, whole training split",
            "augmentation_full")
     _sweep(filled, records, HYPERPARAMETERS, "Hyperparameters", "hyperparameters")
+    _sweep(filled, records, FAST_HYPERPARAMETERS, "Hyperparameters of `fast`, whole training split",
+           "hyperparameters_full")
     _sweep(filled, records, BLOCK_ABLATION, "Block ablation", "block_ablation")
     _sweep(filled, records, FAST_ABLATION, "Fast-recipe ablation", "fast_ablation")
     _improved(filled, by_config)

@@ -115,6 +115,7 @@ HYPERPARAMETERS = SWEEPS["hyperparameters"]
 FAST_ABLATION = SWEEPS["fast_ablation"]
 BLOCK_ABLATION = SWEEPS["block_ablation"]
 FAST_BUDGET = SWEEPS["fast_budget"]
+FAST_HYPERPARAMETERS = SWEEPS["fast_hyperparameters"]
 # Notebook 02's question at a budget that can answer it: augmentation of the `fast` recipe
 # on the whole training split. Its runs are the augmentation rows of the fast ablation, with
 # four seeds: at two, crop + flip against none (about a point at 4 epochs) is not resolved.

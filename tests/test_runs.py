@@ -186,12 +186,12 @@ def test_gpu_check_runs_every_stage_with_commands_the_kit_accepts(tmp_path):
     assert [(ns.config, ns.seed, ns.final) for ns in kit if ns.command == "train"] == [
         ("fast", s, True) for s in range(5)] + [("best", 0, False), ("seed_improved", 0, False),
                                                 ("seed_basic", 0, False)]
-    # the budget curve, four seeds of notebook 02's question, the ablations at the cpu
-    # profile's budget (what the notebooks show), then at full
+    # the budget curve, four seeds of notebook 02's question, notebook 03's whole-split
+    # sweep, the ablations at the cpu profile's budget (what the notebooks show), then at full
     sweeps = [ns for ns in kit if ns.command == "sweep"]
     assert (sweeps[1].variant, sweeps[1].seeds) == (list(AUGMENTATION_FULL_SPLIT.variants), [0, 1, 2, 3])
     assert [(ns.name, ns.profile) for ns in sweeps] == [
-        ("fast_budget", "full"), ("fast_ablation", "cpu"),
+        ("fast_budget", "full"), ("fast_ablation", "cpu"), ("fast_hyperparameters", "cpu"),
         ("fast_ablation", "cpu"), ("block_ablation", "cpu"), ("fast_ablation", "full"),
         ("block_ablation", "full"), ("augmentation", "full"), ("hyperparameters", "full")]
     assert any("benchmarks/throughput.py" in c for c in calls) and calls[-1][0] == "-"  # summary
