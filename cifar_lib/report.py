@@ -468,7 +468,7 @@ def _fast_budget(filled: Filled, records: list[dict], ref: dict | None):
         reached = [n for n, mean in tta.mean().items() if mean >= goal]
         filled.values["fast_budget_reach"] = (
             f"The smallest budget whose mean with TTA reaches airbench94's {goal:.2f}% is "
-            f"{reached[0]:,} images ({mean_std(tta.get_group(reached[0]))})" if reached else
+            f"{reached[0]:,} images: {mean_std(tta.get_group(reached[0]))}" if reached else
             f"No budget measured reaches airbench94's {goal:.2f}% with TTA on average")
     larger = [n for n in curve.index if n > own]
     if larger:
