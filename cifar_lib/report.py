@@ -452,17 +452,16 @@ def _fast(filled: Filled, by_config: dict, ref: dict | None):
 def _fast_budget(filled: Filled, records: list[dict], ref: dict | None):
     """Issue 13's accuracy-vs-images curve: the recipe's final runs at its own budget and the
     final sweep `fast_budget` at others; where it reaches airbench94, and what more images buy."""
-    runs = budget_runs(records, "fast", FAST_BUDGET)
+    runs = budget_runs(records, FAST_BUDGET)
     if runs.empty or runs["config"].nunique() < 2:      # a curve needs the sweep and the recipe
         return
     curve = budget_curve(runs)
     filled.values["fast_budget_progress"] = FAST_BUDGET.progress(
         int((runs["config"] == FAST_BUDGET.name).sum()), records[0]["profile"])
-    points = [f"{mean_std(runs.loc[runs['images_seen'] == n, 'test_acc_tta'])} from {n:,}"
-              for n in curve.index]
+    tta = runs.groupby("images_seen")["test_acc_tta"]            # smallest budget first
+    points = [f"{mean_std(group)} from {n:,}" for n, group in tta]
     filled.values["fast_budget_points"] = ", ".join(points[:-1]) + " and " + points[-1]
-    own = runs.loc[runs["config"] == "fast", "images_seen"].iloc[0]
-    tta = runs.groupby("images_seen")["test_acc_tta"]
+    own = runs.loc[runs["config"] == FAST_BUDGET.base, "images_seen"].iloc[0]
     if ref:
         goal = 100 * ref["test_acc_tta"]["mean"]
         reached = [n for n, mean in tta.mean().items() if mean >= goal]
@@ -555,7 +554,7 @@ def _cost(filled: Filled, runs: pd.DataFrame):
     estimate = "; ".join(f"the {int(row.on_gpu)} GPU runs of `{study}` would take about "
                          f"{row.on_gpu * row.minutes_per_cpu_run / 60:.1f} hours at its CPU rate"
                          for study, row in estimable.iterrows())
-    unknown = [f"`{s}`" for s in moved.index if s not in estimable.index]
+    unknown = [f"`{s}`" for s in moved.index[moved["minutes_per_cpu_run"].isna()]]
     if unknown:
         estimate += (("; " if estimate else "") + f"{', '.join(unknown)} ran on no CPU, "
                      f"so no CPU time is estimated for {'it' if len(unknown) == 1 else 'them'}")

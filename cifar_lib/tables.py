@@ -94,10 +94,10 @@ def summarize(runs: pd.DataFrame, by: str = "variant", metric: str = "val_acc",
     return table.round(2)
 
 
-def budget_runs(records: list[dict], config: str, sweep) -> pd.DataFrame:
-    """The final runs of `config` at its own budget and of the final sweep `sweep` at others
-    (one row each): the points of an accuracy-vs-images curve."""
-    own = [r for r in records if r["config_name"] == config and r["test_read"]]
+def budget_runs(records: list[dict], sweep) -> pd.DataFrame:
+    """The final runs of the final sweep `sweep` (other budgets) and of its base config at its
+    own budget (one row each): the points of an accuracy-vs-images curve."""
+    own = [r for r in records if r["config_name"] == sweep.base and r["test_read"]]
     return runs_frame(own + [r for r in sweep_records(records, sweep) if r["test_read"]])
 
 
