@@ -10,8 +10,9 @@
 #   1. `fast` at the full profile, seeds 0-4, trained on all 50,000 images (--final),
 #      one at a time so that their training seconds are uncontended
 #   2. `fast` at other budgets (the final sweep fast_budget: 2, 4 and 10 epochs),
-#      notebook 02's augmentation rows of the fast ablation with seeds 2-3 at the `cpu`
-#      profile's budget (two seeds do not resolve crop + flip against none there), and
+#      notebook 02's augmentation rows of the fast ablation with seeds 0-3 at the `cpu`
+#      profile's budget (crop + flip and none have all four from a CPU; `fast` and
+#      `no translation` lack seeds 2-3), and
 #      notebook 03's hyperparameters of `fast` on the whole split at that budget
 #   3. the ablations of `fast` and of the block (validation split, 2 seeds a variant),
 #      first at the `cpu` profile's budget (4 epochs: the runs the notebooks show when
