@@ -329,7 +329,7 @@ def _devices(runs: pd.DataFrame) -> str:
     counts = runs["device"].value_counts()
     if len(counts) == 1:
         return f"on {counts.index[0]}"
-    return "on " + "; ".join(f"{device}: {n} runs" for device, n in counts.items())
+    return "on " + "; ".join(f"{device}: {n} run{'s' * (n != 1)}" for device, n in counts.items())
 
 
 def _improved(filled: Filled, by_config: dict):
