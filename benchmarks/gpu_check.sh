@@ -13,8 +13,8 @@
 #      notebook 02's augmentation rows of the fast ablation with seeds 0-3 at the `cpu`
 #      profile's budget (all 16 runs are recorded, from CPUs and an H200, so the stage
 #      reuses them), and
-#      notebook 03's hyperparameters of `fast` on the whole split at that budget (all 18
-#      runs recorded on a 2-core CPU, so the stage reuses them)
+#      notebook 03's hyperparameters of `fast` on the whole split at that budget (all
+#      recorded on a 2-core CPU, so the stage reuses them)
 #   3. the ablations of `fast` and of the block (validation split, 2 seeds a variant),
 #      first at the `cpu` profile's budget (4 epochs: the runs the notebooks show when
 #      executed at that profile, about a day of CPU time, minutes here; each record names
