@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--variant", action="append", default=None,
                    help="train only this variant (repeatable); default: all of them")
     w.add_argument("--seeds", type=int, nargs="+", default=None,
-                   help="train these seeds; default: the sweep file's")
+                   help="train these seeds (for every variant); default: the sweep file's")
     w.add_argument("--jobs", type=int, default=1,
                    help="runs at once, in worker processes sharing the device (or one GPU "
                         "each when several are visible); a rerun resumes unfinished runs")

@@ -288,8 +288,7 @@ def _basic(filled: Filled, records: list[dict]):
 
 def _sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
     filled.values[f"{name}_command"] = sweep.command(records[0]["profile"])
-    filled.values[f"{name}_planned"] = (f"{sweep.planned_runs} runs ({len(sweep.variants)} "
-                                        f"variants × {len(sweep.seeds)} seeds)")
+    filled.values[f"{name}_planned"] = sweep.describe_plan()
     mine = sweep_records(records, sweep)
     if sweep.baseline not in {r["tags"]["variant"] for r in mine}:
         return                      # nothing to compare with yet: the template says so

@@ -18,7 +18,7 @@ from .sweeps import AUGMENTATION, HYPERPARAMETERS, SWEEPS, Sweep  # noqa: F401 (
 def run_sweep(sweep: Sweep, profile: str, data: CIFAR10, *, seeds=None, jobs: int = 1,
               **kwargs) -> list[dict]:
     """Every (variant, seed) run of the sweep, trained or read back from results/, in the
-    order variant by variant, seed by seed.
+    order variant by variant, seed by seed. `seeds`, where given, replaces every variant's.
 
     With `jobs` > 1, that many worker processes each take the next run not yet taken, so
     no run is done twice; small CIFAR nets leave a big GPU mostly idle, and N runs at once
@@ -26,8 +26,7 @@ def run_sweep(sweep: Sweep, profile: str, data: CIFAR10, *, seeds=None, jobs: in
     CPU each gets cpu_count / jobs threads. A run whose worker died leaves its progress
     checkpoint: running the same sweep again resumes it (as with jobs = 1).
     """
-    seeds = sweep.seeds if seeds is None else seeds
-    tasks = [(v, s) for v in sweep.variants for s in seeds]
+    tasks = sweep.runs(seeds)
     if jobs <= 1:
         # a CPU run takes minutes to an hour: a bar over its epochs shows it is alive
         return [_run(sweep, profile, data, v, s, kwargs, progress="epochs")

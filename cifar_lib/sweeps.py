@@ -1,6 +1,6 @@
 """Sweeps as data: one file per study in configs/sweeps/ names its base config, its
-variants (setting overrides) and seeds. Reading them needs neither torch nor the training code,
-so the report can group records by them."""
+variants (setting overrides) and seeds (more for the variants whose differences need them).
+Reading them needs neither torch nor the training code, so the report can group records by them."""
 from __future__ import annotations
 
 import dataclasses
@@ -33,12 +33,15 @@ class Sweep:
     baseline: str | None = None      # the variant others are compared to (default: the first)
     is_subset: bool = False          # a view of some of a sweep file's variants (see subset)
     final: bool = False              # final runs: no validation split, the test set read once
+    # variant -> its seeds, where the sweep's are too few to resolve its difference to the baseline
+    variant_seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def __post_init__(self):
         baseline = self.baseline or next(iter(self.variants))
-        if baseline not in self.variants:
-            raise ValueError(f"sweep {self.name}: baseline {baseline!r} is not one of its "
-                             f"variants {list(self.variants)}")
+        for what, name in [("baseline", baseline)] + [("variant_seeds", v) for v in self.variant_seeds]:
+            if name not in self.variants:
+                raise ValueError(f"sweep {self.name}: {what} names {name!r}, which is not one of "
+                                 f"its variants {list(self.variants)}")
         object.__setattr__(self, "baseline", baseline)         # frozen: set once, here
 
     def config(self, variant: str, profile: str):
@@ -55,27 +58,42 @@ class Sweep:
         """What its runs are compared on: validation accuracy, or test accuracy for final runs."""
         return "test_acc" if self.final else "val_acc"
 
+    def seeds_of(self, variant: str) -> tuple[int, ...]:
+        return self.variant_seeds.get(variant, self.seeds)
+
+    def runs(self, seeds=None) -> list[tuple[str, int]]:
+        """Every planned (variant, seed) run, variant by variant: each variant with its own
+        seeds, or every variant with `seeds` where given."""
+        return [(v, s) for v in self.variants for s in (self.seeds_of(v) if seeds is None else seeds)]
+
     @property
     def planned_runs(self) -> int:
-        return len(self.variants) * len(self.seeds)
+        return len(self.runs())
 
-    def subset(self, variants: list[str], baseline: str | None = None, seeds=None) -> Sweep:
-        """Some of this sweep's variants, compared to `baseline` (default: the first named),
-        with `seeds` (default: the sweep's): the same runs and records, so one question of a
-        larger sweep gets its own table, and more seeds where its differences need them."""
+    def describe_plan(self) -> str:
+        """'18 runs (9 variants × 2 seeds)', or where some variants have more seeds,
+        '22 runs (9 variants, 2 to 4 seeds each)'."""
+        counts = sorted({len(self.seeds_of(v)) for v in self.variants})
+        seeds = (f" × {counts[0]} seed{'s' * (counts[0] != 1)}" if len(counts) == 1
+                 else f", {counts[0]} to {counts[-1]} seeds each")
+        return f"{self.planned_runs} runs ({len(self.variants)} variants{seeds})"
+
+    def subset(self, variants: list[str], baseline: str | None = None) -> Sweep:
+        """Some of this sweep's variants, compared to `baseline` (default: the first named):
+        the same runs and records, so one question of a larger sweep gets its own table."""
         unknown = [v for v in variants if v not in self.variants]
         if unknown:
             raise ValueError(f"sweep {self.name} has no variant(s) {unknown}; its variants: "
                              f"{list(self.variants)}")
         return dataclasses.replace(self, variants={v: self.variants[v] for v in variants},
                                    baseline=baseline or variants[0], is_subset=True,
-                                   seeds=self.seeds if seeds is None else tuple(seeds))
+                                   variant_seeds={v: s for v, s in self.variant_seeds.items()
+                                                  if v in variants})
 
     def command(self, profile: str) -> str:
         """The command that trains this sweep's missing runs (finished ones are reused)."""
         only = "".join(f" --variant {shlex.quote(v)}" for v in self.variants) if self.is_subset else ""
-        seeds = f" --seeds {' '.join(map(str, self.seeds))}" if self.is_subset else ""
-        return f"python -m cifar_lib sweep {self.name} --profile {profile}{only}{seeds}"
+        return f"python -m cifar_lib sweep {self.name} --profile {profile}{only}"
 
     def progress(self, recorded: int, profile: str) -> str:
         """'' once every planned run is recorded; otherwise how many are, and how to run the rest
@@ -95,7 +113,8 @@ def load_sweep(path: Path) -> Sweep:
     return Sweep(name=Path(path).stem, base=table["base"], variants=dict(table["variants"]),
                  factors=dict(table.get("factors", {})), seeds=tuple(table.get("seeds", (0, 1, 2))),
                  profiles=dict(table.get("profiles", {})), baseline=table.get("baseline"),
-                 final=bool(table.get("final", False)))
+                 final=bool(table.get("final", False)),
+                 variant_seeds={v: tuple(s) for v, s in table.get("variant_seeds", {}).items()})
 
 
 def sweep_records(records: list[dict], sweep: Sweep) -> list[dict]:
@@ -117,8 +136,7 @@ BLOCK_ABLATION = SWEEPS["block_ablation"]
 FAST_BUDGET = SWEEPS["fast_budget"]
 FAST_HYPERPARAMETERS = SWEEPS["fast_hyperparameters"]
 # Notebook 02's question at a budget that can answer it: augmentation of the `fast` recipe
-# on the whole training split. Its runs are the augmentation rows of the fast ablation, with
-# four seeds: at two, crop + flip against none (about a point at 4 epochs) is not resolved.
+# on the whole training split. Its runs are the augmentation rows of the fast ablation (four
+# seeds each, as that file says), compared with no augmentation.
 AUGMENTATION_FULL_SPLIT = FAST_ABLATION.subset(
-    ["no augmentation", "fast", "random flips", "no translation"], baseline="no augmentation",
-    seeds=(0, 1, 2, 3))
+    ["no augmentation", "fast", "random flips", "no translation"], baseline="no augmentation")

@@ -13,6 +13,7 @@ from cifar_lib.experiment import find_record, run_or_load
 from cifar_lib.notebook import resolve_profile, show_recorded_sweep
 from cifar_lib.report import build_report
 from cifar_lib.studies import Sweep, run_sweep
+from cifar_lib.sweeps import load_sweep
 from cifar_lib.tables import (budget_curve, compare_to_base, final_runs, load_records, mean_std,
                               runs_frame, study_cost, summarize)
 from conftest import tiny_dataset
@@ -105,9 +106,7 @@ def test_a_subset_of_a_sweep_asks_its_own_question_of_the_same_records(tmp_path,
     flip_first = sweep.subset(["flip", "none"])          # the same runs, compared with flip
     assert flip_first.baseline == "flip" and flip_first.planned_runs == 4
     assert flip_first.command("cpu") == ("python -m cifar_lib sweep augmentation --profile cpu "
-                                         "--variant flip --variant none --seeds 0 1")
-    more_seeds = sweep.subset(["none"], seeds=[0, 1, 2])       # where two seeds cannot resolve it
-    assert more_seeds.planned_runs == 3 and more_seeds.command("cpu").endswith("--seeds 0 1 2")
+                                         "--variant flip --variant none")
     run_sweep(sweep.subset(["none"]), "cpu", tiny_dataset(), results_dir=tmp_path, checkpoint_dir=tmp_path)
     # only `none` ran: the view without its baseline shows the runs, and says what is missing
     runs = show_recorded_sweep(flip_first, "cpu", title="t", results_dir=tmp_path)
@@ -117,6 +116,31 @@ def test_a_subset_of_a_sweep_asks_its_own_question_of_the_same_records(tmp_path,
     assert "the baseline, flip, has no record yet" in shown and "95% low" not in shown
     # a view never borrows another variant's records from the same sweep
     assert show_recorded_sweep(sweep.subset(["flip"]), "cpu", title="t", results_dir=tmp_path).empty
+
+
+def test_a_sweep_file_gives_more_seeds_to_the_variants_that_need_them(tmp_path):
+    tiny = 'val_size = 100, epochs = 1, eval_subset = 50, model_args = { widths = [8, 8, 8] }'
+    file = tmp_path / "augmentation.toml"
+    file.write_text(f'''base = "study"
+seeds = [0]
+[variant_seeds]          # two seeds left none against flip unresolved
+none = [0, 1]
+[variants]
+none = {{ augment = [], {tiny} }}
+flip = {{ augment = ["flip"], {tiny} }}
+''')
+    sweep = load_sweep(file)
+    assert sweep.describe_plan() == "3 runs (2 variants, 1 to 2 seeds each)"
+    assert sweep.subset(["flip", "none"]).runs() == [("flip", 0), ("none", 0), ("none", 1)]
+    assert dataclasses.replace(sweep, variant_seeds={}).describe_plan() == "2 runs (2 variants × 1 seed)"
+    records = run_sweep(sweep, "cpu", tiny_dataset(), results_dir=tmp_path, checkpoint_dir=tmp_path)
+    assert [(r["tags"]["variant"], r["seed"]) for r in records] == [("none", 0), ("none", 1), ("flip", 0)]
+    # --seeds on the command line replaces every variant's seeds
+    assert sweep.runs(seeds=[2]) == [("none", 2), ("flip", 2)]
+    file.write_text(file.read_text().replace("none = [0, 1]", "nothing = [0, 1]"))
+    with pytest.raises(ValueError, match=r"augmentation: variant_seeds names 'nothing', which "
+                                         r"is not one of its variants \['none', 'flip'\]"):
+        load_sweep(file)
 
 
 def test_mean_std_quotes_sample_spread_and_seed_count():

@@ -189,7 +189,7 @@ def test_gpu_check_runs_every_stage_with_commands_the_kit_accepts(tmp_path):
     # the budget curve, four seeds of notebook 02's question, notebook 03's whole-split
     # sweep, the ablations at the cpu profile's budget (what the notebooks show), then at full
     sweeps = [ns for ns in kit if ns.command == "sweep"]
-    assert (sweeps[1].variant, sweeps[1].seeds) == (list(AUGMENTATION_FULL_SPLIT.variants), [0, 1, 2, 3])
+    assert (sweeps[1].variant, sweeps[1].seeds) == (list(AUGMENTATION_FULL_SPLIT.variants), None)
     assert [(ns.name, ns.profile) for ns in sweeps] == [
         ("fast_budget", "full"), ("fast_ablation", "cpu"), ("fast_hyperparameters", "cpu"),
         ("fast_ablation", "cpu"), ("block_ablation", "cpu"), ("fast_ablation", "full"),
