@@ -522,6 +522,7 @@ def _gpu(filled: Filled, records: list[dict], ref: dict | None):
         r = by_config["seed_basic"]
         filled.values.update(basic_full_test=f"{100 * r['final']['test_acc']:.2f}%",
                              basic_full_device=r["device"]["name"],
+                             basic_full_minutes=f"{r['train_seconds'] / 60:.1f}",
                              basic_full_epochs=str(r["config"]["epochs"]))
         filled.figure("basic_full_curves", plots.learning_curves(history_frame([r])),
                       f"BasicNet at the full profile: {plots.CURVE_STYLES_TEXT} ({_scope([r])}).")
@@ -530,6 +531,9 @@ def _gpu(filled: Filled, records: list[dict], ref: dict | None):
         filled.values.update(seed_full_test=f"{100 * r['final']['test_acc']:.2f}%",
                              seed_full_device=r["device"]["name"],
                              data_phrase_full=data_phrase(runs_frame([r])))
+        if "seed_basic" in by_config:          # the two coursework models at its own budget
+            gap = r["final"]["test_acc"] - by_config["seed_basic"]["final"]["test_acc"]
+            filled.values["improved_over_basic_full"] = f"{100 * gap:.1f}"
     if "best" in by_config and "test_acc_tta" in by_config["best"]["final"]:
         r = by_config["best"]
         filled.values.update(best_full_tta=f"{100 * r['final']['test_acc_tta']:.2f}%",

@@ -255,6 +255,9 @@ def test_full_profile_fast_runs_are_timed_against_airbench_only_on_its_own_devic
     basic, _ = run_or_load(load_config("seed_basic", "full", model_args={"widths": [8, 8]}, **TINY),
                            profile="full", data=data, results_dir=results, checkpoint_dir=tmp_path,
                            progress=False)
+    improved, _ = run_or_load(load_config("seed_improved", "full", model_args={"widths": [8, 8, 8]},
+                                          **TINY), profile="full", data=data, results_dir=results,
+                              checkpoint_dir=tmp_path, progress=False)
     [full] = load_records(results, profile="full", config="fast")
     reference = json.loads((REPO / "results" / "benchmarks" / "airbench94-h200-20261126.json").read_text())
     (results / "benchmarks").mkdir()
@@ -271,6 +274,11 @@ def test_full_profile_fast_runs_are_timed_against_airbench_only_on_its_own_devic
     # the basic model at the full profile's budget, beside its cpu-profile curve
     assert (f"at the `full` profile's 1 epochs reach {100 * basic['final']['test_acc']:.2f}% test "
             f"accuracy (Figure ") in " ".join(elsewhere.split())
+    assert (f"; {basic['train_seconds'] / 60:.1f} minutes of training on {basic['device']['name']})"
+            in " ".join(elsewhere.split()))
+    # the two coursework models side by side at the coursework's own budget
+    gap = 100 * (improved["final"]["test_acc"] - basic["final"]["test_acc"])
+    assert f"256 channels) is worth {gap:.1f} points of test accuracy" in " ".join(elsewhere.split())
     assert (tmp_path / "figures" / "basic_full_curves.png").is_file()
     same = report_with_reference_on(full["device"]["name"])
     ratio = full["train_seconds"] / reference["train_seconds"]["mean"]
