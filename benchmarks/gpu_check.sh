@@ -15,14 +15,16 @@
 #      reuses them), and
 #      notebook 03's hyperparameters of `fast` on the whole split at that budget (all
 #      recorded on a 2-core CPU, so the stage reuses them)
-#   3. the ablations of `fast` and of the block (validation split, 2 seeds a variant),
+#   3. the ablations of `fast` and of the block (validation split, 2 seeds a variant, 4
+#      where the sweep file's [variant_seeds] says),
 #      first at the `cpu` profile's budget (4 epochs: the runs the notebooks show when
 #      executed at that profile, about a day of CPU time, minutes here; each record names
 #      the device it ran on), then at the `full` profile's 8 epochs
 #   4. the throughput ladder on cuda, eager and torch.compile (compiling costs minutes,
 #      so it comes after the records the issues ask for)
 #   5. `best`, the seed's own recipe (`seed_improved`, its 50 epochs) and the basic model
-#      at the same 50 epochs (`seed_basic`, notebook 01), seed 0
+#      at the same 50 epochs (`seed_basic`, notebook 01; already recorded on a 2-core CPU,
+#      and the report reads the newest record), seed 0
 #   6. the notebooks' study at the full budget: the sweeps, N runs at a time (--jobs)
 # The whole script stops starting new work after BUDGET seconds (default 540, so it ends
 # within 10 minutes); a sweep cut short leaves progress checkpoints, and running the
