@@ -123,7 +123,7 @@ def _coerce(key: str, value):
 
 def validate(cfg: Config) -> Config:
     """Raise ConfigError naming the first bad setting and the valid choices."""
-    from .models import MODELS
+    from .models import MODELS, model_arguments
 
     def choose(key, valid):
         if getattr(cfg, key) not in valid:
@@ -155,6 +155,10 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{key} must lie in [0, 1), got {getattr(cfg, key)}")
     if not 0 < cfg.plateau_factor < 1:
         raise ConfigError(f"plateau_factor must lie in (0, 1), got {cfg.plateau_factor}")
+    unknown = sorted(set(cfg.model_args) - set(model_arguments(cfg.model)))
+    if unknown:
+        raise ConfigError(f"unknown model_args {', '.join(unknown)} for model {cfg.model!r}; "
+                          f"valid: {', '.join(model_arguments(cfg.model))}")
     dropout = cfg.model_args.get("dropout", 0.0)
     if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise ConfigError(f"model_args.dropout must lie in [0, 1), got {dropout!r}")
@@ -167,6 +171,17 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"val_size must be a positive multiple of 10 (one share per class), "
                           f"got {cfg.val_size}")
     return cfg
+
+
+def changed_settings(saved: dict, cfg: Config) -> list[str]:
+    """The settings in which a saved config (a record's or a checkpoint's) differs from
+    `cfg`: the one test of "the same run" for reusing a record and for resuming. A setting
+    added to Config after it was saved counts as its default; one Config no longer has
+    counts as changed."""
+    wanted = cfg.to_dict()
+    saved_now = Config(**{k: v for k, v in saved.items() if k in FIELDS}).to_dict()
+    return sorted({k for k in saved if k not in FIELDS}
+                  | {k for k in wanted if saved_now[k] != wanted[k]})
 
 
 def apply(cfg: Config, overrides: dict, source: str) -> Config:

@@ -17,7 +17,7 @@ import torch
 
 from .capture import branch_weights, save_predictions, uncompiled
 from .checkpoints import find_progress, load_model, load_progress, save_model, save_progress, set_rng_state
-from .config import Config, ConfigError
+from .config import Config, ConfigError, changed_settings
 from .cpu_memory import keep_freed_memory, malloc_mode
 from .data import CIFAR10, load_cifar10, stratified_split
 from .device import Precision, pick_device
@@ -342,8 +342,8 @@ def _resume_state(cfg: Config, resume, checkpoint_dir: Path, prefix: str, dev) -
                           "(a run leaves one after each epoch until it completes); "
                           "start without --resume")
     state = load_progress(found, dev)
-    if state["config"] != cfg.to_dict():
-        changed = sorted(k for k in state["config"] if state["config"][k] != cfg.to_dict().get(k))
+    changed = changed_settings(state["config"], cfg)
+    if changed:
         raise ConfigError(f"{found} was made with a different config (changed: "
                           f"{', '.join(changed)}); resume with the same settings")
     return state
@@ -353,7 +353,7 @@ def unfinished_run(cfg: Config, checkpoint_dir: Path, prefix: str) -> Path | Non
     """The newest progress checkpoint left by a stopped run of exactly this config (the
     runs of a sweep share a prefix, so the config decides)."""
     for path in reversed(find_progress(checkpoint_dir, prefix, every=True)):
-        if _same_config(load_progress(path, torch.device("cpu"))["config"], cfg.to_dict()):
+        if not changed_settings(load_progress(path, torch.device("cpu"))["config"], cfg):
             return path
     return None
 
@@ -368,19 +368,13 @@ def find_record(cfg: Config, *, profile: str, seed: int, data: CIFAR10,
     """The newest complete record of exactly this config, profile and seed on the same data
     (by fingerprint), that read the test set if `read_test` asks for it; None if there is none."""
     folder = run_folder(results_dir, profile, cfg.name)
-    wanted = cfg.to_dict()
     for path in sorted(folder.glob(f"{run_prefix(cfg.name, profile, seed)}-*.json"), reverse=True):
         record = read_record(path)
-        if (record.get("status") == "complete" and _same_config(record["config"], wanted)
+        if (record.get("status") == "complete" and not changed_settings(record["config"], cfg)
                 and record["data"]["fingerprint"] == data.fingerprint
                 and (record["test_read"] or not read_test)):
             return record, path
     return None
-
-
-def _same_config(recorded: dict, wanted: dict) -> bool:
-    # Settings added to Config after a record was written count as their defaults.
-    return Config(**recorded).to_dict() == wanted
 
 
 def run_or_load(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10,

@@ -2,6 +2,7 @@
 parameter / FLOP counts."""
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch
@@ -92,17 +93,21 @@ class FastNet(nn.Module):
 
     def __init__(self, widths=(64, 256, 256), kernel_sizes=(3, 1), gate: str = "sigmoid",
                  whiten_kernel: int = 2, num_classes: int = 10, *, depth: int = 2,
-                 residual: bool = False, learn_whitening: bool = False):
+                 residual: bool = False, learn_whitening: bool = False,
+                 batch_norm: bool = True, dropout: float = 0.0):
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth is the number of blocks per width, at least 1; got {depth}")
         self.learn_whitening = learn_whitening
         whiten_width = 2 * 3 * whiten_kernel ** 2          # +- each patch eigenvector
         blocks = [FastBlock(3, whiten_width, (whiten_kernel, whiten_kernel), gate=gate)]
+        # `batch_norm` and `dropout` are the coursework's two regularisers, for its
+        # questions; the whitening block has neither (its first branch is frozen).
+        kw = dict(gate=gate, batch_norm=batch_norm, dropout=dropout)
         for cin, cout in zip((whiten_width, *widths[:-1]), widths):
-            blocks.append(FastBlock(cin, cout, kernel_sizes, pool=2, gate=gate))
+            blocks.append(FastBlock(cin, cout, kernel_sizes, pool=2, **kw))
             for _ in range(depth - 1):
-                block = FastBlock(cout, cout, kernel_sizes, gate=gate)
+                block = FastBlock(cout, cout, kernel_sizes, **kw)
                 blocks.append(Residual(block) if residual else block)
         self.blocks = nn.Sequential(*blocks)
         # Frozen from the start, not when the filters are set: a resumed run skips
@@ -134,6 +139,15 @@ class FastNet(nn.Module):
 
 MODELS: dict[str, Callable[..., nn.Module]] = {"basic": BasicNet, "improved": ImprovedNet,
                                                 "deep": DeepNet, "fast": FastNet}
+
+
+def model_arguments(name: str) -> list[str]:
+    """The keyword arguments model `name` takes: what a config's `model_args` may set."""
+    build = MODELS[name]
+    params = inspect.signature(build).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):   # BasicNet & co.: BlockNet's
+        params = inspect.signature(BlockNet).parameters
+    return [n for n, p in params.items() if p.kind is not p.VAR_KEYWORD]
 
 
 def build_model(name: str, **overrides) -> nn.Module:

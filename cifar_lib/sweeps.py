@@ -35,10 +35,14 @@ class Sweep:
     final: bool = False              # final runs: no validation split, the test set read once
     # variant -> its seeds, where the sweep's are too few to resolve its difference to the baseline
     variant_seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # question -> its variants: one table each (with the baseline), from one set of runs
+    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self):
         baseline = self.baseline or next(iter(self.variants))
-        for what, name in [("baseline", baseline)] + [("variant_seeds", v) for v in self.variant_seeds]:
+        named = [("baseline", baseline)] + [("variant_seeds", v) for v in self.variant_seeds]
+        named += [(f"groups.{g}", v) for g, vs in self.groups.items() for v in vs]
+        for what, name in named:
             if name not in self.variants:
                 raise ValueError(f"sweep {self.name}: {what} names {name!r}, which is not one of "
                                  f"its variants {list(self.variants)}")
@@ -88,7 +92,13 @@ class Sweep:
         return dataclasses.replace(self, variants={v: self.variants[v] for v in variants},
                                    baseline=baseline or variants[0], is_subset=True,
                                    variant_seeds={v: s for v, s in self.variant_seeds.items()
-                                                  if v in variants})
+                                                  if v in variants}, groups={})
+
+    def group(self, name: str) -> Sweep:
+        """One question of the sweep: its variants beside the baseline, on the same runs."""
+        if name not in self.groups:
+            raise ValueError(f"sweep {self.name} has no group {name!r}; its groups: {list(self.groups)}")
+        return self.subset([self.baseline, *[v for v in self.groups[name] if v != self.baseline]])
 
     def command(self, profile: str) -> str:
         """The command that trains this sweep's missing runs (finished ones are reused)."""
@@ -114,7 +124,8 @@ def load_sweep(path: Path) -> Sweep:
                  factors=dict(table.get("factors", {})), seeds=tuple(table.get("seeds", (0, 1, 2))),
                  profiles=dict(table.get("profiles", {})), baseline=table.get("baseline"),
                  final=bool(table.get("final", False)),
-                 variant_seeds={v: tuple(s) for v, s in table.get("variant_seeds", {}).items()})
+                 variant_seeds={v: tuple(s) for v, s in table.get("variant_seeds", {}).items()},
+                 groups={g: tuple(vs) for g, vs in table.get("groups", {}).items()})
 
 
 def sweep_records(records: list[dict], sweep: Sweep) -> list[dict]:
