@@ -1,5 +1,5 @@
 """Host malloc on a CPU: the engine's training steps with glibc's default malloc against
-malloc that keeps freed memory (cifar_lib.cpu_memory, what every CPU run now uses).
+malloc that keeps freed memory (cifar_lib.device, what every CPU run now uses).
 
     python benchmarks/cpu_malloc.py [--models improved fast] [--batch-size 512] [--rounds 3]
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from cifar_lib.cpu_memory import keep_freed_memory, malloc_mode
+from cifar_lib.device import keep_freed_memory, malloc_mode
 from cifar_lib.paths import RESULTS_DIR
 from cifar_lib.records import device_info, versions, write_record
 

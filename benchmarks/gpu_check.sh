@@ -7,25 +7,18 @@
 # official archive downloaded). It uses the machine's own python3 and torch (PYTHON
 # overrides; no venv, no internet needed) and the kit from this checkout (PYTHONPATH=.).
 # Stages, in order of value, each writing records under results/ (RESULTS overrides):
-#   1. `fast` at the full profile, seeds 0-4, trained on all 50,000 images (--final),
-#      one at a time so that their training seconds are uncontended
-#   2. `fast` at other budgets (the final sweep fast_budget: 2, 4 and 10 epochs),
-#      notebook 02's augmentation rows of the fast ablation with seeds 0-3 at the `cpu`
-#      profile's budget (all 16 runs are recorded, from CPUs and an H200, so the stage
-#      reuses them), and
-#      notebook 03's hyperparameters of `fast` on the whole split at that budget (all
-#      recorded on a 2-core CPU, so the stage reuses them)
-#   3. the ablations of `fast` and of the block (validation split, 2 seeds a variant, 4
-#      where the sweep file's [variant_seeds] says),
-#      first at the `cpu` profile's budget (4 epochs: the runs the notebooks show when
-#      executed at that profile, about a day of CPU time, minutes here; each record names
-#      the device it ran on), then at the `full` profile's 8 epochs
-#   4. the throughput ladder on cuda, eager and torch.compile (compiling costs minutes,
-#      so it comes after the records the issues ask for)
-#   5. `best`, the seed's own recipe (`seed_improved`, its 50 epochs) and the basic model
-#      at the same 50 epochs (`seed_basic`, notebook 01; already recorded on a 2-core CPU,
-#      and the report reads the newest record), seed 0
-#   6. the notebooks' study at the full budget: the sweeps, N runs at a time (--jobs)
+#   1. the core study (notebooks 02-03) at the full profile: 27 variants of `fast` x the
+#      sweep file's 4 seeds, N runs at a time (--jobs); the records the report's GPU
+#      column reads, each paired only with the GPU's own base runs
+#   2. the extended study: the block ablation at the full profile, then the Optuna study
+#      of `fast` (40 trials, TPE with median pruning) on the validation split
+#   3. ImprovedNet with the tuned recipe at the coursework's 50 epochs, seed 0
+#   4. `fast` at the full profile, seeds 0-4, on all 50,000 images (--final), one at a
+#      time so their training seconds are uncontended; its other budgets (fast_budget)
+#      and what each ingredient adds (fast_ablation)
+#   5. the throughput ladder on cuda, eager and torch.compile
+#   6. `best`, the coursework's recipe (`seed_improved`) and the basic model
+#      (`seed_basic`) at 50 epochs, and the 4,000-image demonstrations at the full budget
 # The whole script stops starting new work after BUDGET seconds (default 540, so it ends
 # within 10 minutes); a sweep cut short leaves progress checkpoints, and running the
 # script again resumes it and skips every finished run. Last, one summary table.
@@ -64,23 +57,21 @@ TRAIN=("$PY" -m cifar_lib train --profile full --quiet --results-dir "$RESULTS"
 SWEEP=("$PY" -m cifar_lib sweep --jobs "$JOBS" --device cuda
        --results-dir "$RESULTS" --checkpoint-dir "$CHECKPOINTS")
 
+stage "core study, full profile, x$JOBS" "${SWEEP[@]}" core_study --profile full
+stage "block ablation, full profile, x$JOBS" "${SWEEP[@]}" block_ablation --profile full
+stage "Optuna study of fast, 40 trials" "$PY" -m cifar_lib tune fast --profile full --n-trials 40 \
+  --device cuda --results-dir "$RESULTS" --checkpoint-dir "$CHECKPOINTS"
+stage "ImprovedNet, tuned recipe, 50 epochs, seed 0" "${TRAIN[@]}" --config improved_tuned_50 --seed 0
 for seed in 0 1 2 3 4; do
   stage "fast, seed $seed (final: all 50,000 images)" "${TRAIN[@]}" --config fast --final --seed "$seed"
 done
-stage "sweep fast_budget, full profile, x$JOBS" "${SWEEP[@]}" fast_budget --profile full
-stage "augmentation rows of fast_ablation (four seeds each), cpu profile, x$JOBS" "${SWEEP[@]}" \
-  fast_ablation --profile cpu --variant "no augmentation" --variant fast \
-  --variant "random flips" --variant "no translation"
-stage "sweep fast_hyperparameters, cpu profile, x$JOBS" "${SWEEP[@]}" fast_hyperparameters --profile cpu
-for profile in cpu full; do
-  for sweep in fast_ablation block_ablation; do
-    stage "sweep $sweep, $profile profile, x$JOBS" "${SWEEP[@]}" "$sweep" --profile "$profile"
-  done
+for sweep in fast_budget fast_ablation; do
+  stage "sweep $sweep, full profile, x$JOBS" "${SWEEP[@]}" "$sweep" --profile full
 done
 stage "throughput ladder" "$PY" benchmarks/throughput.py --ladder --compile --device cuda \
   --batch-size 512 --repeats 5 --steps 20 --out "$RESULTS/benchmarks"
 stage "best, seed 0" "${TRAIN[@]}" --config best --seed 0
-stage "seed_improved (the seed's 50 epochs), seed 0" "${TRAIN[@]}" --config seed_improved --seed 0
+stage "seed_improved (the coursework's 50 epochs), seed 0" "${TRAIN[@]}" --config seed_improved --seed 0
 stage "seed_basic (the basic model at 50 epochs), seed 0" "${TRAIN[@]}" --config seed_basic --seed 0
 for sweep in augmentation hyperparameters; do
   stage "sweep $sweep x$JOBS" "${SWEEP[@]}" "$sweep" --profile full

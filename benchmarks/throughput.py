@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from cifar_lib.cpu_memory import keep_freed_memory, malloc_mode
+from cifar_lib.device import keep_freed_memory, malloc_mode
 from cifar_lib.data import DataError, load_cifar10
 from cifar_lib.device import Precision, pick_device
 from cifar_lib.loaders import make_loader

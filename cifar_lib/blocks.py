@@ -63,10 +63,23 @@ class FastDropout(nn.Module):
         return f"p={self.p}"
 
 
-def _gate(logits: torch.Tensor, kind: str) -> torch.Tensor:
-    if kind == "equal":
-        return torch.full_like(logits, 1.0 / logits.shape[1])
-    return torch.sigmoid(logits) if kind == "sigmoid" else torch.softmax(logits, dim=1)
+class Mixer(nn.Linear):
+    """The block's mixing weights: a = gate(Linear(mean of x over height and width)), one
+    row of L weights per image. It is the Linear itself (so its parameters are the
+    block's `mixer.weight` and `mixer.bias`); with gate "equal" it is fixed at 1/L."""
+
+    def __init__(self, in_channels: int, branches: int, gate: str = "sigmoid"):
+        if gate not in GATES:
+            raise ValueError(f"gate must be one of {GATES}, got {gate!r}")
+        super().__init__(in_channels, branches)
+        self.gate = gate
+        self.requires_grad_(gate != "equal")             # fixed weights: nothing to learn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(x.mean(dim=(2, 3)))
+        if self.gate == "equal":
+            return torch.full_like(logits, 1.0 / logits.shape[1])
+        return torch.sigmoid(logits) if self.gate == "sigmoid" else torch.softmax(logits, dim=1)
 
 
 class IntermediateBlock(nn.Module):
@@ -84,13 +97,10 @@ class IntermediateBlock(nn.Module):
         super().__init__()
         if num_convs < 1:
             raise ValueError(f"num_convs must be >= 1, got {num_convs}")
-        if gate not in GATES:
-            raise ValueError(f"gate must be one of {GATES}, got {gate!r}")
         self.in_channels, self.out_channels, self.num_convs = in_channels, out_channels, num_convs
         self.gate = gate
-        self._make_branches(batch_norm)
-        self.mixer = nn.Linear(in_channels, num_convs)
-        self.mixer.requires_grad_(gate != "equal")       # fixed weights: nothing to learn
+        self._make_branches(batch_norm)          # before the mixer: the order weights are drawn in
+        self.mixer = Mixer(in_channels, num_convs, gate)
         self.activation = ACTIVATIONS[activation]()
         if dropout > 0:
             self.dropout = FastDropout(dropout) if cheap_dropout else nn.Dropout(dropout)
@@ -108,7 +118,7 @@ class IntermediateBlock(nn.Module):
 
     def branch_weights(self, x: torch.Tensor) -> torch.Tensor:
         """The L mixing weights per image, shape [batch, L]."""
-        return _gate(self.mixer(x.mean(dim=(2, 3))), self.gate)
+        return self.mixer(x)
 
     def mix(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """sum_l a[:, l] * branch_l(x)."""
@@ -214,50 +224,64 @@ class OutputBlock(nn.Module):
 class FrozenScaleBatchNorm(nn.BatchNorm2d):
     """Batch norm with its scale fixed at 1 (only the shift learns), a tiny eps and fast-
     moving running statistics (momentum 0.4): airbench's settings. A learned scale is
-    redundant before a convolution whose filters' norm is held fixed (see muon.py)."""
+    redundant before a convolution whose filters' norm is held fixed (see Muon in recipe.py)."""
 
     def __init__(self, channels: int, momentum: float = 0.4, eps: float = 1e-12):
         super().__init__(channels, eps=eps, momentum=momentum)
         self.weight.requires_grad_(False)
 
 
-class FastBlock(IntermediateBlock):
+class FastBlock(nn.Module):
     """An intermediate block shaped for speed: branches of different kernel sizes, then
     max-pool, ONE batch norm and the activation after the mix.
 
     The family's rule holds (L independent convolutions of the same input, summed with
-    per-image weights from a linear layer on the input's channel means), but the L
-    branches need not cost the same: a 3x3 and a 1x1 branch cost 1 + 1/9 of one 3x3
-    convolution instead of 2x. Convolutions have no bias (the batch norm's shift is it);
-    3x3 filters start as the identity on the first channels (dirac), so a deep stack
-    starts close to passing its input through. The mixer starts at zero: every image
-    begins with equal weights (sigmoid(0) = 1/2 each) and learns away from them.
-    Pooling before the norm makes the norm's statistics those of what the next block sees.
-    Dropout (off in the recipe) comes last, as in the coursework's improved block.
+    per-image weights from a linear layer on the input's channel means: the same `Mixer`
+    as `IntermediateBlock`'s), but the L branches need not cost the same: a 3x3 and a 1x1
+    branch cost 1 + 1/9 of one 3x3 convolution instead of 2x. Convolutions have no bias
+    (the batch norm's shift is it); 3x3 filters start as the identity on the first
+    channels (dirac), so a deep stack starts close to passing its input through. The
+    mixer starts at zero: every image begins with equal weights (sigmoid(0) = 1/2 each)
+    and learns away from them. Pooling before the norm makes the norm's statistics those
+    of what the next block sees. Dropout (off in the recipe) comes last, as in the
+    coursework's improved block.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_sizes=(3, 1), *,
                  pool: int = 1, gate: str = "sigmoid", activation: str = "gelu",
                  batch_norm: bool = True, dropout: float = 0.0):
+        super().__init__()
         self.kernel_sizes = tuple(kernel_sizes)
-        super().__init__(in_channels, out_channels, len(self.kernel_sizes), gate=gate,
-                         activation=activation, pool=pool, dropout=dropout, cheap_dropout=True)
-        self.norm = FrozenScaleBatchNorm(out_channels) if batch_norm else nn.Identity()
-        nn.init.zeros_(self.mixer.weight)
-        nn.init.zeros_(self.mixer.bias)
-
-    def _make_branches(self, batch_norm: bool) -> None:
         # Odd kernels keep the size ("same" padding); even ones (the 2x2 whitening block)
         # use none, so every branch of a block must share one parity.
         if len({k % 2 for k in self.kernel_sizes}) > 1:
             raise ValueError(f"branch kernels {self.kernel_sizes} change the size differently")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.num_convs, self.gate = len(self.kernel_sizes), gate
         self.convs = nn.ModuleList(
-            nn.Conv2d(self.in_channels, self.out_channels, k, padding=k // 2 if k % 2 else 0,
-                      bias=False) for k in self.kernel_sizes)
-        self.norms = nn.ModuleList(nn.Identity() for _ in self.kernel_sizes)
+            nn.Conv2d(in_channels, out_channels, k, padding=k // 2 if k % 2 else 0, bias=False)
+            for k in self.kernel_sizes)
         for conv in self.convs:
             if conv.kernel_size[0] == 3:
-                nn.init.dirac_(conv.weight[:min(self.in_channels, self.out_channels)])
+                nn.init.dirac_(conv.weight[:min(in_channels, out_channels)])
+        self.mixer = Mixer(in_channels, self.num_convs, gate)
+        nn.init.zeros_(self.mixer.weight)
+        nn.init.zeros_(self.mixer.bias)
+        self.pool = nn.MaxPool2d(pool) if pool > 1 else nn.Identity()
+        self.norm = FrozenScaleBatchNorm(out_channels) if batch_norm else nn.Identity()
+        self.activation = ACTIVATIONS[activation]()
+        # the cheap mask: FastNet trains on CPUs too (see FastDropout)
+        self.dropout = FastDropout(dropout) if dropout > 0 else nn.Identity()
+
+    def branch_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The L mixing weights per image, shape [batch, L]."""
+        return self.mixer(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.activation(self.norm(self.pool(self.mix(x, self.branch_weights(x))))))
+        a = self.branch_weights(x)
+        mixed = sum(a[:, l, None, None, None] * conv(x) for l, conv in enumerate(self.convs))
+        return self.dropout(self.activation(self.norm(self.pool(mixed))))
+
+
+# Every block that mixes L branches with per-image weights (what analyses look for).
+MIXING_BLOCKS = (IntermediateBlock, FastBlock)

@@ -1,5 +1,6 @@
 """Checkpoints: the final model for `evaluate`, and the full training state after every
-epoch for `--resume`, both written atomically and read with weights_only=True."""
+epoch for `--resume` (written atomically, read with weights_only=True), found and checked
+against the config that wants to continue it."""
 from __future__ import annotations
 
 import io
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from .config import Config
+from .config import Config, ConfigError, changed_settings
+from .models import uncompiled
 from .records import atomic_write_bytes
 
 
@@ -23,13 +25,9 @@ def _load(path, device) -> dict:
     return torch.load(path, map_location=device, weights_only=True)
 
 
-def _unwrap(model):
-    return getattr(model, "_orig_mod", model)   # torch.compile's wrapper
-
-
 def save_model(path: Path, model, cfg: Config, run_id: str, model_args: dict) -> None:
     _save({"run_id": run_id, "config": cfg.to_dict(), "model_args": model_args,
-           "model_state": _unwrap(model).state_dict()}, path)
+           "model_state": uncompiled(model).state_dict()}, path)
 
 
 def load_model(path, device: torch.device, make_model) -> tuple[torch.nn.Module, Config]:
@@ -62,7 +60,7 @@ def save_progress(path: Path, *, run_id: str, epoch: int, model, optimizer, sche
     (seed, epoch, step), so the position (epoch + 1, step 0) determines the rest.
     """
     _save({"run_id": run_id, "position": {"epoch": epoch + 1, "step": 0},
-           "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+           "model": uncompiled(model).state_dict(), "optimizer": optimizer.state_dict(),
            "scheduler": scheduler.state_dict() if scheduler is not None else None,
            "scaler": scaler.state_dict(), "history": history, "rng": rng_state(device), **extra}, path)
 
@@ -78,3 +76,29 @@ def find_progress(folder: Path, prefix: str, every: bool = False):
     if every:
         return found
     return found[-1] if found else None
+
+
+def unfinished_run(cfg: Config, checkpoint_dir: Path, prefix: str) -> Path | None:
+    """The newest progress checkpoint left by a stopped run of exactly this config (the
+    runs of a sweep share a prefix, so the config decides)."""
+    for path in reversed(find_progress(checkpoint_dir, prefix, every=True)):
+        if not changed_settings(load_progress(path, torch.device("cpu"))["config"], cfg):
+            return path
+    return None
+
+
+def resume_state(cfg: Config, resume, checkpoint_dir: Path, prefix: str, dev) -> dict:
+    """The training state to continue: the checkpoint `resume` names (True: the newest of
+    this config, profile and seed), refused with the settings that differ if `cfg` changed."""
+    found = Path(resume) if not isinstance(resume, bool) else (
+        unfinished_run(cfg, checkpoint_dir, prefix) or find_progress(checkpoint_dir, prefix))
+    if found is None or not found.is_file():
+        raise ConfigError(f"nothing to resume: no {prefix}-*.progress.pt in {checkpoint_dir} "
+                          "(a run leaves one after each epoch until it completes); "
+                          "start without --resume")
+    state = load_progress(found, dev)
+    changed = changed_settings(state["config"], cfg)
+    if changed:
+        raise ConfigError(f"{found} was made with a different config (changed: "
+                          f"{', '.join(changed)}); resume with the same settings")
+    return state

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import PROFILES, ConfigError, auto_profile, available_configs, load_config
+from .config import PROFILES, ConfigError, available_configs, load_config, resolve_profile
 from .data import DataError
 from .paths import CHECKPOINT_DIR, FIGURES_DIR, REPORT_DIR, RESULTS_DIR
 from .train import DivergenceError, TrainingInterrupted
@@ -33,17 +33,25 @@ def time_to_accuracy(record: dict, target: float) -> str:
             f"({first['minutes']:.1f} min)")
 
 
-def cmd_train(args) -> int:
+def _data(args):
+    """CIFAR-10 from --data-root (or the default place), described on stderr: every
+    command says which copy it uses, and whether it is the official release."""
     from .data import load_cifar10
+
+    data = load_cifar10(args.data_root)
+    print(data.describe(), file=sys.stderr)
+    return data
+
+
+def cmd_train(args) -> int:
     from .experiment import run_experiment
 
-    profile = auto_profile() if args.profile == "auto" else args.profile
+    profile = resolve_profile(args.profile)
     cfg = load_config(args.config, profile, epochs=args.epochs, lr=args.lr,
                       batch_size=args.batch_size, pipeline=args.pipeline,
                       final=True if args.final else None,
                       compile=True if args.compile else None)
-    data = load_cifar10(args.data_root)
-    print(data.describe(), file=sys.stderr)
+    data = _data(args)            # after the config: a bad setting costs no data loading
     print(f"training {cfg.name} (profile {profile}, seed {args.seed}): {cfg.model}, "
           f"{_plural(cfg.epochs, 'epoch')}, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:g}, "
           f"{cfg.pipeline} pipeline" + (", final: trained on all 50,000 training images"
@@ -71,7 +79,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .data import load_cifar10
     from .device import Precision, pick_device
     from .evaluation import score_split
     from .experiment import eval_loader, load_checkpoint
@@ -80,8 +87,7 @@ def cmd_evaluate(args) -> int:
         raise ConfigError(f"no checkpoint file at {args.checkpoint}")
     dev = pick_device(args.device)
     model, cfg = load_checkpoint(args.checkpoint, dev)
-    data = load_cifar10(args.data_root)
-    print(data.describe(), file=sys.stderr)
+    data = _data(args)
     # The same scoring as the end of a training run: TTA only if the config asks for it.
     test = score_split(model, eval_loader(cfg, data.test_images, data.test_labels, dev),
                        precision=Precision.resolve(cfg.precision, dev), tta=cfg.tta,
@@ -93,8 +99,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .data import load_cifar10
-    from .studies import SWEEPS, run_sweep
+    from .studies import SWEEPS, run_sweep, run_sweep_shared
     from .tables import runs_frame, summarize
 
     if args.name not in SWEEPS:
@@ -105,12 +110,20 @@ def cmd_sweep(args) -> int:
             sweep = sweep.subset(args.variant)
         except ValueError as e:
             raise ConfigError(f"{e}; name them with --variant as written there") from None
-    profile = auto_profile() if args.profile == "auto" else args.profile
-    data = load_cifar10(args.data_root)
-    print(data.describe(), file=sys.stderr)
-    records = run_sweep(sweep, profile, data, seeds=args.seeds, jobs=args.jobs, device=args.device,
-                        results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir)
+    if args.storage and args.jobs > 1:
+        raise ConfigError("--storage spreads a sweep over workers already; start one command "
+                          "per worker instead of --jobs")
+    profile = resolve_profile(args.profile)
+    data = _data(args)
+    where = dict(device=args.device, results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir)
+    if args.storage:
+        records = run_sweep_shared(sweep, profile, data, args.storage, seeds=args.seeds, **where)
+    else:
+        records = run_sweep(sweep, profile, data, seeds=args.seeds, jobs=args.jobs, **where)
     runs = runs_frame(records)
+    if runs.empty:
+        print("every planned run was taken by other workers")
+        return 0
     for metric in (sweep.metric, f"{sweep.metric}_tta"):
         if runs[metric].notna().any():
             print(f"{metric}:\n{summarize(runs, metric=metric, order=list(sweep.variants)).to_string()}")
@@ -118,13 +131,11 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from .data import load_cifar10
     from .tuning import tune
 
-    profile = auto_profile() if args.profile == "auto" else args.profile
+    profile = resolve_profile(args.profile)
     cfg = load_config(args.config, profile)
-    data = load_cifar10(args.data_root)
-    print(data.describe(), file=sys.stderr)
+    data = _data(args)
     study = tune(cfg, profile=profile, data=data, n_trials=args.n_trials,
                  study_name=args.study_name, storage=args.storage, device=args.device,
                  results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir)
@@ -158,20 +169,25 @@ def cmd_configs(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m cifar_lib", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+    # Flags shared by the commands: every one that scores a model takes the data and the
+    # device; every one that trains also a profile and where records and checkpoints go.
+    runs = argparse.ArgumentParser(add_help=False)
+    runs.add_argument("--data-root", default=None, help="folder holding cifar-10-batches-py/")
+    runs.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
+    profiled = argparse.ArgumentParser(add_help=False, parents=[runs])
+    profiled.add_argument("--profile", default="auto", choices=("auto", *PROFILES),
+                          help="auto: full with a CUDA GPU, cpu otherwise")
+    profiled.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    profiled.add_argument("--checkpoint-dir", type=Path, default=CHECKPOINT_DIR)
 
-    t = sub.add_parser("train", help="train one config with one seed and write a results record")
+    t = sub.add_parser("train", parents=[profiled],
+                       help="train one config with one seed and write a results record")
     t.add_argument("--config", required=True, help="config name in configs/ or a .toml path")
-    t.add_argument("--profile", default="auto", choices=("auto", *PROFILES),
-                   help="auto: full with a CUDA GPU, cpu otherwise")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--data-root", default=None, help="folder holding cifar-10-batches-py/")
     t.add_argument("--epochs", type=int, default=None)
     t.add_argument("--lr", type=float, default=None)
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--pipeline", choices=("tensor", "reference"), default=None)
-    t.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
-    t.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
-    t.add_argument("--checkpoint-dir", type=Path, default=CHECKPOINT_DIR)
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.add_argument("--final", action="store_true",
                    help="train on all 50,000 training images (no validation split); only once "
@@ -184,20 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the newest unfinished run of this config, profile and seed")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="test accuracy of a saved checkpoint")
+    e = sub.add_parser("evaluate", parents=[runs], help="test accuracy of a saved checkpoint")
     e.add_argument("checkpoint")
-    e.add_argument("--data-root", default=None)
-    e.add_argument("--device", default=None)
     e.set_defaults(func=cmd_evaluate)
 
-    w = sub.add_parser("sweep", help="train (or reuse) every variant and seed of a sweep: "
+    w = sub.add_parser("sweep", parents=[profiled],
+                       help="train (or reuse) every variant and seed of a sweep: "
                        "validation split only (a final sweep: the test set once per run)")
-    w.add_argument("name", help="a sweep in configs/sweeps/ (augmentation, hyperparameters, ...)")
-    w.add_argument("--profile", default="auto", choices=("auto", *PROFILES))
-    w.add_argument("--data-root", default=None)
-    w.add_argument("--device", default=None)
-    w.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
-    w.add_argument("--checkpoint-dir", type=Path, default=CHECKPOINT_DIR)
+    w.add_argument("name", help="a sweep in configs/sweeps/ (core_study, block_ablation, ...)")
     w.add_argument("--variant", action="append", default=None,
                    help="train only this variant (repeatable); default: all of them")
     w.add_argument("--seeds", type=int, nargs="+", default=None,
@@ -205,20 +215,20 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--jobs", type=int, default=1,
                    help="runs at once, in worker processes sharing the device (or one GPU "
                         "each when several are visible); a rerun resumes unfinished runs")
+    w.add_argument("--storage", default=None,
+                   help="share the sweep with workers on other machines through an Optuna "
+                        "storage (journal:PATH on a shared disk, sqlite:///PATH, postgresql://...): "
+                        "each worker runs the same command and takes the next unclaimed run")
     w.set_defaults(func=cmd_sweep)
 
-    u = sub.add_parser("tune", help="Optuna search (TPE, median pruning) on the validation split")
+    u = sub.add_parser("tune", parents=[profiled],
+                       help="Optuna search (TPE, median pruning) on the validation split")
     u.add_argument("config", help="config name in configs/ or a .toml path")
     u.add_argument("--n-trials", type=int, required=True, help="trials this worker runs")
     u.add_argument("--storage", default=None,
                    help="Optuna storage URL shared by all workers (default: SQLite under "
                         "results/<profile>/tune/)")
     u.add_argument("--study-name", default=None, help="default: <config>-<profile>")
-    u.add_argument("--profile", default="auto", choices=("auto", *PROFILES))
-    u.add_argument("--data-root", default=None)
-    u.add_argument("--device", default=None)
-    u.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
-    u.add_argument("--checkpoint-dir", type=Path, default=CHECKPOINT_DIR)
     u.set_defaults(func=cmd_tune)
 
     r = sub.add_parser("report", help="rebuild figures/ and report/ from results/ (no training)")

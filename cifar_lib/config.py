@@ -3,27 +3,28 @@ profile (smoke / cpu / full), validated before any work starts."""
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .augment import AUGMENTATIONS
-from .loaders import NORMALIZATIONS, PIPELINES
-from .paths import CONFIG_DIR
+from .loaders import NORMALIZATIONS, PIPELINES, check_augmentations
+from .paths import CONFIG_DIR, tomllib
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:                              # Python 3.10: the same parser, from PyPI
-    import tomli as tomllib
 
 PROFILES = ("smoke", "cpu", "full")
 
 
-def auto_profile() -> str:
-    """What `--profile auto` and the notebooks pick: `full` with a CUDA GPU, `cpu` otherwise."""
-    import torch
+def resolve_profile(profile: str) -> str:
+    """A profile as asked for, with `auto` (the CLI's and the notebooks' default) made
+    concrete: `full` with a CUDA GPU, `cpu` otherwise."""
+    if profile == "auto":
+        import torch
 
-    return "full" if torch.cuda.is_available() else "cpu"
+        return "full" if torch.cuda.is_available() else "cpu"
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; valid: auto, {', '.join(PROFILES)}")
+    return profile
+
+
 OPTIMIZERS = ("sgd", "adamw", "rmsprop", "muon")
 SCHEDULES = ("constant", "plateau", "onecycle", "cosine", "linear")
 LOSS_REDUCTIONS = ("mean", "sum")
@@ -136,9 +137,10 @@ def validate(cfg: Config) -> Config:
     choose("precision", PRECISIONS)
     choose("loss_reduction", LOSS_REDUCTIONS)
     choose("normalize", sorted(NORMALIZATIONS))
-    bad = [a for a in cfg.augment if a not in AUGMENTATIONS]
-    if bad:
-        raise ConfigError(f"unknown augmentation(s) {bad}; valid: {', '.join(AUGMENTATIONS)}")
+    try:
+        check_augmentations(cfg.augment, cfg.pipeline)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     for key in ("lr", "batch_size", "epochs"):
         if not getattr(cfg, key) > 0:
             raise ConfigError(f"{key} must be positive, got {getattr(cfg, key)}")
@@ -165,8 +167,6 @@ def validate(cfg: Config) -> Config:
     if cfg.final and cfg.schedule == "plateau":
         raise ConfigError("final = true trains without a validation split, so the plateau "
                           "schedule (which steps on validation loss) cannot run; pick another schedule")
-    if cfg.pipeline == "reference" and "altflip" in cfg.augment:
-        raise ConfigError("altflip needs pipeline = \"tensor\" (it depends on the epoch)")
     if cfg.val_size <= 0 or cfg.val_size % 10:
         raise ConfigError(f"val_size must be a positive multiple of 10 (one share per class), "
                           f"got {cfg.val_size}")
@@ -177,11 +177,11 @@ def changed_settings(saved: dict, cfg: Config) -> list[str]:
     """The settings in which a saved config (a record's or a checkpoint's) differs from
     `cfg`: the one test of "the same run" for reusing a record and for resuming. A setting
     added to Config after it was saved counts as its default; one Config no longer has
-    counts as changed."""
+    counts as changed. The description is prose, not a setting: rewording it changes no run."""
     wanted = cfg.to_dict()
     saved_now = Config(**{k: v for k, v in saved.items() if k in FIELDS}).to_dict()
-    return sorted({k for k in saved if k not in FIELDS}
-                  | {k for k in wanted if saved_now[k] != wanted[k]})
+    return sorted(({k for k in saved if k not in FIELDS}
+                   | {k for k in wanted if saved_now[k] != wanted[k]}) - {"description"})
 
 
 def apply(cfg: Config, overrides: dict, source: str) -> Config:

@@ -203,10 +203,27 @@ def _download(root: Path) -> None:
         if created and root.is_dir() and not any(root.iterdir()):
             root.rmdir()
         raise DataError(
-            f"CIFAR-10 not found in {root / FOLDER} and the download from {url} failed "
-            f"({type(e).__name__}: {str(e)[:120]}). Fix: connect to the internet and rerun, "
-            f"or put an extracted '{FOLDER}' folder under {root}, or point --data-root / "
-            "CIFAR10_ROOT at the folder that holds it.") from None
+            f"CIFAR-10 not found in {root / FOLDER} and the download from {url} failed: "
+            f"{type(e).__name__}: {str(e)[:200]}. Fix: {_download_fix(e, root)}, or put an "
+            f"extracted '{FOLDER}' folder under {root}, or point --data-root / CIFAR10_ROOT "
+            "at the folder that holds it.") from None
+
+
+def _download_fix(error: Exception, root: Path) -> str:
+    """What to do about a failed download, by what failed (not always the network)."""
+    import errno
+    import socket
+    import urllib.error
+
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"free at least 350 MB on the disk that holds {root} and rerun"
+    if isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"make {root} writable (or pick another --data-root) and rerun"
+    if isinstance(error, (urllib.error.URLError, socket.timeout, ConnectionError)):
+        return "check the internet connection (and any proxy) and rerun"
+    if "md5" in str(error).lower() or "integrity" in str(error).lower():
+        return "the archive did not match its checksum (a proxy or mirror changed it); rerun, or download it by hand"
+    return "rerun; if it fails the same way, this is a bug in the download path, please report it"
 
 
 # --------------------------------------------------------------------------- identity
@@ -289,3 +306,36 @@ def stratified_split(labels: np.ndarray, val_size: int = 5000, seed: int = 0):
     val = np.sort(np.concatenate(val))
     train = np.setdiff1d(np.arange(len(labels)), val)
     return train, val
+
+
+@dataclass
+class Splits:
+    """uint8 images and labels for train / val / test after subsetting."""
+    train: tuple[np.ndarray, np.ndarray]
+    val: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+    test_indices: np.ndarray       # positions in the official test set, for looking images up
+
+
+def _subset(n_total: int, n: int) -> np.ndarray:
+    # A fixed random subset (seed 0), so smoke runs of every config see the same images.
+    if n <= 0 or n >= n_total:
+        return np.arange(n_total)
+    return np.sort(np.random.default_rng(0).permutation(n_total)[:n])
+
+
+def split_data(data: CIFAR10, val_size: int = 5000, *, final: bool = False, train_subset: int = 0,
+               eval_subset: int = 0) -> Splits:
+    """The run's images: the fixed validation split held out of training (with `final`,
+    all 50,000 train and nothing is validated), then the first `train_subset` /
+    `eval_subset` of a fixed shuffle (0: all)."""
+    train_idx, val_idx = stratified_split(data.train_labels, val_size)
+    if final:       # every choice is made: train on all 50,000, validate on nothing
+        train_idx, val_idx = np.sort(np.concatenate([train_idx, val_idx])), val_idx[:0]
+    train_idx = train_idx[_subset(len(train_idx), train_subset)]
+    val_idx = val_idx[_subset(len(val_idx), eval_subset)]
+    test_idx = _subset(len(data.test_labels), eval_subset)
+    return Splits(train=(data.train_images[train_idx], data.train_labels[train_idx]),
+                  val=(data.train_images[val_idx], data.train_labels[val_idx]),
+                  test=(data.test_images[test_idx], data.test_labels[test_idx]),
+                  test_indices=test_idx)

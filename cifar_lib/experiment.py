@@ -8,26 +8,22 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from .capture import branch_weights, save_predictions, uncompiled
-from .checkpoints import find_progress, load_model, load_progress, save_model, save_progress, set_rng_state
-from .config import Config, ConfigError, changed_settings
-from .cpu_memory import keep_freed_memory, malloc_mode
-from .data import CIFAR10, load_cifar10, stratified_split
-from .device import Precision, pick_device
+from .checkpoints import load_model, resume_state, save_model, save_progress, set_rng_state, unfinished_run
+from .config import Config, ConfigError
+from .data import CIFAR10, Splits, load_cifar10, split_data
+from .device import Precision, keep_freed_memory, malloc_mode, pick_device
 from .evaluation import EVAL_BATCH, score_split
 from .loaders import make_loader
-from .models import build_model, count_flops, count_parameters, engine_defaults
+from .models import build_model, count_flops, count_parameters, engine_defaults, uncompiled
 from .paths import CHECKPOINT_DIR, RESULTS_DIR
+from .predictions import branch_weights, save_predictions
 from .recipe import make_optimizer, make_scheduler
-from .records import (SCHEMA, check_writable, device_info, git_commit, read_record, run_folder,
-                      run_prefix, versions, write_record)
+from .records import SCHEMA, RunFiles, RunRecord, device_info, find_record, git_commit, run_prefix, versions
 from .train import DivergenceError, Pruned, TrainingInterrupted, fit, stop_on_signals
 
 
@@ -45,13 +41,13 @@ def run_experiment(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10 | 
     With read_test=False (a tuning run) the test set is never touched. `tags` (a sweep's
     name and variant, say) are stored in the record for tables to group by.
     `epoch_callback(epoch, history_row)` runs after each epoch's checkpoint; raising
-    train.Pruned from it ends the run with status 'pruned'. Returns (record, path). A diverged run writes its record with status 'failed' and
-    raises DivergenceError; SIGINT / SIGTERM stop at a step boundary, write status
-    'interrupted' and raise TrainingInterrupted. Both records keep every finished epoch.
+    train.Pruned from it ends the run with status 'pruned'. Returns (record, path).
+    A diverged run writes status 'failed' and raises DivergenceError; SIGINT / SIGTERM stop
+    at a step boundary, write 'interrupted' and raise TrainingInterrupted (both keep every epoch).
     """
     clock = Clock()
     dev = pick_device(device)
-    state = _resume_state(cfg, resume, Path(checkpoint_dir), run_prefix(cfg.name, profile, seed),
+    state = resume_state(cfg, resume, Path(checkpoint_dir), run_prefix(cfg.name, profile, seed),
                           dev) if resume else None
     files = RunFiles.make(cfg, profile, seed, results_dir, checkpoint_dir, state)
     if state:
@@ -70,11 +66,14 @@ def run_experiment(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10 | 
             fit(run.model, run.train_loader, run.val_loader, epochs=cfg.epochs,
                 optimizer=run.optimizer, scheduler=run.scheduler, precision=run.precision,
                 scaler=run.scaler, label_smoothing=cfg.label_smoothing,
-                sum_loss=cfg.loss_reduction == "sum", history=record["history"],
+                sum_loss=cfg.loss_reduction == "sum", history=list(record.history),
                 on_epoch_end=checkpointer(cfg, run, record, files, clock, epoch_callback),
                 progress=progress, name=f"{run_label} seed {seed}")
     except (DivergenceError, TrainingInterrupted, Pruned) as e:
-        record_stop(record, e, clock, files)
+        stopped = {DivergenceError: "failed", TrainingInterrupted: "interrupted", Pruned: "pruned"}[type(e)]
+        if stopped == "pruned":
+            files.progress.unlink(missing_ok=True)     # ended on purpose: nothing to resume
+        record.stop(stopped, str(e), clock.elapsed())
         raise
     train_seconds = clock.elapsed()["train_seconds"]
     save_model(files.model, run.model, cfg, files.run_id, run.model_args)   # nothing can lose it now
@@ -83,46 +82,16 @@ def run_experiment(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10 | 
     final, test = score_run(cfg, run, read_test)
 
     # record
-    record.update(status="complete", final=final, test_read=read_test,
-                  train_seconds=train_seconds, wall_seconds=clock.elapsed()["wall_seconds"],
-                  checkpoint=str(files.model), finished_at=_now().isoformat(timespec="seconds"))
-    write_record(record, files.record)
+    record.complete(final, read_test, {"train_seconds": train_seconds,
+                                       "wall_seconds": clock.elapsed()["wall_seconds"]},
+                    files.model, _now().isoformat(timespec="seconds"))
     files.progress.unlink(missing_ok=True)       # complete: nothing left to resume
     if test is not None:
         save_analysis(cfg, record, files, run, test)
-    return record, files.record
+    return record.fields, files.record
 
 
 # --------------------------------------------------------------------------- build
-@dataclass
-class Splits:
-    """uint8 images and labels for train / val / test after the config's subsetting."""
-    train: tuple[np.ndarray, np.ndarray]
-    val: tuple[np.ndarray, np.ndarray]
-    test: tuple[np.ndarray, np.ndarray]
-    test_indices: np.ndarray       # positions in the official test set, for looking images up
-
-
-def _subset(n_total: int, n: int) -> np.ndarray:
-    # A fixed random subset (seed 0), so smoke runs of every config see the same images.
-    if n <= 0 or n >= n_total:
-        return np.arange(n_total)
-    return np.sort(np.random.default_rng(0).permutation(n_total)[:n])
-
-
-def make_splits(data: CIFAR10, cfg: Config) -> Splits:
-    train_idx, val_idx = stratified_split(data.train_labels, cfg.val_size)
-    if cfg.final:       # every choice is made: train on all 50,000, validate on nothing
-        train_idx, val_idx = np.sort(np.concatenate([train_idx, val_idx])), val_idx[:0]
-    train_idx = train_idx[_subset(len(train_idx), cfg.train_subset)]
-    val_idx = val_idx[_subset(len(val_idx), cfg.eval_subset)]
-    test_idx = _subset(len(data.test_labels), cfg.eval_subset)
-    return Splits(train=(data.train_images[train_idx], data.train_labels[train_idx]),
-                  val=(data.train_images[val_idx], data.train_labels[val_idx]),
-                  test=(data.test_images[test_idx], data.test_labels[test_idx]),
-                  test_indices=test_idx)
-
-
 def loader_args(cfg: Config) -> dict:
     return {"augment": tuple(cfg.augment), "crop_padding": cfg.crop_padding,
             "rotate_degrees": cfg.rotate_degrees, "cutout_size": cfg.cutout_size,
@@ -171,7 +140,8 @@ def build(cfg: Config, data: CIFAR10, seed: int, dev: torch.device, state: dict 
         torch.backends.cudnn.benchmark = True
     if dev.type == "cpu":             # the same buffers every step: reuse them, not re-map them
         keep_freed_memory()
-    splits = make_splits(data, cfg)
+    splits = split_data(data, cfg.val_size, final=cfg.final, train_subset=cfg.train_subset,
+                        eval_subset=cfg.eval_subset)
     train_loader = make_loader(cfg.pipeline, *splits.train, cfg.batch_size, device=dev,
                                train=True, seed=seed, **loader_args(cfg))
     if len(train_loader) == 0:
@@ -202,27 +172,7 @@ def build(cfg: Config, data: CIFAR10, seed: int, dev: torch.device, state: dict 
                  scheduler, precision, scaler)
 
 
-# --------------------------------------------------------------------------- files & record
-@dataclass
-class RunFiles:
-    run_id: str
-    record: Path                    # results/<profile>/<config>/<run id>.json
-    predictions: Path               # ... .predictions.npz beside it
-    progress: Path                  # checkpoints/<run id>.progress.pt, until the run completes
-    model: Path                     # checkpoints/<run id>.pt, the trained weights
-
-    @classmethod
-    def make(cls, cfg, profile, seed, results_dir, checkpoint_dir, state) -> "RunFiles":
-        """Names for a new run (or the resumed one); fails now if a folder is not writable."""
-        folder, checkpoint_dir = run_folder(results_dir, profile, cfg.name), Path(checkpoint_dir)
-        check_writable(folder)
-        check_writable(checkpoint_dir)
-        run_id = state["run_id"] if state else (f"{run_prefix(cfg.name, profile, seed)}-"
-                                                f"{_now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}")
-        return cls(run_id, folder / f"{run_id}.json", folder / f"{run_id}.predictions.npz",
-                   checkpoint_dir / f"{run_id}.progress.pt", checkpoint_dir / f"{run_id}.pt")
-
-
+# --------------------------------------------------------------------------- record
 class Clock:
     """Training and wall seconds, carried over from the runs a resumed run continues."""
 
@@ -243,10 +193,10 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def new_record(cfg, profile, seed, run: Built, data: CIFAR10, files: RunFiles, state, tags) -> dict:
+def new_record(cfg, profile, seed, run: Built, data: CIFAR10, files: RunFiles, state, tags) -> RunRecord:
     """The record as it stands before training: what runs, on what, with what."""
     start_epoch = state["position"]["epoch"] if state else 0
-    return {
+    return RunRecord(files.record, {
         "schema": SCHEMA, "id": files.run_id, "status": "running", "config_name": cfg.name,
         "profile": profile, "seed": seed, "config": cfg.to_dict(), "tags": dict(tags or {}),
         "data": {**data.identity, "train_images": len(run.splits.train[1]),
@@ -257,18 +207,19 @@ def new_record(cfg, profile, seed, run: Built, data: CIFAR10, files: RunFiles, s
         "started_at": state["started_at"] if state else _now().isoformat(timespec="seconds"),
         "resumed_at_epochs": [*state["resumed_at_epochs"], start_epoch] if state else [],
         "history": list(state["history"]) if state else [],
-    }
+    })
 
 
 # --------------------------------------------------------------------------- fit
-def checkpointer(cfg: Config, run: Built, record: dict, files: RunFiles, clock: Clock,
+def checkpointer(cfg: Config, run: Built, record: RunRecord, files: RunFiles, clock: Clock,
                  epoch_callback=None):
-    """`fit`'s on_epoch_end: the full training state after every epoch, for --resume,
-    then the caller's `epoch_callback`."""
+    """`fit`'s on_epoch_end: the epoch into the record, the full training state after it
+    (for --resume), then the caller's `epoch_callback`."""
     def save(epoch, history, optimizer, scheduler, scaler):
+        record.add_epoch(history[-1])
         save_progress(files.progress, run_id=files.run_id, epoch=epoch, model=run.model,
-                      optimizer=optimizer, scheduler=scheduler, scaler=scaler, history=history,
-                      device=run.precision.device,
+                      optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                      history=record.history, device=run.precision.device,
                       extra={"config": cfg.to_dict(), "model_args": run.model_args,
                              "started_at": record["started_at"],
                              "resumed_at_epochs": record["resumed_at_epochs"],
@@ -276,17 +227,6 @@ def checkpointer(cfg: Config, run: Built, record: dict, files: RunFiles, clock: 
         if epoch_callback is not None:
             epoch_callback(epoch, history[-1])
     return save
-
-
-def record_stop(record: dict, error: Exception, clock: Clock, files: RunFiles) -> None:
-    """A diverged ('failed'), interrupted or pruned run's record, with every epoch it finished."""
-    stopped = {DivergenceError: "failed", TrainingInterrupted: "interrupted", Pruned: "pruned"}[type(error)]
-    record.update(status=stopped, error=str(error), **clock.elapsed())
-    if stopped == "interrupted":
-        record["resume_with"] = "--resume"
-    if stopped == "pruned":
-        files.progress.unlink(missing_ok=True)     # ended on purpose: nothing to resume
-    write_record(record, files.record)
 
 
 # --------------------------------------------------------------------------- score
@@ -311,7 +251,7 @@ def _tta_only(scores: dict, split: str) -> dict:
     return {f"{split}_acc_tta": scores["acc_tta"]} if "acc_tta" in scores else {}
 
 
-def save_analysis(cfg: Config, record: dict, files: RunFiles, run: Built, test: dict) -> None:
+def save_analysis(cfg: Config, record: RunRecord, files: RunFiles, run: Built, test: dict) -> None:
     """Test-set probabilities and branch weights beside the record. The weights and the
     record are already written: a failure here leaves a warning in the record, not a
     lost run."""
@@ -320,61 +260,22 @@ def save_analysis(cfg: Config, record: dict, files: RunFiles, run: Built, test: 
                                  precision=run.precision)
     except Exception as e:      # noqa: BLE001 - any analysis failure must not cost the run
         weights = None
-        record.setdefault("warnings", []).append(f"branch weights not saved: {e}")
+        record.warn(f"branch weights not saved: {e}")
     try:
         save_predictions(files.predictions, labels=test["labels"].cpu(),
                          indices=run.splits.test_indices, logits=test["logits"].cpu(),
                          logits_tta=None if test["logits_tta"] is None else test["logits_tta"].cpu(),
                          branch_weights=weights)
-        record["predictions"] = files.predictions.name
+        record.attach(predictions=files.predictions.name)
     except Exception as e:      # noqa: BLE001
-        record.setdefault("warnings", []).append(f"predictions not saved: {e}")
-    write_record(record, files.record)
+        record.warn(f"predictions not saved: {e}")
+    record.write()
 
 
-
-# --------------------------------------------------------------------------- resume & reuse
-def _resume_state(cfg: Config, resume, checkpoint_dir: Path, prefix: str, dev) -> dict:
-    found = Path(resume) if not isinstance(resume, bool) else (
-        unfinished_run(cfg, checkpoint_dir, prefix) or find_progress(checkpoint_dir, prefix))
-    if found is None or not found.is_file():
-        raise ConfigError(f"nothing to resume: no {prefix}-*.progress.pt in {checkpoint_dir} "
-                          "(a run leaves one after each epoch until it completes); "
-                          "start without --resume")
-    state = load_progress(found, dev)
-    changed = changed_settings(state["config"], cfg)
-    if changed:
-        raise ConfigError(f"{found} was made with a different config (changed: "
-                          f"{', '.join(changed)}); resume with the same settings")
-    return state
-
-
-def unfinished_run(cfg: Config, checkpoint_dir: Path, prefix: str) -> Path | None:
-    """The newest progress checkpoint left by a stopped run of exactly this config (the
-    runs of a sweep share a prefix, so the config decides)."""
-    for path in reversed(find_progress(checkpoint_dir, prefix, every=True)):
-        if not changed_settings(load_progress(path, torch.device("cpu"))["config"], cfg):
-            return path
-    return None
-
-
+# --------------------------------------------------------------------------- reuse
 def load_checkpoint(path, device: torch.device) -> tuple[torch.nn.Module, Config]:
     """Model and config from a final checkpoint; weights_only=True, so loading runs no code."""
     return load_model(path, device, make_model)
-
-
-def find_record(cfg: Config, *, profile: str, seed: int, data: CIFAR10,
-                results_dir: Path = RESULTS_DIR, read_test: bool = True) -> tuple[dict, Path] | None:
-    """The newest complete record of exactly this config, profile and seed on the same data
-    (by fingerprint), that read the test set if `read_test` asks for it; None if there is none."""
-    folder = run_folder(results_dir, profile, cfg.name)
-    for path in sorted(folder.glob(f"{run_prefix(cfg.name, profile, seed)}-*.json"), reverse=True):
-        record = read_record(path)
-        if (record.get("status") == "complete" and not changed_settings(record["config"], cfg)
-                and record["data"]["fingerprint"] == data.fingerprint
-                and (record["test_read"] or not read_test)):
-            return record, path
-    return None
 
 
 def run_or_load(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10,

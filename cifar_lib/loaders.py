@@ -1,12 +1,85 @@
 """The two input pipelines: a device-resident tensor loader that augments whole batches
-(the default), and the classic torchvision Dataset + DataLoader the seed used."""
+(the default), and the classic torchvision Dataset + DataLoader the coursework used."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from . import augment as aug
+
+# --------------------------------------------------------------------------- augmentations
+# Batch augmentations on image tensors where they live (CPU or GPU): random crop with
+# padding, horizontal flip, rotation and cutout, each drawn from an explicit generator so
+# an epoch's augmentation is reproducible from its seed.
+# "altflip": each image is mirrored on alternate epochs (a fixed random half on even
+# epochs, the other half on odd ones), so every image is seen both ways every two epochs,
+# where random flips leave about a quarter of them unflipped or flipped twice in a row.
+AUGMENTATIONS = ("crop", "flip", "altflip", "rotate", "cutout")
+
+
+def check_augmentations(augment, pipeline: str = "tensor") -> None:
+    """The one check of an augmentation list: every name known, and altflip only where a
+    pipeline knows the epoch (the tensor one)."""
+    unknown = [a for a in augment if a not in AUGMENTATIONS]
+    if unknown:
+        raise ValueError(f"unknown augmentation(s) {unknown}; valid: {', '.join(AUGMENTATIONS)}")
+    if pipeline == "reference" and "altflip" in augment:
+        raise ValueError('altflip needs pipeline = "tensor" (it depends on the epoch)')
+
+
+def pad_reflect(images: torch.Tensor, padding: int) -> torch.Tensor:
+    """Reflect-pad uint8 NHWC images once, so per-batch crops are just gathers."""
+    if padding == 0:
+        return images
+    x = images.permute(0, 3, 1, 2).float()  # reflect padding needs a float tensor
+    x = F.pad(x, (padding,) * 4, mode="reflect")
+    return x.round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def random_crop(padded: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
+    """A random size x size window of each padded NHWC image (one gather for the batch)."""
+    n, hp, wp, _ = padded.shape
+    dev = padded.device
+    dy = torch.randint(0, hp - size + 1, (n,), generator=gen, device=dev)
+    dx = torch.randint(0, wp - size + 1, (n,), generator=gen, device=dev)
+    ar = torch.arange(size, device=dev)
+    rows = (dy[:, None] + ar)[:, :, None]
+    cols = (dx[:, None] + ar)[:, None, :]
+    return padded[torch.arange(n, device=dev)[:, None, None], rows, cols]
+
+
+def random_flip(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Mirror each NHWC image left-right with probability 1/2."""
+    flip = torch.rand(images.shape[0], generator=gen, device=images.device) < 0.5
+    return torch.where(flip[:, None, None, None], images.flip(2), images)
+
+
+def random_rotate(x: torch.Tensor, degrees: float, gen: torch.Generator) -> torch.Tensor:
+    """Rotate each NCHW float image by a uniform angle in [-degrees, degrees], nearest
+    neighbour with zero fill (what torchvision's RandomRotation does by default)."""
+    n = x.shape[0]
+    theta = (torch.rand(n, generator=gen, device=x.device) * 2 - 1) * math.radians(degrees)
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    zero = torch.zeros_like(cos)
+    affine = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(affine.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+
+def cutout(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
+    """Zero a size x size square around a random centre in each NCHW image (clipped where
+    it crosses the border): rows cy - size // 2 to cy - size // 2 + size - 1, likewise columns."""
+    n, _, h, w = x.shape
+    top = torch.randint(0, h, (n, 1, 1), generator=gen, device=x.device) - size // 2
+    left = torch.randint(0, w, (n, 1, 1), generator=gen, device=x.device) - size // 2
+    ys = torch.arange(h, device=x.device)[None, :, None]
+    xs = torch.arange(w, device=x.device)[None, None, :]
+    inside = (ys >= top) & (ys < top + size) & (xs >= left) & (xs < left + size)
+    return x.masked_fill(inside[:, None], 0)
+
 
 NORMALIZATIONS = {
     # The seed's choice: maps [0, 1] to [-1, 1].
@@ -40,9 +113,7 @@ class TensorLoader:
                  augment=(), crop_padding: int = 4, rotate_degrees: float = 0.0,
                  cutout_size: int = 0, normalize: str = "half", seed: int = 0,
                  drop_last: bool | None = None):
-        unknown = set(augment) - set(aug.AUGMENTATIONS)
-        if unknown:
-            raise ValueError(f"unknown augmentation(s) {sorted(unknown)}; valid: {aug.AUGMENTATIONS}")
+        check_augmentations(augment)
         self.device = torch.device(device)
         self.images = torch.as_tensor(np.asarray(images), dtype=torch.uint8).to(self.device)
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long).to(self.device)
@@ -65,7 +136,7 @@ class TensorLoader:
     def _pad(images: torch.Tensor, padding: int, chunk: int = 5000) -> torch.Tensor:
         if padding == 0:
             return images
-        return torch.cat([aug.pad_reflect(images[i:i + chunk], padding)
+        return torch.cat([pad_reflect(images[i:i + chunk], padding)
                           for i in range(0, len(images), chunk)])
 
     def normalized(self, n: int) -> torch.Tensor:
@@ -91,20 +162,20 @@ class TensorLoader:
         idx = order[step * self.batch_size:(step + 1) * self.batch_size]
         g = _generator(self.device, self.seed, self.epoch, step)
         if "crop" in self.augment:
-            x = aug.random_crop(self.padded[idx], self.images.shape[1], g)
+            x = random_crop(self.padded[idx], self.images.shape[1], g)
         else:
             x = self.images[idx]
         if "flip" in self.augment:
-            x = aug.random_flip(x, g)
+            x = random_flip(x, g)
         if "altflip" in self.augment:
             flip = self.flipped_on_even[idx] ^ bool(self.epoch % 2)
             x = torch.where(flip[:, None, None, None], x.flip(2), x)
         x = x.permute(0, 3, 1, 2).float()   # NCHW view of NHWC memory = channels-last
         if "rotate" in self.augment and self.rotate_degrees > 0:
-            x = aug.random_rotate(x, self.rotate_degrees, g)
+            x = random_rotate(x, self.rotate_degrees, g)
         x = (x - self.mean) / self.std
         if "cutout" in self.augment and self.cutout_size > 0:
-            x = aug.cutout(x, self.cutout_size, g)
+            x = cutout(x, self.cutout_size, g)
         return x.contiguous(memory_format=torch.channels_last), self.labels[idx]
 
     def __iter__(self):
@@ -136,8 +207,8 @@ def torchvision_transform(train: bool, augment=(), crop_padding: int = 4,
     """The seed's per-image transform chain (PIL in, normalised tensor out)."""
     from torchvision import transforms as T
 
-    if train and "altflip" in augment:
-        raise ValueError("altflip needs the tensor pipeline (it depends on the epoch)")
+    if train:
+        check_augmentations(augment, "reference")
     steps = []
     if train and "crop" in augment:
         steps.append(T.RandomCrop(32, padding=crop_padding, padding_mode="reflect"))

@@ -163,12 +163,18 @@ def engine_defaults(device: torch.device, name: str = "improved") -> dict:
     one wide convolution is no faster than L narrow ones (oneDNN already runs those at
     full speed), while mixing L separate branch tensors is ~2.6x cheaper than mixing
     strided channel groups of one tensor, so CPUs use the per-branch block. On CUDA the
-    wide convolution gives cuDNN one bigger matrix product per block (not measured in
-    this kit yet: the benchmark prints both on a GPU).
+    wide convolution gives cuDNN one bigger matrix product per block; the two H200
+    ladders in results/benchmarks/ disagree on what it buys (+49% in one, -1% in the
+    other), so it stays the CUDA default until more runs settle it.
     """
     if name == "fast":
         return {}                 # FastNet has one block form
     return {"fused": device.type == "cuda"}
+
+
+def uncompiled(model: nn.Module) -> nn.Module:
+    """The module torch.compile wrapped (the model itself if it was not compiled)."""
+    return getattr(model, "_orig_mod", model)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -8,7 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import PROFILES, ConfigError, auto_profile
+from . import config
+from .config import ConfigError
 from .data import CIFAR10, load_cifar10
 from .records import device_info
 from .device import pick_device
@@ -17,13 +18,11 @@ from .device import pick_device
 def resolve_profile(profile: str = "auto") -> str:
     """CIFAR_PROFILE (e.g. `smoke` in CI) overrides the notebook's choice; `auto` is `full`
     with a CUDA GPU and `cpu` otherwise."""
-    profile = os.environ.get("CIFAR_PROFILE") or profile
-    if profile == "auto":
-        profile = auto_profile()
-    if profile not in PROFILES:
-        raise ConfigError(f"unknown profile {profile!r} (from CIFAR_PROFILE or the notebook); "
-                          f"valid: auto, {', '.join(PROFILES)}")
-    return profile
+    asked = os.environ.get("CIFAR_PROFILE") or profile
+    try:
+        return config.resolve_profile(asked)
+    except ConfigError as e:
+        raise ConfigError(f"{e} (from CIFAR_PROFILE or the notebook)") from None
 
 
 @dataclass
@@ -49,29 +48,31 @@ def start(profile: str = "auto", data_root=None) -> Session:
 
 def show_recorded_sweep(sweep, profile: str, title: str, results_dir: Path | None = None):
     """A sweep too long to train inside a notebook, read from its records: each variant's
-    difference to the baseline with a 95% interval, and every seed's accuracy. Without
-    records, the commands that measure it. Returns the runs (one row each)."""
+    paired difference to the baseline with its Holm-adjusted 95% interval (what they rest
+    on, the table, the verdicts, a forest plot). Without records, the command that measures
+    them. Returns the paired table (None without the baseline's runs)."""
     from IPython.display import display
 
     from . import plots
     from .records import RESULTS_DIR
-    from .tables import compare_to_base, summarize, sweep_runs
+    from .tables import describe_pairing, paired_differences, summarise_effects, sweep_runs
 
     runs = sweep_runs(sweep, profile, results_dir or RESULTS_DIR)
     if runs.empty:
         print(f"no {sweep.name} records at the {profile} profile yet ({sweep.planned_runs} runs): "
               f"`{sweep.command(profile)}` measures them here, `--profile full --jobs 4` on a GPU")
-        return runs
+        return None
     if note := sweep.progress(len(runs), profile):
         print(note)
-    order = list(sweep.variants)
-    if sweep.baseline in set(runs["variant"]):
-        display(compare_to_base(runs, sweep.baseline, order=order))
-    else:                           # differences need the baseline's runs
-        print(f"the baseline, {sweep.baseline}, has no record yet: each variant's runs alone")
-        display(summarize(runs, order=order))
-    display(plots.sweep_plot(runs, order=order, title=title))
-    return runs
+    if sweep.baseline not in set(runs["variant"]):
+        print(f"the baseline, {sweep.baseline}, has no record yet: nothing to compare with")
+        return None
+    table = paired_differences(runs, sweep.baseline, order=list(sweep.variants))
+    print(f"{title}: {describe_pairing(table)}.")
+    display(table)
+    print(summarise_effects(table))
+    display(plots.forest_plot(table, title=title, label=f"difference to {sweep.baseline}"))
+    return table
 
 
 def _last_state(text: str) -> str:

@@ -7,7 +7,14 @@ site-packages, and reads the configs it ships as package data.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+
+# Configs and sweeps are TOML files under CONFIG_DIR, read with this parser.
+if sys.version_info >= (3, 11):
+    import tomllib
+else:                              # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib        # noqa: F401 (config.py and sweeps.py import it from here)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 _checkout = PACKAGE_DIR.parent

@@ -115,6 +115,42 @@ def sweep_plot(runs: pd.DataFrame, order=None, metric: str = "val_acc", title: s
     return _close(fig)
 
 
+def forest_plot(table: pd.DataFrame, title: str = "", label: str = "difference to the base"):
+    """Each variant's paired difference to the base (a `tables.paired_differences` table)
+    with its Holm-adjusted 95% interval: sorted, a zero line, resolved effects filled and
+    unresolved ones hollow. Variants without an interval (fewer than two pairs) are left
+    out; the caption should say so, and name the devices and seeds (table.attrs)."""
+    low, high = [c for c in table.columns if c.endswith(" low")][0], [c for c in table.columns
+                                                                      if c.endswith(" high")][0]
+    rows = table.dropna(subset=[low, high]).sort_values("diff")
+    fig, ax = plt.subplots(figsize=(7.5, 0.38 * max(len(rows), 1) + 1.4))
+    y = np.arange(len(rows))
+    # An interval from two seeds can span hundreds of points: the axis follows the
+    # differences, and an interval cut at its edge ends in an arrow.
+    reach = 1.6 * float(rows["diff"].abs().max()) + 1.0 if len(rows) else 1.0
+    lo, hi = rows[low].clip(-reach, reach), rows[high].clip(-reach, reach)
+    ax.axvline(0, color="0.5", lw=1, zorder=0)
+    ax.hlines(y, lo, hi, color="C0", lw=2)
+    for side, ends, marker in ((-1, rows[low], "<"), (1, rows[high], ">")):
+        cut = (ends.abs() > reach).to_numpy() & (np.sign(ends) == side).to_numpy()
+        ax.scatter(np.full(cut.sum(), side * reach), y[cut], marker=marker, color="C0", s=30)
+    resolved = rows["resolved"].to_numpy(bool)
+    ax.scatter(rows["diff"][resolved], y[resolved], color="C0", s=36, zorder=3, label="resolved")
+    ax.scatter(rows["diff"][~resolved], y[~resolved], facecolor="white", edgecolor="C0", s=36,
+               zorder=3, label="interval contains 0")
+    ax.set_yticks(y, rows.index)
+    ax.set(xlabel=f"{label} (points of validation accuracy)", ylabel="", title=title)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_xlim(-reach * 1.05, reach * 1.05)
+    # the legend sits above the axes, where it can cover no interval
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, frameon=False, fontsize=8,
+              borderaxespad=0.2) if len(rows) else None
+    if title:
+        ax.set_title(title, pad=22)
+    fig.tight_layout()
+    return _close(fig)
+
+
 def accuracy_vs_images(runs: pd.DataFrame, reference: dict | None = None):
     """Test accuracy of final runs against the training images they saw: every run a dot,
     the mean per budget a line (with TTA solid, without dashed); `reference` (an external

@@ -3,16 +3,24 @@ environment facts (versions, device, git commit) every record carries."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import platform
 import subprocess
 import tempfile
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
+from .config import Config, changed_settings
 from .paths import REPO_ROOT, RESULTS_DIR
+
+if TYPE_CHECKING:
+    from .data import CIFAR10
 
 SCHEMA = 1
 
@@ -59,12 +67,80 @@ def read_record(path: str | os.PathLike) -> dict:
 
 
 def iter_records(root: str | os.PathLike = RESULTS_DIR, include_smoke: bool = False):
-    """Every run record under root (benchmarks and, unless asked, smoke runs left out)."""
+    """Every run record under root. Left out: benchmarks, smoke runs unless asked, and
+    results/archive/ (records kept as history, which no table, notebook or report reads)."""
     for p in sorted(Path(root).rglob("*.json")):
         parts = set(p.relative_to(root).parts)
-        if "benchmarks" in parts or (not include_smoke and "smoke" in parts):
+        if parts & {"benchmarks", "archive"} or (not include_smoke and "smoke" in parts):
             continue
         yield p, read_record(p)
+
+
+@dataclass
+class RunFiles:
+    """Where one run's files go: its record and predictions under results/, its progress
+    checkpoint and final weights under checkpoints/."""
+    run_id: str
+    record: Path                    # results/<profile>/<config>/<run id>.json
+    predictions: Path               # ... .predictions.npz beside it
+    progress: Path                  # checkpoints/<run id>.progress.pt, until the run completes
+    model: Path                     # checkpoints/<run id>.pt, the trained weights
+
+    @classmethod
+    def make(cls, cfg, profile, seed, results_dir, checkpoint_dir, state) -> "RunFiles":
+        """Names for a new run (or the resumed one); fails now if a folder is not writable."""
+        folder, checkpoint_dir = run_folder(results_dir, profile, cfg.name), Path(checkpoint_dir)
+        check_writable(folder)
+        check_writable(checkpoint_dir)
+        run_id = state["run_id"] if state else (f"{run_prefix(cfg.name, profile, seed)}-"
+                                                f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}")
+        return cls(run_id, folder / f"{run_id}.json", folder / f"{run_id}.predictions.npz",
+                   checkpoint_dir / f"{run_id}.progress.pt", checkpoint_dir / f"{run_id}.pt")
+
+
+class RunRecord:
+    """One run's record: started once, then changed only through these methods, each of
+    which says when the file is rewritten (atomically, so a reader never sees half)."""
+
+    def __init__(self, path: Path, fields: dict):
+        self.path, self.fields = Path(path), fields
+
+    def __getitem__(self, key):
+        return self.fields[key]
+
+    @property
+    def history(self) -> list[dict]:
+        return self.fields["history"]
+
+    def add_epoch(self, row: dict) -> None:
+        """A finished epoch (not written yet: the progress checkpoint holds it until the
+        run stops or completes)."""
+        self.fields["history"].append(row)
+
+    def stop(self, status: str, error: str, elapsed: dict) -> None:
+        """A run that ended early ('failed', 'interrupted', 'pruned'), with every finished
+        epoch; written."""
+        self.fields.update(status=status, error=error, **elapsed)
+        if status == "interrupted":
+            self.fields["resume_with"] = "--resume"
+        self.write()
+
+    def complete(self, final: dict, test_read: bool, elapsed: dict, checkpoint: Path,
+                 finished_at: str) -> None:
+        """The scores of a finished run; written."""
+        self.fields.update(status="complete", final=final, test_read=test_read, **elapsed,
+                           checkpoint=str(checkpoint), finished_at=finished_at)
+        self.write()
+
+    def attach(self, **files) -> None:
+        """Files saved beside the record (by name); written by the next write()."""
+        self.fields.update(files)
+
+    def warn(self, message: str) -> None:
+        self.fields.setdefault("warnings", []).append(message)
+
+    def write(self) -> Path:
+        return write_record(self.fields, self.path)
 
 
 def check_writable(folder: Path) -> None:
@@ -132,3 +208,17 @@ def device_info(device: torch.device) -> dict:
     else:
         info["name"] = f"{info['cpu']} ({os.cpu_count()} cores)"
     return info
+
+
+def find_record(cfg: Config, *, profile: str, seed: int, data: CIFAR10,
+                results_dir: Path = RESULTS_DIR, read_test: bool = True) -> tuple[dict, Path] | None:
+    """The newest complete record of exactly this config, profile and seed on the same data
+    (by fingerprint), that read the test set if `read_test` asks for it; None if there is none."""
+    folder = run_folder(results_dir, profile, cfg.name)
+    for path in sorted(folder.glob(f"{run_prefix(cfg.name, profile, seed)}-*.json"), reverse=True):
+        record = read_record(path)
+        if (record.get("status") == "complete" and not changed_settings(record["config"], cfg)
+                and record["data"]["fingerprint"] == data.fingerprint
+                and (record["test_read"] or not read_test)):
+            return record, path
+    return None

@@ -13,12 +13,12 @@ import numpy as np
 import pandas as pd
 
 from . import plots
-from .analysis import confusion_matrix, reliability, run_predictions
+from .predictions import confusion_matrix, reliability, run_predictions
 from .data import CLASSES
 from .paths import FIGURES_DIR, REPORT_DIR, RESULTS_DIR
-from .sweeps import (AUGMENTATION, AUGMENTATION_FULL_SPLIT, BLOCK_ABLATION, FAST_ABLATION,
-                     FAST_BUDGET, FAST_HYPERPARAMETERS, HYPERPARAMETERS, sweep_records)
-from .tables import (budget_curve, budget_runs, compare_to_base, history_frame,
+from .sweeps import (AUGMENTATION, BLOCK_ABLATION, CORE_STUDY, FAST_ABLATION, FAST_BUDGET,
+                     HYPERPARAMETERS, sweep_records)
+from .tables import (budget_curve, budget_runs, describe_pairing, paired_differences, history_frame,
                      load_airbench_reference, load_records, mean_std, runs_frame, study_cost)
 
 
@@ -178,11 +178,13 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     _methods(filled, runs, records)
     _basic(filled, by_config.get("seed_basic", []))
     _sweep(filled, records, AUGMENTATION, "Augmentation", "augmentation")
-    _sweep(filled, records, AUGMENTATION_FULL_SPLIT, "Augmentation, whole training split",
+    _sweep(filled, records, CORE_STUDY.group("augmentation"), "Augmentation, whole training split",
            "augmentation_full")
     _sweep(filled, records, HYPERPARAMETERS, "Hyperparameters", "hyperparameters")
-    _sweep(filled, records, FAST_HYPERPARAMETERS, "Hyperparameters of `fast`, whole training split",
-           "hyperparameters_full")
+    regularisation_and_optimisation = CORE_STUDY.subset(
+        [CORE_STUDY.baseline, *CORE_STUDY.groups["regularisation"], *CORE_STUDY.groups["optimisation"]])
+    _sweep(filled, records, regularisation_and_optimisation,
+           "Regularisation and optimisation of `fast`, whole training split", "hyperparameters_full")
     _sweep(filled, records, BLOCK_ABLATION, "Block ablation", "block_ablation")
     _sweep(filled, records, FAST_ABLATION, "Fast-recipe ablation", "fast_ablation")
     _improved(filled, by_config)
@@ -295,7 +297,8 @@ def _sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
     runs = runs_frame(mine)
     order = list(sweep.variants)
     baseline = sweep.baseline
-    table = compare_to_base(runs, baseline, order=order).reset_index()
+    paired = paired_differences(runs, baseline, order=order)
+    table = paired.reset_index()
     base = mine[0]
     filled.values[f"{name}_setup"] = (
         f"Each variant changes one thing in the `{sweep.base}` config and is trained with "
@@ -304,21 +307,21 @@ def _sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
         f"{base['data']['val_images']:,} validation images and compared with "
         f"**{baseline}** ({table.loc[table['variant'] == baseline, 'mean'].iloc[0]:.2f}%).")
     others = table[table["variant"] != baseline]
-    resolved = [f"{v} ({d:+.2f} points, 95% interval {lo:+.2f} to {hi:+.2f})"
+    resolved = [f"{v} ({d:+.2f} points, Holm-adjusted 95% interval {lo:+.2f} to {hi:+.2f})"
                 for v, d, lo, hi in others.loc[others["resolved"],
                                                ["variant", "diff", "95% low", "95% high"]].values]
     unresolved = list(others.loc[~others["resolved"], "variant"])
     verdict = ("No variant besides the baseline is measured yet." if others.empty else
                f"Differences the seeds resolve: {'; '.join(resolved)}." if resolved else
                "No difference is resolved by these seeds.")
-    unresolved_text = (f"Not resolved (the 95% interval of the difference contains 0): "
+    unresolved_text = (f"Not resolved (the adjusted interval of the difference contains 0): "
                        f"{', '.join(unresolved)}." if unresolved else "")
     filled.values[f"{name}_result"] = " ".join(
         part for part in (sweep.progress(len(mine), base["profile"]), verdict, unresolved_text) if part)
     filled.table(name, table.rename(columns={
         "mean": "val % mean", "std": "val % std", "diff": f"diff to {baseline}"}),
         f"{title}: validation accuracy, mean and std over seeds, and each variant's difference "
-        f"to {baseline} with a 95% interval (Welch's t; {_scope(mine)}).")
+        f"to {baseline}: {describe_pairing(paired)} ({_scope(mine)}).")
     filled.figure(f"{name}_sweep", plots.sweep_plot(runs, order=order, title=title),
                   f"{title}: validation accuracy per seed and mean ± std.")
 

@@ -1,5 +1,6 @@
 """Running a sweep: every (variant, seed) run trained or read back from results/, in this
-process or in N worker processes that share the device (or spread over the GPUs)."""
+process, in N worker processes that share the device (or spread over the GPUs), or in any
+number of workers on many machines that share an Optuna storage."""
 from __future__ import annotations
 
 import multiprocessing
@@ -77,3 +78,48 @@ def _start_worker(data_root: str, jobs: int, counter) -> None:
 def _worker_run(sweep: Sweep, profile: str, variant: str, seed: int, kwargs: dict) -> dict:
     kwargs = {**kwargs, "device": kwargs.get("device") or _WORKER["device"]}
     return _run(sweep, profile, _WORKER["data"], variant, seed, kwargs)
+
+
+# --------------------------------------------------------------------------- many machines
+def run_sweep_shared(sweep: Sweep, profile: str, data: CIFAR10, storage: str, *, seeds=None,
+                     heartbeat: int = 60, **kwargs) -> list[dict]:
+    """This worker's share of a sweep spread over many machines. The sweep's planned
+    (variant, seed) runs are the trials of an Optuna study in `storage` (see
+    tuning.open_storage), queued once by the worker that creates it; every worker running
+    the same command takes the next queued run until none is left, so no run is done twice.
+    Records, resume and atomic writes are those of any run. On a database storage each
+    worker beats a heartbeat: a run whose worker stopped beating for 2 x `heartbeat`
+    seconds is failed and queued again, and resumes from its progress checkpoint when the
+    workers share the checkpoints folder. Returns the records this worker wrote or reused."""
+    import optuna
+
+    from .tuning import open_storage
+
+    tasks = sweep.runs(seeds)
+    storage = open_storage(storage, heartbeat=heartbeat, retry_stale=True)
+    # The study is named by exactly the runs it plans: another --variant or --seeds choice,
+    # or a changed sweep file, is another study.
+    import hashlib
+    plan = hashlib.sha1(repr((sweep.base, sweep.profiles.get(profile), sweep.final,
+                              [(v, sweep.variants[v], s) for v, s in tasks])).encode()).hexdigest()[:10]
+    name = f"sweep-{sweep.name}-{profile}-{plan}"
+    try:        # the one worker that creates the study queues the planned runs, once
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+        for i, (variant, seed) in enumerate(tasks):
+            study.enqueue_trial({"run": i}, user_attrs={"variant": variant, "seed": seed})
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage)
+    done: list[dict] = []
+
+    def objective(trial):
+        if "variant" not in trial.user_attrs:          # not a queued run: the queue is empty
+            trial.study.stop()
+            raise optuna.TrialPruned("every planned run is taken")
+        variant, seed = tasks[trial.suggest_int("run", 0, len(tasks) - 1)]
+        record = _run(sweep, profile, data, variant, seed, kwargs, progress="epochs")
+        done.append(record)
+        return record["final"][sweep.metric]
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(objective)
+    return done

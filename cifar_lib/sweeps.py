@@ -1,20 +1,15 @@
 """Sweeps as data: one file per study in configs/sweeps/ names its base config, its
-variants (setting overrides) and seeds (more for the variants whose differences need them).
+variants (one setting changed each) and the seeds every variant runs, declared up front.
 Reading them needs neither torch nor the training code, so the report can group records by them."""
 from __future__ import annotations
 
 import dataclasses
 import shlex
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .paths import CONFIG_DIR
+from .paths import CONFIG_DIR, tomllib
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:                              # Python 3.10: the same parser, from PyPI
-    import tomli as tomllib
 
 SWEEPS_DIR = CONFIG_DIR / "sweeps"
 
@@ -33,15 +28,12 @@ class Sweep:
     baseline: str | None = None      # the variant others are compared to (default: the first)
     is_subset: bool = False          # a view of some of a sweep file's variants (see subset)
     final: bool = False              # final runs: no validation split, the test set read once
-    # variant -> its seeds, where the sweep's are too few to resolve its difference to the baseline
-    variant_seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)
     # question -> its variants: one table each (with the baseline), from one set of runs
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self):
         baseline = self.baseline or next(iter(self.variants))
-        named = [("baseline", baseline)] + [("variant_seeds", v) for v in self.variant_seeds]
-        named += [(f"groups.{g}", v) for g, vs in self.groups.items() for v in vs]
+        named = [("baseline", baseline)] + [(f"groups.{g}", v) for g, vs in self.groups.items() for v in vs]
         for what, name in named:
             if name not in self.variants:
                 raise ValueError(f"sweep {self.name}: {what} names {name!r}, which is not one of "
@@ -62,25 +54,19 @@ class Sweep:
         """What its runs are compared on: validation accuracy, or test accuracy for final runs."""
         return "test_acc" if self.final else "val_acc"
 
-    def seeds_of(self, variant: str) -> tuple[int, ...]:
-        return self.variant_seeds.get(variant, self.seeds)
-
     def runs(self, seeds=None) -> list[tuple[str, int]]:
-        """Every planned (variant, seed) run, variant by variant: each variant with its own
-        seeds, or every variant with `seeds` where given."""
-        return [(v, s) for v in self.variants for s in (self.seeds_of(v) if seeds is None else seeds)]
+        """Every planned (variant, seed) run, variant by variant: the sweep's seeds (the same
+        for every variant, so each variant pairs with the baseline seed by seed), or `seeds`."""
+        return [(v, s) for v in self.variants for s in (self.seeds if seeds is None else seeds)]
 
     @property
     def planned_runs(self) -> int:
         return len(self.runs())
 
     def describe_plan(self) -> str:
-        """'18 runs (9 variants × 2 seeds)', or where some variants have more seeds,
-        '22 runs (9 variants, 2 to 4 seeds each)'."""
-        counts = sorted({len(self.seeds_of(v)) for v in self.variants})
-        seeds = (f" × {counts[0]} seed{'s' * (counts[0] != 1)}" if len(counts) == 1
-                 else f", {counts[0]} to {counts[-1]} seeds each")
-        return f"{self.planned_runs} runs ({len(self.variants)} variants{seeds})"
+        """'108 runs (27 variants × 4 seeds)'."""
+        n = len(self.seeds)
+        return f"{self.planned_runs} runs ({len(self.variants)} variants × {n} seed{'s' * (n != 1)})"
 
     def subset(self, variants: list[str], baseline: str | None = None) -> Sweep:
         """Some of this sweep's variants, compared to `baseline` (default: the first named):
@@ -90,9 +76,7 @@ class Sweep:
             raise ValueError(f"sweep {self.name} has no variant(s) {unknown}; its variants: "
                              f"{list(self.variants)}")
         return dataclasses.replace(self, variants={v: self.variants[v] for v in variants},
-                                   baseline=baseline or variants[0], is_subset=True,
-                                   variant_seeds={v: s for v, s in self.variant_seeds.items()
-                                                  if v in variants}, groups={})
+                                   baseline=baseline or variants[0], is_subset=True, groups={})
 
     def group(self, name: str) -> Sweep:
         """One question of the sweep: its variants beside the baseline, on the same runs."""
@@ -106,12 +90,11 @@ class Sweep:
         return f"python -m cifar_lib sweep {self.name} --profile {profile}{only}"
 
     def progress(self, recorded: int, profile: str) -> str:
-        """'' once every planned run is recorded; otherwise how many are, and how to run the rest
-        (a slow machine measures a sweep over several sessions, and must say so)."""
+        """'' once every planned run is recorded; otherwise what the tables rest on (a slow
+        machine measures a sweep over several sittings, and its tables must say so)."""
         if recorded >= self.planned_runs:
             return ""
-        return (f"Partial: {recorded} of {self.planned_runs} runs are recorded; `{self.command(profile)}` "
-                f"runs the rest (finished runs are reused).")
+        return f"{recorded} of the {self.planned_runs} planned runs are recorded at the {profile} profile."
 
     def factor(self, variant: str) -> str:
         return self.factors.get(variant, variant)
@@ -120,11 +103,14 @@ class Sweep:
 def load_sweep(path: Path) -> Sweep:
     """The sweep a file describes; its name is the file's."""
     table = tomllib.loads(Path(path).read_text())
+    if "variant_seeds" in table:
+        raise ValueError(f"{path}: [variant_seeds] gives some variants more seeds than others; "
+                         "every variant must run the sweep's seeds (declared before it runs), so "
+                         "remove the table and, if more seeds are needed, add them to `seeds`")
     return Sweep(name=Path(path).stem, base=table["base"], variants=dict(table["variants"]),
                  factors=dict(table.get("factors", {})), seeds=tuple(table.get("seeds", (0, 1, 2))),
                  profiles=dict(table.get("profiles", {})), baseline=table.get("baseline"),
                  final=bool(table.get("final", False)),
-                 variant_seeds={v: tuple(s) for v, s in table.get("variant_seeds", {}).items()},
                  groups={g: tuple(vs) for g, vs in table.get("groups", {}).items()})
 
 
@@ -140,14 +126,9 @@ def load_sweeps(folder: Path = SWEEPS_DIR) -> dict[str, Sweep]:
 
 
 SWEEPS = load_sweeps()
-AUGMENTATION = SWEEPS["augmentation"]
+AUGMENTATION = SWEEPS["augmentation"]          # the 4,000-image demonstrations of budget
 HYPERPARAMETERS = SWEEPS["hyperparameters"]
+CORE_STUDY = SWEEPS["core_study"]              # notebooks 02 and 03, one group each question
 FAST_ABLATION = SWEEPS["fast_ablation"]
 BLOCK_ABLATION = SWEEPS["block_ablation"]
 FAST_BUDGET = SWEEPS["fast_budget"]
-FAST_HYPERPARAMETERS = SWEEPS["fast_hyperparameters"]
-# Notebook 02's question at a budget that can answer it: augmentation of the `fast` recipe
-# on the whole training split. Its runs are the augmentation rows of the fast ablation (four
-# seeds each, as that file says), compared with no augmentation.
-AUGMENTATION_FULL_SPLIT = FAST_ABLATION.subset(
-    ["no augmentation", "fast", "random flips", "no translation"], baseline="no augmentation")

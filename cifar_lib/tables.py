@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .records import RESULTS_DIR, iter_records
@@ -31,6 +33,18 @@ def load_records(root=RESULTS_DIR, *, profile: str | None = None, config: str | 
     return sorted(out, key=lambda r: (r["started_at"], r["id"]))
 
 
+def device_label(device: dict) -> str:
+    """A device as prose names it: 'NVIDIA H200', '2-core Intel Xeon', '2-core AMD EPYC'
+    (the CPU's marketing string without its trademark signs and clock)."""
+    if device["type"] != "cpu":
+        return device["name"]
+    name = re.sub(r"\((R|TM)\)|\bProcessor\b|\bCPU\b|@.*$|\d+-Core", "", device.get("cpu", "CPU"))
+    name = " ".join(name.split())
+    if name in ("", "x86_64", "aarch64", "arm64", "i386"):     # only the architecture was found
+        name = "CPU (model not recorded)"
+    return f"{device.get('cpu_count', device.get('threads'))}-core {name}"
+
+
 def runs_frame(records: list[dict]) -> pd.DataFrame:
     """One row per run: identity, tags, budget (epochs, training images and the images
     seen, their product), final accuracies (percent) and timings."""
@@ -46,7 +60,8 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
             "official_data": r["data"]["official"],
             **{m: 100 * r["final"][m] if m in r["final"] else None for m in METRICS},
             "train_minutes": r["train_seconds"] / 60, "wall_minutes": r["wall_seconds"] / 60,
-            "device": r["device"]["name"], "device_type": r["device"]["type"],
+            "device": r["device"]["name"], "device_label": device_label(r["device"]),
+            "device_type": r["device"]["type"],
             "precision": r["precision"],
         })
     return pd.DataFrame(rows)
@@ -133,34 +148,110 @@ def mean_std(values) -> str:
     return f"{values.mean():.2f} ± {values.std():.2f}% ({len(values)} seeds)"
 
 
-def compare_to_base(runs: pd.DataFrame, base: str, by: str = "variant", metric: str = "val_acc",
-                    order=None, confidence: float = 0.95) -> pd.DataFrame:
-    """Each group's mean, std and seeds of `metric`, and its difference to the `base` group
-    with a `confidence` interval (Welch's t: groups need not share a variance, and seeds
-    are not paired across variants, whose initial weights differ). `resolved` says whether
-    the interval excludes 0, i.e. whether the seeds can tell the variant from the base."""
+def holm_levels(pvalues, alpha: float = 0.05) -> np.ndarray:
+    """Holm's step-down procedure as one error rate per comparison: sorted by p, the k-th
+    smallest (of m) is tested at alpha / (m - k + 1) until one fails; from there on every
+    comparison keeps the failed step's rate. An interval at level 1 - rate then excludes 0
+    exactly when Holm rejects, so "resolved" and "the interval excludes 0" agree."""
+    p = np.asarray(pvalues, dtype=float)
+    rates = np.empty(len(p))
+    failed_at = None
+    for k, i in enumerate(np.argsort(p, kind="stable")):
+        rate = alpha / (len(p) - k)
+        if failed_at is None and not p[i] < rate:
+            failed_at = rate
+        rates[i] = rate if failed_at is None else failed_at
+    return rates
+
+
+def paired_differences(runs: pd.DataFrame, base: str, by: str = "variant", metric: str = "val_acc",
+                       order=None, alpha: float = 0.05) -> pd.DataFrame:
+    """Each variant against `base`, seed by seed: the mean of the per-seed differences with
+    a t interval (n - 1 degrees of freedom), Holm-adjusted across the table's comparisons.
+
+    A difference is only taken between two runs of the same seed on the same device with
+    the same precision; runs without such a partner are left out of the difference and
+    counted in `unpaired`. `resolved` means the adjusted interval excludes 0. The table's
+    attrs say what it rests on: devices, precisions, seeds and the family size."""
     from scipy import stats
 
-    table = summarize(runs, by, metric, order)
-    base_values = runs.loc[runs[by] == base, metric].dropna()
-    if base_values.empty:
-        raise KeyError(f"no {metric} for the base {by} {base!r}; groups: {list(table.index)}")
-    diffs, lows, highs = [], [], []
-    for group in table.index:
-        values = runs.loc[runs[by] == group, metric].dropna()
-        diff = values.mean() - base_values.mean()
-        if group == base or min(len(values), len(base_values)) < 2:
-            low = high = float("nan")         # an interval needs two seeds on each side
-        else:
-            ci = stats.ttest_ind(values, base_values, equal_var=False).confidence_interval(confidence)
-            low, high = ci.low, ci.high
-        diffs.append(diff), lows.append(low), highs.append(high)
-    pct = f"{confidence:.0%}"
-    table["diff"] = diffs
-    table[f"{pct} low"] = lows
-    table[f"{pct} high"] = highs
-    table["resolved"] = (table[f"{pct} low"] > 0) | (table[f"{pct} high"] < 0)
-    return table.round(2)
+    key = ["seed", "device", "precision"]
+    runs = runs.dropna(subset=[metric])
+    base_runs = runs[runs[by] == base].drop_duplicates(key, keep="last").set_index(key)[metric]
+    if base_runs.empty:
+        raise KeyError(f"no {metric} for the base {by} {base!r}; groups: {sorted(set(runs[by]))}")
+    groups = [g for g in (order or list(dict.fromkeys(runs[by]))) if g in set(runs[by])]
+    rows = []
+    for group in groups:
+        mine = runs[runs[by] == group].drop_duplicates(key, keep="last").set_index(key)[metric]
+        shared = mine.index.intersection(base_runs.index)
+        diffs = (mine[shared] - base_runs[shared]).to_numpy()
+        row = {by: group, "mean": mine.mean(), "std": mine.std(), "seeds": len(mine),
+               "pairs": len(shared) if group != base else 0,
+               "unpaired": len(mine) - len(shared) if group != base else 0,
+               "diff": diffs.mean() if len(diffs) and group != base else np.nan,
+               "sd_diff": diffs.std(ddof=1) if len(diffs) > 1 and group != base else np.nan}
+        row["p"] = (stats.ttest_1samp(diffs, 0.0).pvalue
+                    if group != base and len(diffs) > 1 else np.nan)
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index(by)
+    tested = table["p"].notna()
+    rates = pd.Series(np.nan, index=table.index)
+    rates[tested] = holm_levels(table.loc[tested, "p"].fillna(1.0), alpha)   # sd 0: p is nan
+    half = (stats.t.ppf(1 - rates / 2, table["pairs"] - 1) * table["sd_diff"]
+            / np.sqrt(table["pairs"]))
+    low, high = f"{1 - alpha:.0%} low", f"{1 - alpha:.0%} high"
+    table[low], table[high] = table["diff"] - half, table["diff"] + half
+    table["p_holm"] = _holm_adjusted(table["p"])
+    table["resolved"] = (table[low] > 0) | (table[high] < 0)
+    used = runs[runs[by].isin(groups)]
+    table.attrs.update(devices=sorted(set(used["device_label"])), precisions=sorted(set(used["precision"])),
+                       seeds=sorted(set(used["seed"])), comparisons=int(tested.sum()),
+                       base=base, metric=metric, alpha=alpha)
+    return table.drop(columns=["p"]).round({"mean": 2, "std": 2, "diff": 2, "sd_diff": 2,
+                                            low: 2, high: 2, "p_holm": 4})
+
+
+def summarise_effects(table: pd.DataFrame) -> str:
+    """The table's verdicts in a sentence or two, for notebooks to print under it:
+    resolved differences with their adjusted intervals, then the unresolved ones."""
+    low, high = f"{1 - table.attrs['alpha']:.0%} low", f"{1 - table.attrs['alpha']:.0%} high"
+    tested = table.dropna(subset=[low])
+    untested = [v for v in table.index if v != table.attrs["base"] and v not in tested.index]
+    resolved = tested[tested["resolved"]].sort_values("diff")
+    parts = []
+    if len(resolved):
+        parts.append("Resolved: " + "; ".join(
+            f"{v} {r['diff']:+.2f} points ({r[low]:+.2f} to {r[high]:+.2f})" for v, r in resolved.iterrows()) + ".")
+    unresolved = tested[~tested["resolved"]]
+    if len(unresolved):
+        parts.append("Not resolved (the adjusted interval contains 0): " + ", ".join(
+            f"{v} ({r['diff']:+.2f})" for v, r in unresolved.sort_values("diff").iterrows()) + ".")
+    if untested:
+        parts.append(f"Fewer than two seeds paired with the base so far: {', '.join(untested)}.")
+    return " ".join(parts) or "No variant has runs paired with the base yet."
+
+
+def _holm_adjusted(pvalues: pd.Series) -> pd.Series:
+    """Holm-adjusted p-values (nan where no test ran): the running maximum of (m - k + 1) p."""
+    p = pvalues.dropna().sort_values(kind="stable")
+    m = len(p)
+    adjusted = pd.Series(np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p.to_numpy())),
+                         index=p.index)
+    return adjusted.reindex(pvalues.index)
+
+
+def describe_pairing(table: pd.DataFrame) -> str:
+    """What a paired table rests on, for its caption: 'seeds 0-3, paired on one device
+    (2-core Intel Xeon, bf16); Holm over 7 comparisons'."""
+    a = table.attrs
+    seeds = a["seeds"]
+    seed_text = (f"seeds {seeds[0]}–{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1))
+                 and len(seeds) > 1 else "seed" + "s" * (len(seeds) > 1) + " " + ", ".join(map(str, seeds)))
+    where = "; ".join(a["devices"])
+    return (f"{seed_text}, each variant paired with the base seed by seed on the same device "
+            f"({where}; {', '.join(a['precisions'])}); 95% intervals Holm-adjusted over "
+            f"{a['comparisons']} comparison{'s' * (a['comparisons'] != 1)}")
 
 
 def sweep_runs(sweep, profile: str, root=RESULTS_DIR) -> pd.DataFrame:

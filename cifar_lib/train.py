@@ -79,16 +79,16 @@ def _lr(optimizer) -> float:
     return float(optimizer.param_groups[0]["lr"])
 
 
-def train_one_epoch(model, loader, optimizer, *, precision: Precision, scaler=None,
+def train_one_epoch(model, loader, optimizer, *, precision: Precision, scaler,
                     scheduler=None, label_smoothing: float = 0.0, sum_loss: bool = False,
                     epoch: int = 0, progress: bool = True, trace_points: int = 20) -> dict:
     """One pass over `loader`. Returns mean loss, accuracy, seconds, images/s and
     `loss_trace`: the mean training loss over each of about `trace_points` equal stretches
     of the epoch, as [step, loss] pairs (curves with within-epoch detail).
-    With `sum_loss` the gradient is that of the summed (not averaged) batch loss."""
+    With `sum_loss` the gradient is that of the summed (not averaged) batch loss. `scaler`
+    is the run's gradient scaler (its state carries over from epoch to epoch)."""
     model.train()
     device = precision.device
-    scaler = scaler or precision.scaler()
     loss_sum = torch.zeros((), device=device)
     stretch_sum = torch.zeros((), device=device)   # loss summed since the last trace point
     worst = torch.zeros((), device=device)          # largest step loss since the last check

@@ -34,7 +34,54 @@ def default_storage(results_dir: Path, profile: str) -> str:
     return f"sqlite:///{(folder / 'optuna.db').resolve()}"
 
 
-def _open_study(name: str, storage: str, pruner) -> optuna.Study:
+# The database drivers SQLAlchemy loads for a storage URL's scheme, and the extra that
+# brings them (SQLAlchemy 2 reads a bare postgresql:// as psycopg 3).
+DRIVERS = {"postgresql": ("psycopg", "distributed"), "postgresql+psycopg": ("psycopg", "distributed"),
+           "postgresql+psycopg2": ("psycopg2", "psycopg2-binary"),
+           "mysql+pymysql": ("pymysql", "PyMySQL"), "mysql": ("MySQLdb", "mysqlclient")}
+
+
+def open_storage(url: str, heartbeat: int | None = None, retry_stale: bool = False):
+    """The Optuna storage a URL names, ready for many workers:
+    - `journal:PATH`: a journal file, for workers on several machines that share a disk
+      (Optuna's advice for NFS, where SQLite locks are unreliable);
+    - `sqlite:///PATH`: one machine;
+    - `postgresql://user@host:port/db` (or mysql+pymysql://): a database server, for many
+      machines; its driver is checked here, so a missing one is a clear error, not a traceback.
+    With `heartbeat` (seconds, database storages), a trial whose worker stops beating for
+    2x that is failed, and with `retry_stale` queued again (up to 3 times)."""
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(url.removeprefix("journal:")).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    scheme = url.split("://", 1)[0]
+    if scheme not in DRIVERS and not scheme.startswith("sqlite"):
+        raise ConfigError(f"storage {url!r}: unknown scheme {scheme!r}; use journal:PATH, "
+                          f"sqlite:///PATH or one of {', '.join(DRIVERS)}")
+    if scheme in DRIVERS:
+        import importlib.util
+
+        module, extra = DRIVERS[scheme]
+        if importlib.util.find_spec(module) is None:
+            fix = (f'pip install -e ".[{extra}]"' if extra == "distributed" else f"pip install {extra}")
+            raise ConfigError(f"storage {url.split('@')[-1]!r} needs the database driver {module!r}, "
+                              f"which is not installed; fix: {fix}")
+    kwargs = {"heartbeat_interval": heartbeat, "grace_period": 2 * heartbeat} if heartbeat else {}
+    if heartbeat and retry_stale:
+        # Optuna 4.9 renamed failed_trial_callback; take whichever this Optuna has.
+        import inspect
+
+        callback = optuna.storages.RetryFailedTrialCallback(max_retry=3)
+        accepted = inspect.signature(optuna.storages.RDBStorage).parameters
+        key = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in accepted
+               else "failed_trial_callback")
+        kwargs[key] = callback
+    return optuna.storages.RDBStorage(url, **kwargs)
+
+
+def _open_study(name: str, storage, pruner, sampler=None) -> optuna.Study:
     """Create the study or join it. Workers started together on a new database race to
     create its tables (seen: 'table study_directions already exists'); the loser retries
     and finds them made."""
@@ -46,8 +93,8 @@ def _open_study(name: str, storage: str, pruner) -> optuna.Study:
     for attempt in range(8):
         try:
             return optuna.create_study(study_name=name, storage=storage, direction="maximize",
-                                       load_if_exists=True, sampler=optuna.samplers.TPESampler(),
-                                       pruner=pruner)
+                                       load_if_exists=True, pruner=pruner,
+                                       sampler=sampler or optuna.samplers.TPESampler())
         except SQLAlchemyError:
             if attempt == 7:
                 raise
@@ -56,10 +103,12 @@ def _open_study(name: str, storage: str, pruner) -> optuna.Study:
 
 
 def search_space(cfg: Config) -> dict:
-    """SEARCH_SPACE as it applies to `cfg`: no dropout for a model without any, and no batch
+    """SEARCH_SPACE as it applies to `cfg`: no dropout for a model that takes none, and no batch
     larger than a small training subset (it would leave no full batch to train on)."""
+    from .models import model_arguments
+
     space = dict(SEARCH_SPACE)
-    if cfg.model == "fast":
+    if "dropout" not in model_arguments(cfg.model):
         del space["dropout"]
     if cfg.train_subset:
         kind, choices = space["batch_size"]
@@ -95,7 +144,7 @@ def tune(cfg: Config, *, profile: str, data: CIFAR10, n_trials: int, study_name:
     if n_trials < 1:
         raise ConfigError(f"--n-trials must be at least 1, got {n_trials}")
     study_name = study_name or f"{cfg.name}-{profile}"
-    study = _open_study(study_name, storage or default_storage(results_dir, profile),
+    study = _open_study(study_name, open_storage(storage or default_storage(results_dir, profile)),
                         pruner or optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1))
     if top_up:
         finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,

@@ -90,3 +90,47 @@ def cifar_folder(tmp_path_factory):
 def _no_real_downloads(monkeypatch):
     # Tests never reach the internet: a download attempt goes to a closed local port.
     monkeypatch.setenv("CIFAR10_URL", "http://127.0.0.1:9/cifar-10-python.tar.gz")
+
+
+def _postgres_bindir() -> Path | None:
+    """The server binaries of the newest PostgreSQL installed (Debian puts them outside PATH)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server on 127.0.0.1, on a free port, run by its own user, with an
+    empty database: the storage many machines would share. Stopped at the end. Its absence
+    is a failure, not a skip (.ci/run installs Debian's postgresql)."""
+    import pwd
+    import socket
+    import subprocess
+
+    bindir = _postgres_bindir()
+    if bindir is None:
+        pytest.fail("PostgreSQL is not installed (apt-get install postgresql; .ci/run does it)")
+    as_user = []
+    if os.geteuid() == 0:                       # the server refuses to run as root
+        as_user = ["runuser", "-u", "postgres", "--"]
+        owner = pwd.getpwnam("postgres")
+    folder = Path(tempfile.mkdtemp(prefix="kit-postgres-"))
+    if as_user:
+        os.chown(folder, owner.pw_uid, owner.pw_gid)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = folder / "data"
+
+    def run(*cmd):
+        subprocess.run([*as_user, *cmd], check=True, capture_output=True, text=True, timeout=120)
+
+    run(str(bindir / "initdb"), "-D", str(data), "-U", "kit", "--auth=trust")
+    run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "-o",
+        f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start")
+    try:
+        run(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "kit", "optuna")
+        yield f"postgresql://kit@127.0.0.1:{port}/optuna"
+    finally:
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(folder, ignore_errors=True)

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from cifar_lib.analysis import confident_mistakes, confusion_matrix, reliability
-from cifar_lib.capture import recording_branch_weights, stack_branch_weights
-from cifar_lib.blocks import IntermediateBlock
+from cifar_lib.predictions import confident_mistakes, confusion_matrix, reliability
+from cifar_lib.predictions import recording_branch_weights, stack_branch_weights
+from cifar_lib.blocks import MIXING_BLOCKS
 from cifar_lib.config import load_config
 from cifar_lib.experiment import run_experiment
 from cifar_lib.loaders import TensorLoader
@@ -69,20 +69,21 @@ def test_expected_calibration_error():
     assert ece == pytest.approx(0.49, abs=0.02)
 
 
+@pytest.mark.slow
 def test_best_models_branch_weights_are_live_and_trained():
     """The issue-4 constraint: in the best config's network every block's mixing weights
     depend on the image and are learned (they get gradients and move in training)."""
     torch.manual_seed(0)
     cfg = load_config("best", "smoke")
     model = build_model(cfg.model, **{**cfg.model_args, "widths": (16, 16, 16, 32, 32)})
-    blocks = [m for m in model.modules() if isinstance(m, IntermediateBlock)]
+    blocks = [m for m in model.modules() if isinstance(m, MIXING_BLOCKS)]
     assert len(blocks) == 5 and all(b.num_convs >= 2 for b in blocks)
     before = [b.mixer.weight.detach().clone() for b in blocks]
     x, y = learnable_images(256)
     loader = TensorLoader(x, y, 64, train=True, augment=("crop", "flip"), normalize=cfg.normalize)
     precision = Precision("fp32", torch.device("cpu"))
     train_one_epoch(model, loader, make_optimizer(cfg, model), precision=precision,
-                    label_smoothing=cfg.label_smoothing, progress=False)
+                    scaler=precision.scaler(), label_smoothing=cfg.label_smoothing, progress=False)
     assert all(not torch.equal(b.mixer.weight, w) for b, w in zip(blocks, before))
     with recording_branch_weights(model) as captured:
         predict(model, TensorLoader(x, y, 128, normalize=cfg.normalize), precision=precision)
@@ -99,8 +100,9 @@ def test_best_models_branch_weights_are_live_and_trained():
     assert not torch.allclose(model(batch), live, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_final_runs_save_predictions_that_match_the_record(tmp_path):
-    from cifar_lib.analysis import run_predictions
+    from cifar_lib.predictions import run_predictions
 
     cfg = load_config("best", "smoke", val_size=100, epochs=1,
                       model_args={"widths": [8, 8, 16, 16, 16]})

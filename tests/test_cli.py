@@ -1,4 +1,5 @@
 import json
+import pytest
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ def run_cli(*args, env=None, timeout=300):
                           env={**os.environ, **(env or {})})
 
 
+@pytest.mark.slow
 def test_smoke_training_run_writes_a_record(cifar_folder, tmp_path):
     out = run_cli("train", "--config", "seed_improved", "--profile", "smoke", "--quiet",
                   "--data-root", cifar_folder.root, "--results-dir", str(tmp_path))
@@ -25,7 +27,7 @@ def test_smoke_training_run_writes_a_record(cifar_folder, tmp_path):
     assert len(records) == 1
     record = json.loads(records[0].read_text())
     assert record["data"]["official"] is False and record["profile"] == "smoke"
-    if sys.platform.startswith("linux"):     # a CPU run reuses freed memory (cifar_lib.cpu_memory)
+    if sys.platform.startswith("linux"):     # a CPU run reuses freed memory (cifar_lib.device)
         assert record["host_malloc"] == "glibc, freed memory kept"
     ckpt = record["checkpoint"]
     ev = run_cli("evaluate", ckpt, "--data-root", cifar_folder.root)
@@ -37,6 +39,7 @@ def test_smoke_training_run_writes_a_record(cifar_folder, tmp_path):
     Path(ckpt).unlink()
 
 
+@pytest.mark.slow
 def test_sweep_trains_only_the_named_variants_and_seeds(cifar_folder, tmp_path):
     args = ("sweep", "augmentation", "--profile", "smoke", "--data-root", cifar_folder.root,
             "--results-dir", str(tmp_path), "--checkpoint-dir", str(tmp_path))
@@ -51,6 +54,7 @@ def test_sweep_trains_only_the_named_variants_and_seeds(cifar_folder, tmp_path):
     assert len(list(tmp_path.rglob("*.json"))) == 2            # the bad call trained nothing
 
 
+@pytest.mark.slow
 def test_missing_data_offline_is_a_short_clear_error(tmp_path):
     out = run_cli("train", "--config", "seed_improved", "--profile", "smoke",
                   "--data-root", str(tmp_path / "empty"),
@@ -62,6 +66,7 @@ def test_missing_data_offline_is_a_short_clear_error(tmp_path):
     assert len(out.stderr.strip().splitlines()) <= 3
 
 
+@pytest.mark.slow
 def test_bad_setting_fails_before_any_work(tmp_path):
     out = run_cli("train", "--config", "seed_improved", "--profile", "smoke", "--lr", "-1",
                   "--data-root", str(tmp_path / "empty"))
@@ -78,3 +83,18 @@ def test_time_to_accuracy_counts_training_time_up_to_the_first_epoch_at_target()
     record = {"id": "r", "config_name": "c", "seed": 0, "history": history}
     assert time_to_accuracy(record, 0.94) == "val >= 94% after 2 epochs (2.0 min)"
     assert time_to_accuracy(record, 0.97) == "val never reached 97%"
+
+
+def test_an_unknown_model_argument_is_refused_before_any_data_is_read(tmp_path, capsys, monkeypatch):
+    from cifar_lib import cli, data
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the data was read before the config was checked")
+    monkeypatch.setattr(data, "load_cifar10", no_reading)
+    config = tmp_path / "typo.toml"
+    config.write_text('base = "seed_improved"\nmodel_args = { widht = 3 }\n')
+    assert cli.main(["train", "--config", str(config), "--profile", "smoke",
+                     "--data-root", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model_args widht for model 'improved'" in err and "widths" in err
+    assert not (tmp_path / "nowhere").exists()

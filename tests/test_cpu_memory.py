@@ -8,7 +8,7 @@ import pytest
 
 CHILD = """
 import json, resource, torch
-from cifar_lib.cpu_memory import keep_freed_memory, malloc_mode
+from cifar_lib.device import keep_freed_memory, malloc_mode
 kept = keep_freed_memory()
 for _ in range(10):                           # first touches: the heap grows to fit
     torch.empty(16 << 20).fill_(1.0)
@@ -27,6 +27,7 @@ def _run(mode: str) -> dict:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only")
+@pytest.mark.slow
 def test_kept_freed_memory_is_reused_without_page_faults():
     default, kept = _run("default"), _run("keep")
     assert default == {**default, "kept": False, "mode": "default"}

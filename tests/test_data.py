@@ -112,6 +112,26 @@ def test_missing_data_offline_names_folder_and_fix(tmp_path):
     assert not (tmp_path / "nowhere").exists()   # nothing left behind
 
 
+@pytest.mark.parametrize("error, fix", [
+    (OSError(28, "No space left on device"), "free at least 350 MB"),
+    (ConnectionResetError(104, "Connection reset by peer"), "check the internet connection"),
+    (RuntimeError("File not found or corrupted: md5 mismatch"), "did not match its checksum"),
+    (TypeError("an API change"), "this is a bug in the download path"),
+])
+def test_a_failed_download_names_the_real_error_and_its_fix(tmp_path, monkeypatch, error, fix):
+    import torchvision.datasets.utils as tv_utils
+
+    def fail(*args, **kwargs):
+        raise error
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", fail)
+    with pytest.raises(cdata.DataError) as err:
+        cdata.load_cifar10(tmp_path / "fresh", download=True)
+    msg = str(err.value)
+    assert f"{type(error).__name__}: {error}" in msg and fix in msg
+    assert ("internet" in msg) == ("internet" in fix)        # not every failure is the network
+    assert not (tmp_path / "fresh").exists()                  # the folder it made is gone
+
+
 def test_stratified_split_is_disjoint_stratified_deterministic():
     labels = np.repeat(np.arange(10), 300)
     np.random.default_rng(0).shuffle(labels)

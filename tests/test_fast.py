@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from cifar_lib.config import ConfigError, load_config
-from cifar_lib.experiment import make_splits, run_experiment
+from cifar_lib.data import split_data
+from cifar_lib.experiment import run_experiment
 from cifar_lib.loaders import TensorLoader
 from cifar_lib.models import FastNet, build_model
-from cifar_lib.muon import Muon, orthogonalise
+from cifar_lib.recipe import Muon, orthogonalise
 from cifar_lib.recipe import make_optimizer, make_scheduler
 from conftest import learnable_images, tiny_dataset
 
@@ -50,11 +51,11 @@ def test_whitening_block_decorrelates_patches_and_is_frozen():
 
 
 def test_fast_net_is_in_the_block_family():
-    from cifar_lib.blocks import IntermediateBlock
+    from cifar_lib.blocks import MIXING_BLOCKS
 
     net = build_model("fast")
     blocks = list(net.blocks)
-    assert all(isinstance(b, IntermediateBlock) and b.num_convs >= 2 for b in blocks)
+    assert all(isinstance(b, MIXING_BLOCKS) and b.num_convs >= 2 for b in blocks)
     assert [b.kernel_sizes for b in blocks[1:]] == [(3, 1)] * 6
     assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
@@ -89,11 +90,12 @@ def test_linear_schedule_ends_at_zero_and_sum_loss_scales_the_gradient():
     assert {g["lr"] for g in opt.param_groups} == {0}
 
 
+@pytest.mark.slow
 def test_final_trains_on_train_and_validation_images_and_never_validates(tmp_path):
     data = tiny_dataset()
     cfg = load_config("fast", "smoke", val_size=100, eval_subset=0, epochs=1, batch_size=100,
                       model_args={"widths": [8, 8, 8]}, final=True)
-    assert len(make_splits(data, cfg).train[1]) == 500
+    assert len(split_data(data, cfg.val_size, final=cfg.final, train_subset=cfg.train_subset).train[1]) == 500
     record, _ = run_experiment(cfg, profile="smoke", data=data, results_dir=tmp_path,
                                checkpoint_dir=tmp_path, progress=False)
     assert record["data"]["train_images"] == 500 and record["data"]["val_images"] == 0

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from cifar_lib import augment as aug
+from cifar_lib import loaders as aug
 from cifar_lib.loaders import TensorLoader, make_loader
 
 
@@ -46,18 +46,45 @@ def test_flip_mirrors_about_half_the_images():
     assert 70 < sum(flipped) < 130
 
 
-def test_rotation_by_zero_degrees_is_identity():
-    x = torch.randn(3, 3, 32, 32)
+def test_rotation_turns_each_image_by_its_drawn_angle_as_torchvision_does():
+    import torchvision.transforms.functional as TF
+    from torchvision.transforms import InterpolationMode
+
+    x = torch.rand(6, 3, 32, 32)
     torch.testing.assert_close(aug.random_rotate(x, 0.0, torch.Generator().manual_seed(0)), x)
     rotated = aug.random_rotate(x, 30.0, torch.Generator().manual_seed(0))
-    assert not torch.allclose(rotated, x)
+    # The same generator's first draw is each image's angle, uniform in [-30, 30] degrees.
+    angles = (torch.rand(6, generator=torch.Generator().manual_seed(0)) * 2 - 1) * 30.0
+    assert angles.abs().max() > 5                      # the check below is not of ~0 degrees
+    for image, turned, angle in zip(x, rotated, angles):
+        expected = TF.rotate(image, float(angle), interpolation=InterpolationMode.NEAREST)
+        torch.testing.assert_close(turned, expected)
 
 
-def test_cutout_zeroes_a_square():
-    x = torch.ones(4, 3, 32, 32)
-    out = aug.cutout(x, 8, torch.Generator().manual_seed(0))
-    zeros = (out == 0).all(1).sum((1, 2))
-    assert ((zeros > 0) & (zeros <= 81)).all()
+def _zeroed_boxes(images: torch.Tensor) -> list[tuple[int, int, int]]:
+    """(zeroed pixels, box height, box width) of each image's all-channel zeros."""
+    out = []
+    for zero in (images == 0).all(1):
+        rows, cols = zero.any(1).nonzero().flatten(), zero.any(0).nonzero().flatten()
+        height, width = int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+        out.append((int(zero.sum()), height, width))
+    return out
+
+
+def test_cutout_zeroes_size_by_size_pixels_in_both_pipelines():
+    from PIL import Image
+
+    # Tensor pipeline: an 8x8 square around a random centre, clipped at the border.
+    x = torch.full((400, 3, 32, 32), 0.7)
+    boxes = _zeroed_boxes(aug.cutout(x, 8, torch.Generator().manual_seed(0)))
+    for pixels, height, width in boxes:
+        assert pixels == height * width and height <= 8 and width <= 8    # a filled box
+    inside = [pixels for pixels, height, width in boxes if (height, width) == (8, 8)]
+    assert len(inside) > 200 and set(inside) == {64}
+    # Reference pipeline (torchvision's RandomErasing): always the whole 8x8 square.
+    transform = aug.torchvision_transform(True, ("cutout",), cutout_size=8)
+    image = Image.fromarray(np.full((32, 32, 3), 200, np.uint8))
+    assert {b for b in _zeroed_boxes(torch.stack([transform(image) for _ in range(50)]))} == {(64, 8, 8)}
 
 
 def test_training_batches_are_reproducible_from_seed_and_step():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cifar_lib.analysis import confusion_matrix, reliability, run_predictions
+from cifar_lib.predictions import confusion_matrix, reliability, run_predictions
 from cifar_lib.cli import main
 from cifar_lib.config import ConfigError, load_config
 from cifar_lib.experiment import find_record, run_or_load
@@ -14,7 +14,7 @@ from cifar_lib.notebook import resolve_profile, show_recorded_sweep
 from cifar_lib.report import build_report
 from cifar_lib.studies import Sweep, run_sweep
 from cifar_lib.sweeps import load_sweep
-from cifar_lib.tables import (budget_curve, compare_to_base, final_runs, load_records, mean_std,
+from cifar_lib.tables import (budget_curve, final_runs, load_records, mean_std,
                               runs_frame, study_cost, summarize)
 from conftest import tiny_dataset
 
@@ -22,6 +22,7 @@ TINY = {"val_size": 100, "epochs": 1, "eval_subset": 50}
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_run_or_load_reuses_only_an_identical_finished_run(tmp_path):
     data = tiny_dataset()
     cfg = load_config("seed_improved", "cpu", model_args={"widths": [8, 8, 8]}, **TINY)
@@ -50,6 +51,7 @@ def _tiny_sweep():
                            "flip": {"augment": ["flip"], **TINY, "model_args": {"widths": [8, 8, 8]}}})
 
 
+@pytest.mark.slow
 def test_sweep_runs_are_tagged_and_summarised(tmp_path, capsys):
     records = run_sweep(_tiny_sweep(), "cpu", tiny_dataset(), results_dir=tmp_path,
                         checkpoint_dir=tmp_path)
@@ -67,6 +69,7 @@ def test_sweep_runs_are_tagged_and_summarised(tmp_path, capsys):
         assert table.loc[variant, "mean"] == pytest.approx(sum(accs) / 2, abs=0.006)
 
 
+@pytest.mark.slow
 def test_a_final_sweep_trains_on_every_image_and_reads_the_test_set_once_per_run(tmp_path):
     small = {**TINY, "model_args": {"widths": [8, 8, 8]}, "schedule": "linear"}
     sweep = Sweep(name="budget", base="study", seeds=(0,), final=True,
@@ -84,21 +87,24 @@ def test_a_final_sweep_trains_on_every_image_and_reads_the_test_set_once_per_run
     assert [r["id"] for r in run_sweep(sweep, "cpu", data, **kw)] == [r["id"] for r in records]
 
 
+@pytest.mark.slow
 def test_a_recorded_sweep_shows_its_differences_or_the_command_that_measures_it(tmp_path, capsys):
     sweep = _tiny_sweep()
-    assert show_recorded_sweep(sweep, "cpu", title="t", results_dir=tmp_path).empty
+    assert show_recorded_sweep(sweep, "cpu", title="t", results_dir=tmp_path) is None
     assert "python -m cifar_lib sweep augmentation --profile cpu" in capsys.readouterr().out
     run_sweep(sweep, "cpu", tiny_dataset(), results_dir=tmp_path, checkpoint_dir=tmp_path)
-    runs = show_recorded_sweep(sweep, "cpu", title="t", results_dir=tmp_path)
-    assert sorted(zip(runs["variant"], runs["seed"])) == [("flip", 0), ("flip", 1), ("none", 0), ("none", 1)]
+    table = show_recorded_sweep(sweep, "cpu", title="t", results_dir=tmp_path)
+    assert list(table.index) == ["none", "flip"] and table.loc["flip", "pairs"] == 2
     shown = capsys.readouterr().out                      # outside IPython, display() prints
     assert "95% low" in shown and "resolved" in shown and "Figure" in shown
-    assert "partial" not in shown
+    assert "seeds 0–1, each variant paired with the base seed by seed" in shown
+    assert "planned runs" not in shown
     show_recorded_sweep(dataclasses.replace(sweep, seeds=(0, 1, 2)), "cpu", title="t",
                         results_dir=tmp_path)
-    assert "Partial: 4 of 6 runs are recorded" in capsys.readouterr().out
+    assert "4 of the 6 planned runs are recorded at the cpu profile" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_subset_of_a_sweep_asks_its_own_question_of_the_same_records(tmp_path, capsys):
     sweep = _tiny_sweep()
     with pytest.raises(ValueError, match=r"no variant\(s\) \['rotate'\]; its variants: \['none', 'flip'\]"):
@@ -108,38 +114,43 @@ def test_a_subset_of_a_sweep_asks_its_own_question_of_the_same_records(tmp_path,
     assert flip_first.command("cpu") == ("python -m cifar_lib sweep augmentation --profile cpu "
                                          "--variant flip --variant none")
     run_sweep(sweep.subset(["none"]), "cpu", tiny_dataset(), results_dir=tmp_path, checkpoint_dir=tmp_path)
-    # only `none` ran: the view without its baseline shows the runs, and says what is missing
-    runs = show_recorded_sweep(flip_first, "cpu", title="t", results_dir=tmp_path)
+    # only `none` ran: the view without its baseline says what is missing
+    assert show_recorded_sweep(flip_first, "cpu", title="t", results_dir=tmp_path) is None
     shown = capsys.readouterr().out
-    assert sorted(runs["variant"]) == ["none", "none"]
-    assert "Partial: 2 of 4 runs are recorded" in shown and "--variant flip --variant none" in shown
+    assert "2 of the 4 planned runs are recorded" in shown
     assert "the baseline, flip, has no record yet" in shown and "95% low" not in shown
     # a view never borrows another variant's records from the same sweep
-    assert show_recorded_sweep(sweep.subset(["flip"]), "cpu", title="t", results_dir=tmp_path).empty
+    assert show_recorded_sweep(sweep.subset(["flip"]), "cpu", title="t", results_dir=tmp_path) is None
 
 
-def test_a_sweep_file_gives_more_seeds_to_the_variants_that_need_them(tmp_path):
-    tiny = 'val_size = 100, epochs = 1, eval_subset = 50, model_args = { widths = [8, 8, 8] }'
+def test_every_variant_of_a_sweep_runs_the_declared_seeds_and_groups_ask_one_question(tmp_path):
     file = tmp_path / "augmentation.toml"
-    file.write_text(f'''base = "study"
-seeds = [0]
-[variant_seeds]          # two seeds left none against flip unresolved
-none = [0, 1]
+    body = '''base = "study"
+seeds = [0, 1]
+baseline = "none"
 [variants]
-none = {{ augment = [], {tiny} }}
-flip = {{ augment = ["flip"], {tiny} }}
-''')
+none = { augment = [] }
+flip = { augment = ["flip"] }
+crop = { augment = ["crop"] }
+[groups]
+mirror = ["flip"]
+'''
+    file.write_text(body)
     sweep = load_sweep(file)
-    assert sweep.describe_plan() == "3 runs (2 variants, 1 to 2 seeds each)"
-    assert sweep.subset(["flip", "none"]).runs() == [("flip", 0), ("none", 0), ("none", 1)]
-    assert dataclasses.replace(sweep, variant_seeds={}).describe_plan() == "2 runs (2 variants × 1 seed)"
-    records = run_sweep(sweep, "cpu", tiny_dataset(), results_dir=tmp_path, checkpoint_dir=tmp_path)
-    assert [(r["tags"]["variant"], r["seed"]) for r in records] == [("none", 0), ("none", 1), ("flip", 0)]
-    # --seeds on the command line replaces every variant's seeds
-    assert sweep.runs(seeds=[2]) == [("none", 2), ("flip", 2)]
-    file.write_text(file.read_text().replace("none = [0, 1]", "nothing = [0, 1]"))
-    with pytest.raises(ValueError, match=r"augmentation: variant_seeds names 'nothing', which "
-                                         r"is not one of its variants \['none', 'flip'\]"):
+    assert sweep.describe_plan() == "6 runs (3 variants × 2 seeds)"
+    assert sweep.runs() == [("none", 0), ("none", 1), ("flip", 0), ("flip", 1), ("crop", 0), ("crop", 1)]
+    assert sweep.runs(seeds=[2]) == [("none", 2), ("flip", 2), ("crop", 2)]   # --seeds: every variant
+    # A group is its variants beside the baseline, on the same runs.
+    mirror = sweep.group("mirror")
+    assert list(mirror.variants) == ["none", "flip"] and mirror.baseline == "none"
+    assert mirror.command("cpu").endswith("--variant none --variant flip")
+    # Seeds for some variants only (added after seeing results) are refused, and so is a
+    # group naming a variant the sweep lacks.
+    file.write_text(body + "[variant_seeds]\nflip = [0, 1, 2, 3]\n")
+    with pytest.raises(ValueError, match=r"every variant must run the sweep's seeds"):
+        load_sweep(file)
+    file.write_text(body.replace('mirror = ["flip"]', 'mirror = ["flop"]'))
+    with pytest.raises(ValueError, match=r"groups.mirror names 'flop', which is not one of its variants"):
         load_sweep(file)
 
 
@@ -148,31 +159,7 @@ def test_mean_std_quotes_sample_spread_and_seed_count():
     assert mean_std([88.03, None]) == "88.03% (1 seed)"                  # missing runs are not seeds
 
 
-def test_differences_to_the_base_carry_welch_intervals():
-    import numpy as np
-    import pandas as pd
-    from scipy import stats
-
-    base, apart, close = [85.0, 85.4, 84.8], [87.0, 87.3, 86.9], [85.1, 84.7]
-    runs = pd.DataFrame({"variant": ["base"] * 3 + ["apart"] * 3 + ["close"] * 2 + ["one"],
-                         "val_acc": base + apart + close + [90.0]})
-    table = compare_to_base(runs, "base", order=["base", "apart", "close", "one"])
-    # The interval by hand: Welch's standard error and Welch-Satterthwaite degrees of freedom.
-    va, vb = np.var(apart, ddof=1) / 3, np.var(base, ddof=1) / 3
-    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2)
-    half = stats.t.ppf(0.975, df) * np.sqrt(va + vb)
-    diff = np.mean(apart) - np.mean(base)
-    assert table.loc["apart", "diff"] == round(diff, 2)
-    assert table.loc["apart", "95% low"] == round(diff - half, 2)
-    assert table.loc["apart", "95% high"] == round(diff + half, 2)
-    assert table.loc["apart", "resolved"] and not table.loc["close", "resolved"]
-    assert table.loc["close", "95% low"] < 0 < table.loc["close", "95% high"]
-    # One seed gives no interval, and is never called resolved.
-    assert np.isnan(table.loc["one", "95% low"]) and not table.loc["one", "resolved"]
-    with pytest.raises(KeyError, match="no val_acc for the base"):
-        compare_to_base(runs, "nope")
-
-
+@pytest.mark.slow
 def test_report_is_rebuilt_from_records_alone_and_deterministically(tmp_path):
     results, data = tmp_path / "results", tiny_dataset()
     kw = dict(profile="cpu", data=data, results_dir=results, checkpoint_dir=tmp_path, progress=False)
@@ -246,6 +233,7 @@ def test_report_is_rebuilt_from_records_alone_and_deterministically(tmp_path):
     assert f"{len(records)} runs took {wall:.1f} hours of wall time on 2-core CPUs" in " ".join(text.split())
 
 
+@pytest.mark.slow
 def test_full_profile_fast_runs_are_timed_against_airbench_only_on_its_own_device(tmp_path):
     results, data = tmp_path / "results", tiny_dataset()
     small_fast = dict(model_args={"widths": [8, 8, 16]}, batch_size=100, final=True, **TINY)

@@ -70,6 +70,7 @@ def stop_after_first_epoch(cmd, checkpoints: Path):
     return proc, err
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_an_unbroken_run(tmp_path, cifar_folder, tiny_config):
     unbroken = subprocess.run(train_cmd(tiny_config, tmp_path / "a", cifar_folder),
                               cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -79,8 +80,8 @@ def test_sigkill_mid_epoch_then_resume_matches_an_unbroken_run(tmp_path, cifar_f
     cmd = train_cmd(tiny_config, tmp_path / "b", cifar_folder)
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ckpt = tmp_path / "b" / "ckpt"
+    # The first progress checkpoint is the event: epoch 2 of 3 has just begun.
     wait_for(lambda: any(ckpt.glob("*.progress.pt")), proc)
-    time.sleep(1.0)                       # well into epoch 2 of 3 (an epoch takes seconds)
     assert proc.poll() is None
     proc.kill()                           # SIGKILL: no handler, no cleanup
     proc.wait()
@@ -100,6 +101,43 @@ def test_sigkill_mid_epoch_then_resume_matches_an_unbroken_run(tmp_path, cifar_f
     assert not any(ckpt.glob("*.progress.pt"))          # finished: nothing left to resume
 
 
+def _killed_after_first_epoch(cmd, ckpt: Path) -> Path:
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: any(ckpt.glob("*.progress.pt")), proc)
+    proc.kill()
+    proc.wait()
+    [progress] = ckpt.glob("*.progress.pt")
+    return progress
+
+
+@pytest.mark.slow
+def test_a_checkpoint_saved_before_a_setting_existed_resumes(tmp_path, cifar_folder, tiny_config):
+    """Every checkpoint written before `compile_mode` existed lacks it: it counts as its
+    default, as it does when a finished record is reused."""
+    cmd = train_cmd(tiny_config, tmp_path, cifar_folder)
+    progress = _killed_after_first_epoch(cmd, tmp_path / "ckpt")
+    state = torch.load(progress, weights_only=True)
+    del state["config"]["compile_mode"]
+    torch.save(state, progress)
+    resumed = subprocess.run(cmd + ["--resume"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    [record] = records(tmp_path / "results")
+    assert record["status"] == "complete" and record["resumed_at_epochs"] == [state["position"]["epoch"]]
+
+
+@pytest.mark.slow
+def test_resuming_with_changed_settings_names_them(tmp_path, cifar_folder, tiny_config):
+    cmd = train_cmd(tiny_config, tmp_path, cifar_folder)
+    progress = _killed_after_first_epoch(cmd, tmp_path / "ckpt")
+    before = progress.read_bytes()
+    changed = subprocess.run(cmd + ["--resume", "--lr", "0.01", "--batch-size", "32"], cwd=REPO,
+                             capture_output=True, text=True, timeout=600)
+    assert changed.returncode == 2
+    assert "(changed: batch_size, lr)" in changed.stderr and "Traceback" not in changed.stderr
+    assert progress.read_bytes() == before                 # the checkpoint is untouched
+
+
+@pytest.mark.slow
 def test_sigterm_stops_cleanly_and_marks_the_record_interrupted(tmp_path, cifar_folder, tiny_config):
     cmd = train_cmd(tiny_config, tmp_path, cifar_folder)
     proc, err = stop_after_first_epoch(cmd, tmp_path / "ckpt")
@@ -125,6 +163,7 @@ eval_subset = 500
 """
 
 
+@pytest.mark.slow
 def test_a_stopped_fast_run_resumes_as_if_never_stopped(tmp_path, cifar_folder):
     # FastNet freezes its whitening filters: a resumed run must build the same optimizer
     # groups as the run that wrote the checkpoint (a sweep resumed on a GPU once failed here).
@@ -147,6 +186,7 @@ def test_a_stopped_fast_run_resumes_as_if_never_stopped(tmp_path, cifar_folder):
     assert got["final"] == expected["final"]
 
 
+@pytest.mark.slow
 def test_two_runs_writing_one_results_folder_lose_nothing(tmp_path, cifar_folder, tiny_config):
     cmd = train_cmd(tiny_config, tmp_path, cifar_folder, "--epochs", "1")
     procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -165,6 +205,7 @@ def test_two_runs_writing_one_results_folder_lose_nothing(tmp_path, cifar_folder
     assert recs[0]["id"] != recs[1]["id"]
 
 
+@pytest.mark.slow
 def test_divergence_stops_with_a_failed_record(tmp_path, cifar_folder):
     out = subprocess.run([sys.executable, "-m", "cifar_lib", "train", "--config", "seed_improved",
                           "--profile", "smoke", "--lr", "1e6", "--quiet",
@@ -177,6 +218,7 @@ def test_divergence_stops_with_a_failed_record(tmp_path, cifar_folder):
     assert record["status"] == "failed" and "final" not in record
 
 
+@pytest.mark.slow
 def test_unwritable_results_folder_fails_before_training(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -187,6 +229,7 @@ def test_unwritable_results_folder_fails_before_training(tmp_path):
     assert "cannot write results to" in out.stderr and "--results-dir" in out.stderr
 
 
+@pytest.mark.slow
 def test_resume_without_a_checkpoint_says_so(tmp_path):
     out = subprocess.run([sys.executable, "-m", "cifar_lib", "train", "--config", "seed_improved",
                           "--profile", "smoke", "--resume", "--results-dir", str(tmp_path / "r"),

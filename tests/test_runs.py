@@ -13,7 +13,7 @@ import torch
 
 import cifar_lib.experiment as experiment
 from cifar_lib import train
-from cifar_lib.analysis import run_predictions
+from cifar_lib.predictions import run_predictions
 from cifar_lib.config import load_config
 from cifar_lib.experiment import run_experiment
 from cifar_lib.studies import Sweep, run_sweep
@@ -26,6 +26,7 @@ SMALL = {"deep": {"widths": [8, 8, 8, 16, 16]}, "improved": {"widths": [8, 8, 16
 
 @pytest.mark.parametrize("model, extra", [
     ("improved", {}), ("improved", {"fused": True}), ("deep", {}), ("basic", {}), ("fast", {})])
+@pytest.mark.slow
 def test_compiled_run_writes_a_complete_record_with_branch_weights(tmp_path, model, extra):
     # aot_eager traces the model with dynamo and AOT autograd like inductor does, without
     # generating code: it is what made the branch-weight hooks record nothing.
@@ -58,6 +59,7 @@ def _stop_after_first_epoch(monkeypatch, how):
 
 @pytest.mark.parametrize("how, status, error", [("signal", "interrupted", train.TrainingInterrupted),
                                                  ("nan", "failed", train.DivergenceError)])
+@pytest.mark.slow
 def test_stopped_runs_keep_every_finished_epoch(tmp_path, monkeypatch, how, status, error):
     _stop_after_first_epoch(monkeypatch, how)
     cfg = load_config("seed_improved", "smoke", val_size=100, epochs=3,
@@ -83,6 +85,7 @@ def _summary(records):
                    [round(h["train_loss"], 4) for h in r["history"]]) for r in records)
 
 
+@pytest.mark.slow
 def test_sweep_with_two_jobs_gives_the_records_of_one_job(tmp_path, monkeypatch, cifar_folder):
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, os.cpu_count() // 2))   # what each of 2 workers gets: same maths
@@ -112,6 +115,7 @@ def test_sweep_with_two_jobs_gives_the_records_of_one_job(tmp_path, monkeypatch,
     assert not list((tmp_path / "ck2").glob("*.progress.pt"))
 
 
+@pytest.mark.slow
 def test_the_report_never_imports_the_training_code():
     out = subprocess.run([sys.executable, "-c", "import sys, cifar_lib.report; "
                           "print(sorted(m for m in sys.modules if m.startswith('cifar_lib')))"],
@@ -121,6 +125,7 @@ def test_the_report_never_imports_the_training_code():
     assert not {"cifar_lib.train", "cifar_lib.experiment", "cifar_lib.recipe"} & set(loaded)
 
 
+@pytest.mark.slow
 def test_an_installed_package_runs_from_any_folder(tmp_path, cifar_folder):
     """A non-editable install: configs come as package data; results go to the working
     directory, never into the installed package."""
@@ -154,12 +159,13 @@ def test_an_installed_package_runs_from_any_folder(tmp_path, cifar_folder):
     assert not list((target / "cifar_lib").rglob("*.json")) and not (target / "results").exists()
 
 
+@pytest.mark.slow
 def test_gpu_check_runs_every_stage_with_commands_the_kit_accepts(tmp_path):
     """The GPU script's plumbing, on a machine without a GPU: `nvidia-smi` and `python3`
     are stand-ins that log their arguments; then every kit command it ran is parsed by the
     kit's own parser and its config or sweep looked up, as the real run would."""
     from cifar_lib.cli import build_parser
-    from cifar_lib.sweeps import AUGMENTATION_FULL_SPLIT, SWEEPS
+    from cifar_lib.sweeps import SWEEPS
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -177,21 +183,77 @@ def test_gpu_check_runs_every_stage_with_commands_the_kit_accepts(tmp_path):
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     kit = [build_parser().parse_args(c[2:]) for c in calls if c[:2] == ["-m", "cifar_lib"]]
     for ns in kit:
-        assert ns.device == "cuda" and ns.profile in ("cpu", "full")
-        assert ns.command == "sweep" or ns.profile == "full"   # trains at the GPU budget
+        assert ns.device == "cuda" and ns.profile == "full"      # every run at the GPU budget
         if ns.command == "train":
+            load_config(ns.config, ns.profile)
+        elif ns.command == "tune":
+            assert ns.n_trials >= 40
             load_config(ns.config, ns.profile)
         else:
             SWEEPS[ns.name].config(next(iter(SWEEPS[ns.name].variants)), ns.profile)
+    # the studies first (core, block ablation, Optuna), then the coursework's 50-epoch
+    # ImprovedNet, then `fast`'s final runs and the rest
+    order = [(ns.command, ns.config if ns.command != "sweep" else ns.name) for ns in kit]
+    assert order[:4] == [("sweep", "core_study"), ("sweep", "block_ablation"), ("tune", "fast"),
+                         ("train", "improved_tuned_50")]
     assert [(ns.config, ns.seed, ns.final) for ns in kit if ns.command == "train"] == [
-        ("fast", s, True) for s in range(5)] + [("best", 0, False), ("seed_improved", 0, False),
-                                                ("seed_basic", 0, False)]
-    # the budget curve, four seeds of notebook 02's question, notebook 03's whole-split
-    # sweep, the ablations at the cpu profile's budget (what the notebooks show), then at full
-    sweeps = [ns for ns in kit if ns.command == "sweep"]
-    assert (sweeps[1].variant, sweeps[1].seeds) == (list(AUGMENTATION_FULL_SPLIT.variants), None)
-    assert [(ns.name, ns.profile) for ns in sweeps] == [
-        ("fast_budget", "full"), ("fast_ablation", "cpu"), ("fast_hyperparameters", "cpu"),
-        ("fast_ablation", "cpu"), ("block_ablation", "cpu"), ("fast_ablation", "full"),
-        ("block_ablation", "full"), ("augmentation", "full"), ("hyperparameters", "full")]
+        ("improved_tuned_50", 0, False)] + [("fast", s, True) for s in range(5)] + [
+        ("best", 0, False), ("seed_improved", 0, False), ("seed_basic", 0, False)]
+    assert [ns.name for ns in kit if ns.command == "sweep"] == [
+        "core_study", "block_ablation", "fast_budget", "fast_ablation", "augmentation", "hyperparameters"]
     assert any("benchmarks/throughput.py" in c for c in calls) and calls[-1][0] == "-"  # summary
+
+
+SHARED_WORKER = """
+import sys, torch
+torch.set_num_threads(1)
+from cifar_lib.data import load_cifar10
+from cifar_lib.studies import run_sweep_shared
+from cifar_lib.sweeps import Sweep
+tiny = {"epochs": 2, "eval_subset": 200, "train_subset": 500, "batch_size": 100,
+        "model_args": {"widths": [8, 8, 8]}}
+sweep = Sweep(name="jobs", base="seed_improved", seeds=(0, 1),
+              variants={"flip": {"augment": ["flip"], **tiny}, "none": {"augment": [], **tiny}})
+root, storage, results, checkpoints = sys.argv[1:]
+run_sweep_shared(sweep, "smoke", load_cifar10(root, download=False), storage, heartbeat=1,
+                 results_dir=results, checkpoint_dir=checkpoints)
+"""
+
+
+@pytest.mark.slow
+def test_workers_sharing_a_sweep_through_a_storage_give_the_records_of_one_job(tmp_path, cifar_folder):
+    """Three workers on one SQLite storage (as on three machines sharing a disk): the first
+    is killed in its first run; the two started after it take the queued runs and the
+    dead worker's run (its heartbeat stopped), which resumes from its checkpoint."""
+    import time
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)                              # what each worker uses: same maths
+    try:
+        serial = run_sweep(_sweep(), "smoke", cifar_folder, results_dir=tmp_path / "one",
+                           checkpoint_dir=tmp_path / "ck1")
+    finally:
+        torch.set_num_threads(threads)
+    storage = f"sqlite:///{tmp_path / 'sweep.db'}"
+    cmd = [sys.executable, "-c", SHARED_WORKER, cifar_folder.root, storage,
+           str(tmp_path / "shared"), str(tmp_path / "ck")]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not list((tmp_path / "ck").glob("*.progress.pt")):
+        assert first.poll() is None, first.communicate()[1]
+        assert time.time() < deadline
+        time.sleep(0.05)
+    first.kill()
+    first.wait()
+    time.sleep(3)                                         # its heartbeat is now stale (2 x 1 s)
+    workers = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    for w in workers:
+        _, err = w.communicate(timeout=600)
+        assert w.returncode == 0, err
+    files = sorted((tmp_path / "shared").rglob("*.json"))
+    records = [json.loads(f.read_text()) for f in files]
+    assert len(files) == 4 and all(r["status"] == "complete" for r in records)   # none twice
+    assert _summary(records) == _summary(serial)          # the same runs, the same numbers
+    assert [r["resumed_at_epochs"] for r in records if r["resumed_at_epochs"]] == [[1]]
+    assert not list((tmp_path / "ck").glob("*.progress.pt"))

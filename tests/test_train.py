@@ -18,6 +18,7 @@ from conftest import learnable_images, tiny_dataset
 
 
 @pytest.mark.parametrize("model_name", ["basic", "improved"])
+@pytest.mark.slow
 def test_a_few_epochs_lower_the_loss(model_name):
     torch.manual_seed(0)
     x, y = learnable_images()
@@ -29,13 +30,15 @@ def test_a_few_epochs_lower_the_loss(model_name):
     before = evaluate(model, TensorLoader(x, y, 128), precision=precision)["loss"]
     for epoch in range(3):
         loader.set_epoch(epoch)
-        stats = train_one_epoch(model, loader, opt, precision=precision, progress=False)
+        stats = train_one_epoch(model, loader, opt, precision=precision, scaler=precision.scaler(),
+                                progress=False)
     after = evaluate(model, TensorLoader(x, y, 128), precision=precision)["loss"]
     assert after < 0.7 * before
     assert stats["images_per_second"] > 0 and 0 <= stats["train_acc"] <= 1
 
 
 @pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.slow
 def test_results_record_round_trips(tmp_path, fused):
     cfg = load_config("seed_improved", "smoke", val_size=100, epochs=2,
                       model_args={"widths": [8, 16, 16], "fused": fused})
@@ -68,6 +71,7 @@ def test_results_record_round_trips(tmp_path, fused):
     assert isinstance(model.blocks[0], FusedIntermediateBlock) is fused
 
 
+@pytest.mark.slow
 def test_smoke_run_on_unofficial_data_is_marked_so(cifar_folder, tmp_path):
     cfg = load_config("seed_improved", "smoke", train_subset=256, eval_subset=200)
     record, _ = run_experiment(cfg, profile="smoke", data=cifar_folder,
@@ -77,6 +81,7 @@ def test_smoke_run_on_unofficial_data_is_marked_so(cifar_folder, tmp_path):
     assert record["model"]["parameters"] == 1_118_300
 
 
+@pytest.mark.slow
 def test_tuning_run_never_touches_the_test_set(tmp_path):
     data = tiny_dataset()
     data.test_labels = np.full_like(data.test_labels, 99)   # any read of these would crash
@@ -98,3 +103,78 @@ def test_records_are_written_whole_with_ordinary_permissions(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
     assert read_record(path) == {"a": 1}
     assert [p.name for p in path.parent.iterdir()] == ["r.json"]   # no temp file left
+
+
+def test_auto_precision_is_bf16_on_bf16_cpus_fp16_on_old_gpus_fp32_otherwise(monkeypatch):
+    from cifar_lib import device as dev
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(dev, "cpu_has_fast_bf16", lambda: True)
+    assert dev.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(dev, "cpu_has_fast_bf16", lambda: False)
+    assert dev.resolve_precision("auto", cpu) == "fp32"
+    assert dev.resolve_precision("bf16", cpu) == "bf16"              # asked for: kept
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert dev.resolve_precision("auto", torch.device("cuda")) == "fp16"   # a T4
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert dev.resolve_precision("auto", torch.device("cuda")) == "bf16"
+    assert dev.resolve_precision("auto", torch.device("mps")) == "fp32"
+    # Only fp16 needs a gradient scaler.
+    assert Precision("fp16", cpu).scaler().is_enabled()
+    assert not Precision("bf16", cpu).scaler().is_enabled()
+
+
+def test_a_cpu_that_cannot_be_asked_about_bf16_says_so(monkeypatch):
+    from cifar_lib import device as dev
+
+    def renamed():
+        raise AttributeError("no op named _is_mkldnn_bf16_supported")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", renamed, raising=False)
+    with pytest.warns(RuntimeWarning, match=r"could not ask oneDNN .* training in fp32"):
+        assert dev.cpu_has_fast_bf16() is False
+
+
+@pytest.mark.slow
+def test_the_plateau_schedule_lowers_the_rate_when_validation_loss_stops_falling():
+    from cifar_lib.recipe import make_scheduler
+    from cifar_lib.train import fit
+
+    torch.manual_seed(0)
+    x, y = learnable_images(128)
+    cfg = load_config("seed_improved", "smoke", plateau_patience=0, plateau_factor=0.5, lr=1e-3)
+    model = build_model("basic", widths=(8, 8))
+    opt = make_optimizer(cfg, model)
+    precision = Precision("fp32", torch.device("cpu"))
+    noise = torch.Generator().manual_seed(1)
+    # Validation images the model cannot learn from (labels shuffled): its loss stalls.
+    val = TensorLoader(x, y[torch.randperm(len(y), generator=noise).numpy()], 128)
+    history = fit(model, TensorLoader(x, y, 32, train=True), val, epochs=6, optimizer=opt,
+                  scheduler=make_scheduler(cfg, opt, 4), precision=precision, progress=False)
+    rates = [h["lr"] for h in history]
+    assert rates[0] == 1e-3 and min(rates) < rates[0]
+    # Each drop follows an epoch whose validation loss was no new low, and halves the rate.
+    losses = [h["val_loss"] for h in history]
+    for i in range(1, len(rates)):
+        if rates[i] < rates[i - 1]:
+            assert losses[i - 1] >= min(losses[:i - 1] or [float("inf")]) * (1 - 1e-4)
+            assert rates[i] == pytest.approx(rates[i - 1] * 0.5)
+
+
+@pytest.mark.slow
+def test_fp16_training_steps_through_the_gradient_scaler():
+    torch.manual_seed(0)
+    x, y = learnable_images(128)
+    cfg = load_config("seed_improved", "smoke", lr=2e-3)
+    model = build_model("basic", widths=(8, 16))
+    opt = make_optimizer(cfg, model)
+    precision = Precision("fp16", torch.device("cpu"))        # CPU autocast runs fp16 too
+    scaler = precision.scaler()
+    assert scaler.is_enabled()
+    loader = TensorLoader(x, y, 32, train=True)
+    before = evaluate(model, TensorLoader(x, y, 128), precision=precision)["loss"]
+    for epoch in range(3):
+        loader.set_epoch(epoch)
+        train_one_epoch(model, loader, opt, precision=precision, scaler=scaler, progress=False)
+    # The scaler took part: it holds a scale and its growth tracker counted the steps.
+    assert scaler.get_scale() > 0 and scaler._get_growth_tracker() > 0
+    assert evaluate(model, TensorLoader(x, y, 128), precision=precision)["loss"] < before

@@ -24,34 +24,90 @@ eval_subset = 100
 """
 
 
-def test_two_workers_share_one_sqlite_study(tmp_path, cifar_folder):
+# A worker as a separate process: `tune` on a shared storage, with a pruner that prunes
+# every odd-numbered trial after its first epoch, so the study holds both kinds.
+WORKER = """
+import sys, optuna
+from cifar_lib.config import load_config
+from cifar_lib.data import load_cifar10
+from cifar_lib.tuning import tune
+
+class OddPruner(optuna.pruners.BasePruner):
+    def prune(self, study, trial):
+        return trial.number % 2 == 1
+
+config, data_root, storage, results = sys.argv[1:]
+tune(load_config(config, "cpu"), profile="cpu", data=load_cifar10(data_root, download=False),
+     n_trials=3, study_name="shared", storage=storage, results_dir=results,
+     checkpoint_dir=results + "/ckpt", pruner=OddPruner())
+"""
+
+
+def _two_workers_share_one_study(tmp_path, cifar_folder, storage, read_storage):
     config = tmp_path / "tiny.toml"
     config.write_text(TINY)
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
-    cmd = [sys.executable, "-m", "cifar_lib", "tune", str(config), "--n-trials", "3",
-           "--profile", "cpu", "--storage", storage, "--study-name", "shared",
-           "--data-root", cifar_folder.root, "--results-dir", str(tmp_path / "results"),
-           "--checkpoint-dir", str(tmp_path / "ckpt")]
+    cmd = [sys.executable, "-c", WORKER, str(config), cifar_folder.root, storage,
+           str(tmp_path / "results")]
     workers = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(2)]
     for w in workers:
         _, err = w.communicate(timeout=600)
         assert w.returncode == 0, err
-    study = optuna.load_study(study_name="shared", storage=storage)
-    assert len(study.trials) == 6
+    study = optuna.load_study(study_name="shared", storage=read_storage)
     assert sorted(t.number for t in study.trials) == list(range(6))        # none lost or doubled
-    assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-               for t in study.trials)
+    states = {t.number: t.state for t in study.trials}
+    assert all(s == (optuna.trial.TrialState.PRUNED if n % 2 else optuna.trial.TrialState.COMPLETE)
+               for n, s in states.items())
     records = [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("*.json")]
     assert sorted(r["tags"]["trial"] for r in records) == list(range(6))   # a record per trial
-    assert all(r["test_read"] is False if r["status"] == "complete" else True for r in records)
     by_trial = {r["tags"]["trial"]: r for r in records}
     for t in study.trials:
+        record = by_trial[t.number]
+        assert not record.get("test_read") and "test_acc" not in record.get("final", {})
         if t.state == optuna.trial.TrialState.COMPLETE:
-            assert t.value == by_trial[t.number]["final"]["val_acc"]
-            assert by_trial[t.number]["config"]["batch_size"] == t.params["batch_size"]
+            assert record["status"] == "complete" and t.value == record["final"]["val_acc"]
+            assert record["config"]["batch_size"] == t.params["batch_size"]
+        else:
+            assert record["status"] == "pruned" and len(record["history"]) == 1
 
 
+@pytest.mark.slow
+def test_two_workers_share_one_sqlite_study(tmp_path, cifar_folder):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    _two_workers_share_one_study(tmp_path, cifar_folder, storage, storage)
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study_in_a_journal_file(tmp_path, cifar_folder):
+    from cifar_lib.tuning import open_storage
+
+    path = tmp_path / "shared-disk" / "study.log"
+    _two_workers_share_one_study(tmp_path, cifar_folder, f"journal:{path}",
+                                 open_storage(f"journal:{path}"))
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study_on_a_postgresql_server(tmp_path, cifar_folder, postgres_url):
+    _two_workers_share_one_study(tmp_path, cifar_folder, postgres_url, postgres_url)
+
+
+@pytest.mark.slow
+def test_the_cli_shares_a_study_through_a_storage_url(tmp_path, cifar_folder):
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    path = tmp_path / "study.log"
+    cmd = [sys.executable, "-m", "cifar_lib", "tune", str(config), "--n-trials", "2",
+           "--profile", "cpu", "--storage", f"journal:{path}", "--study-name", "cli",
+           "--data-root", cifar_folder.root, "--results-dir", str(tmp_path / "results"),
+           "--checkpoint-dir", str(tmp_path / "ckpt")]
+    for _ in range(2):
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr
+    from cifar_lib.tuning import open_storage
+    assert len(optuna.load_study(study_name="cli", storage=open_storage(f"journal:{path}")).trials) == 4
+
+
+@pytest.mark.slow
 def test_pruned_trials_are_recorded_as_pruned(tmp_path, cifar_folder):
     cfg = load_config("seed_improved", "smoke", val_size=100, epochs=3, train_subset=600,
                       eval_subset=100, model_args={"widths": [8, 8, 8]})
@@ -84,6 +140,30 @@ def test_trials_never_batch_more_images_than_the_subset_holds():
                                          "dropout": 0.1, "batch_size": 512}), cfg)
 
 
-def test_models_without_dropout_are_not_searched_over_it():
+def test_dropout_is_searched_exactly_for_models_that_take_it(monkeypatch):
+    from cifar_lib import models
+
     assert "dropout" in search_space(load_config("study", "cpu"))
+    assert "dropout" in search_space(load_config("fast", "cpu"))      # FastBlock takes dropout
+    taking = models.model_arguments
+    monkeypatch.setattr(models, "model_arguments",
+                        lambda name: [a for a in taking(name) if a != "dropout"])
     assert "dropout" not in search_space(load_config("fast", "cpu"))
+
+
+def test_a_storage_whose_driver_is_missing_names_the_extra_to_install(monkeypatch, tmp_path):
+    import importlib.util
+
+    from cifar_lib.config import ConfigError
+    from cifar_lib.tuning import open_storage
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "psycopg" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"needs the database driver 'psycopg'.*"
+                                          r'pip install -e "\.\[distributed\]"'):
+        open_storage("postgresql://kit:secret@db.example:5432/optuna")
+    with pytest.raises(ConfigError, match=r"unknown scheme 'redis'"):
+        open_storage("redis://localhost/0")
+    journal = open_storage(f"journal:{tmp_path / 'shared' / 'study.log'}")
+    assert type(journal).__name__ == "JournalStorage" and (tmp_path / "shared").is_dir()
