@@ -30,7 +30,6 @@ def find_kit(kit_dir: str, repo: str, content: str = "/content") -> str:
     """The kit's folder in Colab: beside the notebook, else `kit_dir` on Google Drive, else
     cloned from `repo`. This function's source is pasted into every setup cell (the kit
     cannot be imported before it is found), so it uses nothing but the standard library."""
-    import os
     import subprocess
     from pathlib import Path
 

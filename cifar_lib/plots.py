@@ -102,19 +102,6 @@ def learning_curves(history: pd.DataFrame, hue: str = "config", x: str = "epoch"
     return _close(fig)
 
 
-def sweep_plot(runs: pd.DataFrame, order=None, metric: str = "val_acc", title: str = ""):
-    """Each seed's validation accuracy per variant (dots) and the mean +- std (bar)."""
-    fig, ax = plt.subplots(figsize=(8, 0.45 * runs["variant"].nunique() + 1.5))
-    sns.pointplot(runs, y="variant", x=metric, order=order, errorbar="sd", linestyles="none",
-                  color="black", markers="|", capsize=0.3, ax=ax)
-    sns.stripplot(runs, y="variant", x=metric, order=order, hue="seed", palette="deep", jitter=False,
-                  size=6, ax=ax)
-    ax.set(xlabel="validation accuracy (%)", ylabel="", title=title)
-    ax.legend(title="seed", loc="lower right", fontsize=8)
-    fig.tight_layout()
-    return _close(fig)
-
-
 def forest_plot(table: pd.DataFrame, title: str = "", label: str = "difference to the base"):
     """Each variant's paired difference to the base (a `tables.paired_differences` table)
     with its Holm-adjusted 95% interval: sorted, a zero line, resolved effects filled and

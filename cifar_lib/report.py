@@ -1,10 +1,8 @@
 """The written report: the hand-written prose of report_template.md with every number,
-table and figure filled in from results/ (no training), as report/report.md and a
-self-contained report/report.html."""
+table and figure filled in from results/ (no training), as report/report.md, a
+self-contained report/report.html and report/report.pdf."""
 from __future__ import annotations
 
-import base64
-import html
 import json
 import re
 from pathlib import Path
@@ -13,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from . import plots
+from .document import Document
 from .predictions import confusion_matrix, reliability, run_predictions
 from .data import CLASSES
 from .paths import FIGURES_DIR, REPORT_DIR, RESULTS_DIR
@@ -21,85 +20,6 @@ from .sweeps import (AUGMENTATION, BLOCK_ABLATION, CORE_STUDY, FAST_ABLATION, FA
 from .tables import (budget_curve, budget_runs, describe_pairing, paired_differences, history_frame,
                      load_airbench_reference, load_records, mean_std, runs_frame, study_cost)
 
-
-
-class Document:
-    """Headings, paragraphs, tables and figures (saved files), rendered to Markdown and HTML."""
-
-    def __init__(self):
-        self.parts: list[tuple] = []
-
-    def heading(self, level: int, text: str):
-        self.parts.append(("heading", level, text))
-
-    def text(self, text: str):
-        self.parts.append(("text", " ".join(text.split())))
-
-    def artefact(self, kind: str, content, caption: str):
-        """A table (a frame) or a figure (its saved file)."""
-        self.parts.append((kind, content, caption))
-
-    def markdown(self, report_dir: Path) -> str:
-        out = []
-        for kind, *rest in self.parts:
-            if kind == "heading":
-                out.append("#" * rest[0] + " " + rest[1])
-            elif kind == "text":
-                out.append(rest[0])
-            elif kind == "table":
-                frame, caption = rest
-                cells = [list(map(str, frame.columns))] + [[_cell(v) for v in row]
-                                                           for row in frame.itertuples(index=False)]
-                lines = ["| " + " | ".join(r) + " |" for r in cells]
-                lines.insert(1, "|" + "---|" * len(frame.columns))
-                out.append(f"*{caption}*\n\n" + "\n".join(lines))
-            else:
-                path, caption = rest
-                rel = Path("..") / path.relative_to(report_dir.parent) if path.is_relative_to(
-                    report_dir.parent) else path
-                out.append(f"![{caption}]({rel.as_posix()})\n\n*{caption}*")
-        return "\n\n".join(out) + "\n"
-
-    def html(self) -> str:
-        body = []
-        for kind, *rest in self.parts:
-            if kind == "heading":
-                body.append(f"<h{rest[0]}>{html.escape(rest[1])}</h{rest[0]}>")
-            elif kind == "text":
-                body.append(f"<p>{_inline(rest[0])}</p>")
-            elif kind == "table":
-                frame, caption = rest
-                head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-                rows = "".join("<tr>" + "".join(f"<td>{_inline(_cell(v))}</td>" for v in row)
-                               + "</tr>" for row in frame.itertuples(index=False))
-                body.append(f"<table><caption>{_inline(caption)}</caption><tr>{head}</tr>{rows}</table>")
-            else:
-                path, caption = rest
-                data = base64.b64encode(path.read_bytes()).decode()
-                body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
-                            f"<figcaption>{_inline(caption)}</figcaption></figure>")
-        style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.45}"
-                 "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;"
-                 "padding:.25em .6em;text-align:right}caption{font-style:italic;margin-bottom:.3em}"
-                 "img{max-width:100%}figcaption{font-style:italic}code{background:#f3f3f3}")
-        return (f"<!doctype html><html><head><meta charset='utf-8'><title>CIFAR-10 report</title>"
-                f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
-
-
-def _cell(v) -> str:
-    if isinstance(v, float):
-        return "" if np.isnan(v) else f"{v:.2f}"
-    if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and abs(v) >= 10_000:
-        return f"{v:,}"
-    return str(v)
-
-
-def _inline(text: str) -> str:
-    """Markdown's `code`, **bold** and *italics* in HTML, everything else escaped."""
-    text = html.escape(text)
-    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
-    text = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", text)
-    return re.sub(r"\*([^*]+)\*", r"<i>\1</i>", text)
 
 
 def _seeds(counts: pd.Series) -> str:
@@ -120,8 +40,10 @@ def _scope(records: list[dict]) -> str:
     """What every table caption states: profile, runs and seeds, and which data."""
     runs = runs_frame(records)
     profiles = ", ".join(sorted(set(runs["profile"])))
-    return (f"profile {profiles}, {len(runs)} run(s), seeds {sorted(set(runs['seed']))}, "
-            f"{data_phrase(runs)}")
+    seeds = sorted(set(runs["seed"]))
+    seed_text = (f"seeds {seeds[0]}–{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1))
+                 and len(seeds) > 1 else "seed" + "s" * (len(seeds) > 1) + " " + ", ".join(map(str, seeds)))
+    return f"profile {profiles}, {len(runs)} run(s), {seed_text}, {data_phrase(runs)}"
 
 
 def _tta_kind(config: dict) -> str:
@@ -202,6 +124,7 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
                                  f"is read from a record. Data: {data_phrase(runs)}."))
     (report_dir / "report.md").write_text(doc.markdown(report_dir))
     (report_dir / "report.html").write_text(doc.html())
+    doc.pdf(report_dir / "report.pdf")
     return report_dir / "report.md"
 
 
@@ -322,8 +245,10 @@ def _sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
         "mean": "val % mean", "std": "val % std", "diff": f"diff to {baseline}"}),
         f"{title}: validation accuracy, mean and std over seeds, and each variant's difference "
         f"to {baseline}: {describe_pairing(paired)} ({_scope(mine)}).")
-    filled.figure(f"{name}_sweep", plots.sweep_plot(runs, order=order, title=title),
-                  f"{title}: validation accuracy per seed and mean ± std.")
+    filled.figure(f"{name}_sweep", plots.forest_plot(paired, title=title, label=f"difference to {baseline}"),
+                  f"{title}: each variant's paired difference to {baseline} with its Holm-adjusted "
+                  f"95% interval (filled: resolved; arrows: an interval cut at the axis); "
+                  f"{describe_pairing(paired)}.")
 
 
 def _devices(runs: pd.DataFrame) -> str:

@@ -30,6 +30,8 @@ class Sweep:
     final: bool = False              # final runs: no validation split, the test set read once
     # question -> its variants: one table each (with the baseline), from one set of runs
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # another sweep -> {this sweep's variant: the same change under that sweep's name}
+    counterparts: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def __post_init__(self):
         baseline = self.baseline or next(iter(self.variants))
@@ -76,7 +78,8 @@ class Sweep:
             raise ValueError(f"sweep {self.name} has no variant(s) {unknown}; its variants: "
                              f"{list(self.variants)}")
         return dataclasses.replace(self, variants={v: self.variants[v] for v in variants},
-                                   baseline=baseline or variants[0], is_subset=True, groups={})
+                                   baseline=baseline or variants[0], is_subset=True, groups={},
+                                   counterparts={})
 
     def group(self, name: str) -> Sweep:
         """One question of the sweep: its variants beside the baseline, on the same runs."""
@@ -111,7 +114,8 @@ def load_sweep(path: Path) -> Sweep:
                  factors=dict(table.get("factors", {})), seeds=tuple(table.get("seeds", (0, 1, 2))),
                  profiles=dict(table.get("profiles", {})), baseline=table.get("baseline"),
                  final=bool(table.get("final", False)),
-                 groups={g: tuple(vs) for g, vs in table.get("groups", {}).items()})
+                 groups={g: tuple(vs) for g, vs in table.get("groups", {}).items()},
+                 counterparts={k: dict(v) for k, v in table.get("counterparts", {}).items()})
 
 
 def sweep_records(records: list[dict], sweep: Sweep) -> list[dict]:

@@ -88,3 +88,17 @@ def test_devices_are_named_as_prose_names_them():
         == "2-core AMD EPYC 7B13"
     assert device_label({"type": "cuda", "name": "NVIDIA H200", "cpu": "x"}) == "NVIDIA H200"
     assert device_label({"type": "cpu", "cpu": "x86_64", "cpu_count": 2}) == "2-core CPU (model not recorded)"
+
+
+def test_budget_agreement_ranks_the_shared_variants_of_two_budgets():
+    from cifar_lib.tables import budget_agreement
+
+    cheap = pd.DataFrame({"diff": [np.nan, -1.0, 0.2, -0.5, 0.1]},
+                         index=["base", "none", "flip", "noLS", "extra"])
+    full = pd.DataFrame({"diff": [-3.0, 0.4, -0.2]}, index=["no augmentation", "random flips", "no ls"])
+    table = budget_agreement(cheap, full, {"none": "no augmentation", "flip": "random flips",
+                                           "noLS": "no ls", "missing": "nowhere"})
+    assert list(table.index) == ["none", "flip", "noLS"]
+    assert table.loc["none"].tolist() == [-1.0, -3.0]
+    assert table.attrs["shared"] == 3 and table.attrs["spearman"] == 1.0     # the same order
+    assert table.attrs["p"] == 2 / 6          # of 3! orderings, this one and its reverse

@@ -199,6 +199,14 @@ def test_report_is_rebuilt_from_records_alone_and_deterministically(tmp_path):
     figures = re.findall(r"\]\(\.\./figures/([\w.]+)\)", text)
     assert figures and all((tmp_path / "figures" / f).is_file() for f in figures)
     assert html.count("data:image/png;base64,") == len(figures) and "../figures" not in html
+    # the PDF: numbered pages, and on them exactly the report's figures
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    pdf = pdfium.PdfDocument(tmp_path / "report" / "report.pdf")
+    images = sum(len(list(page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE]))) for page in pdf)
+    assert len(pdf) >= 2 and images == len(figures)
+    assert pdf[0].get_textpage().get_text_range().count("1 / ") == 1     # the page number
     # every percentage in the report is a record's number, a mean or std over a sweep's seeds,
     # or computed from the saved test predictions (per-class accuracy, calibration error)
     records = load_records(results)

@@ -1,0 +1,115 @@
+"""A report as data: headings, paragraphs, tables and figures, rendered to Markdown, to a
+self-contained HTML page and to a paged PDF. It knows nothing of results or training."""
+from __future__ import annotations
+
+import base64
+import html
+import re
+from pathlib import Path
+
+import numpy as np
+
+
+class Document:
+    """Headings, paragraphs, tables and figures (saved files), rendered to Markdown and HTML."""
+
+    def __init__(self):
+        self.parts: list[tuple] = []
+
+    def heading(self, level: int, text: str):
+        self.parts.append(("heading", level, text))
+
+    def text(self, text: str):
+        self.parts.append(("text", " ".join(text.split())))
+
+    def artefact(self, kind: str, content, caption: str):
+        """A table (a frame) or a figure (its saved file)."""
+        self.parts.append((kind, content, caption))
+
+    def markdown(self, report_dir: Path) -> str:
+        out = []
+        for kind, *rest in self.parts:
+            if kind == "heading":
+                out.append("#" * rest[0] + " " + rest[1])
+            elif kind == "text":
+                out.append(rest[0])
+            elif kind == "table":
+                frame, caption = rest
+                cells = [list(map(str, frame.columns))] + [[format_cell(v) for v in row]
+                                                           for row in frame.itertuples(index=False)]
+                lines = ["| " + " | ".join(r) + " |" for r in cells]
+                lines.insert(1, "|" + "---|" * len(frame.columns))
+                out.append(f"*{caption}*\n\n" + "\n".join(lines))
+            else:
+                path, caption = rest
+                rel = Path("..") / path.relative_to(report_dir.parent) if path.is_relative_to(
+                    report_dir.parent) else path
+                out.append(f"![{caption}]({rel.as_posix()})\n\n*{caption}*")
+        return "\n\n".join(out) + "\n"
+
+    def html(self, paged: bool = False) -> str:
+        body = []
+        for kind, *rest in self.parts:
+            if kind == "heading":
+                body.append(f"<h{rest[0]}>{html.escape(rest[1])}</h{rest[0]}>")
+            elif kind == "text":
+                body.append(f"<p>{inline_html(rest[0])}</p>")
+            elif kind == "table":
+                frame, caption = rest
+                head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+                rows = "".join("<tr>" + "".join(f"<td>{inline_html(format_cell(v))}</td>" for v in row)
+                               + "</tr>" for row in frame.itertuples(index=False))
+                body.append(f"<table><caption>{inline_html(caption)}</caption><tr>{head}</tr>{rows}</table>")
+            else:
+                path, caption = rest
+                data = base64.b64encode(path.read_bytes()).decode()
+                body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
+                            f"<figcaption>{inline_html(caption)}</figcaption></figure>")
+        style = PAGED_STYLE if paged else SCREEN_STYLE
+        return (f"<!doctype html><html><head><meta charset='utf-8'><title>CIFAR-10 report</title>"
+                f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+
+    def pdf(self, path: Path) -> Path:
+        """The HTML laid out on numbered A4 pages (WeasyPrint), every figure embedded;
+        written atomically."""
+        import weasyprint
+
+        from .records import atomic_write_bytes
+
+        atomic_write_bytes(Path(path), weasyprint.HTML(string=self.html(paged=True)).write_pdf())
+        return Path(path)
+
+
+SCREEN_STYLE = (
+    "body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.45}"
+    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;"
+    "padding:.25em .6em;text-align:right}caption{font-style:italic;margin-bottom:.3em}"
+    "img{max-width:100%}figcaption{font-style:italic}code{background:#f3f3f3}")
+# Print layout: A4 pages numbered "n / N", tables and figures kept whole on a page,
+# figures scaled to the text width, tables in a smaller type so wide ones fit.
+PAGED_STYLE = (
+    "@page{size:A4;margin:2cm 1.8cm 2.2cm;@bottom-center{content:counter(page) ' / ' counter(pages);"
+    "font:9pt sans-serif;color:#555}}"
+    "body{font-family:sans-serif;font-size:10pt;line-height:1.4}h1{font-size:18pt}h2{font-size:14pt}"
+    "h3{font-size:11.5pt}h2,h3{break-after:avoid}"
+    "table{border-collapse:collapse;margin:.8em 0;font-size:7.5pt;break-inside:avoid}"
+    "td,th{border:1px solid #bbb;padding:.15em .4em;text-align:right}"
+    "caption{font-style:italic;text-align:left;margin-bottom:.3em;font-size:8.5pt}"
+    "figure{margin:1em 0;break-inside:avoid}img{max-width:100%;max-height:20cm}"
+    "figcaption{font-style:italic;font-size:8.5pt}code{background:#f3f3f3;font-size:90%}")
+
+
+def format_cell(v) -> str:
+    if isinstance(v, float):
+        return "" if np.isnan(v) else f"{v:.2f}"
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and abs(v) >= 10_000:
+        return f"{v:,}"
+    return str(v)
+
+
+def inline_html(text: str) -> str:
+    """Markdown's `code`, **bold** and *italics* in HTML, everything else escaped."""
+    text = html.escape(text)
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+    text = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", text)
+    return re.sub(r"\*([^*]+)\*", r"<i>\1</i>", text)
