@@ -187,8 +187,8 @@ def _methods(filled: Filled, runs: pd.DataFrame, records: list[dict]):
     filled.table("models", models, "Models: the networks trained in these records and their "
                                    "parameter counts.")
     latest = {}
-    for rec in records:                   # the newest run of each recipe says what it is now
-        if rec["config_name"] in RECIPES:
+    for rec in records:   # the newest final run of each recipe says what it is (tuning runs vary)
+        if rec["config_name"] in RECIPES and rec.get("test_read"):
             latest[rec["config_name"]] = rec["config"]
     rows = [{"recipe": name, "model": c["model"], "optimizer": c["optimizer"], "lr": c["lr"],
              "batch": c["batch_size"], "epochs": c["epochs"], "schedule": c["schedule"],
@@ -370,8 +370,6 @@ def _fast(filled: Filled, by_config: dict, ref: dict | None):
             airbench_tta=f"{100 * ref['test_acc_tta']['mean']:.2f} ± {100 * ref['test_acc_tta']['std']:.2f}%",
             airbench_images=f"{ref['images_seen']:,}", airbench_seconds=f"{ref['train_seconds']['mean']:.1f}",
             airbench_device=ref["device"]["name"], airbench_runs=str(ref["runs"]),
-            airbench_cpu_tta=f"{100 * ref['cpu_port']['test_acc_tta']:.2f}%",
-            airbench_cpu_minutes=f"{ref['cpu_port']['train_minutes']:.1f}",
             fast_gap=_gap_phrase(final["test_acc_tta"], 100 * ref["test_acc_tta"]["mean"],
                                  100 * ref["test_acc_tta"]["std"]))
 
@@ -469,42 +467,36 @@ def _gpu(filled: Filled, records: list[dict], ref: dict | None):
                              best_full_device=r["device"]["name"])
 
 
-STUDY_GOAL_HOURS = 3      # what the `cpu` profile of all five notebooks aims at on 2 cores
+STUDY_GOAL_HOURS = 3      # what the core study aims at on one 2-core bf16 CPU
 
 
 def _cost(filled: Filled, runs: pd.DataFrame):
-    """What the profile's records cost, where they ran, and what the GPU-trained ones would
-    cost on a CPU at the rate measured for their own study."""
+    """What the profile's records cost, machine by machine, and the core study's wall time on
+    the machine that ran it against the hours it aims at."""
     table = study_cost(runs)
-    on_cpu = runs[runs["device_type"] == "cpu"]
-    if on_cpu.empty:
-        return
-    moved = table[table["on_gpu"] > 0]
-    estimable = moved[moved["minutes_per_cpu_run"].notna()]
-    extra = (estimable["on_gpu"] * estimable["minutes_per_cpu_run"]).sum() / 60
-    estimate = "; ".join(f"the {int(row.on_gpu)} GPU runs of `{study}` would take about "
-                         f"{row.on_gpu * row.minutes_per_cpu_run / 60:.1f} hours at its CPU rate"
-                         for study, row in estimable.iterrows())
-    unknown = [f"`{s}`" for s in moved.index[moved["minutes_per_cpu_run"].isna()]]
-    if unknown:
-        estimate += (("; " if estimate else "") + f"{', '.join(unknown)} ran on no CPU, "
-                     f"so no CPU time is estimated for {'it' if len(unknown) == 1 else 'them'}")
-    on_gpu = runs[runs["device_type"] != "cpu"]
-    cpu_hours = on_cpu["wall_minutes"].sum() / 60
-    total = cpu_hours + extra
-    filled.values.update(
-        cost_cpu_runs=str(len(on_cpu)), cost_cpu_hours=f"{cpu_hours:.1f}",
-        cost_cpu_devices=", ".join(sorted(set(on_cpu["device"]))),
-        cost_gpu_runs=str(len(on_gpu)), cost_gpu_minutes=f"{on_gpu['wall_minutes'].sum():.1f}",
-        cost_estimate=estimate or "every run was trained on a CPU",
-        cost_verdict=f"{'at least' if unknown else 'about'} {total:.0f} hours in all on such a CPU, "
-                     + ("beyond" if total > STUDY_GOAL_HOURS else "perhaps within" if unknown
-                        else "within") + f" the {STUDY_GOAL_HOURS} hours this profile aims at")
+    per_device = runs.groupby(["device_label", "precision"]).agg(
+        runs=("id", "size"), hours=("wall_minutes", lambda m: m.sum() / 60))
+    filled.values["cost_by_device"] = "; ".join(
+        f"{int(row.runs)} run{'s' * (row.runs != 1)} took {row.hours:.1f} hours of wall time on the {device} ({precision})"
+        for (device, precision), row in per_device.sort_values("hours", ascending=False).iterrows())
+    core = runs[runs["sweep"] == CORE_STUDY.name]
+    filled.values["cost_core"] = ""
+    if len(core):
+        parts = []
+        for (device, precision), group in core.groupby(["device_label", "precision"]):
+            hours = group["wall_minutes"].sum() / 60
+            share = f"{len(group)} of its {CORE_STUDY.planned_runs} planned runs"
+            full = hours * CORE_STUDY.planned_runs / len(group)
+            parts.append(f"on the {device} ({precision}) {share} took {hours:.1f} hours, so all of "
+                         f"them would take about {full:.1f} hours, "
+                         + (f"{full / STUDY_GOAL_HOURS:.1f} times" if full > STUDY_GOAL_HOURS else "within")
+                         + f" the {STUDY_GOAL_HOURS} hours it aims at")
+        filled.values["cost_core"] = "The core study: " + "; ".join(parts) + "."
     filled.table("study_cost", table.reset_index().rename(columns={
-        "on_cpu": "on a CPU", "on_gpu": "on a GPU", "cpu_hours": "CPU hours",
-        "gpu_hours": "GPU hours", "minutes_per_cpu_run": "minutes per CPU run"}),
-        "What each study's records cost: runs, where they trained and their wall time (the "
-        "final recipes' runs included; profile " + ", ".join(sorted(set(runs["profile"]))) + ").")
+        "device_label": "device", "wall_hours": "wall hours", "minutes_per_run": "minutes per run"}),
+        "What each study's records cost, machine by machine: runs, wall time and the mean "
+        "minutes of one run (the final recipes' runs included; profile "
+        + ", ".join(sorted(set(runs["profile"]))) + ").")
 
 
 def _engine(filled: Filled, results_dir: Path):

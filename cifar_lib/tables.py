@@ -127,17 +127,14 @@ def budget_curve(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def study_cost(runs: pd.DataFrame) -> pd.DataFrame:
-    """What each study (a sweep, or a config outside sweeps) cost as recorded: its runs, how
-    many ran on a CPU and on a GPU, the wall hours on each, and the mean wall minutes of a
-    CPU run (what one more costs there; empty where none ran on a CPU)."""
-    runs = runs.assign(study=runs["sweep"].fillna(runs["config"]),
-                       cpu_minutes=runs["wall_minutes"].where(runs["device_type"] == "cpu"),
-                       gpu_minutes=runs["wall_minutes"].where(runs["device_type"] != "cpu"))
-    table = runs.groupby("study", sort=False).agg(
-        runs=("id", "size"), on_cpu=("cpu_minutes", "count"), on_gpu=("gpu_minutes", "count"),
-        cpu_hours=("cpu_minutes", lambda m: m.sum() / 60), gpu_hours=("gpu_minutes", lambda m: m.sum() / 60),
-        minutes_per_cpu_run=("cpu_minutes", "mean"))
-    return table.sort_values("cpu_hours", ascending=False).round(2)
+    """What each study (a sweep, or a config outside sweeps) cost as recorded, machine by
+    machine (a CPU's rate differs several-fold from another's, so times are never pooled
+    across devices): runs, wall hours and the mean wall minutes of a run there."""
+    runs = runs.assign(study=runs["sweep"].fillna(runs["config"]))
+    table = runs.groupby(["study", "device_label", "precision"], sort=False).agg(
+        runs=("id", "size"), wall_hours=("wall_minutes", lambda m: m.sum() / 60),
+        minutes_per_run=("wall_minutes", "mean"))
+    return table.sort_values("wall_hours", ascending=False).round(2)
 
 
 def mean_std(values) -> str:
