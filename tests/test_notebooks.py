@@ -166,3 +166,12 @@ def test_colab_badges_follow_kit_repo(tmp_path):
     assert "".join(cells[1]["source"]) == colab.setup_cell_source("https://github.com/me/kit")
     colab.sync(tmp_path, repo="")
     assert "".join(json.loads(path.read_text())["cells"][0]["source"]) == "# 1. Title\n\nText."
+
+
+def test_the_readme_layout_names_every_module_and_only_those():
+    text = (REPO / "README.md").read_text()
+    layout = text[text.index("## Layout"):]
+    listed = set(re.findall(r"^  (\w+)\.py ", layout, flags=re.M))
+    modules = {p.stem for p in (REPO / "cifar_lib").glob("*.py") if not p.stem.startswith("__")}
+    assert listed == modules
+    assert len(modules) <= 26 and len(text.splitlines()) <= 180
