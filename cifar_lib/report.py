@@ -477,7 +477,7 @@ def _cost(filled: Filled, runs: pd.DataFrame):
     per_device = runs.groupby(["device_label", "precision"]).agg(
         runs=("id", "size"), hours=("wall_minutes", lambda m: m.sum() / 60))
     filled.values["cost_by_device"] = "; ".join(
-        f"{int(row.runs)} run{'s' * (row.runs != 1)} took {row.hours:.1f} hours of wall time on the {device} ({precision})"
+        f"{int(row.runs)} run{'s' if row.runs != 1 else ''} took {row.hours:.1f} hours of wall time on the {device} ({precision})"
         for (device, precision), row in per_device.sort_values("hours", ascending=False).iterrows())
     core = runs[runs["sweep"] == CORE_STUDY.name]
     filled.values["cost_core"] = ""
