@@ -46,33 +46,50 @@ def class_grid(images: np.ndarray, labels: np.ndarray, per_class: int = 8):
 
 
 def intermediate_block_diagram(num_convs: int = 3):
-    """A drawing of one intermediate block: L convolutions of the same input, mixed by
-    weights computed from the input's channel means."""
-    fig, ax = plt.subplots(figsize=(9, 4.2))
-    ax.set_xlim(0, 10), ax.set_ylim(0, 6), ax.axis("off")
+    """A drawing of one intermediate block: L convolutions of the same input, each scaled
+    by its weight a_l, summed; the weights come from a fully connected layer and a gate
+    applied to the input's channel means (dashed: the path that computes them)."""
+    fig, ax = plt.subplots(figsize=(9.6, 6.0))
+    ax.set_xlim(0, 10.4), ax.set_ylim(-0.3, 6.2), ax.axis("off")
+    ax.set_aspect("equal")                       # circles stay round
 
-    def box(x, y, text, color, w=1.7, h=0.7):
+    def box(x, y, text, color, w=1.8, h=0.8):
         ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.05",
-                                    fc=color, ec="black", lw=1))
-        ax.text(x, y, text, ha="center", va="center", fontsize=9)
+                                    fc=color, ec="black", lw=1, zorder=2))
+        ax.text(x, y, text, ha="center", va="center", fontsize=9.5, zorder=3)
 
-    def arrow(a, b):
-        ax.add_patch(FancyArrowPatch(a, b, arrowstyle="-|>", mutation_scale=12, lw=1))
+    def circle(x, y, text, r=0.26):
+        ax.add_patch(plt.Circle((x, y), r, fc="white", ec="black", lw=1, zorder=2))
+        ax.text(x, y, text, ha="center", va="center", fontsize=11, zorder=3)
 
-    box(0.9, 3, "input x\nC_in x H x W", "#dddddd", h=1.0)
-    ys = np.linspace(4.9, 1.9, num_convs)
-    for l, y in enumerate(ys):
-        box(3.3, y, f"conv{l + 1} 3x3\n(+ batch norm)", "#cfe2ff")
-        arrow((1.75, 3), (2.45, y))
-        arrow((4.15, y), (6.0, 3.1))
-        ax.text(5.0, y + 0.05 - 0.25 * (y - 3) / 2, f"x a{l + 1}", fontsize=9, color="#b00000")
-    box(3.3, 0.6, "mean over H, W -> FC\n-> a = gate(...), L weights", "#ffe0b3", w=3.0)
-    arrow((1.2, 2.5), (2.0, 0.9))
-    arrow((4.8, 0.6), (6.3, 2.6))
-    box(6.7, 3, "sum_l a_l conv_l(x)", "#d4f4d4", w=1.9)
-    box(8.9, 3, "activation\n(dropout, pool)", "#eeeeee", w=1.7)
-    arrow((7.65, 3), (8.05, 3))
-    ax.set_title(f"Intermediate block with L = {num_convs} convolutions", fontsize=11)
+    def arrow(a, b, style="-", color="black", rad=0.0):
+        ax.annotate("", xy=b, xytext=a, zorder=1, arrowprops=dict(
+            arrowstyle="-|>", lw=1.2, color=color, linestyle=style, shrinkA=0, shrinkB=0,
+            connectionstyle=f"arc3,rad={rad}"))
+
+    box(0.95, 3.4, "input $x$\n$C_{in}\\times H \\times W$", "#dddddd", w=1.6, h=1.0)
+    ys = np.linspace(5.3, 1.9, num_convs)
+    mix_x, sum_xy = 5.6, (7.0, 3.4)
+    for l, y in enumerate(ys, start=1):
+        box(3.4, y, f"conv$_{l}$ 3×3\n(+ batch norm)", "#cfe2ff")
+        arrow((1.75, 3.4), (2.5, y))
+        arrow((4.3, y), (mix_x - 0.26, y))
+        circle(mix_x, y, "×")
+        ax.text(mix_x + 0.05, y + 0.42, f"$a_{l}$", color="#b05a00", fontsize=10, ha="left")
+        arrow((mix_x + 0.26, y), (sum_xy[0] - 0.22 * np.sign(sum_xy[0] - mix_x), sum_xy[1] +
+                                  0.26 * np.sign(y - sum_xy[1])))
+    circle(*sum_xy, "$\\Sigma$", r=0.3)
+    box(3.4, 0.25, "mean over $H, W$: $\\bar{x} \\in \\mathbb{R}^{C_{in}}$", "#ffe0b3", w=2.6, h=0.7)
+    box(6.9, 0.25, "$a = \\mathrm{gate}(W\\bar{x} + b) \\in \\mathbb{R}^{L}$", "#ffe0b3", w=2.8, h=0.7)
+    arrow((0.95, 2.9), (2.1, 0.25), style="--", color="#b05a00", rad=0.25)
+    arrow((4.7, 0.25), (5.5, 0.25), style="--", color="#b05a00")
+    for l, y in enumerate(ys, start=1):   # each weight wired to its branch's multiplication
+        arrow((6.9 - 0.4 * (l - 2), 0.6), (mix_x + 0.05, y - 0.26), style="--", color="#b05a00",
+              rad=-0.15)
+    box(9.4, 3.4, "activation\n(dropout, pool)", "#eeeeee", w=1.8)
+    arrow((sum_xy[0] + 0.3, sum_xy[1]), (8.5, 3.4))
+    ax.text(7.4, 3.6, "$\\sum_l a_l\\, \\mathrm{conv}_l(x)$", ha="left", va="bottom", fontsize=10)
+    ax.set_title(f"An intermediate block with L = {num_convs} convolutions", fontsize=11)
     return _close(fig)
 
 
