@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+from matplotlib.patches import FancyBboxPatch
+from matplotlib.ticker import MaxNLocator
 
 from .data import CLASSES
 
@@ -115,6 +116,15 @@ def learning_curves(history: pd.DataFrame, hue: str = "config", x: str = "epoch"
     xlabel = "training time (minutes)" if x == "minutes" else "epoch"
     loss_ax.set(xlabel=xlabel, ylabel="cross-entropy loss", title="Loss")
     acc_ax.set(xlabel=xlabel, ylabel="accuracy (%)", title="Accuracy")
+    if x == "epoch":                                   # epochs are whole numbers
+        for ax in (loss_ax, acc_ax):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    # one legend, beside the plots, where it covers no curve
+    handles, labels = acc_ax.get_legend_handles_labels()
+    for ax in (loss_ax, acc_ax):
+        ax.get_legend().remove()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
+               fontsize=9)
     fig.tight_layout()
     return _close(fig)
 
@@ -166,12 +176,22 @@ def accuracy_vs_images(runs: pd.DataFrame, reference: dict | None = None):
         ax.plot(means.index / 1e3, means.values, style, color=colour, label=f"mean, {label}")
         ax.scatter(runs["images_seen"] / 1e3, runs[metric], s=16, color=colour, alpha=0.6)
     if reference:
-        ax.errorbar(reference["images_seen"] / 1e3, 100 * reference["test_acc_tta"]["mean"],
-                    yerr=100 * reference["test_acc_tta"]["std"], fmt="*", markersize=12,
-                    color="C3", capsize=4, label=f"{reference['name'].split(' ')[0]} with TTA")
+        x, mean = reference["images_seen"] / 1e3, 100 * reference["test_acc_tta"]["mean"]
+        std = 100 * reference["test_acc_tta"]["std"]
+        name = reference["name"].split(" ")[0]
+        ax.errorbar(x, mean, yerr=std, fmt="*", markersize=12, color="C3", capsize=4,
+                    label=f"{name} with TTA (± std)")
+        # its spread is a fraction of a point: drawn again, magnified, so it can be seen
+        inset = ax.inset_axes([0.58, 0.08, 0.38, 0.38])
+        inset.errorbar([x], [mean], yerr=std, fmt="*", markersize=10, color="C3", capsize=4)
+        near = runs[(runs["images_seen"] / 1e3 - x).abs() < 1]
+        inset.scatter(near["images_seen"] / 1e3, near["test_acc_tta"], s=16, color="C0", alpha=0.6)
+        inset.set_xticks([])
+        inset.set_title(f"at {x:,.0f}k images", fontsize=8)
+        inset.tick_params(labelsize=7)
     ax.set(xlabel="training images seen (thousands)", ylabel="test accuracy (%)",
            title="Accuracy against training images")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
     fig.tight_layout()
     return _close(fig)
 
@@ -183,6 +203,7 @@ def time_to_accuracy(history: pd.DataFrame, hue: str = "config"):
                  marker="o", markersize=3, ax=ax)
     ax.set(xlabel="training time on this machine (minutes)", ylabel="validation accuracy (%)",
            title="Time to accuracy")
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=9)
     fig.tight_layout()
     return _close(fig)
 
@@ -205,7 +226,8 @@ def reliability_diagram(rows: np.ndarray, ece: float, label: str = ""):
     ax.plot(100 * rows[:, 0], 100 * rows[:, 1], marker="o", label=f"{label} (ECE {100 * ece:.2f}%)")
     ax.set(xlabel="confidence (%)", ylabel="accuracy (%)", xlim=(0, 100), ylim=(0, 100),
            title="Reliability diagram (test set)")
-    ax.legend(loc="upper left", fontsize=9)
+    # below the diagonal's far end: an under-confident model's curve runs above the diagonal
+    ax.legend(loc="lower right", fontsize=9)
     fig.tight_layout()
     return _close(fig)
 
@@ -234,6 +256,7 @@ def branch_weight_spread(weights: np.ndarray):
     sns.violinplot(long, x="block", y="weight", hue="branch", cut=0, inner="quartile", ax=ax)
     ax.set(xlabel="", ylabel="branch weight a (sigmoid gate)",
            title="How much the weights vary from image to image (test set)")
+    ax.legend(title="branch", loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.tight_layout()
     return _close(fig)
 
