@@ -17,7 +17,7 @@ from .data import CLASSES
 from .paths import FIGURES_DIR, REPORT_DIR, RESULTS_DIR
 from .sweeps import (AUGMENTATION, BLOCK_ABLATION, CORE_STUDY, FAST_ABLATION, FAST_BUDGET,
                      HYPERPARAMETERS, sweep_records)
-from .tables import (budget_curve, budget_runs, describe_pairing, paired_differences, history_frame,
+from .tables import (budget_curve, device_label, budget_runs, describe_pairing, paired_differences, history_frame,
                      load_airbench_reference, load_records, mean_std, runs_frame, study_cost)
 
 
@@ -96,7 +96,7 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     by_config = {name: [r for r in records if r["config_name"] == name] for name in runs["config"].unique()}
     filled = Filled(figures_dir)
     filled.values.update(profile=profile, runs=str(len(records)), data_phrase=data_phrase(runs),
-                         devices=", ".join(sorted(set(runs["device"]))))
+                         devices=", ".join(sorted(set(runs["device_label"]))))
     _methods(filled, runs, records)
     _basic(filled, by_config.get("seed_basic", []))
     _sweep(filled, records, AUGMENTATION, "Augmentation", "augmentation")
@@ -110,9 +110,9 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     _sweep(filled, records, BLOCK_ABLATION, "Block ablation", "block_ablation")
     _sweep(filled, records, FAST_ABLATION, "Fast-recipe ablation", "fast_ablation")
     _improved(filled, by_config)
-    _best(filled, by_config, results_dir)
+    _best(filled, by_config)
     airbench = load_airbench_reference(results_dir)
-    _fast(filled, by_config, airbench)
+    _fast(filled, by_config, airbench, results_dir)
     _fast_budget(filled, records, airbench)
     _gpu(filled, [r for r in load_records(results_dir, profile="full") if profile != "full"],
          airbench)
@@ -253,7 +253,7 @@ def _sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
 
 def _devices(runs: pd.DataFrame) -> str:
     """Where a set of runs trained, e.g. "NVIDIA H200: 18 runs; AMD EPYC (2 cores): 2 runs"."""
-    counts = runs["device"].value_counts()
+    counts = runs["device_label"].value_counts()
     if len(counts) == 1:
         return f"on {counts.index[0]}"
     return "on " + "; ".join(f"{device}: {n} run{'s' * (n != 1)}" for device, n in counts.items())
@@ -277,7 +277,7 @@ def _improved(filled: Filled, by_config: dict):
                   f"{plots.CURVE_STYLES_TEXT}.")
 
 
-def _best(filled: Filled, by_config: dict, results_dir: Path):
+def _best(filled: Filled, by_config: dict):
     tested = [r for r in by_config.get("best", []) if r["test_read"]]
     if not tested:
         return
@@ -285,7 +285,7 @@ def _best(filled: Filled, by_config: dict, results_dir: Path):
     filled.values.update(
         best_tta=mean_std(runs["test_acc_tta"]), best_plain=mean_std(runs["test_acc"]),
         best_params=f"{tested[0]['model']['parameters']:,}",
-        best_minutes=f"{runs['wall_minutes'].mean():.1f}", best_device=runs["device"].iloc[0],
+        best_minutes=f"{runs['wall_minutes'].mean():.1f}", best_device=", ".join(sorted(set(runs["device_label"]))),
         tta_gain=f"{(runs['test_acc_tta'] - runs['test_acc']).mean():.2f}")
     filled.table("best", _final_table(runs),
                  f"Best model: {_scope(tested)}; the test set is read once per run.")
@@ -305,12 +305,11 @@ def _best(filled: Filled, by_config: dict, results_dir: Path):
     filled.figure("time_to_accuracy", plots.time_to_accuracy(history_frame(compare)),
                   "Validation accuracy against training time: the coursework's recipe and the "
                   "best model.")
-    _best_analysis(filled, min(tested, key=lambda r: (r["seed"], r["started_at"])), results_dir)
 
 
-def _best_analysis(filled: Filled, record: dict, results_dir: Path):
-    """Per-class accuracy, calibration and branch weights of one final run (seed 0, as in
-    notebook 05), from the predictions saved beside its record."""
+def _analysis(filled: Filled, record: dict, results_dir: Path):
+    """Per-class accuracy, calibration and branch weights of the recommended recipe's final
+    run with the lowest seed, from the predictions saved beside its record."""
     preds = run_predictions(record, results_dir)
     probs, labels = preds.get("probs_tta", preds["probs"]), preds["labels"]
     counts = confusion_matrix(labels, probs.argmax(1))
@@ -323,22 +322,22 @@ def _best_analysis(filled: Filled, record: dict, results_dir: Path):
         hardest_class=f"{CLASSES[hardest]} ({per_class['accuracy %'][hardest]:.2f}%)",
         easiest_class=f"{CLASSES[easiest]} ({per_class['accuracy %'][easiest]:.2f}%)",
         ece_plain=f"{100 * plain_ece:.2f}%", ece_tta=f"{100 * ece:.2f}%")
-    filled.table("per_class", per_class, f"Best model: per-class test accuracy with TTA "
+    filled.table("per_class", per_class, f"`fast`: per-class test accuracy with TTA "
                                          f"({_scope([record])}).")
     filled.figure("confusion", plots.confusion_heatmap(counts),
-                  "Best model: confusion matrix (test set, TTA).")
+                  "`fast`: confusion matrix (test set, TTA).")
     filled.figure("reliability", plots.reliability_diagram(plain_rows, plain_ece, "no TTA"),
-                  "Best model: reliability diagram (test set, no TTA).")
+                  "`fast`: reliability diagram (test set, no TTA).")
     if "branch_weights" in preds:
         w = preds["branch_weights"]
         filled.values["branch_spread"] = f"{w.std(0).mean():.3f}"
         filled.figure("branch_weights_by_class", plots.branch_weights_by_class(w, labels),
-                      "Best model: mean branch weight per block and true class.")
+                      "`fast`: mean branch weight per block and true class.")
         filled.figure("branch_weight_spread", plots.branch_weight_spread(w),
-                      "Best model: distribution of branch weights over test images.")
+                      "`fast`: distribution of branch weights over test images.")
 
 
-def _fast(filled: Filled, by_config: dict, ref: dict | None):
+def _fast(filled: Filled, by_config: dict, ref: dict | None, results_dir: Path):
     """The fast recipe: its final runs (all 50,000 images, test read once), its validation
     runs against `best`'s, and airbench94 on the same data as the yardstick."""
     runs = runs_frame(by_config.get("fast", []))
@@ -357,14 +356,17 @@ def _fast(filled: Filled, by_config: dict, ref: dict | None):
     filled.values.update(fast_tta=mean_std(final["test_acc_tta"]), fast_plain=mean_std(final["test_acc"]),
                          fast_images=f"{final['images_seen'].iloc[0]:,}",
                          fast_minutes=f"{final['wall_minutes'].mean():.1f}",
-                         fast_device=final["device"].iloc[0])
+                         fast_device=", ".join(sorted(set(final["device_label"]))))
     table = final[["seed", "images_seen", "test_acc", "test_acc_tta", "train_minutes",
-                   "wall_minutes", "device", "precision"]]
+                   "wall_minutes", "device_label", "precision"]]
     filled.table("fast", table.rename(columns={"images_seen": "images seen", "test_acc": "test %",
-                                               "test_acc_tta": "test % (TTA)"}),
+                                               "test_acc_tta": "test % (TTA)", "device_label": "device"}),
                  f"The fast recipe's final runs: trained on all 50,000 training images, the test "
                  f"set read once at the end "
                  f"({_scope([r for r in by_config['fast'] if r['test_read']])}).")
+    analysed = [r for r in by_config["fast"] if r["test_read"] and "predictions" in r]
+    if analysed:
+        _analysis(filled, min(analysed, key=lambda r: (r["seed"], r["started_at"])), results_dir)
     if ref:
         filled.values.update(
             airbench_tta=f"{100 * ref['test_acc_tta']['mean']:.2f} ± {100 * ref['test_acc_tta']['std']:.2f}%",
@@ -434,7 +436,7 @@ def _gpu(filled: Filled, records: list[dict], ref: dict | None):
         seconds = 60 * fast["train_minutes"]
         filled.values.update(fast_full_tta=mean_std(fast["test_acc_tta"]),
                              fast_full_plain=mean_std(fast["test_acc"]),
-                             fast_full_device=fast["device"].iloc[0],
+                             fast_full_device=fast["device_label"].iloc[0],
                              fast_full_precision=fast["precision"].iloc[0],
                              fast_full_seconds=f"{seconds.median():.1f}",
                              fast_full_seconds_range=f"{seconds.min():.1f}–{seconds.max():.1f}")
@@ -447,7 +449,7 @@ def _gpu(filled: Filled, records: list[dict], ref: dict | None):
     if "seed_basic" in by_config:
         r = by_config["seed_basic"]
         filled.values.update(basic_full_test=f"{100 * r['final']['test_acc']:.2f}%",
-                             basic_full_device=r["device"]["name"],
+                             basic_full_device=device_label(r["device"]),
                              basic_full_minutes=f"{r['train_seconds'] / 60:.1f}",
                              basic_full_epochs=str(r["config"]["epochs"]))
         filled.figure("basic_full_curves", plots.learning_curves(history_frame([r])),
@@ -455,7 +457,7 @@ def _gpu(filled: Filled, records: list[dict], ref: dict | None):
     if "seed_improved" in by_config:
         r = by_config["seed_improved"]
         filled.values.update(seed_full_test=f"{100 * r['final']['test_acc']:.2f}%",
-                             seed_full_device=r["device"]["name"],
+                             seed_full_device=device_label(r["device"]),
                              data_phrase_full=data_phrase(runs_frame([r])))
         if "seed_basic" in by_config:          # the two coursework models at its own budget
             gap = r["final"]["test_acc"] - by_config["seed_basic"]["final"]["test_acc"]
@@ -464,7 +466,7 @@ def _gpu(filled: Filled, records: list[dict], ref: dict | None):
         r = by_config["best"]
         filled.values.update(best_full_tta=f"{100 * r['final']['test_acc_tta']:.2f}%",
                              best_full_seconds=f"{r['train_seconds']:.0f}",
-                             best_full_device=r["device"]["name"])
+                             best_full_device=device_label(r["device"]))
 
 
 STUDY_GOAL_HOURS = 3      # what the core study aims at on one 2-core bf16 CPU
@@ -507,7 +509,7 @@ def _engine(filled: Filled, results_dir: Path):
     for f in files:
         b = json.loads(f.read_text())
         for r in b["rows"]:
-            rows.append({"record": f.name, "device": b["device"]["name"],
+            rows.append({"record": f.name, "device": device_label(b["device"]) if "type" in b["device"] else b["device"]["name"],
                          "batch": b["settings"]["batch_size"], "model": r["model"],
                          "variant": r["variant"], "precision": r["precision"],
                          "images/s (median)": round(r["median_img_s"]), "speedup": r["speedup"]})

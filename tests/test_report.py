@@ -14,7 +14,7 @@ from cifar_lib.notebook import resolve_profile, show_recorded_sweep
 from cifar_lib.report import build_report
 from cifar_lib.studies import Sweep, run_sweep
 from cifar_lib.sweeps import load_sweep
-from cifar_lib.tables import (budget_curve, final_runs, load_records, mean_std,
+from cifar_lib.tables import (device_label, budget_curve, final_runs, load_records, mean_std,
                               runs_frame, study_cost, summarize)
 from conftest import tiny_dataset
 
@@ -214,7 +214,7 @@ def test_report_is_rebuilt_from_records_alone_and_deterministically(tmp_path):
     runs = runs_frame(records).dropna(subset=["variant"])
     for stat in ("mean", "std"):
         allowed |= {f"{v:.2f}" for v in runs.groupby("variant")["val_acc"].agg(stat)}
-    preds = run_predictions(best, results)
+    preds = run_predictions(fast_final, results)        # the analyses are of the recommended recipe
     counts = confusion_matrix(preds["labels"], preds["probs_tta"].argmax(1))
     allowed |= {f"{100 * a:.2f}" for a in counts.diagonal() / counts.sum(1)}
     allowed |= {f"{100 * reliability(preds[k], preds['labels'])[1]:.2f}" for k in ("probs", "probs_tta")}
@@ -266,13 +266,13 @@ def test_full_profile_fast_runs_are_timed_against_airbench_only_on_its_own_devic
         return build_report(results, tmp_path / "figures", tmp_path / "report").read_text()
 
     elsewhere = report_with_reference_on("NVIDIA H200")
-    assert f"At the `full` profile ({full['device']['name']}" in elsewhere
+    assert f"At the `full` profile ({device_label(full['device'])}" in elsewhere
     assert f"{100 * full['final']['test_acc_tta']:.2f}% (1 seed) test accuracy with TTA" in elsewhere
     assert "× airbench94" not in elsewhere                  # different machines: no ratio
     # the basic model at the full profile's budget, beside its cpu-profile curve
     assert (f"at the `full` profile's 1 epochs reach {100 * basic['final']['test_acc']:.2f}% test "
             f"accuracy (Figure ") in " ".join(elsewhere.split())
-    assert (f"; {basic['train_seconds'] / 60:.1f} minutes of training on {basic['device']['name']})"
+    assert (f"; {basic['train_seconds'] / 60:.1f} minutes of training on {device_label(basic['device'])})"
             in " ".join(elsewhere.split()))
     # the two coursework models side by side at the coursework's own budget
     gap = 100 * (improved["final"]["test_acc"] - basic["final"]["test_acc"])
