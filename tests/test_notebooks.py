@@ -59,12 +59,14 @@ def test_learning_curve_styles_match_their_captions():
                             "train_loss": [2.0, 1.0], "val_loss": [2.1, 1.2],
                             "train_acc": [30.0, 50.0], "val_acc": [28.0, 45.0]})
     fig = plots.learning_curves(history)
-    for ax in fig.axes:
-        legend = {t.get_text(): h for t, h in zip(ax.get_legend().get_texts(),
-                                                   ax.get_legend().legend_handles)}
-        for split, (name, _) in plots.CURVE_STYLES.items():
-            drawn = legend[split].get_linestyle()
-            assert (drawn == "-") == (name == "solid"), (split, drawn, name)
+    # one legend for both panels, beside them (it covers no curve), saying what each line is
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
+    legend = {t.get_text(): h for t, h in zip(fig.legends[0].get_texts(), fig.legends[0].legend_handles)}
+    for split, (name, _) in plots.CURVE_STYLES.items():
+        drawn = legend[split].get_linestyle()
+        assert (drawn == "-") == (name == "solid"), (split, drawn, name)
+    for ax in fig.axes:                                       # whole-number epochs
+        assert all(float(t).is_integer() for t in ax.get_xticks())
     assert plots.CURVE_STYLES_TEXT == "training (solid), validation (dashed)"
 
 
