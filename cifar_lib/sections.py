@@ -1,0 +1,417 @@
+"""The report's sections: each reads the records it needs and fills its placeholders,
+tables and figures (a `Filled`) for report_template.md. No training code is imported."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import plots
+from .data import CLASSES
+from .predictions import confusion_matrix, reliability, run_predictions
+from .sweeps import BLOCK_ABLATION, CORE_STUDY, FAST_ABLATION, FAST_BUDGET, sweep_records
+from .tables import (budget_curve, budget_runs, describe_pairing, device_label, history_frame,
+                     mean_std, paired_differences, runs_frame, study_cost)
+
+RECIPES = ("seed_basic", "seed_improved", "improved_tuned", "deep_sgd", "best", "fast")
+
+
+class Filled:
+    """What the template's placeholders are filled with: values, tables and figures."""
+
+    def __init__(self, figures_dir: Path):
+        self.values: dict[str, str] = {}
+        self.tables: dict[str, tuple[pd.DataFrame, str]] = {}
+        self.figures: dict[str, tuple[Path, str]] = {}
+        self.figures_dir = figures_dir
+
+    def table(self, name: str, frame: pd.DataFrame, caption: str):
+        self.tables[name] = (frame, caption)
+
+    def figure(self, name: str, fig, caption: str):
+        path = self.figures_dir / f"{name}.png"
+        # No timestamps in the file, so an unchanged figure gives unchanged bytes.
+        fig.savefig(path, dpi=130, bbox_inches="tight", metadata={"Software": None})
+        self.figures[name] = (path, caption)
+
+
+def _seeds(counts: pd.Series) -> str:
+    low, high = counts.min(), counts.max()
+    return str(low) if low == high else f"{low}–{high}"
+
+
+def data_phrase(runs: pd.DataFrame) -> str:
+    kinds = set(runs["official_data"])
+    if kinds == {True}:
+        return "the official CIFAR-10 release"
+    if kinds == {False}:
+        return "a local JPEG-rebuilt copy of CIFAR-10, NOT the official release"
+    return "a mix of the official release and a local copy (see the data column)"
+
+
+def _scope(records: list[dict]) -> str:
+    """What every table caption states: profile, runs and seeds, and which data."""
+    runs = runs_frame(records)
+    profiles = ", ".join(sorted(set(runs["profile"])))
+    seeds = sorted(set(runs["seed"]))
+    seed_text = (f"seeds {seeds[0]}–{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1))
+                 and len(seeds) > 1 else "seed" + "s" * (len(seeds) > 1) + " " + ", ".join(map(str, seeds)))
+    return f"profile {profiles}, {len(runs)} run(s), {seed_text}, {data_phrase(runs)}"
+
+
+def _tta_kind(config: dict) -> str:
+    if not config["tta"]:
+        return "none"
+    return f"flips + {config['tta_shift']} px shifts" if config.get("tta_shift") else "flips"
+
+
+def _final_table(runs: pd.DataFrame) -> pd.DataFrame:
+    cols = {"config": "config", "seed": "seed", "epochs": "epochs", "val_acc": "val %",
+            "test_acc": "test %", "test_acc_tta": "test % (TTA)", "wall_minutes": "minutes"}
+    return runs[[c for c in cols if c in runs]].rename(columns=cols)
+
+
+def methods(filled: Filled, runs: pd.DataFrame, records: list[dict]):
+    r = records[0]
+    val = r["config"]["val_size"]
+    filled.values.update(split="yes", train_size=f"{50000 - val:,}", val_size=f"{val:,}")
+    filled.figure("intermediate_block", plots.intermediate_block_diagram(3),
+                  "One intermediate block (L = 3).")
+    named = runs[runs["sweep"].isna()]    # sweeps vary models (e.g. without batch norm)
+    models = ((named if len(named) else runs).drop_duplicates("model")[["model", "parameters"]]
+              .sort_values("parameters").reset_index(drop=True))
+    filled.table("models", models, "Models: the networks trained in these records and their "
+                                   "parameter counts.")
+    latest = {}
+    for rec in records:   # the newest final run of each recipe says what it is (tuning runs vary)
+        if rec["config_name"] in RECIPES and rec.get("test_read"):
+            latest[rec["config_name"]] = rec["config"]
+    rows = [{"recipe": name, "model": c["model"], "optimizer": c["optimizer"], "lr": c["lr"],
+             "batch": c["batch_size"], "epochs": c["epochs"], "schedule": c["schedule"],
+             "weight decay": c["weight_decay"], "label smoothing": c["label_smoothing"],
+             "augmentation": "+".join(c["augment"]) or "none", "TTA": _tta_kind(c)}
+            for name, c in sorted(latest.items(), key=lambda kv: RECIPES.index(kv[0]))]
+    if rows:
+        filled.table("recipes", pd.DataFrame(rows).astype({"lr": str, "weight decay": str}),
+                     f"Recipes: every final recipe's settings as its newest `{r['profile']}` "
+                     f"record ran it (epochs at that profile).")
+
+
+def basic(filled: Filled, records: list[dict]):
+    if not records:
+        return
+    runs = runs_frame(records)
+    filled.values.update(basic_test=mean_std(runs["test_acc"]),
+                         basic_epochs=str(runs["epochs"].iloc[0]))
+    filled.figure("basic_curves", plots.learning_curves(history_frame(records)),
+                  f"BasicNet learning curves: {plots.CURVE_STYLES_TEXT} ({_scope(records)}).")
+
+
+def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
+    filled.values[f"{name}_command"] = sweep.command(records[0]["profile"])
+    filled.values[f"{name}_planned"] = sweep.describe_plan()
+    mine = sweep_records(records, sweep)
+    if sweep.baseline not in {r["tags"]["variant"] for r in mine}:
+        return                      # nothing to compare with yet: the template says so
+    runs = runs_frame(mine)
+    order = list(sweep.variants)
+    baseline = sweep.baseline
+    paired = paired_differences(runs, baseline, order=order)
+    table = paired.reset_index()
+    base = mine[0]
+    filled.values[f"{name}_setup"] = (
+        f"Each variant changes one thing in the `{sweep.base}` config and is trained with "
+        f"{_seeds(table['seeds'])} seed(s) on {base['data']['train_images']:,} training images for "
+        f"{base['config']['epochs']} epochs ({_devices(runs)}); accuracy is measured on "
+        f"{base['data']['val_images']:,} validation images and compared with "
+        f"**{baseline}** ({table.loc[table['variant'] == baseline, 'mean'].iloc[0]:.2f}%).")
+    others = table[table["variant"] != baseline]
+    resolved = [f"{v} ({d:+.2f} points, Holm-adjusted 95% interval {lo:+.2f} to {hi:+.2f})"
+                for v, d, lo, hi in others.loc[others["resolved"],
+                                               ["variant", "diff", "95% low", "95% high"]].values]
+    unresolved = list(others.loc[~others["resolved"], "variant"])
+    verdict = ("No variant besides the baseline is measured yet." if others.empty else
+               f"Differences the seeds resolve: {'; '.join(resolved)}." if resolved else
+               "No difference is resolved by these seeds.")
+    unresolved_text = (f"Not resolved (the adjusted interval of the difference contains 0): "
+                       f"{', '.join(unresolved)}." if unresolved else "")
+    filled.values[f"{name}_result"] = " ".join(
+        part for part in (sweep.progress(len(mine), base["profile"]), verdict, unresolved_text) if part)
+    filled.table(name, table.rename(columns={
+        "mean": "val % mean", "std": "val % std", "diff": f"diff to {baseline}"}),
+        f"{title}: validation accuracy, mean and std over seeds, and each variant's difference "
+        f"to {baseline}: {describe_pairing(paired)} ({_scope(mine)}).")
+    filled.figure(f"{name}_sweep", plots.forest_plot(paired, title=title, label=f"difference to {baseline}"),
+                  f"{title}: each variant's paired difference to {baseline} with its Holm-adjusted "
+                  f"95% interval (filled: resolved; arrows: an interval cut at the axis); "
+                  f"{describe_pairing(paired)}.")
+
+
+def _devices(runs: pd.DataFrame) -> str:
+    """Where a set of runs trained, e.g. "NVIDIA H200: 18 runs; AMD EPYC (2 cores): 2 runs"."""
+    counts = runs["device_label"].value_counts()
+    if len(counts) == 1:
+        return f"on {counts.index[0]}"
+    return "on " + "; ".join(f"{device}: {n} run{'s' * (n != 1)}" for device, n in counts.items())
+
+
+def improved(filled: Filled, by_config: dict):
+    names = [n for n in ("seed_improved", "improved_tuned") if by_config.get(n)]
+    if not names:
+        return
+    records = [r for n in names for r in by_config[n]]
+    runs = runs_frame(records)
+    test = {n: runs.loc[runs["config"] == n, "test_acc"] for n in names}
+    filled.values["improved_result"] = " ".join(
+        f"`{n}`: {mean_std(test[n])} test accuracy in "
+        f"{runs.loc[runs['config'] == n, 'wall_minutes'].mean():.1f} minutes." for n in names)
+    if len(names) == 2:
+        filled.values["improved_gain"] = f"{test['improved_tuned'].mean() - test['seed_improved'].mean():.1f}"
+    filled.table("improved", _final_table(runs), f"ImprovedNet final runs ({_scope(records)}).")
+    filled.figure("improved_curves", plots.learning_curves(history_frame(records)),
+                  f"ImprovedNet, the coursework's recipe against the tuned one: "
+                  f"{plots.CURVE_STYLES_TEXT}.")
+
+
+def best(filled: Filled, by_config: dict):
+    tested = [r for r in by_config.get("best", []) if r["test_read"]]
+    if not tested:
+        return
+    runs = runs_frame(tested)
+    filled.values.update(
+        best_tta=mean_std(runs["test_acc_tta"]), best_plain=mean_std(runs["test_acc"]),
+        best_params=f"{tested[0]['model']['parameters']:,}",
+        best_minutes=f"{runs['wall_minutes'].mean():.1f}", best_device=", ".join(sorted(set(runs["device_label"]))),
+        tta_gain=f"{(runs['test_acc_tta'] - runs['test_acc']).mean():.2f}")
+    filled.table("best", _final_table(runs),
+                 f"Best model: {_scope(tested)}; the test set is read once per run.")
+    # seed 0 of each attempt: further seeds of the final recipe are repeats, not attempts
+    attempts = [r for n in ("deep_sgd", "best") for r in by_config.get(n, []) if r["seed"] == 0]
+    if attempts:
+        table = runs_frame(attempts)[["config", "seed", "epochs", "val_acc", "val_acc_tta",
+                                      "test_acc_tta", "wall_minutes"]]
+        table.insert(3, "TTA", [_tta_kind(r["config"]) for r in attempts])
+        filled.table("attempts", table.rename(columns={
+            "val_acc": "val %", "val_acc_tta": "val % (TTA)", "test_acc_tta": "test % (TTA)",
+            "wall_minutes": "minutes"}), f"What was tried for the best model, in order, seed 0 "
+            f"of each ({_scope(attempts)}; tuning runs leave the test column empty).")
+    filled.figure("best_curves", plots.learning_curves(history_frame(tested), hue="seed"),
+                  f"Best model: learning curves, {plots.CURVE_STYLES_TEXT}, one colour per seed.")
+    compare = [*by_config.get("seed_improved", []), *tested]
+    filled.figure("time_to_accuracy", plots.time_to_accuracy(history_frame(compare)),
+                  "Validation accuracy against training time: the coursework's recipe and the "
+                  "best model.")
+
+
+def _analysis(filled: Filled, record: dict, results_dir: Path):
+    """Per-class accuracy, calibration and branch weights of the recommended recipe's final
+    run with the lowest seed, from the predictions saved beside its record."""
+    preds = run_predictions(record, results_dir)
+    probs, labels = preds.get("probs_tta", preds["probs"]), preds["labels"]
+    counts = confusion_matrix(labels, probs.argmax(1))
+    per_class = pd.DataFrame({"class": CLASSES, "accuracy %": 100 * np.diag(counts) / counts.sum(1)})
+    rows, ece = reliability(probs, labels)
+    plain_rows, plain_ece = reliability(preds["probs"], labels)
+    hardest, easiest = per_class["accuracy %"].idxmin(), per_class["accuracy %"].idxmax()
+    filled.values.update(
+        analysed_seed=str(record["seed"]),
+        hardest_class=f"{CLASSES[hardest]} ({per_class['accuracy %'][hardest]:.2f}%)",
+        easiest_class=f"{CLASSES[easiest]} ({per_class['accuracy %'][easiest]:.2f}%)",
+        ece_plain=f"{100 * plain_ece:.2f}%", ece_tta=f"{100 * ece:.2f}%")
+    filled.table("per_class", per_class, f"`fast`: per-class test accuracy with TTA "
+                                         f"({_scope([record])}).")
+    filled.figure("confusion", plots.confusion_heatmap(counts),
+                  "`fast`: confusion matrix (test set, TTA).")
+    filled.figure("reliability", plots.reliability_diagram(plain_rows, plain_ece, "no TTA"),
+                  "`fast`: reliability diagram (test set, no TTA).")
+    if "branch_weights" in preds:
+        w = preds["branch_weights"]
+        filled.values["branch_spread"] = f"{w.std(0).mean():.3f}"
+        filled.figure("branch_weights_by_class", plots.branch_weights_by_class(w, labels),
+                      "`fast`: mean branch weight per block and true class.")
+        filled.figure("branch_weight_spread", plots.branch_weight_spread(w),
+                      "`fast`: distribution of branch weights over test images.")
+
+
+def fast(filled: Filled, by_config: dict, ref: dict | None, results_dir: Path):
+    """The fast recipe: its final runs (all 50,000 images, test read once), its validation
+    runs against `best`'s, and airbench94 on the same data as the yardstick."""
+    runs = runs_frame(by_config.get("fast", []))
+    if runs.empty:
+        return
+    tuning = runs[runs["val_acc_tta"].notna()]
+    best = runs_frame(by_config.get("best", []))
+    if len(tuning) and len(best):
+        filled.values.update(fast_val_tta=mean_std(tuning["val_acc_tta"]),
+                             fast_val_images=f"{tuning['images_seen'].iloc[0]:,}",
+                             best_val_tta=mean_std(best["val_acc_tta"]),
+                             best_val_images=f"{best['images_seen'].iloc[0]:,}")
+    final = runs[runs["test_acc_tta"].notna()]
+    if final.empty:
+        return
+    filled.values.update(fast_tta=mean_std(final["test_acc_tta"]), fast_plain=mean_std(final["test_acc"]),
+                         fast_images=f"{final['images_seen'].iloc[0]:,}",
+                         fast_minutes=f"{final['wall_minutes'].mean():.1f}",
+                         fast_device=", ".join(sorted(set(final["device_label"]))))
+    table = final[["seed", "images_seen", "test_acc", "test_acc_tta", "train_minutes",
+                   "wall_minutes", "device_label", "precision"]]
+    filled.table("fast", table.rename(columns={"images_seen": "images seen", "test_acc": "test %",
+                                               "test_acc_tta": "test % (TTA)", "device_label": "device"}),
+                 f"The fast recipe's final runs: trained on all 50,000 training images, the test "
+                 f"set read once at the end "
+                 f"({_scope([r for r in by_config['fast'] if r['test_read']])}).")
+    analysed = [r for r in by_config["fast"] if r["test_read"] and "predictions" in r]
+    if analysed:
+        _analysis(filled, min(analysed, key=lambda r: (r["seed"], r["started_at"])), results_dir)
+    if ref:
+        filled.values.update(
+            airbench_tta=f"{100 * ref['test_acc_tta']['mean']:.2f} ± {100 * ref['test_acc_tta']['std']:.2f}%",
+            airbench_images=f"{ref['images_seen']:,}", airbench_seconds=f"{ref['train_seconds']['mean']:.1f}",
+            airbench_device=ref["device"]["name"], airbench_runs=str(ref["runs"]),
+            fast_gap=_gap_phrase(final["test_acc_tta"], 100 * ref["test_acc_tta"]["mean"],
+                                 100 * ref["test_acc_tta"]["std"]))
+
+
+def fast_budget(filled: Filled, records: list[dict], ref: dict | None):
+    """The accuracy-vs-images curve: the recipe's final runs at its own budget and the
+    final sweep `fast_budget` at others; where it reaches airbench94, and what more images buy."""
+    runs = budget_runs(records, FAST_BUDGET)
+    if runs.empty or runs["config"].nunique() < 2:      # a curve needs the sweep and the recipe
+        return
+    curve = budget_curve(runs)
+    filled.values["fast_budget_progress"] = FAST_BUDGET.progress(
+        int((runs["config"] == FAST_BUDGET.name).sum()), records[0]["profile"])
+    tta = runs.groupby("images_seen")["test_acc_tta"]            # smallest budget first
+    points = [f"{mean_std(group)} from {n:,}" for n, group in tta]
+    filled.values["fast_budget_points"] = ", ".join(points[:-1]) + " and " + points[-1]
+    own = runs.loc[runs["config"] == FAST_BUDGET.base, "images_seen"].iloc[0]
+    if ref:
+        goal = 100 * ref["test_acc_tta"]["mean"]
+        reached = [n for n, mean in tta.mean().items() if mean >= goal]
+        filled.values["fast_budget_reach"] = (
+            f"The smallest budget whose mean with TTA reaches airbench94's {goal:.2f}% is "
+            f"{reached[0]:,} images: {mean_std(tta.get_group(reached[0]))}" if reached else
+            f"No budget measured reaches airbench94's {goal:.2f}% with TTA on average")
+    larger = [n for n in curve.index if n > own]
+    if larger:
+        more, base = tta.get_group(larger[0]), tta.get_group(own)
+        change = (_gap_phrase(more, base.mean(), base.std()) if len(base) > 1 else
+                  f"{more.mean() - base.mean():+.2f} points (one seed each: no spread to judge it by)")
+        filled.values["fast_budget_gain"] = (f"from {own:,} images to {larger[0]:,}, the accuracy "
+                                             f"with TTA changes by {change}")
+    table = curve.reset_index().rename(columns={"images_seen": "images seen"})
+    scope = _scope([r for r in records if r["id"] in set(runs["id"])])
+    filled.table("fast_budget", table, f"`fast`'s final runs by training images seen, test accuracy "
+                 f"mean and std per budget ({scope}).")
+    filled.figure("fast_budget", plots.accuracy_vs_images(runs, ref),
+                  "`fast`: test accuracy against the training images seen, every final run a dot, "
+                  "the mean per budget a line; airbench94 on the same data as the star (mean ± std).")
+
+
+def _gap_phrase(ours: pd.Series, theirs: float, their_std: float) -> str:
+    """How a mean over our seeds compares with a reference's mean ± std, claiming nothing
+    smaller than the larger of the two spreads."""
+    gap, spread = ours.mean() - theirs, max(their_std, ours.std() if len(ours) > 1 else 0.0)
+    seeds = f"{len(ours)} seed{'s' * (len(ours) > 1)}"
+    if abs(gap) <= spread:
+        return (f"{gap:+.2f} points ({seeds}), within the {spread:.2f}-point run-to-run spread: "
+                f"the runs do not tell the two apart")
+    return f"{gap:+.2f} points ({seeds}), more than the {spread:.2f}-point run-to-run spread"
+
+
+def gpu(filled: Filled, records: list[dict], ref: dict | None):
+    """The paragraphs about `full`-profile (GPU) runs, when records of them exist: the seed's
+    recipe, `best`, `fast`'s final runs against airbench94 on the same GPU kind, and both
+    ablations at the full budget."""
+    if not records:
+        return
+    sweep(filled, records, BLOCK_ABLATION, "Block ablation, full profile", "block_ablation_full")
+    sweep(filled, records, FAST_ABLATION, "Fast-recipe ablation, full profile", "fast_ablation_full")
+    fast = runs_frame([r for r in records if r["config_name"] == "fast" and r["test_read"]])
+    if len(fast):
+        seconds = 60 * fast["train_minutes"]
+        filled.values.update(fast_full_tta=mean_std(fast["test_acc_tta"]),
+                             fast_full_plain=mean_std(fast["test_acc"]),
+                             fast_full_device=fast["device_label"].iloc[0],
+                             fast_full_precision=fast["precision"].iloc[0],
+                             fast_full_seconds=f"{seconds.median():.1f}",
+                             fast_full_seconds_range=f"{seconds.min():.1f}–{seconds.max():.1f}")
+        if ref and ref["device"]["name"] == fast["device"].iloc[0]:   # ratios on one GPU kind only
+            filled.values.update(
+                fast_full_ratio=f"{seconds.median() / ref['train_seconds']['mean']:.1f}",
+                fast_full_gap=_gap_phrase(fast["test_acc_tta"], 100 * ref["test_acc_tta"]["mean"],
+                                          100 * ref["test_acc_tta"]["std"]))
+    by_config = {r["config_name"]: r for r in records if r["test_read"]}   # newest per config
+    if "seed_basic" in by_config:
+        r = by_config["seed_basic"]
+        filled.values.update(basic_full_test=f"{100 * r['final']['test_acc']:.2f}%",
+                             basic_full_device=device_label(r["device"]),
+                             basic_full_minutes=f"{r['train_seconds'] / 60:.1f}",
+                             basic_full_epochs=str(r["config"]["epochs"]))
+        filled.figure("basic_full_curves", plots.learning_curves(history_frame([r])),
+                      f"BasicNet at the full profile: {plots.CURVE_STYLES_TEXT} ({_scope([r])}).")
+    if "seed_improved" in by_config:
+        r = by_config["seed_improved"]
+        filled.values.update(seed_full_test=f"{100 * r['final']['test_acc']:.2f}%",
+                             seed_full_device=device_label(r["device"]),
+                             data_phrase_full=data_phrase(runs_frame([r])))
+        if "seed_basic" in by_config:          # the two coursework models at its own budget
+            gap = r["final"]["test_acc"] - by_config["seed_basic"]["final"]["test_acc"]
+            filled.values["improved_over_basic_full"] = f"{100 * gap:.1f}"
+    if "best" in by_config and "test_acc_tta" in by_config["best"]["final"]:
+        r = by_config["best"]
+        filled.values.update(best_full_tta=f"{100 * r['final']['test_acc_tta']:.2f}%",
+                             best_full_seconds=f"{r['train_seconds']:.0f}",
+                             best_full_device=device_label(r["device"]))
+
+
+STUDY_GOAL_HOURS = 3      # what the core study aims at on one 2-core bf16 CPU
+
+
+def cost(filled: Filled, runs: pd.DataFrame):
+    """What the profile's records cost, machine by machine, and the core study's wall time on
+    the machine that ran it against the hours it aims at."""
+    table = study_cost(runs)
+    per_device = runs.groupby(["device_label", "precision"]).agg(
+        runs=("id", "size"), hours=("wall_minutes", lambda m: m.sum() / 60))
+    filled.values["cost_by_device"] = "; ".join(
+        f"{int(row.runs)} run{'s' if row.runs != 1 else ''} took {row.hours:.1f} hours of wall time on the {device} ({precision})"
+        for (device, precision), row in per_device.sort_values("hours", ascending=False).iterrows())
+    core = runs[runs["sweep"] == CORE_STUDY.name]
+    filled.values["cost_core"] = ""
+    if len(core):
+        parts = []
+        for (device, precision), group in core.groupby(["device_label", "precision"]):
+            hours = group["wall_minutes"].sum() / 60
+            share = f"{len(group)} of its {CORE_STUDY.planned_runs} planned runs"
+            full = hours * CORE_STUDY.planned_runs / len(group)
+            parts.append(f"on the {device} ({precision}) {share} took {hours:.1f} hours, so all of "
+                         f"them would take about {full:.1f} hours, "
+                         + (f"{full / STUDY_GOAL_HOURS:.1f} times" if full > STUDY_GOAL_HOURS else "within")
+                         + f" the {STUDY_GOAL_HOURS} hours it aims at")
+        filled.values["cost_core"] = "The core study: " + "; ".join(parts) + "."
+    filled.table("study_cost", table.reset_index().rename(columns={
+        "device_label": "device", "wall_hours": "wall hours", "minutes_per_run": "minutes per run"}),
+        "What each study's records cost, machine by machine: runs, wall time and the mean "
+        "minutes of one run (the final recipes' runs included; profile "
+        + ", ".join(sorted(set(runs["profile"]))) + ").")
+
+
+def engine(filled: Filled, results_dir: Path):
+    files = sorted((results_dir / "benchmarks").glob("throughput-*.json"))
+    if not files:
+        return
+    rows = []
+    for f in files:
+        b = json.loads(f.read_text())
+        for r in b["rows"]:
+            rows.append({"record": f.name, "device": device_label(b["device"]) if "type" in b["device"] else b["device"]["name"],
+                         "batch": b["settings"]["batch_size"], "model": r["model"],
+                         "variant": r["variant"], "precision": r["precision"],
+                         "images/s (median)": round(r["median_img_s"]), "speedup": r["speedup"]})
+    filled.values["engine"] = "yes"
+    filled.table("engine", pd.DataFrame(rows), "Training throughput: images per second "
+                 "(medians of interleaved repeats) per benchmark record; speedups are ratios "
+                 "within one record.")
