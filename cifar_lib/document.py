@@ -44,7 +44,8 @@ class Document:
                 path, caption = rest
                 rel = Path("..") / path.relative_to(report_dir.parent) if path.is_relative_to(
                     report_dir.parent) else path
-                out.append(f"![{caption}]({rel.as_posix()})\n\n*{caption}*")
+                # the caption is printed under the image; its label alone is the alt text
+                out.append(f"![{caption.split('.')[0]}]({rel.as_posix()})\n\n*{caption}*")
         return "\n\n".join(out) + "\n"
 
     def html(self, paged: bool = False) -> str:

@@ -51,6 +51,13 @@ def data_phrase(runs: pd.DataFrame) -> str:
     return "a mix of the official release and a local copy (see the data column)"
 
 
+def data_mark(runs: pd.DataFrame) -> str:
+    """The short mark every caption carries (Section 2 says what it means once, in full)."""
+    kinds = set(runs["official_data"])
+    return "official data" if kinds == {True} else "JPEG copy, not official" if kinds == {False} \
+        else "official and JPEG-copy runs mixed"
+
+
 def _scope(records: list[dict]) -> str:
     """What every table caption states: profile, runs and seeds, and which data."""
     runs = runs_frame(records)
@@ -58,7 +65,7 @@ def _scope(records: list[dict]) -> str:
     seeds = sorted(set(runs["seed"]))
     seed_text = (f"seeds {seeds[0]}–{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1))
                  and len(seeds) > 1 else "seed" + "s" * (len(seeds) > 1) + " " + ", ".join(map(str, seeds)))
-    return f"profile {profiles}, {len(runs)} run(s), {seed_text}, {data_phrase(runs)}"
+    return f"profile {profiles}, {len(runs)} run(s), {seed_text}, {data_mark(runs)}"
 
 
 def _tta_kind(config: dict) -> str:
@@ -139,9 +146,12 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
                        f"{', '.join(unresolved)}." if unresolved else "")
     filled.values[f"{name}_result"] = " ".join(
         part for part in (sweep.progress(len(mine), base["profile"]), verdict, unresolved_text) if part)
-    filled.table(name, table.rename(columns={
-        "mean": "val % mean", "std": "val % std", "diff": f"diff to {baseline}"}),
-        f"{title}: validation accuracy, mean and std over seeds, and each variant's difference "
+    # What a reader needs per variant: its mean, the pairs the difference rests on, the
+    # difference, its adjusted interval and p, and the verdict (spreads are in notebooks).
+    shown = table[["variant", "mean", "pairs", "diff", "95% low", "95% high", "p_holm", "resolved"]]
+    filled.table(name, shown.rename(columns={"mean": "val % mean", "diff": f"diff to {baseline}",
+                                             "p_holm": "p (Holm)"}),
+        f"{title}: validation accuracy (mean over seeds) and each variant's difference "
         f"to {baseline}: {describe_pairing(paired)} ({_scope(mine)}).")
     filled.figure(f"{name}_sweep", plots.forest_plot(paired, title=title, label=f"difference to {baseline}"),
                   f"{title}: each variant's paired difference to {baseline} with its Holm-adjusted "
@@ -198,11 +208,11 @@ def best(filled: Filled, by_config: dict):
             "wall_minutes": "minutes"}), f"What was tried for the best model, in order, seed 0 "
             f"of each ({_scope(attempts)}; tuning runs leave the test column empty).")
     filled.figure("best_curves", plots.learning_curves(history_frame(tested), hue="seed"),
-                  f"Best model: learning curves, {plots.CURVE_STYLES_TEXT}, one colour per seed.")
+                  f"The deep recipe (`best`): learning curves, {plots.CURVE_STYLES_TEXT}, one colour per seed.")
     compare = [*by_config.get("seed_improved", []), *tested]
     filled.figure("time_to_accuracy", plots.time_to_accuracy(history_frame(compare)),
                   "Validation accuracy against training time: the coursework's recipe and the "
-                  "best model.")
+                  "deep recipe (`best`).")
 
 
 def _analysis(filled: Filled, record: dict, results_dir: Path):
