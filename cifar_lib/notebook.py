@@ -12,6 +12,7 @@ from . import config
 from .config import ConfigError
 from .data import CIFAR10, load_cifar10
 from .records import device_info
+from .tables import device_label
 from .device import pick_device
 
 
@@ -41,7 +42,7 @@ def start(profile: str = "auto", data_root=None) -> Session:
     profile = resolve_profile(profile)
     device = pick_device()
     data = load_cifar10(data_root)
-    print(f"profile: {profile}\ndevice: {device_info(device)['name']}\ndata: {data.describe()}\n"
+    print(f"profile: {profile}\ndevice: {device_label(device_info(device))}\ndata: {data.describe()}\n"
           f"fingerprint: {data.fingerprint}")
     return Session(profile, str(device), data)
 

@@ -348,7 +348,7 @@ def gpu(filled: Filled, records: list[dict], ref: dict | None):
                              fast_full_precision=fast["precision"].iloc[0],
                              fast_full_seconds=f"{seconds.median():.1f}",
                              fast_full_seconds_range=f"{seconds.min():.1f}–{seconds.max():.1f}")
-        if ref and ref["device"]["name"] == fast["device"].iloc[0]:   # ratios on one GPU kind only
+        if ref and ref["device"]["name"] == fast["device_name"].iloc[0]:   # ratios on one GPU kind only
             filled.values.update(
                 fast_full_ratio=f"{seconds.median() / ref['train_seconds']['mean']:.1f}",
                 fast_full_gap=_gap_phrase(fast["test_acc_tta"], 100 * ref["test_acc_tta"]["mean"],

@@ -60,7 +60,9 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
             "official_data": r["data"]["official"],
             **{m: 100 * r["final"][m] if m in r["final"] else None for m in METRICS},
             "train_minutes": r["train_seconds"] / 60, "wall_minutes": r["wall_seconds"] / 60,
-            "device": r["device"]["name"], "device_label": device_label(r["device"]),
+            # `device` as prose names it; `device_name` exactly as recorded (what pairing uses)
+            "device": device_label(r["device"]), "device_name": r["device"]["name"],
+            "device_label": device_label(r["device"]),
             "device_type": r["device"]["type"],
             "precision": r["precision"],
         })
@@ -172,7 +174,7 @@ def paired_differences(runs: pd.DataFrame, base: str, by: str = "variant", metri
     attrs say what it rests on: devices, precisions, seeds and the family size."""
     from scipy import stats
 
-    key = ["seed", "device", "precision"]
+    key = ["seed", "device_name" if "device_name" in runs else "device", "precision"]
     runs = runs.dropna(subset=[metric])
     base_runs = runs[runs[by] == base].drop_duplicates(key, keep="last").set_index(key)[metric]
     if base_runs.empty:
