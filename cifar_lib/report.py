@@ -54,8 +54,11 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     sections.engine(filled, results_dir)
     sections.cost(filled, runs)
     doc = render(TEMPLATE.read_text(), filled)
-    doc.parts.insert(1, ("text", f"Generated from the `{profile}` records under `results/` "
-                                 f"({len(records)} runs): every number is read from a record."))
+    others = [r for r in load_records(results_dir, profile="full")] if profile != "full" else []
+    doc.parts.insert(1, ("text", f"Generated from the records under `results/`: {len(records)} "
+                                 f"`{profile}`-profile runs" + (f" and, where a section says so, "
+                                 f"{len(others)} `full`-profile runs" if others else "")
+                                 + "; every number is read from a record."))
     (report_dir / "report.md").write_text(doc.markdown(report_dir))
     (report_dir / "report.html").write_text(doc.html())
     doc.pdf(report_dir / "report.pdf")
