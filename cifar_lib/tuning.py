@@ -78,28 +78,32 @@ def open_storage(url: str, heartbeat: int | None = None, retry_stale: bool = Fal
         key = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in accepted
                else "failed_trial_callback")
         kwargs[key] = callback
-    return optuna.storages.RDBStorage(url, **kwargs)
+    # Workers started together on a new database race to create its tables and types (seen
+    # on PostgreSQL: a duplicate key in pg_type); the loser retries and finds them made.
+    return _retrying(lambda: optuna.storages.RDBStorage(url, **kwargs))
 
 
-def _open_study(name: str, storage, pruner, sampler=None) -> optuna.Study:
-    """Create the study or join it. Workers started together on a new database race to
-    create its tables (seen: 'table study_directions already exists'); the loser retries
-    and finds them made."""
+def _retrying(make, attempts: int = 8):
     import random
     import time
 
     from sqlalchemy.exc import SQLAlchemyError
 
-    for attempt in range(8):
+    for attempt in range(attempts):
         try:
-            return optuna.create_study(study_name=name, storage=storage, direction="maximize",
-                                       load_if_exists=True, pruner=pruner,
-                                       sampler=sampler or optuna.samplers.TPESampler())
+            return make()
         except SQLAlchemyError:
-            if attempt == 7:
+            if attempt == attempts - 1:
                 raise
             time.sleep(0.2 + random.random())
     raise AssertionError("unreachable")
+
+
+def _open_study(name: str, storage, pruner, sampler=None) -> optuna.Study:
+    """Create the study or join it; workers racing to create it retry (see open_storage)."""
+    return _retrying(lambda: optuna.create_study(
+        study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+        pruner=pruner, sampler=sampler or optuna.samplers.TPESampler()))
 
 
 def search_space(cfg: Config) -> dict:
