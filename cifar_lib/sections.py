@@ -13,7 +13,7 @@ from .data import CLASSES
 from .predictions import confusion_matrix, reliability, run_predictions
 from .sweeps import BLOCK_ABLATION, CORE_STUDY, FAST_ABLATION, FAST_BUDGET, sweep_records
 from .tables import (budget_curve, budget_runs, describe_pairing, device_label, history_frame,
-                     mean_std, paired_differences, runs_frame, study_cost)
+                     mean_std, paired_differences, runs_frame, seed_range, study_cost)
 
 RECIPES = ("seed_basic", "seed_improved", "improved_tuned", "deep_sgd", "best", "fast")
 
@@ -62,9 +62,7 @@ def _scope(records: list[dict]) -> str:
     """What every table caption states: profile, runs and seeds, and which data."""
     runs = runs_frame(records)
     profiles = ", ".join(sorted(set(runs["profile"])))
-    seeds = sorted(set(runs["seed"]))
-    seed_text = (f"seeds {seeds[0]}–{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1))
-                 and len(seeds) > 1 else "seed" + "s" * (len(seeds) > 1) + " " + ", ".join(map(str, seeds)))
+    seed_text = seed_range(set(runs["seed"]))
     return f"profile {profiles}, {len(runs)} run(s), {seed_text}, {data_mark(runs)}"
 
 

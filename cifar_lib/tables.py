@@ -266,13 +266,19 @@ def _holm_adjusted(pvalues: pd.Series) -> pd.Series:
     return adjusted.reindex(pvalues.index)
 
 
+def seed_range(seeds) -> str:
+    """'seeds 0–3' for consecutive seeds, else 'seeds 0, 2' or 'seed 0', as captions say it."""
+    seeds = sorted(int(s) for s in seeds)
+    if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"seeds {seeds[0]}–{seeds[-1]}"
+    return "seed" + "s" * (len(seeds) > 1) + " " + ", ".join(map(str, seeds))
+
+
 def describe_pairing(table: pd.DataFrame) -> str:
     """What a paired table rests on, for its caption: 'seeds 0-3, paired on one device
     (2-core Intel Xeon, bf16); Holm over 7 comparisons'."""
     a = table.attrs
-    seeds = a["seeds"]
-    seed_text = (f"seeds {seeds[0]}–{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1))
-                 and len(seeds) > 1 else "seed" + "s" * (len(seeds) > 1) + " " + ", ".join(map(str, seeds)))
+    seed_text = seed_range(a["seeds"])
     where = "; ".join(a["devices"])
     return (f"{seed_text}, each variant paired with the base seed by seed on the same device "
             f"({where}; {', '.join(a['precisions'])}); 95% intervals Holm-adjusted over "
