@@ -63,7 +63,7 @@ def show_recorded_sweep(sweep, profile: str, title: str, results_dir: Path | Non
         print(f"no {sweep.name} records at the {profile} profile yet ({sweep.planned_runs} runs): "
               f"`{sweep.command(profile)}` measures them here, `--profile full --jobs 4` on a GPU")
         return None
-    if note := sweep.progress(len(runs), profile):
+    if note := sweep.progress(zip(runs["variant"], runs["seed"]), profile):
         print(note)
     if sweep.baseline not in set(runs["variant"]):
         print(f"the baseline, {sweep.baseline}, has no record yet: nothing to compare with")

@@ -49,15 +49,15 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     airbench = load_airbench_reference(results_dir)
     sections.fast(filled, by_config, airbench, results_dir)
     sections.fast_budget(filled, records, airbench)
-    sections.gpu(filled, [r for r in load_records(results_dir, profile="full") if profile != "full"],
-         airbench)
+    full_records = load_records(results_dir, profile="full") if profile != "full" else []
+    sections.gpu(filled, full_records, airbench)
+    sections.cheap_budget_agreement(filled, records, full_records)
     sections.engine(filled, results_dir)
     sections.cost(filled, runs)
     doc = render(TEMPLATE.read_text(), filled)
-    others = [r for r in load_records(results_dir, profile="full")] if profile != "full" else []
     doc.parts.insert(1, ("text", f"Generated from the records under `results/`: {len(records)} "
                                  f"`{profile}`-profile runs" + (f" and, where a section says so, "
-                                 f"{len(others)} `full`-profile runs" if others else "")
+                                 f"{len(full_records)} `full`-profile runs" if full_records else "")
                                  + "; every number is read from a record."))
     (report_dir / "report.md").write_text(doc.markdown(report_dir))
     (report_dir / "report.html").write_text(doc.html())

@@ -3,6 +3,7 @@ tables and figures (a `Filled`) for report_template.md. No training code is impo
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,8 @@ from . import plots
 from .data import CLASSES
 from .predictions import confusion_matrix, reliability, run_predictions
 from .sweeps import BLOCK_ABLATION, CORE_STUDY, FAST_ABLATION, FAST_BUDGET, sweep_records
-from .tables import (budget_curve, budget_runs, describe_pairing, device_label, history_frame,
-                     mean_std, paired_differences, runs_frame, seed_range, study_cost)
+from .tables import (budget_agreement, budget_curve, budget_runs, describe_pairing, device_label,
+                     history_frame, mean_std, paired_differences, runs_frame, seed_range, study_cost)
 
 RECIPES = ("seed_basic", "seed_improved", "improved_tuned", "deep_sgd", "best", "fast")
 
@@ -143,7 +144,7 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
     unresolved_text = (f"Not resolved (the adjusted interval of the difference contains 0): "
                        f"{', '.join(unresolved)}." if unresolved else "")
     filled.values[f"{name}_result"] = " ".join(
-        part for part in (sweep.progress(len(mine), base["profile"]), verdict, unresolved_text) if part)
+        part for part in (sweep.progress([(r["tags"]["variant"], r["seed"]) for r in mine], base["profile"]), verdict, unresolved_text) if part)
     # What a reader needs per variant: its mean, the pairs the difference rests on, the
     # difference, its adjusted interval and p, and the verdict (spreads are in notebooks).
     shown = table[["variant", "mean", "pairs", "diff", "95% low", "95% high", "p_holm", "resolved"]]
@@ -155,6 +156,53 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
                   f"{title}: each variant's paired difference to {baseline} with its Holm-adjusted "
                   f"95% interval (filled: resolved; arrows: an interval cut at the axis); "
                   f"{describe_pairing(paired)}.")
+
+
+def cheap_budget_agreement(filled: Filled, records: list[dict], full_records: list[dict]):
+    """Does the core study's short budget rank the changes it shares with the full-budget
+    ablation as that budget does? The evidence that a cheap base may stand for the recipe."""
+    cheap_runs = runs_frame(sweep_records(records, CORE_STUDY))
+    full_runs = runs_frame(sweep_records(full_records, FAST_ABLATION))
+    if cheap_runs.empty or full_runs.empty or CORE_STUDY.baseline not in set(cheap_runs["variant"]):
+        return
+    cheap = paired_differences(cheap_runs, CORE_STUDY.baseline, order=list(CORE_STUDY.variants))
+    full = paired_differences(full_runs, FAST_ABLATION.baseline, order=list(FAST_ABLATION.variants))
+    counterparts = CORE_STUDY.counterparts[FAST_ABLATION.name]
+    agreement = budget_agreement(cheap, full, counterparts)
+    if agreement.empty:
+        return
+    a = agreement.attrs
+    opposite = [v for v, row in agreement.iterrows()
+                if np.sign(row["cheap budget"]) != np.sign(row["full budget"])]
+    names = ", ".join(opposite[:-1]) + " and " * (len(opposite) > 1) + "".join(opposite[-1:])
+    sign_text = (f"{a['shared'] - len(opposite)} of the {a['shared']} have the same sign at both"
+                 + (f": {names} {'changes' if len(opposite) == 1 else 'change'} sign" if opposite else ""))
+    if a["shared"] > 2:
+        floor = 2 / math.factorial(a["shared"])     # a perfect ordering's exact p
+        rank_text = (f"Spearman's rank correlation is {a['spearman']:+.2f} (exact p = {a['p']:.2f}; "
+                     f"with {a['shared']} variants even a perfect ordering has p = {floor:.3f}), "
+                     f"so it can flag a disagreement but cannot establish agreement.")
+    else:
+        rank_text = "A rank correlation needs at least three shared variants."
+    cheap_epochs = int(cheap_runs["epochs"].iloc[0])
+    full_epochs = int(full_runs["epochs"].iloc[0])
+    filled.values["budget_agreement"] = (
+        f"The core study trains `fast` for {cheap_epochs} epochs, the full-budget ablation for "
+        f"{full_epochs}. Of the {len(counterparts)} changes both ran, {a['shared']} are measured at "
+        f"both budgets, and {sign_text}")
+    filled.values["budget_rank"] = rank_text
+    # Each budget's difference beside its own verdict (Holm across that budget's whole table).
+    shown = pd.DataFrame({
+        f"{cheap_epochs} epochs": agreement["cheap budget"],
+        f"resolved at {cheap_epochs}": [bool(cheap.loc[v, "resolved"]) for v in agreement.index],
+        f"{full_epochs} epochs": agreement["full budget"],
+        f"resolved at {full_epochs}": [bool(full.loc[counterparts[v], "resolved"]) for v in agreement.index],
+    }, index=agreement.index).round(2).reset_index()
+    filled.table("budget_agreement", shown,
+                 f"The same changes of `fast` at two budgets: each variant's mean paired difference "
+                 f"to `fast`, in points of validation accuracy, and whether its budget's "
+                 f"Holm-adjusted interval excludes 0. {cheap_epochs} epochs: "
+                 f"{describe_pairing(cheap)}. {full_epochs} epochs: {describe_pairing(full)}.")
 
 
 def _devices(runs: pd.DataFrame) -> str:
@@ -290,7 +338,8 @@ def fast_budget(filled: Filled, records: list[dict], ref: dict | None):
         return
     curve = budget_curve(runs)
     filled.values["fast_budget_progress"] = FAST_BUDGET.progress(
-        int((runs["config"] == FAST_BUDGET.name).sum()), records[0]["profile"])
+        runs.loc[runs["config"] == FAST_BUDGET.name, ["variant", "seed"]].itertuples(index=False, name=None),
+        records[0]["profile"])
     tta = runs.groupby("images_seen")["test_acc_tta"]            # smallest budget first
     points = [f"{mean_std(group)} from {n:,}" for n, group in tta]
     filled.values["fast_budget_points"] = ", ".join(points[:-1]) + " and " + points[-1]

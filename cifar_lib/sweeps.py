@@ -92,12 +92,23 @@ class Sweep:
         only = "".join(f" --variant {shlex.quote(v)}" for v in self.variants) if self.is_subset else ""
         return f"python -m cifar_lib sweep {self.name} --profile {profile}{only}"
 
-    def progress(self, recorded: int, profile: str) -> str:
-        """'' once every planned run is recorded; otherwise what the tables rest on (a slow
-        machine measures a sweep over several sittings, and its tables must say so)."""
-        if recorded >= self.planned_runs:
+    def progress(self, recorded, profile: str) -> str:
+        """'' once every planned run is recorded; otherwise what the tables rest on and which
+        runs are still to come (a slow machine measures a sweep over several sittings, and its
+        tables must say so). `recorded`: the (variant, seed) of each recorded run."""
+        planned = self.runs()
+        done = set(recorded) & set(planned)
+        if len(done) == len(planned):
             return ""
-        return f"{recorded} of the {self.planned_runs} planned runs are recorded at the {profile} profile."
+        counts = {v: sum((v, s) in done for s in self.seeds) for v in self.variants}
+        missing = [v for v, n in counts.items() if n == 0]
+        partial = [f"{v} ({n} of {len(self.seeds)} seeds)" for v, n in counts.items()
+                   if 0 < n < len(self.seeds)]
+        still = "; ".join(part for part in (
+            f"not yet run: {', '.join(missing)}" if missing else "",
+            f"still short of seeds: {', '.join(partial)}" if partial else "") if part)
+        return (f"{len(done)} of the {len(planned)} planned runs are recorded at the {profile} "
+                f"profile; {still}.")
 
     def factor(self, variant: str) -> str:
         return self.factors.get(variant, variant)

@@ -140,6 +140,12 @@ mirror = ["flip"]
     assert sweep.describe_plan() == "6 runs (3 variants × 2 seeds)"
     assert sweep.runs() == [("none", 0), ("none", 1), ("flip", 0), ("flip", 1), ("crop", 0), ("crop", 1)]
     assert sweep.runs(seeds=[2]) == [("none", 2), ("flip", 2), ("crop", 2)]   # --seeds: every variant
+    # A partly measured sweep says which runs are still to come; a run outside the plan
+    # (another seed) does not count towards it.
+    assert sweep.progress([("none", 0), ("none", 1), ("flip", 1), ("flip", 7)], "cpu") == (
+        "3 of the 6 planned runs are recorded at the cpu profile; not yet run: crop; "
+        "still short of seeds: flip (1 of 2 seeds).")
+    assert sweep.progress(sweep.runs(), "cpu") == ""
     # A group is its variants beside the baseline, on the same runs.
     mirror = sweep.group("mirror")
     assert list(mirror.variants) == ["none", "flip"] and mirror.baseline == "none"
@@ -309,3 +315,33 @@ def test_notebook_profile_follows_the_environment(monkeypatch):
     monkeypatch.setenv("CIFAR_PROFILE", "fast")
     with pytest.raises(ConfigError, match="unknown profile 'fast'.*valid: auto, smoke, cpu, full"):
         resolve_profile("auto")
+
+
+def test_the_short_budget_is_set_beside_the_full_one_change_by_change(tmp_path):
+    """The committed core-study records (short budget, CPU) against the committed full-budget
+    ablation (GPU): each shared change's two differences, each paired on its own device."""
+    from cifar_lib.sections import Filled, cheap_budget_agreement
+    from cifar_lib.sweeps import CORE_STUDY, FAST_ABLATION
+    from cifar_lib.tables import paired_differences, sweep_runs
+
+    results = REPO / "results"
+    cpu, full = load_records(results, profile="cpu"), load_records(results, profile="full")
+    filled = Filled(tmp_path)
+    cheap_budget_agreement(filled, cpu, full)
+    shown, caption = filled.tables["budget_agreement"]
+    cheap_runs, full_runs = sweep_runs(CORE_STUDY, "cpu", results), sweep_runs(FAST_ABLATION, "full", results)
+    cheap = paired_differences(cheap_runs, "fast")
+    whole = paired_differences(full_runs, "fast")
+    short, long = f"{cheap_runs['epochs'].iloc[0]} epochs", f"{full_runs['epochs'].iloc[0]} epochs"
+    names = CORE_STUDY.counterparts["fast_ablation"]
+    assert len(shown) >= 2
+    for _, row in shown.iterrows():
+        assert row[short] == round(cheap.loc[row["variant"], "diff"], 2)
+        assert row[long] == round(whole.loc[names[row["variant"]], "diff"], 2)
+    same = int(sum((row[short] > 0) == (row[long] > 0) for _, row in shown.iterrows()))
+    assert f"{same} of the {len(shown)} have the same sign" in filled.values["budget_agreement"]
+    assert "Intel Xeon" in caption and "NVIDIA H200" in caption
+    # Without the full budget's records nothing is claimed.
+    alone = Filled(tmp_path)
+    cheap_budget_agreement(alone, cpu, [])
+    assert "budget_agreement" not in alone.values and not alone.tables
