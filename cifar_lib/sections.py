@@ -128,7 +128,7 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
     table = paired.reset_index()
     base = mine[0]
     filled.values[f"{name}_setup"] = (
-        f"Each variant changes one thing in the `{sweep.base}` config and is trained with "
+        f"Each variant changes one setting of the `{sweep.base}` config{_companions(sweep)} and is trained with "
         f"{_seeds(table['seeds'])} seed(s) on {base['data']['train_images']:,} training images for "
         f"{base['config']['epochs']} epochs ({_devices(runs)}); accuracy is measured on "
         f"{base['data']['val_images']:,} validation images and compared with "
@@ -156,6 +156,26 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
                   f"{title}: each variant's paired difference to {baseline} with its Holm-adjusted "
                   f"95% interval (filled: resolved; arrows: an interval cut at the axis); "
                   f"{describe_pairing(paired)}.")
+
+
+def _companions(sweep) -> str:
+    """Where a variant changes more than one setting of its baseline (an optimizer with its
+    own rate, a rotation with its angle), say which: a table must not claim one factor per
+    variant where a companion came along."""
+    def flat(settings: dict) -> dict:
+        return {**{k: v for k, v in settings.items() if k != "model_args"},
+                **settings.get("model_args", {})}
+    base = flat(sweep.variants.get(sweep.baseline, {}))
+    several = {}
+    for variant, settings in sweep.variants.items():
+        mine = flat(settings)
+        changed = [k for k in {**base, **mine} if mine.get(k) != base.get(k)]
+        if len(changed) > 1:
+            several[variant] = changed
+    if not several:
+        return ""
+    return " (" + "; ".join(f"{v} sets {names[0]} together with {' and '.join(names[1:])}"
+                            for v, names in several.items()) + ")"
 
 
 def cheap_budget_agreement(filled: Filled, records: list[dict], full_records: list[dict]):

@@ -345,3 +345,19 @@ def test_the_short_budget_is_set_beside_the_full_one_change_by_change(tmp_path):
     alone = Filled(tmp_path)
     cheap_budget_agreement(alone, cpu, [])
     assert "budget_agreement" not in alone.values and not alone.tables
+
+
+def test_a_variant_that_brings_a_companion_setting_is_named_as_such():
+    from cifar_lib.sections import _companions
+    from cifar_lib.sweeps import SWEEPS
+
+    # SGD and AdamW bring their own rate and weight decay; the fast ablation is one setting each.
+    assert _companions(SWEEPS["hyperparameters"]) == (
+        " (SGD sets optimizer together with lr and weight_decay; "
+        "AdamW sets optimizer together with lr and weight_decay)")
+    assert _companions(SWEEPS["fast_ablation"]) == ""
+    # Settings the baseline variant already has do not count: "L=2, equal compute" changes
+    # only the widths of L=2, "L=3, equal compute" the branches and the widths.
+    block = _companions(SWEEPS["block_ablation"])
+    assert "L=3, equal compute sets kernel_sizes together with widths" in block
+    assert "L=2, equal compute" not in block
