@@ -126,6 +126,8 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
     baseline = sweep.baseline
     paired = paired_differences(runs, baseline, order=order)
     table = paired.reset_index()
+    if (table["variant"] == baseline).all():
+        return                      # only the baseline is measured: no difference to show yet
     base = mine[0]
     filled.values[f"{name}_setup"] = (
         f"Each variant changes one setting of the `{sweep.base}` config{_companions(sweep)} and is trained with "
@@ -138,8 +140,7 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
                 for v, d, lo, hi in others.loc[others["resolved"],
                                                ["variant", "diff", "95% low", "95% high"]].values]
     unresolved = list(others.loc[~others["resolved"], "variant"])
-    verdict = ("No variant besides the baseline is measured yet." if others.empty else
-               f"Differences the seeds resolve: {'; '.join(resolved)}." if resolved else
+    verdict = (f"Differences the seeds resolve: {'; '.join(resolved)}." if resolved else
                "No difference is resolved by these seeds.")
     unresolved_text = (f"Not resolved (the adjusted interval of the difference contains 0): "
                        f"{', '.join(unresolved)}." if unresolved else "")

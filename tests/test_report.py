@@ -361,3 +361,20 @@ def test_a_variant_that_brings_a_companion_setting_is_named_as_such():
     block = _companions(SWEEPS["block_ablation"])
     assert "L=3, equal compute sets kernel_sizes together with widths" in block
     assert "L=2, equal compute" not in block
+
+
+def test_a_sweep_with_only_its_baseline_measured_shows_no_empty_table(tmp_path):
+    from cifar_lib.sections import Filled, sweep
+    from cifar_lib.sweeps import CORE_STUDY
+
+    records = [r for r in load_records(REPO / "results", profile="cpu")
+               if r.get("tags", {}).get("sweep") == "core_study"]
+    augmentation = CORE_STUDY.group("augmentation")
+    only_base = Filled(tmp_path)
+    sweep(only_base, [r for r in records if r["tags"]["variant"] == "fast"], augmentation, "t", "aug")
+    assert "aug_setup" not in only_base.values and not only_base.tables and not only_base.figures
+    assert only_base.values["aug_planned"] == augmentation.describe_plan()   # the template says what is to come
+    measured = Filled(tmp_path)
+    sweep(measured, records, augmentation, "t", "aug")
+    shown, _ = measured.tables["aug"]
+    assert "no augmentation" in set(shown["variant"]) and "aug_sweep" in measured.figures
