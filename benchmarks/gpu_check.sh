@@ -17,7 +17,7 @@
 #      time so their training seconds are uncontended; its other budgets (fast_budget)
 #      and what each ingredient adds (fast_ablation)
 #   5. the throughput ladder on cuda, eager and torch.compile
-#   6. `best`, the coursework's recipe (`seed_improved`) and the basic model
+#   6. `deep`, the coursework's recipe (`seed_improved`) and the basic model
 #      (`seed_basic`) at 50 epochs, and the 4,000-image demonstrations at the full budget
 # The whole script stops starting new work after BUDGET seconds (default 540, so it ends
 # within 10 minutes); a sweep cut short leaves progress checkpoints, and running the
@@ -70,7 +70,7 @@ for sweep in fast_budget fast_ablation; do
 done
 stage "throughput ladder" "$PY" benchmarks/throughput.py --ladder --compile --device cuda \
   --batch-size 512 --repeats 5 --steps 20 --out "$RESULTS/benchmarks"
-stage "best, seed 0" "${TRAIN[@]}" --config best --seed 0
+stage "deep, seed 0" "${TRAIN[@]}" --config deep --seed 0
 stage "seed_improved (the coursework's 50 epochs), seed 0" "${TRAIN[@]}" --config seed_improved --seed 0
 stage "seed_basic (the basic model at 50 epochs), seed 0" "${TRAIN[@]}" --config seed_basic --seed 0
 for sweep in augmentation hyperparameters; do

@@ -193,6 +193,9 @@ def apply(cfg: Config, overrides: dict, source: str) -> Config:
     return dataclasses.replace(cfg, **values)
 
 
+RENAMED = {"best": "deep"}     # old config names a user may still type
+
+
 def config_path(name: str) -> Path:
     """A config given by name (looked up in configs/) or by path."""
     p = Path(name)
@@ -201,6 +204,9 @@ def config_path(name: str) -> Path:
     candidate = CONFIG_DIR / f"{name}.toml"
     if candidate.exists():
         return candidate
+    if name in RENAMED:
+        raise ConfigError(f"no config {name!r}: it is called {RENAMED[name]!r} now "
+                          f"(fix: --config {RENAMED[name]}; its records moved with it)")
     known = ", ".join(available_configs()) or "(none)"
     raise ConfigError(f"no config {name!r}: looked for {p} and {candidate}; "
                       f"known configs: {known}")

@@ -45,7 +45,7 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     sections.sweep(filled, records, BLOCK_ABLATION, "Block ablation", "block_ablation")
     sections.sweep(filled, records, FAST_ABLATION, "Fast-recipe ablation", "fast_ablation")
     sections.improved(filled, by_config)
-    sections.best(filled, by_config)
+    sections.deep(filled, by_config)
     airbench = load_airbench_reference(results_dir)
     sections.fast(filled, by_config, airbench, results_dir)
     sections.fast_budget(filled, records, airbench)

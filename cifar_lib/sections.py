@@ -16,7 +16,7 @@ from .sweeps import BLOCK_ABLATION, CORE_STUDY, FAST_ABLATION, FAST_BUDGET, swee
 from .tables import (budget_agreement, budget_curve, budget_runs, describe_pairing, device_label,
                      history_frame, mean_std, paired_differences, runs_frame, seed_range, study_cost)
 
-RECIPES = ("seed_basic", "seed_improved", "improved_tuned", "deep_sgd", "best", "fast")
+RECIPES = ("seed_basic", "seed_improved", "improved_tuned", "deep_sgd", "deep", "fast")
 
 
 class Filled:
@@ -252,34 +252,34 @@ def improved(filled: Filled, by_config: dict):
                   f"{plots.CURVE_STYLES_TEXT}.")
 
 
-def best(filled: Filled, by_config: dict):
-    tested = [r for r in by_config.get("best", []) if r["test_read"]]
+def deep(filled: Filled, by_config: dict):
+    tested = [r for r in by_config.get("deep", []) if r["test_read"]]
     if not tested:
         return
     runs = runs_frame(tested)
     filled.values.update(
-        best_tta=mean_std(runs["test_acc_tta"]), best_plain=mean_std(runs["test_acc"]),
-        best_params=f"{tested[0]['model']['parameters']:,}",
-        best_minutes=f"{runs['wall_minutes'].mean():.1f}", best_device=", ".join(sorted(set(runs["device_label"]))),
+        deep_tta=mean_std(runs["test_acc_tta"]), deep_plain=mean_std(runs["test_acc"]),
+        deep_params=f"{tested[0]['model']['parameters']:,}",
+        deep_minutes=f"{runs['wall_minutes'].mean():.1f}", deep_device=", ".join(sorted(set(runs["device_label"]))),
         tta_gain=f"{(runs['test_acc_tta'] - runs['test_acc']).mean():.2f}")
-    filled.table("best", _final_table(runs),
-                 f"Best model: {_scope(tested)}; the test set is read once per run.")
+    filled.table("deep", _final_table(runs),
+                 f"The deep recipe: {_scope(tested)}; the test set is read once per run.")
     # seed 0 of each attempt: further seeds of the final recipe are repeats, not attempts
-    attempts = [r for n in ("deep_sgd", "best") for r in by_config.get(n, []) if r["seed"] == 0]
+    attempts = [r for n in ("deep_sgd", "deep") for r in by_config.get(n, []) if r["seed"] == 0]
     if attempts:
         table = runs_frame(attempts)[["config", "seed", "epochs", "val_acc", "val_acc_tta",
                                       "test_acc_tta", "wall_minutes"]]
         table.insert(3, "TTA", [_tta_kind(r["config"]) for r in attempts])
         filled.table("attempts", table.rename(columns={
             "val_acc": "val %", "val_acc_tta": "val % (TTA)", "test_acc_tta": "test % (TTA)",
-            "wall_minutes": "minutes"}), f"What was tried for the best model, in order, seed 0 "
+            "wall_minutes": "minutes"}), f"What was tried for the deep recipe, in order, seed 0 "
             f"of each ({_scope(attempts)}; tuning runs leave the test column empty).")
-    filled.figure("best_curves", plots.learning_curves(history_frame(tested), hue="seed"),
-                  f"The deep recipe (`best`): learning curves, {plots.CURVE_STYLES_TEXT}, one colour per seed.")
+    filled.figure("deep_curves", plots.learning_curves(history_frame(tested), hue="seed"),
+                  f"The deep recipe (`deep`): learning curves, {plots.CURVE_STYLES_TEXT}, one colour per seed.")
     compare = [*by_config.get("seed_improved", []), *tested]
     filled.figure("time_to_accuracy", plots.time_to_accuracy(history_frame(compare)),
                   "Validation accuracy against training time: the coursework's recipe and the "
-                  "deep recipe (`best`).")
+                  "deep recipe (`deep`).")
 
 
 def _analysis(filled: Filled, record: dict, results_dir: Path):
@@ -314,17 +314,17 @@ def _analysis(filled: Filled, record: dict, results_dir: Path):
 
 def fast(filled: Filled, by_config: dict, ref: dict | None, results_dir: Path):
     """The fast recipe: its final runs (all 50,000 images, test read once), its validation
-    runs against `best`'s, and airbench94 on the same data as the yardstick."""
+    runs against `deep`'s, and airbench94 on the same data as the yardstick."""
     runs = runs_frame(by_config.get("fast", []))
     if runs.empty:
         return
     tuning = runs[runs["val_acc_tta"].notna()]
-    best = runs_frame(by_config.get("best", []))
-    if len(tuning) and len(best):
+    deep = runs_frame(by_config.get("deep", []))
+    if len(tuning) and len(deep):
         filled.values.update(fast_val_tta=mean_std(tuning["val_acc_tta"]),
                              fast_val_images=f"{tuning['images_seen'].iloc[0]:,}",
-                             best_val_tta=mean_std(best["val_acc_tta"]),
-                             best_val_images=f"{best['images_seen'].iloc[0]:,}")
+                             deep_val_tta=mean_std(deep["val_acc_tta"]),
+                             deep_val_images=f"{deep['images_seen'].iloc[0]:,}")
     final = runs[runs["test_acc_tta"].notna()]
     if final.empty:
         return
@@ -401,7 +401,7 @@ def _gap_phrase(ours: pd.Series, theirs: float, their_std: float) -> str:
 
 def gpu(filled: Filled, records: list[dict], ref: dict | None):
     """The paragraphs about `full`-profile (GPU) runs, when records of them exist: the seed's
-    recipe, `best`, `fast`'s final runs against airbench94 on the same GPU kind, and both
+    recipe, `deep`, `fast`'s final runs against airbench94 on the same GPU kind, and both
     ablations at the full budget."""
     if not records:
         return
@@ -438,11 +438,11 @@ def gpu(filled: Filled, records: list[dict], ref: dict | None):
         if "seed_basic" in by_config:          # the two coursework models at its own budget
             gap = r["final"]["test_acc"] - by_config["seed_basic"]["final"]["test_acc"]
             filled.values["improved_over_basic_full"] = f"{100 * gap:.1f}"
-    if "best" in by_config and "test_acc_tta" in by_config["best"]["final"]:
-        r = by_config["best"]
-        filled.values.update(best_full_tta=f"{100 * r['final']['test_acc_tta']:.2f}%",
-                             best_full_seconds=f"{r['train_seconds']:.0f}",
-                             best_full_device=device_label(r["device"]))
+    if "deep" in by_config and "test_acc_tta" in by_config["deep"]["final"]:
+        r = by_config["deep"]
+        filled.values.update(deep_full_tta=f"{100 * r['final']['test_acc_tta']:.2f}%",
+                             deep_full_seconds=f"{r['train_seconds']:.0f}",
+                             deep_full_device=device_label(r["device"]))
 
 
 STUDY_GOAL_HOURS = 3      # what the core study aims at on one 2-core bf16 CPU

@@ -70,11 +70,11 @@ def test_expected_calibration_error():
 
 
 @pytest.mark.slow
-def test_best_models_branch_weights_are_live_and_trained():
-    """The issue-4 constraint: in the best config's network every block's mixing weights
+def test_the_deep_recipes_branch_weights_are_live_and_trained():
+    """The issue-4 constraint: in the deep recipe's network every block's mixing weights
     depend on the image and are learned (they get gradients and move in training)."""
     torch.manual_seed(0)
-    cfg = load_config("best", "smoke")
+    cfg = load_config("deep", "smoke")
     model = build_model(cfg.model, **{**cfg.model_args, "widths": (16, 16, 16, 32, 32)})
     blocks = [m for m in model.modules() if isinstance(m, MIXING_BLOCKS)]
     assert len(blocks) == 5 and all(b.num_convs >= 2 for b in blocks)
@@ -104,7 +104,7 @@ def test_best_models_branch_weights_are_live_and_trained():
 def test_final_runs_save_predictions_that_match_the_record(tmp_path):
     from cifar_lib.predictions import run_predictions
 
-    cfg = load_config("best", "smoke", val_size=100, epochs=1,
+    cfg = load_config("deep", "smoke", val_size=100, epochs=1,
                       model_args={"widths": [8, 8, 16, 16, 16]})
     record, path = run_experiment(cfg, profile="smoke", data=tiny_dataset(), results_dir=tmp_path,
                                   checkpoint_dir=tmp_path, progress=False)

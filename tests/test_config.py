@@ -1,6 +1,11 @@
+from pathlib import Path
+
 import pytest
 
 from cifar_lib.config import ConfigError, available_configs, load_config
+from cifar_lib.tables import load_records
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_profiles_override_the_base_config():
@@ -42,6 +47,12 @@ def test_unknown_profile_and_config_are_named():
         load_config("seed_improved", "gpu")
     with pytest.raises(ConfigError, match="no config 'nope'.*known configs: .*seed_improved"):
         load_config("nope", "cpu")
+    # A renamed config says what it is called now; its records were renamed with it.
+    with pytest.raises(ConfigError, match=r"no config 'best': it is called 'deep' now \(fix: --config deep"):
+        load_config("best", "cpu")
+    assert load_config("deep", "cpu").name == "deep"
+    renamed = [r for r in load_records(REPO / "results") if r["config_name"] == "deep"]
+    assert renamed and all(r["id"].startswith("deep-") and r["config"]["name"] == "deep" for r in renamed)
 
 
 def test_config_file_with_unknown_key(tmp_path):

@@ -170,7 +170,7 @@ def test_report_is_rebuilt_from_records_alone_and_deterministically(tmp_path):
     results, data = tmp_path / "results", tiny_dataset()
     kw = dict(profile="cpu", data=data, results_dir=results, checkpoint_dir=tmp_path, progress=False)
     run_sweep(_tiny_sweep(), "cpu", data, results_dir=results, checkpoint_dir=tmp_path)
-    best, _ = run_or_load(load_config("best", "cpu", model_args={"widths": [8, 8, 16, 16, 16]}, **TINY), **kw)
+    deep, _ = run_or_load(load_config("deep", "cpu", model_args={"widths": [8, 8, 16, 16, 16]}, **TINY), **kw)
     # the fast recipe: a validation run (test never read) and a final run on all images
     small_fast = dict(model_args={"widths": [8, 8, 16]}, batch_size=100, **TINY)
     fast_val, _ = run_or_load(load_config("fast", "cpu", **small_fast), read_test=False, **kw)
@@ -182,18 +182,18 @@ def test_report_is_rebuilt_from_records_alone_and_deterministically(tmp_path):
     run_or_load(load_config("seed_improved", "smoke", val_size=100), **{**kw, "profile": "smoke"})
 
     # final runs of several recipes side by side, in the order asked: validation runs left out
-    finals = final_runs(["fast", "best"], results)
+    finals = final_runs(["fast", "deep"], results)
     budget = lambda r: [r["config_name"], "cpu", r["config"]["epochs"] * r["data"]["train_images"],
                         100 * r["final"]["test_acc"]]
     assert finals[["config", "profile", "images_seen", "test_acc"]].values.tolist() == [
-        budget(fast_final), budget(best)]
+        budget(fast_final), budget(deep)]
     assert final_runs(["fast"], tmp_path / "nothing").empty
 
     md_path = build_report(results, tmp_path / "figures", tmp_path / "report")
     text = md_path.read_text()
     html = (tmp_path / "report" / "report.html").read_text()
     assert "NOT the official release" in text
-    assert f"{100 * best['final']['test_acc_tta']:.2f}" in text
+    assert f"{100 * deep['final']['test_acc_tta']:.2f}" in text
     assert f"{100 * fast_final['final']['test_acc_tta']:.2f}% (1 seed) test accuracy" in text
     assert f"{100 * fast_val['final']['val_acc_tta']:.2f}% (1 seed) with TTA" in text
     # the accuracy-vs-images curve: the recipe's budget, then the longer one of the final sweep

@@ -30,7 +30,7 @@ SMALL = {"deep": {"widths": [8, 8, 8, 16, 16]}, "improved": {"widths": [8, 8, 16
 def test_compiled_run_writes_a_complete_record_with_branch_weights(tmp_path, model, extra):
     # aot_eager traces the model with dynamo and AOT autograd like inductor does, without
     # generating code: it is what made the branch-weight hooks record nothing.
-    cfg = load_config("best", "smoke", model=model, model_args={**SMALL[model], **extra},
+    cfg = load_config("deep", "smoke", model=model, model_args={**SMALL[model], **extra},
                       val_size=100, eval_subset=0, epochs=1, batch_size=100, compile=True,
                       compile_backend="aot_eager")
     record, path = run_experiment(cfg, profile="smoke", data=tiny_dataset(), results_dir=tmp_path,
@@ -198,7 +198,7 @@ def test_gpu_check_runs_every_stage_with_commands_the_kit_accepts(tmp_path):
                          ("train", "improved_tuned_50")]
     assert [(ns.config, ns.seed, ns.final) for ns in kit if ns.command == "train"] == [
         ("improved_tuned_50", 0, False)] + [("fast", s, True) for s in range(5)] + [
-        ("best", 0, False), ("seed_improved", 0, False), ("seed_basic", 0, False)]
+        ("deep", 0, False), ("seed_improved", 0, False), ("seed_basic", 0, False)]
     assert [ns.name for ns in kit if ns.command == "sweep"] == [
         "core_study", "block_ablation", "fast_budget", "fast_ablation", "augmentation", "hyperparameters"]
     assert any("benchmarks/throughput.py" in c for c in calls) and calls[-1][0] == "-"  # summary
