@@ -448,9 +448,9 @@ def gpu(filled: Filled, records: list[dict], ref: dict | None):
 STUDY_GOAL_HOURS = 3      # what the core study aims at on one 2-core bf16 CPU
 
 
-def cost(filled: Filled, runs: pd.DataFrame):
+def cost(filled: Filled, runs: pd.DataFrame, records: list[dict]):
     """What the profile's records cost, machine by machine, and the core study's wall time on
-    the machine that ran it against the hours it aims at."""
+    the machine that ran it against the hours it aims at (and on a CPU without bf16)."""
     table = study_cost(runs)
     per_device = runs.groupby(["device_label", "precision"]).agg(
         runs=("id", "size"), hours=("wall_minutes", lambda m: m.sum() / 60))
@@ -469,12 +469,32 @@ def cost(filled: Filled, runs: pd.DataFrame):
                          f"them would take about {full:.1f} hours, "
                          + (f"{full / STUDY_GOAL_HOURS:.1f} times" if full > STUDY_GOAL_HOURS else "within")
                          + f" the {STUDY_GOAL_HOURS} hours it aims at")
-        filled.values["cost_core"] = "The core study: " + "; ".join(parts) + "."
+        filled.values["cost_core"] = "The core study: " + "; ".join(parts) + "." + _fp32_multiple(records, core)
     filled.table("study_cost", table.reset_index().rename(columns={
         "device_label": "device", "wall_hours": "wall hours", "minutes_per_run": "minutes per run"}),
         "What each study's records cost, machine by machine: runs, wall time and the mean "
         "minutes of one run (the final recipes' runs included; profile "
         + ", ".join(sorted(set(runs["profile"]))) + ").")
+
+
+def _fp32_multiple(records: list[dict], core: pd.DataFrame) -> str:
+    """How much longer the core study's FastNet runs would take on a CPU that trains in fp32:
+    the ratio of the median epoch's images/s, FastNet on FastNet, as recorded on each machine."""
+    rates: dict[tuple[str, str], list[float]] = {}
+    for r in records:
+        if r["config"]["model"] == "fast" and r["device"].get("type") == "cpu":
+            key = (device_label(r["device"]), r["precision"])
+            rates.setdefault(key, []).extend(h["images_per_second"] for h in r["history"])
+    study = [k for k in rates if k in set(zip(core["device_label"], core["precision"]))]
+    slower = [k for k in rates if k[1] == "fp32" and "not recorded" not in k[0]]
+    if not study or not slower:
+        return ""
+    here = study[0]
+    fast_rate = float(np.median(rates[here]))
+    return " " + "; ".join(
+        f"FastNet trains at a median of {np.median(rates[k]):.0f} images/s an epoch on the {k[0]} "
+        f"({k[1]}) against {fast_rate:.0f} on the {here[0]} ({here[1]}), so there the core study "
+        f"would take about {fast_rate / np.median(rates[k]):.1f} times as long" for k in slower) + "."
 
 
 def engine(filled: Filled, results_dir: Path):

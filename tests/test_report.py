@@ -378,3 +378,25 @@ def test_a_sweep_with_only_its_baseline_measured_shows_no_empty_table(tmp_path):
     sweep(measured, records, augmentation, "t", "aug")
     shown, _ = measured.tables["aug"]
     assert "no augmentation" in set(shown["variant"]) and "aug_sweep" in measured.figures
+
+
+def test_the_cost_says_how_much_longer_the_core_study_takes_without_bf16(tmp_path):
+    import numpy as np
+
+    from cifar_lib.sections import Filled, cost
+
+    records = load_records(REPO / "results", profile="cpu")
+    filled = Filled(tmp_path)
+    cost(filled, runs_frame(records), records)
+    text = filled.values["cost_core"]
+    epochs = lambda device, precision, **tags: [
+        h["images_per_second"] for r in records if r["config"]["model"] == "fast"
+        and device_label(r["device"]) == device and r["precision"] == precision
+        and all(r.get("tags", {}).get(k) == v for k, v in tags.items()) for h in r["history"]]
+    xeon, amd = np.median(epochs("2-core Intel Xeon", "bf16")), np.median(epochs("2-core AMD EPYC", "fp32"))
+    assert f"would take about {xeon / amd:.1f} times as long" in text and xeon > amd
+    # Without the fp32 machine's records there is no multiple to state.
+    no_amd = [r for r in records if device_label(r["device"]) != "2-core AMD EPYC"]
+    alone = Filled(tmp_path)
+    cost(alone, runs_frame(no_amd), no_amd)
+    assert "times as long" not in alone.values["cost_core"]
