@@ -38,6 +38,11 @@ class Filled:
         self.figures[name] = (path, caption)
 
 
+def _spoken_list(items: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return ", ".join(items[:-1]) + " and " * (len(items) > 1) + "".join(items[-1:])
+
+
 def _seeds(counts: pd.Series) -> str:
     low, high = counts.min(), counts.max()
     return str(low) if low == high else f"{low}–{high}"
@@ -195,7 +200,7 @@ def cheap_budget_agreement(filled: Filled, records: list[dict], full_records: li
     a = agreement.attrs
     opposite = [v for v, row in agreement.iterrows()
                 if np.sign(row["cheap budget"]) != np.sign(row["full budget"])]
-    names = ", ".join(opposite[:-1]) + " and " * (len(opposite) > 1) + "".join(opposite[-1:])
+    names = _spoken_list(opposite)
     sign_text = (f"{a['shared'] - len(opposite)} of the {a['shared']} have the same sign at both"
                  + (f": {names} {'changes' if len(opposite) == 1 else 'change'} sign" if opposite else ""))
     if a["shared"] > 2:
@@ -363,7 +368,7 @@ def fast_budget(filled: Filled, records: list[dict], ref: dict | None):
         records[0]["profile"])
     tta = runs.groupby("images_seen")["test_acc_tta"]            # smallest budget first
     points = [f"{mean_std(group)} from {n:,}" for n, group in tta]
-    filled.values["fast_budget_points"] = ", ".join(points[:-1]) + " and " + points[-1]
+    filled.values["fast_budget_points"] = _spoken_list(points)
     own = runs.loc[runs["config"] == FAST_BUDGET.base, "images_seen"].iloc[0]
     if ref:
         goal = 100 * ref["test_acc_tta"]["mean"]
