@@ -273,6 +273,12 @@ def save_analysis(cfg: Config, record: RunRecord, files: RunFiles, run: Built, t
 
 
 # --------------------------------------------------------------------------- reuse
+def running_here(cfg: Config, device: str | None = None) -> tuple[str, str]:
+    """(device name, precision) as a record of `cfg` trained in this process would say them."""
+    dev = pick_device(device)
+    return device_info(dev)["name"], Precision.resolve(cfg.precision, dev).name
+
+
 def load_checkpoint(path, device: torch.device) -> tuple[torch.nn.Module, Config]:
     """Model and config from a final checkpoint; weights_only=True, so loading runs no code."""
     return load_model(path, device, make_model)
@@ -282,12 +288,15 @@ def run_or_load(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10,
                 results_dir: Path = RESULTS_DIR, read_test: bool = True, tags: dict | None = None,
                 progress: bool | str = "epochs", verbose: bool = True,
                 resume_unfinished: bool = False, checkpoint_dir: Path = CHECKPOINT_DIR,
-                **kwargs) -> tuple[dict, Path]:
+                on_this_device: bool = False, **kwargs) -> tuple[dict, Path]:
     """Experiments are data: reuse the record of an identical finished run if there is one
     (so notebooks re-run in seconds), otherwise train and write a new one; with
-    `resume_unfinished`, continue a stopped run of the same config if one left a checkpoint."""
+    `resume_unfinished`, continue a stopped run of the same config if one left a checkpoint.
+    With `on_this_device`, only a record made on this device at the precision this config
+    gets here is reused (a run that another run will be paired with must have run here)."""
+    ran_on = running_here(cfg, kwargs.get("device")) if on_this_device else None
     found = find_record(cfg, profile=profile, seed=seed, data=data, results_dir=results_dir,
-                        read_test=read_test)
+                        read_test=read_test, ran_on=ran_on)
     if found is not None:
         if verbose:
             print(f"{cfg.name} [{profile}] seed {seed}: reusing {found[1].name} (finished "

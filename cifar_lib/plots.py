@@ -152,7 +152,9 @@ def forest_plot(table: pd.DataFrame, title: str = "", label: str = "difference t
     ax.scatter(rows["diff"][resolved], y[resolved], color="C0", s=36, zorder=3, label="resolved")
     ax.scatter(rows["diff"][~resolved], y[~resolved], facecolor="white", edgecolor="C0", s=36,
                zorder=3, label="interval contains 0")
-    ax.set_yticks(y, rows.index)
+    # measured on more than one machine: each row says where (it is paired there)
+    several = "device" in rows and rows["device"].nunique() > 1
+    ax.set_yticks(y, [f"{v} ({d})" for v, d in zip(rows.index, rows["device"])] if several else rows.index)
     ax.set(xlabel=f"{label} (points of validation accuracy)", ylabel="", title=title)
     ax.set_ylim(-0.7, len(rows) - 0.3)
     ax.set_xlim(-reach * 1.05, reach * 1.05)

@@ -211,14 +211,17 @@ def device_info(device: torch.device) -> dict:
 
 
 def find_record(cfg: Config, *, profile: str, seed: int, data: CIFAR10,
-                results_dir: Path = RESULTS_DIR, read_test: bool = True) -> tuple[dict, Path] | None:
+                results_dir: Path = RESULTS_DIR, read_test: bool = True,
+                ran_on: tuple[str, str] | None = None) -> tuple[dict, Path] | None:
     """The newest complete record of exactly this config, profile and seed on the same data
-    (by fingerprint), that read the test set if `read_test` asks for it; None if there is none."""
+    (by fingerprint), that read the test set if `read_test` asks for it, and, with `ran_on`
+    = (device name, precision), that ran there; None if there is none."""
     folder = run_folder(results_dir, profile, cfg.name)
     for path in sorted(folder.glob(f"{run_prefix(cfg.name, profile, seed)}-*.json"), reverse=True):
         record = read_record(path)
         if (record.get("status") == "complete" and not changed_settings(record["config"], cfg)
                 and record["data"]["fingerprint"] == data.fingerprint
-                and (record["test_read"] or not read_test)):
+                and (record["test_read"] or not read_test)
+                and (ran_on is None or ran_on == (record["device"]["name"], record["precision"]))):
             return record, path
     return None

@@ -12,7 +12,9 @@ from tqdm import tqdm
 
 from .config import ConfigError
 from .data import CIFAR10
-from .experiment import run_or_load
+from .experiment import run_or_load, running_here
+from .paths import RESULTS_DIR
+from .records import find_record
 from .sweeps import AUGMENTATION, HYPERPARAMETERS, SWEEPS, Sweep  # noqa: F401 (the notebooks' names)
 
 
@@ -26,11 +28,16 @@ def run_sweep(sweep: Sweep, profile: str, data: CIFAR10, *, seeds=None, jobs: in
     fill it. Workers share the device, or take GPUs in turn when several are visible; on a
     CPU each gets cpu_count / jobs threads. A run whose worker died leaves its progress
     checkpoint: running the same sweep again resumes it (as with jobs = 1).
+
+    Runs already recorded are reused from any machine, but where a variant of a seed
+    trains here, the baseline of that seed is trained here too (see bases_needed_here).
     """
     tasks = sweep.runs(seeds)
+    here = bases_needed_here(sweep, profile, data, tasks, kwargs)
     if jobs <= 1:
         # a CPU run takes minutes to an hour: a bar over its epochs shows it is alive
-        return [_run(sweep, profile, data, v, s, kwargs, progress="epochs")
+        return [_run(sweep, profile, data, v, s, kwargs, progress="epochs",
+                     on_this_device=v == sweep.baseline and s in here)
                 for v, s in tqdm(tasks, desc=f"{sweep.name} [{profile}]")]
     if not Path(data.root).is_dir():
         raise ConfigError(f"--jobs needs the data on disk for the workers to read; "
@@ -40,19 +47,39 @@ def run_sweep(sweep: Sweep, profile: str, data: CIFAR10, *, seeds=None, jobs: in
     done = {}
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
                              initargs=(str(data.root), jobs, counter)) as pool:
-        futures = {pool.submit(_worker_run, sweep, profile, v, s, kwargs): (v, s) for v, s in tasks}
+        futures = {pool.submit(_worker_run, sweep, profile, v, s, kwargs,
+                               v == sweep.baseline and s in here): (v, s) for v, s in tasks}
         for future in tqdm(as_completed(futures), total=len(futures),
                            desc=f"{sweep.name} [{profile}] x{jobs}"):
             done[futures[future]] = future.result()
     return [done[t] for t in tasks]
 
 
+def bases_needed_here(sweep: Sweep, profile: str, data: CIFAR10, tasks, kwargs: dict) -> set[int]:
+    """The seeds whose baseline run must come from this device: a difference is only taken
+    between runs of the same seed on the same device and precision, so where a variant of
+    a seed trains here (it has no record yet) or last trained here, the baseline of that
+    seed is trained here too, even if another machine has a record of it."""
+    results_dir = kwargs.get("results_dir", RESULTS_DIR)
+    seeds = set()
+    for variant, seed in tasks:
+        if variant == sweep.baseline or seed in seeds:
+            continue
+        cfg = sweep.config(variant, profile)
+        found = find_record(cfg, profile=profile, seed=seed, data=data, results_dir=results_dir,
+                            read_test=sweep.final)
+        if found is None or (found[0]["device"]["name"], found[0]["precision"]) == \
+                running_here(cfg, kwargs.get("device")):
+            seeds.add(seed)
+    return seeds
+
+
 def _run(sweep: Sweep, profile: str, data: CIFAR10, variant: str, seed: int, kwargs: dict,
-         progress: bool | str = False) -> dict:
+         progress: bool | str = False, on_this_device: bool = False) -> dict:
     tags = {"sweep": sweep.name, "variant": variant, "factor": sweep.factor(variant)}
     record, _ = run_or_load(sweep.config(variant, profile), profile=profile, seed=seed, data=data,
                             read_test=sweep.final, tags=tags, progress=progress, verbose=False,
-                            resume_unfinished=True, **kwargs)
+                            resume_unfinished=True, on_this_device=on_this_device, **kwargs)
     return record
 
 
@@ -75,9 +102,10 @@ def _start_worker(data_root: str, jobs: int, counter) -> None:
     _WORKER["data"] = load_cifar10(data_root, download=False)
 
 
-def _worker_run(sweep: Sweep, profile: str, variant: str, seed: int, kwargs: dict) -> dict:
+def _worker_run(sweep: Sweep, profile: str, variant: str, seed: int, kwargs: dict,
+                on_this_device: bool) -> dict:
     kwargs = {**kwargs, "device": kwargs.get("device") or _WORKER["device"]}
-    return _run(sweep, profile, _WORKER["data"], variant, seed, kwargs)
+    return _run(sweep, profile, _WORKER["data"], variant, seed, kwargs, on_this_device=on_this_device)
 
 
 # --------------------------------------------------------------------------- many machines
@@ -87,7 +115,9 @@ def run_sweep_shared(sweep: Sweep, profile: str, data: CIFAR10, storage: str, *,
     (variant, seed) runs are the trials of an Optuna study in `storage` (see
     tuning.open_storage), queued once by the worker that creates it; every worker running
     the same command takes the next queued run until none is left, so no run is done twice.
-    Records, resume and atomic writes are those of any run. On a database storage each
+    Records, resume and atomic writes are those of any run. The workers must be one kind
+    of device at one precision (the first to start names it): runs from another would
+    not pair with the rest, so such a worker is refused. On a database storage each
     worker beats a heartbeat: a run whose worker stopped beating for 2 x `heartbeat`
     seconds is failed and queued again, and resumes from its progress checkpoint when the
     workers share the checkpoints folder. Returns the records this worker wrote or reused."""
@@ -103,12 +133,21 @@ def run_sweep_shared(sweep: Sweep, profile: str, data: CIFAR10, storage: str, *,
     plan = hashlib.sha1(repr((sweep.base, sweep.profiles.get(profile), sweep.final,
                               [(v, sweep.variants[v], s) for v, s in tasks])).encode()).hexdigest()[:10]
     name = f"sweep-{sweep.name}-{profile}-{plan}"
+    here = list(running_here(sweep.config(sweep.baseline, profile), kwargs.get("device")))
     try:        # the one worker that creates the study queues the planned runs, once
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+        study.set_user_attr("ran_on", here)
         for i, (variant, seed) in enumerate(tasks):
             study.enqueue_trial({"run": i}, user_attrs={"variant": variant, "seed": seed})
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage)
+    first = study.user_attrs.get("ran_on", here)
+    if first != here:
+        raise ConfigError(f"sweep {sweep.name}: the study {name} in this storage runs on "
+                          f"{first[0]} at {first[1]}, and this worker is {here[0]} at {here[1]}; "
+                          f"its runs would not pair with the others' (a difference is only taken "
+                          f"between runs on the same device and precision). Start this sweep's "
+                          f"workers on machines of one kind, or give this machine its own storage.")
     done: list[dict] = []
 
     def objective(trial):

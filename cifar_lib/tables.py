@@ -176,16 +176,22 @@ def paired_differences(runs: pd.DataFrame, base: str, by: str = "variant", metri
 
     key = ["seed", "device_name" if "device_name" in runs else "device", "precision"]
     runs = runs.dropna(subset=[metric])
-    base_runs = runs[runs[by] == base].drop_duplicates(key, keep="last").set_index(key)[metric]
+    base_rows = runs[runs[by] == base].drop_duplicates(key, keep="last").set_index(key)
+    base_runs = base_rows[metric]
     if base_runs.empty:
         raise KeyError(f"no {metric} for the base {by} {base!r}; groups: {sorted(set(runs[by]))}")
     groups = [g for g in (order or list(dict.fromkeys(runs[by]))) if g in set(runs[by])]
     rows = []
     for group in groups:
-        mine = runs[runs[by] == group].drop_duplicates(key, keep="last").set_index(key)[metric]
+        mine_rows = runs[runs[by] == group].drop_duplicates(key, keep="last").set_index(key)
+        mine = mine_rows[metric]
         shared = mine.index.intersection(base_runs.index)
         diffs = (mine[shared] - base_runs[shared]).to_numpy()
-        row = {by: group, "mean": mine.mean(), "std": mine.std(), "seeds": len(mine),
+        # where the row's differences were taken (the base: where it ran), for tables whose
+        # questions were measured on more than one machine, each paired on its own
+        where = mine_rows.loc[shared if group != base else mine.index, "device_label"]
+        row = {by: group, "device": " / ".join(sorted(set(where))),
+               "mean": mine.mean(), "std": mine.std(), "seeds": len(mine),
                "pairs": len(shared) if group != base else 0,
                "unpaired": len(mine) - len(shared) if group != base else 0,
                "diff": diffs.mean() if len(diffs) and group != base else np.nan,
@@ -275,14 +281,18 @@ def seed_range(seeds) -> str:
 
 
 def describe_pairing(table: pd.DataFrame) -> str:
-    """What a paired table rests on, for its caption: 'seeds 0-3, paired on one device
-    (2-core Intel Xeon, bf16); Holm over 7 comparisons'."""
+    """What a paired table rests on, for its caption: 'seeds 0–3, each variant paired with
+    the base seed by seed on the same device (2-core Intel Xeon; bf16); 95% intervals
+    Holm-adjusted over 7 comparisons'."""
     a = table.attrs
     seed_text = seed_range(a["seeds"])
-    where = "; ".join(a["devices"])
-    return (f"{seed_text}, each variant paired with the base seed by seed on the same device "
-            f"({where}; {', '.join(a['precisions'])}); 95% intervals Holm-adjusted over "
-            f"{a['comparisons']} comparison{'s' * (a['comparisons'] != 1)}")
+    if len(a["devices"]) == 1:
+        where = f"the same device ({a['devices'][0]}; {', '.join(a['precisions'])})"
+    else:   # each row was measured on one machine and paired with the base's runs there
+        where = (f"the same device, named in each row ({' or '.join(a['devices'])}; "
+                 f"{', '.join(a['precisions'])})")
+    return (f"{seed_text}, each variant paired with the base seed by seed on {where}; 95% "
+            f"intervals Holm-adjusted over {a['comparisons']} comparison{'s' * (a['comparisons'] != 1)}")
 
 
 def sweep_runs(sweep, profile: str, root=RESULTS_DIR) -> pd.DataFrame:

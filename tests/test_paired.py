@@ -102,3 +102,16 @@ def test_budget_agreement_ranks_the_shared_variants_of_two_budgets():
     assert table.loc["none"].tolist() == [-1.0, -3.0]
     assert table.attrs["shared"] == 3 and table.attrs["spearman"] == 1.0     # the same order
     assert table.attrs["p"] == 2 / 6          # of 3! orderings, this one and its reverse
+
+
+def test_a_table_measured_on_two_machines_pairs_each_row_on_its_own_and_says_where():
+    runs = _runs([("base", s, 85.0 + s / 10, "cpu A", "bf16") for s in range(3)] +
+                 [("base", s, 80.0 + s / 10, "cpu B", "bf16") for s in range(3)] +
+                 [("v", s, 86.0 + s / 10, "cpu A", "bf16") for s in range(3)] +
+                 [("w", s, 79.0 + s / 10 + (s == 1) / 100, "cpu B", "bf16") for s in range(3)])
+    table = paired_differences(runs, "base")
+    assert table.loc["v", "device"] == "cpu A" and table.loc["w", "device"] == "cpu B"
+    assert table.loc["base", "device"] == "cpu A / cpu B" and table.loc["base", "seeds"] == 6
+    assert table.loc["v", "diff"] == 1.0 and table.loc["w", "diff"] == -1.0   # each on its own machine
+    assert table.loc["v", "pairs"] == table.loc["w", "pairs"] == 3
+    assert "on the same device, named in each row (cpu A or cpu B; bf16)" in describe_pairing(table)

@@ -15,7 +15,7 @@ from cifar_lib.report import build_report
 from cifar_lib.studies import Sweep, run_sweep
 from cifar_lib.sweeps import load_sweep
 from cifar_lib.tables import (device_label, budget_curve, final_runs, load_records, mean_std,
-                              runs_frame, study_cost, summarize)
+                              paired_differences, runs_frame, study_cost, summarize)
 from conftest import tiny_dataset
 
 TINY = {"val_size": 100, "epochs": 1, "eval_subset": 50}
@@ -400,3 +400,34 @@ def test_the_cost_says_how_much_longer_the_core_study_takes_without_bf16(tmp_pat
     alone = Filled(tmp_path)
     cost(alone, runs_frame(no_amd), no_amd)
     assert "times as long" not in alone.values["cost_core"]
+
+
+def _move_records(folder: Path, device: dict, variant: str | None = None) -> None:
+    """Rewrite records as if they had been made on `device` (another machine)."""
+    for path in folder.rglob("*.json"):
+        record = json.loads(path.read_text())
+        if variant is None or record["tags"]["variant"] == variant:
+            path.write_text(json.dumps({**record, "device": device}))
+
+
+@pytest.mark.slow
+def test_a_sweep_trains_its_baseline_again_on_a_machine_where_a_variant_trains(tmp_path):
+    other = {"type": "cpu", "cpu": "Other CPU", "cpu_count": 2, "threads": 2, "name": "Other CPU (2 cores)"}
+    sweep, data = _tiny_sweep(), tiny_dataset()
+    kw = dict(results_dir=tmp_path, checkpoint_dir=tmp_path / "checkpoints")
+    run_sweep(sweep.subset(["none"]), "cpu", data, **kw)
+    _move_records(tmp_path, other)
+    # A variant about to train here would have no partner on this device: the baseline's
+    # seeds are trained here too, though the other machine's records of them exist.
+    records = run_sweep(sweep, "cpu", data, **kw)
+    here = records[0]["device"]["name"]
+    assert here != other["name"] and all(r["device"]["name"] == here for r in records)
+    assert len(load_records(tmp_path, profile="cpu", config="augmentation")) == 6
+    table = paired_differences(runs_frame(records), "none")
+    assert table.loc["flip", "pairs"] == 2 and table.loc["flip", "unpaired"] == 0
+    # Where every run is recorded, nothing trains, whichever machine made them (a notebook
+    # reads another machine's study back in seconds).
+    _move_records(tmp_path, other)
+    again = run_sweep(sweep, "cpu", data, **kw)
+    assert [r["id"] for r in again] == [r["id"] for r in records]
+    assert len(load_records(tmp_path, profile="cpu", config="augmentation")) == 6

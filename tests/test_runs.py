@@ -257,3 +257,20 @@ def test_workers_sharing_a_sweep_through_a_storage_give_the_records_of_one_job(t
     assert _summary(records) == _summary(serial)          # the same runs, the same numbers
     assert [r["resumed_at_epochs"] for r in records if r["resumed_at_epochs"]] == [[1]]
     assert not list((tmp_path / "ck").glob("*.progress.pt"))
+
+
+@pytest.mark.slow
+def test_a_worker_on_another_kind_of_machine_cannot_join_a_shared_sweep(tmp_path, cifar_folder, monkeypatch):
+    import cifar_lib.studies as studies
+    from cifar_lib.config import ConfigError
+
+    sweep = _sweep().subset(["none"])
+    storage = f"sqlite:///{tmp_path / 'sweep.db'}"
+    kw = dict(seeds=[0], results_dir=tmp_path / "shared", checkpoint_dir=tmp_path / "ck")
+    real = studies.running_here
+    monkeypatch.setattr(studies, "running_here", lambda cfg, device=None: ("Other CPU (2 cores)", "bf16"))
+    assert len(studies.run_sweep_shared(sweep, "smoke", cifar_folder, storage, **kw)) == 1
+    monkeypatch.setattr(studies, "running_here", real)
+    with pytest.raises(ConfigError, match=r"runs on Other CPU \(2 cores\) at bf16, and this worker is .*would not pair"):
+        studies.run_sweep_shared(sweep, "smoke", cifar_folder, storage, **kw)
+    assert len(list((tmp_path / "shared").rglob("*.json"))) == 1
