@@ -140,24 +140,36 @@ def forest_plot(table: pd.DataFrame, title: str = "", label: str = "difference t
     fig, ax = plt.subplots(figsize=(7.5, 0.38 * max(len(rows), 1) + 1.4))
     y = np.arange(len(rows))
     # An interval from two seeds can span hundreds of points: the axis follows the
-    # differences, and an interval cut at its edge ends in an arrow.
-    reach = 1.6 * float(rows["diff"].abs().max()) + 1.0 if len(rows) else 1.0
-    lo, hi = rows[low].clip(-reach, reach), rows[high].clip(-reach, reach)
+    # differences (one far larger than the rest, such as a network that no longer trains,
+    # sits on the axis's edge with its value written beside it), and an interval cut at an
+    # edge ends in an arrow.
+    sizes = rows["diff"].abs().sort_values().to_numpy()
+    far = len(sizes) >= 3 and sizes[-1] > 4 * sizes[-2]
+    reach = 1.6 * (sizes[-2] if far else sizes[-1]) + 1.0 if len(sizes) else 1.0
+    left = max(min(0.0, rows[low].min(), rows["diff"].min()), -reach) if len(rows) else -reach
+    right = min(max(0.0, rows[high].max(), rows["diff"].max()), reach) if len(rows) else reach
+    pad = 0.06 * (right - left) + 0.2
+    x0, x1 = left - pad, right + pad
     ax.axvline(0, color="0.5", lw=1, zorder=0)
-    ax.hlines(y, lo, hi, color="C0", lw=2)
-    for side, ends, marker in ((-1, rows[low], "<"), (1, rows[high], ">")):
-        cut = (ends.abs() > reach).to_numpy() & (np.sign(ends) == side).to_numpy()
-        ax.scatter(np.full(cut.sum(), side * reach), y[cut], marker=marker, color="C0", s=30)
+    ax.hlines(y, rows[low].clip(x0, x1), rows[high].clip(x0, x1), color="C0", lw=2)
+    for edge, cut, marker in ((x0, rows[low] < x0, "<"), (x1, rows[high] > x1, ">")):
+        cut = cut.to_numpy()
+        ax.scatter(np.full(cut.sum(), edge), y[cut], marker=marker, color="C0", s=30)
+    shown = rows["diff"].clip(x0, x1)
+    for yi, diff, at in zip(y, rows["diff"], shown):
+        if diff != at:                      # off the axis: say where it is
+            ax.annotate(f"{diff:+.1f}", (at, yi), xytext=(8 if at == x0 else -8, 6),
+                        textcoords="offset points", ha="left" if at == x0 else "right", fontsize=8)
     resolved = rows["resolved"].to_numpy(bool)
-    ax.scatter(rows["diff"][resolved], y[resolved], color="C0", s=36, zorder=3, label="resolved")
-    ax.scatter(rows["diff"][~resolved], y[~resolved], facecolor="white", edgecolor="C0", s=36,
+    ax.scatter(shown[resolved], y[resolved], color="C0", s=36, zorder=3, label="resolved")
+    ax.scatter(shown[~resolved], y[~resolved], facecolor="white", edgecolor="C0", s=36,
                zorder=3, label="interval contains 0")
     # measured on more than one machine: each row says where (it is paired there)
     several = "device" in rows and rows["device"].nunique() > 1
     ax.set_yticks(y, [f"{v} ({d})" for v, d in zip(rows.index, rows["device"])] if several else rows.index)
     ax.set(xlabel=f"{label} (points of validation accuracy)", ylabel="", title=title)
     ax.set_ylim(-0.7, len(rows) - 0.3)
-    ax.set_xlim(-reach * 1.05, reach * 1.05)
+    ax.set_xlim(x0 - 0.03 * (x1 - x0), x1 + 0.03 * (x1 - x0))    # edge markers drawn whole
     # the legend sits above the axes, where it can cover no interval
     ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, frameon=False, fontsize=8,
               borderaxespad=0.2) if len(rows) else None

@@ -51,6 +51,7 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     sections.fast_budget(filled, records, airbench)
     full_records = load_records(results_dir, profile="full") if profile != "full" else []
     sections.gpu(filled, full_records, airbench)
+    sections.tuned_at_coursework_budget(filled, full_records + records)
     sections.cheap_budget_agreement(filled, records, full_records)
     sections.engine(filled, results_dir)
     sections.cost(filled, runs, records)

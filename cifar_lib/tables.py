@@ -33,15 +33,19 @@ def load_records(root=RESULTS_DIR, *, profile: str | None = None, config: str | 
     return sorted(out, key=lambda r: (r["started_at"], r["id"]))
 
 
-def device_label(device: dict) -> str:
-    """A device as prose names it: 'NVIDIA H200', '2-core Intel Xeon', '2-core AMD EPYC'
-    (the CPU's marketing string without its trademark signs and clock)."""
-    if device["type"] != "cpu":
-        return device["name"]
+def cpu_model(device: dict) -> str | None:
+    """A CPU's model as prose names it ('Intel Xeon', 'AMD EPYC': the marketing string
+    without its trademark signs and clock); None where only the architecture was recorded."""
     name = re.sub(r"\((R|TM)\)|\bProcessor\b|\bCPU\b|@.*$|\d+-Core", "", device.get("cpu", "CPU"))
     name = " ".join(name.split())
-    if name in ("", "x86_64", "aarch64", "arm64", "i386"):     # only the architecture was found
-        name = "CPU (model not recorded)"
+    return None if name in ("", "x86_64", "aarch64", "arm64", "i386") else name
+
+
+def device_label(device: dict) -> str:
+    """A device as prose names it: 'NVIDIA H200', '2-core Intel Xeon', '2-core AMD EPYC'."""
+    if device["type"] != "cpu":
+        return device["name"]
+    name = cpu_model(device) or "CPU (model not recorded)"
     return f"{device.get('cpu_count', device.get('threads'))}-core {name}"
 
 

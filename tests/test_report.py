@@ -262,6 +262,10 @@ def test_full_profile_fast_runs_are_timed_against_airbench_only_on_its_own_devic
     improved, _ = run_or_load(load_config("seed_improved", "full", model_args={"widths": [8, 8, 8]},
                                           **TINY), profile="full", data=data, results_dir=results,
                               checkpoint_dir=tmp_path, progress=False)
+    # the tuned ImprovedNet at the coursework's epochs (the config keeps them at every profile)
+    tuned, _ = run_or_load(load_config("improved_tuned_50", "cpu", model_args={"widths": [8, 8, 8]},
+                                       **TINY), profile="cpu", data=data, results_dir=results,
+                           checkpoint_dir=tmp_path, progress=False)
     [full] = load_records(results, profile="full", config="fast")
     reference = json.loads((REPO / "results" / "benchmarks" / "airbench94-h200-20261126.json").read_text())
     (results / "benchmarks").mkdir()
@@ -284,6 +288,14 @@ def test_full_profile_fast_runs_are_timed_against_airbench_only_on_its_own_devic
     gap = 100 * (improved["final"]["test_acc"] - basic["final"]["test_acc"])
     assert f"256 channels) is worth {gap:.1f} points of test accuracy" in " ".join(elsewhere.split())
     assert (tmp_path / "figures" / "basic_full_curves.png").is_file()
+    tuned_test = 100 * tuned["final"]["test_acc"]
+    assert (f"for 1 epochs reaches {tuned_test:.2f}% test accuracy "
+            f"({100 * tuned['final']['test_acc_tta']:.2f}% with flip TTA; one run on the "
+            f"{device_label(tuned['device'])}, {tuned['precision']}") in " ".join(elsewhere.split())
+    assert (f"That is {tuned_test - 87.33:+.2f} points against the coursework's reported 87.33%"
+            in " ".join(elsewhere.split()))
+    assert (f"the tuned recipe is {tuned_test - 100 * improved['final']['test_acc']:+.2f} points of "
+            f"test accuracy, one run each") in " ".join(elsewhere.split())
     same = report_with_reference_on(full["device"]["name"])
     ratio = full["train_seconds"] / reference["train_seconds"]["mean"]
     assert f"{ratio:.1f}× airbench94's" in same
