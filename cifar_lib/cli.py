@@ -106,8 +106,8 @@ def cmd_sweep(args) -> int:
         raise ConfigError(f"unknown sweep {args.name!r}; valid: {', '.join(SWEEPS)}")
     sweep = SWEEPS[args.name]
     if args.variant:
-        try:
-            sweep = sweep.subset(args.variant)
+        try:    # with the baseline each variant is paired with (its finished runs are reused)
+            sweep = sweep.subset([sweep.baseline, *[v for v in args.variant if v != sweep.baseline]])
         except ValueError as e:
             raise ConfigError(f"{e}; name them with --variant as written there") from None
     if args.storage and args.jobs > 1:
@@ -209,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "validation split only (a final sweep: the test set once per run)")
     w.add_argument("name", help="a sweep in configs/sweeps/ (core_study, block_ablation, ...)")
     w.add_argument("--variant", action="append", default=None,
-                   help="train only this variant (repeatable); default: all of them")
+                   help="train only this variant and the baseline it is compared with "
+                   "(repeatable; the baseline's finished runs are reused); default: all of them")
     w.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="train these seeds (for every variant); default: the sweep file's")
     w.add_argument("--jobs", type=int, default=1,

@@ -46,12 +46,13 @@ def test_sweep_trains_only_the_named_variants_and_seeds(cifar_folder, tmp_path):
     out = run_cli(*args, "--variant", "crop+flip", "--seeds", "1", "3")
     assert out.returncode == 0, out.stderr
     records = [json.loads(f.read_text()) for f in tmp_path.rglob("*.json")]
+    # the named variant and the baseline it is paired with ("none"), seed by seed
     assert sorted((r["tags"]["variant"], r["seed"]) for r in records) == [
-        ("crop+flip", 1), ("crop+flip", 3)]
+        ("crop+flip", 1), ("crop+flip", 3), ("none", 1), ("none", 3)]
     bad = run_cli(*args, "--variant", "none", "--variant", "crop + flip")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "no variant(s) ['crop + flip']" in bad.stderr and "'crop+flip'" in bad.stderr
-    assert len(list(tmp_path.rglob("*.json"))) == 2            # the bad call trained nothing
+    assert len(list(tmp_path.rglob("*.json"))) == 4            # the bad call trained nothing
 
 
 @pytest.mark.slow
