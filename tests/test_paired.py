@@ -1,5 +1,7 @@
 """The study's protocol in its tables: differences only between runs of the same seed on
 the same device and precision, t intervals on the per-seed differences, Holm across a table."""
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -115,3 +117,27 @@ def test_a_table_measured_on_two_machines_pairs_each_row_on_its_own_and_says_whe
     assert table.loc["v", "diff"] == 1.0 and table.loc["w", "diff"] == -1.0   # each on its own machine
     assert table.loc["v", "pairs"] == table.loc["w", "pairs"] == 3
     assert "on the same device, named in each row (cpu A or cpu B; bf16)" in describe_pairing(table)
+
+
+def test_every_recorded_variant_run_has_a_base_run_of_its_seed_on_its_device():
+    """The committed records keep the protocol: each variant run of a sweep (outside
+    results/archive/) has the baseline's run of the same sweep, profile, seed, device and
+    precision, so no table has a variant it cannot pair."""
+    from cifar_lib.sweeps import SWEEPS
+    from cifar_lib.tables import load_records
+
+    committed = Path(__file__).resolve().parent.parent / "results"
+    records = [r for p in ("cpu", "full") for r in load_records(committed, profile=p)
+               if r.get("tags", {}).get("sweep")]
+    assert records, "no sweep records under results/"
+    assert {r["tags"]["sweep"] for r in records} <= set(SWEEPS)
+
+    def where(r):
+        return r["tags"]["sweep"], r["profile"], r["seed"], r["device"]["name"], r["precision"]
+
+    def is_base(r):
+        return r["tags"]["variant"] == SWEEPS[r["tags"]["sweep"]].baseline
+
+    bases = {where(r) for r in records if is_base(r)}
+    unpaired = [(r["tags"]["variant"], *where(r)) for r in records if not is_base(r) and where(r) not in bases]
+    assert not unpaired, unpaired
