@@ -42,11 +42,13 @@ def cpu_model(device: dict) -> str | None:
 
 
 def device_label(device: dict) -> str:
-    """A device as prose names it: 'NVIDIA H200', '2-core Intel Xeon', '2-core AMD EPYC'."""
+    """A device as prose names it: 'NVIDIA H200', '2-core Intel Xeon with AMX', '2-core
+    AMD EPYC' (a record made before the units were kept names none)."""
     if device["type"] != "cpu":
         return device["name"]
     name = cpu_model(device) or "CPU (model not recorded)"
-    return f"{device.get('cpu_count', device.get('threads'))}-core {name}"
+    units = f" with {device['cpu_units']}" if device.get("cpu_units") else ""
+    return f"{device.get('cpu_count', device.get('threads'))}-core {name}{units}"
 
 
 def runs_frame(records: list[dict]) -> pd.DataFrame:

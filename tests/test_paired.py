@@ -92,6 +92,21 @@ def test_devices_are_named_as_prose_names_them():
     assert device_label({"type": "cpu", "cpu": "x86_64", "cpu_count": 2}) == "2-core CPU (model not recorded)"
 
 
+def test_one_cpu_model_with_and_without_amx_is_two_devices(monkeypatch):
+    import torch
+    from cifar_lib import records
+
+    xeon = "fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile".split()
+    monkeypatch.setattr(records, "cpu_model", lambda: "Intel(R) Xeon(R) Processor")
+    seen = {}
+    for machine, flags in {"amx": xeon, "hidden amx": xeon[:-2], "old": ["sse2", "avx2"]}.items():
+        monkeypatch.setattr(records, "cpu_flags", lambda flags=flags: set(flags))
+        seen[machine] = records.device_info(torch.device("cpu"))
+    assert len({d["name"] for d in seen.values()}) == 3       # pairing compares the names
+    assert [device_label(d).split(" with ")[1] for d in seen.values()] == ["AMX", "AVX512-BF16", "AVX2"]
+    assert records.matrix_units(set()) == "" and device_label(XEON) == "2-core Intel Xeon"
+
+
 def test_budget_agreement_ranks_the_shared_variants_of_two_budgets():
     from cifar_lib.tables import budget_agreement
 
