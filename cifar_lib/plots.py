@@ -164,8 +164,8 @@ def forest_plot(table: pd.DataFrame, title: str = "", label: str = "difference t
     ax.scatter(shown[resolved], y[resolved], color="C0", s=36, zorder=3, label="resolved")
     ax.scatter(shown[~resolved], y[~resolved], facecolor="white", edgecolor="C0", s=36,
                zorder=3, label="interval contains 0")
-    # measured on more than one machine: each row says where (it is paired there)
-    several = "device" in rows and rows["device"].nunique() > 1
+    # measured on more than one machine (the base on each): each row says where it is paired
+    several = "device" in rows and len(table.attrs.get("devices", [])) > 1
     ax.set_yticks(y, [f"{v} ({d})" for v, d in zip(rows.index, rows["device"])] if several else rows.index)
     ax.set(xlabel=f"{label} (points of validation accuracy)", ylabel="", title=title)
     ax.set_ylim(-0.7, len(rows) - 0.3)

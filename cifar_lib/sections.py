@@ -131,6 +131,9 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
     order = list(sweep.variants)
     baseline = sweep.baseline
     paired = paired_differences(runs, baseline, order=order)
+    # what the table rests on: the base's runs on machines where no variant ran are not
+    used = runs[["device_name", "precision"]].apply(tuple, axis=1).isin(set(paired.attrs["ran_on"]))
+    mine, runs = [r for r, u in zip(mine, used) if u], runs[used.to_numpy()]
     table = paired.reset_index()
     if (table["variant"] == baseline).all():
         return                      # only the baseline is measured: no difference to show yet
@@ -482,8 +485,10 @@ def tuned_at_coursework_budget(filled: Filled, records: list[dict]):
                          tuned_50_vs_reported=f"{test - COURSEWORK_REPORTED_TEST:+.2f}")
     if "test_acc_tta" in r["final"]:
         filled.values["tuned_50_tta"] = f"{100 * r['final']['test_acc_tta']:.2f}%"
-    seed = finals.get("seed_improved")
-    if seed is not None and seed["config"]["epochs"] == r["config"]["epochs"]:
+    # the coursework's recipe at the same epochs (its records at other budgets do not answer)
+    seed = next((s for s in reversed(records) if s["config_name"] == "seed_improved"
+                 and s["test_read"] and s["config"]["epochs"] == r["config"]["epochs"]), None)
+    if seed is not None:
         filled.values.update(tuned_50_over_seed=f"{test - 100 * seed['final']['test_acc']:+.2f}",
                              tuned_50_seed_device=device_label(seed["device"]))
 

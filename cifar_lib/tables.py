@@ -182,11 +182,17 @@ def paired_differences(runs: pd.DataFrame, base: str, by: str = "variant", metri
 
     key = ["seed", "device_name" if "device_name" in runs else "device", "precision"]
     runs = runs.dropna(subset=[metric])
-    base_rows = runs[runs[by] == base].drop_duplicates(key, keep="last").set_index(key)
-    base_runs = base_rows[metric]
-    if base_runs.empty:
+    if runs[runs[by] == base].empty:
         raise KeyError(f"no {metric} for the base {by} {base!r}; groups: {sorted(set(runs[by]))}")
     groups = [g for g in (order or list(dict.fromkeys(runs[by]))) if g in set(runs[by])]
+    # The base's runs on a machine where none of the table's variants ran answer nothing
+    # here: they are left out of its row (its mean is over the runs the differences use).
+    machine = runs[key[1:]].apply(tuple, axis=1)
+    variants = runs[by].isin(groups) & (runs[by] != base)
+    if variants.any():
+        runs = runs[(runs[by] != base) | machine.isin(set(machine[variants]))]
+    base_rows = runs[runs[by] == base].drop_duplicates(key, keep="last").set_index(key)
+    base_runs = base_rows[metric]
     rows = []
     for group in groups:
         mine_rows = runs[runs[by] == group].drop_duplicates(key, keep="last").set_index(key)
@@ -197,7 +203,9 @@ def paired_differences(runs: pd.DataFrame, base: str, by: str = "variant", metri
         # questions were measured on more than one machine, each paired on its own
         where = mine_rows.loc[shared if group != base else mine.index, "device_label"]
         row = {by: group, "device": " / ".join(sorted(set(where))),
-               "mean": mine.mean(), "std": mine.std(), "seeds": len(mine),
+               # the base of a two-machine table ran each seed on both: seeds < runs
+               "mean": mine.mean(), "std": mine.std(), "seeds": mine.index.get_level_values("seed").nunique(),
+               "runs": len(mine),
                "pairs": len(shared) if group != base else 0,
                "unpaired": len(mine) - len(shared) if group != base else 0,
                "diff": diffs.mean() if len(diffs) and group != base else np.nan,
@@ -217,6 +225,7 @@ def paired_differences(runs: pd.DataFrame, base: str, by: str = "variant", metri
     table["resolved"] = (table[low] > 0) | (table[high] < 0)
     used = runs[runs[by].isin(groups)]
     table.attrs.update(devices=sorted(set(used["device_label"])), precisions=sorted(set(used["precision"])),
+                       ran_on=sorted(set(used[key[1:]].apply(tuple, axis=1))),
                        seeds=sorted(set(used["seed"])), comparisons=int(tested.sum()),
                        base=base, metric=metric, alpha=alpha)
     return table.drop(columns=["p"]).round({"mean": 2, "std": 2, "diff": 2, "sd_diff": 2,

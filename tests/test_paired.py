@@ -128,10 +128,15 @@ def test_a_table_measured_on_two_machines_pairs_each_row_on_its_own_and_says_whe
                  [("w", s, 79.0 + s / 10 + (s == 1) / 100, "cpu B", "bf16") for s in range(3)])
     table = paired_differences(runs, "base")
     assert table.loc["v", "device"] == "cpu A" and table.loc["w", "device"] == "cpu B"
-    assert table.loc["base", "device"] == "cpu A / cpu B" and table.loc["base", "seeds"] == 6
+    assert table.loc["base", "device"] == "cpu A / cpu B" and table.loc["base", "seeds"] == 3 \
+        and table.loc["base", "runs"] == 6
     assert table.loc["v", "diff"] == 1.0 and table.loc["w", "diff"] == -1.0   # each on its own machine
     assert table.loc["v", "pairs"] == table.loc["w", "pairs"] == 3
     assert "on the same device, named in each row (cpu A or cpu B; bf16)" in describe_pairing(table)
+    # a table of v alone rests on machine A: the base's runs on B are not in its row
+    alone = paired_differences(runs[runs["variant"] != "w"], "base")
+    assert alone.loc["base", "device"] == "cpu A" and alone.loc["base", "runs"] == 3
+    assert alone.loc["base", "mean"] == 85.1 and alone.attrs["devices"] == ["cpu A"]
 
 
 def test_every_recorded_variant_run_has_a_base_run_of_its_seed_on_its_device():
