@@ -27,6 +27,7 @@ class Filled:
         self.values: dict[str, str] = {}
         self.tables: dict[str, tuple[pd.DataFrame, str]] = {}
         self.figures: dict[str, tuple[Path, str]] = {}
+        self.paired: dict[str, pd.DataFrame] = {}          # each sweep section's paired table
         self.figures_dir = figures_dir
 
     def table(self, name: str, frame: pd.DataFrame, caption: str):
@@ -131,6 +132,7 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
     order = list(sweep.variants)
     baseline = sweep.baseline
     paired = paired_differences(runs, baseline, order=order)
+    filled.paired[name] = paired
     # what the table rests on: the base's runs on machines where no variant ran are not
     used = runs[["device_name", "precision"]].apply(tuple, axis=1).isin(set(paired.attrs["ran_on"]))
     mine, runs = [r for r, u in zip(mine, used) if u], runs[used.to_numpy()]
@@ -491,6 +493,31 @@ def tuned_at_coursework_budget(filled: Filled, records: list[dict]):
     if seed is not None:
         filled.values.update(tuned_50_over_seed=f"{test - 100 * seed['final']['test_acc']:+.2f}",
                              tuned_50_seed_device=device_label(seed["device"]))
+
+
+# The coursework's own questions among the core study's variants (dropout, batch norm, the
+# learning rate, its augmentations), in the order the conclusion answers them.
+COURSEWORK_QUESTIONS = ("dropout 0.1", "dropout 0.2", "no batch norm", "filter lr x0.25",
+                        "filter lr x0.5", "filter lr x2", "filter lr x4", "rotation only",
+                        "crop + random flips", "crop + random flips + rotation")
+
+
+def coursework_answers(filled: Filled, sections=("regularisation_full", "optimisation_full",
+                                                  "augmentation_full")):
+    """The core study's answers to the coursework's questions, as measured so far: each
+    recorded variant's paired difference to the base, resolved ones first."""
+    tables = [filled.paired[s] for s in sections if s in filled.paired]
+    if not tables:
+        return
+    rows = pd.concat(tables)
+    rows = rows.loc[[v for v in COURSEWORK_QUESTIONS if v in rows.index and pd.notna(rows.loc[v, "diff"])]]
+    if rows.empty:
+        return
+    def listed(part):
+        return _spoken_list([f"{v} ({d:+.2f} points)" for v, d in part["diff"].items()])
+    verdicts = [f"resolved, {listed(rows[rows['resolved']])}" if rows["resolved"].any() else "",
+                f"not resolved, {listed(rows[~rows['resolved']])}" if (~rows["resolved"]).any() else ""]
+    filled.values["coursework_answers"] = "; ".join(v for v in verdicts if v)
 
 
 STUDY_GOAL_HOURS = 3      # what the core study aims at on one 2-core bf16 CPU

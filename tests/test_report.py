@@ -399,6 +399,30 @@ def test_a_sweep_with_only_its_baseline_measured_shows_no_empty_table(tmp_path):
     assert "no augmentation" in set(shown["variant"]) and "aug_sweep" in measured.figures
 
 
+def test_the_conclusion_answers_the_coursework_questions_from_the_core_study_tables(tmp_path):
+    from cifar_lib.sections import COURSEWORK_QUESTIONS, Filled, coursework_answers, sweep
+    from cifar_lib.sweeps import CORE_STUDY
+
+    records = [r for r in load_records(REPO / "results", profile="cpu")
+               if r.get("tags", {}).get("sweep") == "core_study"]
+    filled = Filled(tmp_path)
+    coursework_answers(filled)                           # nothing measured: nothing said
+    assert "coursework_answers" not in filled.values
+    for group in ("regularisation", "optimisation", "augmentation"):
+        sweep(filled, records, CORE_STUDY.group(group), "t", f"{group}_full")
+    coursework_answers(filled)
+    resolved, _, unresolved = filled.values["coursework_answers"].partition("; not resolved, ")
+    answered = 0
+    for name in ("regularisation_full", "optimisation_full", "augmentation_full"):
+        table = filled.paired[name]
+        for variant in set(COURSEWORK_QUESTIONS) & set(table.index):
+            said = f"{variant} ({table.loc[variant, 'diff']:+.2f} points)"
+            assert said in (resolved if table.loc[variant, "resolved"] else unresolved)
+            answered += 1
+        assert "no augmentation" not in filled.values["coursework_answers"]    # not the coursework's
+    assert answered >= 3
+
+
 def test_the_cost_says_how_much_longer_the_core_study_takes_without_bf16(tmp_path):
     import numpy as np
 
