@@ -11,7 +11,8 @@
 #      sweep file's 4 seeds, N runs at a time (--jobs); the records the report's GPU
 #      column reads, each paired only with the GPU's own base runs
 #   2. the extended study: the block ablation at the full profile, then the Optuna study
-#      of `fast` (40 trials, TPE with median pruning) on the validation split
+#      of the core study's base (40 trials, TPE with median pruning) on the validation
+#      split, and its best trial confirmed with the core study's seeds, paired with `fast`
 #   3. ImprovedNet with the tuned recipe at the coursework's 50 epochs, seed 0
 #   4. `fast` at the full profile, seeds 0-4, on all 50,000 images (--final), one at a
 #      time so their training seconds are uncontended; its other budgets (fast_budget)
@@ -59,7 +60,8 @@ SWEEP=("$PY" -m cifar_lib sweep --jobs "$JOBS" --device cuda
 
 stage "core study, full profile, x$JOBS" "${SWEEP[@]}" core_study --profile full
 stage "block ablation, full profile, x$JOBS" "${SWEEP[@]}" block_ablation --profile full
-stage "Optuna study of fast, 40 trials" "$PY" -m cifar_lib tune fast --profile full --n-trials 40 \
+stage "Optuna study of the core study's base, 40 trials, then its best confirmed" \
+  "$PY" -m cifar_lib tune --sweep core_study --profile full --n-trials 40 --confirm \
   --device cuda --results-dir "$RESULTS" --checkpoint-dir "$CHECKPOINTS"
 stage "ImprovedNet, tuned recipe, 50 epochs, seed 0" "${TRAIN[@]}" --config improved_tuned_50 --seed 0
 for seed in 0 1 2 3 4; do

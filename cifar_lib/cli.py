@@ -131,19 +131,45 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from .tuning import tune
+    from .studies import SWEEPS, run_sweep
+    from .tables import paired_differences, runs_frame, summarise_effects
+    from .tuning import confirmation, study_for, tune
 
+    if (args.config is None) == (args.sweep is None):
+        raise ConfigError("tune needs a config (tune fast ...) or --sweep NAME (its baseline at "
+                          "the sweep's budget), not both")
+    if args.sweep is not None and args.sweep not in SWEEPS:
+        raise ConfigError(f"unknown sweep {args.sweep!r}; valid: {', '.join(SWEEPS)}")
+    if args.confirm and args.sweep is None:
+        raise ConfigError("--confirm trains the best trial with a sweep's declared seeds: name "
+                          "the sweep with --sweep NAME")
+    if args.n_trials < (0 if args.confirm else 1):
+        raise ConfigError(f"--n-trials must be at least {0 if args.confirm else 1}, got {args.n_trials}")
     profile = resolve_profile(args.profile)
-    cfg = load_config(args.config, profile)
+    sweep = SWEEPS.get(args.sweep)
+    # With --sweep the search starts from the sweep's baseline at the sweep's own budget, so
+    # its trials and their confirmation stand beside that sweep's runs.
+    cfg = sweep.config(sweep.baseline, profile) if sweep else load_config(args.config, profile)
+    where = dict(results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir)
     data = _data(args)
-    study = tune(cfg, profile=profile, data=data, n_trials=args.n_trials,
-                 study_name=args.study_name, storage=args.storage, device=args.device,
-                 results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir)
+    if args.n_trials:
+        study = tune(cfg, profile=profile, data=data, n_trials=args.n_trials,
+                     study_name=args.study_name, storage=args.storage, device=args.device, **where)
+    else:
+        study = study_for(cfg, profile, args.study_name, args.storage, args.results_dir)
+        if study is None:
+            raise ConfigError(f"no study {args.study_name or f'{cfg.name}-{profile}'} to confirm "
+                              f"yet: run trials first (--n-trials N)")
     states = {}
     for t in study.trials:
         states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
     print(f"study {study.study_name}: {len(study.trials)} trials ({states}); best val_acc "
           f"{_pct(study.best_value)} with {study.best_params} (validation split only)")
+    if args.confirm:
+        check = confirmation(sweep, study, profile)
+        records = run_sweep(check, profile, data, device=args.device, **where)
+        table = paired_differences(runs_frame(records), check.baseline, order=list(check.variants))
+        print(table.to_string(), summarise_effects(table), sep="\n")
     return 0
 
 
@@ -224,8 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     u = sub.add_parser("tune", parents=[profiled],
                        help="Optuna search (TPE, median pruning) on the validation split")
-    u.add_argument("config", help="config name in configs/ or a .toml path")
-    u.add_argument("--n-trials", type=int, required=True, help="trials this worker runs")
+    u.add_argument("config", nargs="?", default=None,
+                   help="config name in configs/ or a .toml path (or --sweep)")
+    u.add_argument("--sweep", default=None,
+                   help="search from this sweep's baseline at the sweep's budget (core_study ...)")
+    u.add_argument("--n-trials", type=int, required=True,
+                   help="trials this worker runs (0 with --confirm: only confirm)")
+    u.add_argument("--confirm", action="store_true",
+                   help="then train the best trial's settings with the sweep's declared seeds, "
+                        "paired with its baseline (needs --sweep)")
     u.add_argument("--storage", default=None,
                    help="Optuna storage URL shared by all workers (default: SQLite under "
                         "results/<profile>/tune/)")

@@ -32,6 +32,9 @@ class Sweep:
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # another sweep -> {this sweep's variant: the same change under that sweep's name}
     counterparts: dict[str, dict[str, str]] = field(default_factory=dict)
+    # the command that trains its runs where `sweep NAME` cannot ({profile} filled in):
+    # a variant made outside the sweep file, such as an Optuna study's best trial
+    made_by: str = ""
 
     def __post_init__(self):
         baseline = self.baseline or next(iter(self.variants))
@@ -89,6 +92,8 @@ class Sweep:
 
     def command(self, profile: str) -> str:
         """The command that trains this sweep's missing runs (finished ones are reused)."""
+        if self.made_by:
+            return self.made_by.format(profile=profile)
         only = "".join(f" --variant {shlex.quote(v)}" for v in self.variants) if self.is_subset else ""
         return f"python -m cifar_lib sweep {self.name} --profile {profile}{only}"
 

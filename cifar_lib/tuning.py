@@ -114,6 +114,9 @@ def search_space(cfg: Config) -> dict:
     space = dict(SEARCH_SPACE)
     if "dropout" not in model_arguments(cfg.model):
         del space["dropout"]
+    kind, choices = space["batch_size"]
+    if cfg.batch_size not in choices:       # a large-batch recipe (fast: 2000): half, same, double
+        space["batch_size"] = (kind, (cfg.batch_size // 2, cfg.batch_size, 2 * cfg.batch_size))
     if cfg.train_subset:
         kind, choices = space["batch_size"]
         space["batch_size"] = (kind, tuple(c for c in choices if c <= cfg.train_subset)
@@ -136,6 +139,41 @@ def suggest(trial: optuna.Trial, cfg: Config) -> Config:
         model_args["dropout"] = values.pop("dropout")
     values["lr"] = cfg.lr * values["lr"]
     return validate(dataclasses.replace(cfg, model_args=model_args, **values))
+
+
+def best_settings(study: optuna.Study, cfg: Config) -> dict:
+    """The best trial's settings as a change of `cfg` (what a sweep variant holds)."""
+    tuned = suggest(optuna.trial.FixedTrial(study.best_trial.params), cfg)
+    return {key: getattr(tuned, key) for key in ("lr", "weight_decay", "label_smoothing",
+                                                 "batch_size", "model_args")
+            if getattr(tuned, key) != getattr(cfg, key)}
+
+
+def confirmation(sweep, study: optuna.Study, profile: str):
+    """The sweep's baseline beside the study's best trial, as a variant of the same sweep:
+    trained with the sweep's declared seeds and paired with its baseline seed by seed (the
+    search saw one seed each, so its best value is optimistic until this says otherwise).
+    The variant is named by its trial, so a later best is a new variant, not a mix."""
+    import dataclasses as dc
+
+    base = sweep.config(sweep.baseline, profile)
+    name = f"Optuna trial {study.best_trial.number}"
+    change = {**sweep.variants[sweep.baseline], **best_settings(study, base)}
+    return dc.replace(sweep, variants={sweep.baseline: sweep.variants[sweep.baseline], name: change},
+                      factors={**sweep.factors, name: "Optuna's best settings (several at once)"},
+                      is_subset=True, groups={}, counterparts={},
+                      made_by=f"python -m cifar_lib tune --sweep {sweep.name} --profile {{profile}} "
+                              f"--n-trials 0 --confirm")
+
+
+def study_for(cfg: Config, profile: str, study_name: str | None = None, storage: str | None = None,
+              results_dir: Path = RESULTS_DIR) -> optuna.Study | None:
+    """The stored study of `cfg` at `profile` (default name <config>-<profile>), or None."""
+    study_name = study_name or f"{cfg.name}-{profile}"
+    storage = open_storage(storage or default_storage(results_dir, profile))
+    if study_name not in optuna.study.get_all_study_names(storage):
+        return None
+    return optuna.load_study(study_name=study_name, storage=storage)
 
 
 def tune(cfg: Config, *, profile: str, data: CIFAR10, n_trials: int, study_name: str | None = None,

@@ -167,3 +167,73 @@ def test_a_storage_whose_driver_is_missing_names_the_extra_to_install(monkeypatc
         open_storage("redis://localhost/0")
     journal = open_storage(f"journal:{tmp_path / 'shared' / 'study.log'}")
     assert type(journal).__name__ == "JournalStorage" and (tmp_path / "shared").is_dir()
+
+
+def _study_with(cfg, trials):
+    """An in-memory study holding finished trials with these (params, value)."""
+    space = search_space(cfg)
+    study = optuna.create_study(direction="maximize")
+    for params, value in trials:
+        probe = optuna.trial.FixedTrial(params)
+        suggest(probe, cfg)                                   # the params are in the space
+        distributions = {k: (optuna.distributions.FloatDistribution(*spec, log=True) if kind == "log"
+                             else optuna.distributions.FloatDistribution(*spec) if kind == "float"
+                             else optuna.distributions.CategoricalDistribution(spec[0]))
+                         for k, (kind, *spec) in space.items()}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
+                                                  value=value))
+    return study
+
+
+def test_the_best_trial_becomes_a_variant_of_the_sweep_it_searched_from():
+    from cifar_lib.sweeps import CORE_STUDY
+    from cifar_lib.tuning import confirmation
+
+    base = CORE_STUDY.config(CORE_STUDY.baseline, "cpu")     # fast at the core study's budget
+    assert search_space(base)["batch_size"][1] == (base.batch_size // 2, base.batch_size,
+                                                   2 * base.batch_size)
+    good = {"lr": 2.0, "weight_decay": 1e-3, "label_smoothing": 0.1, "dropout": 0.05,
+            "batch_size": base.batch_size // 2}
+    study = _study_with(base, [({**good, "lr": 0.5}, 0.70), (good, 0.80), ({**good, "dropout": 0.2}, 0.75)])
+    check = confirmation(CORE_STUDY, study, "cpu")
+    assert list(check.variants) == ["fast", "Optuna trial 1"] and check.seeds == CORE_STUDY.seeds
+    tuned = check.config("Optuna trial 1", "cpu")
+    assert tuned.lr == pytest.approx(2.0 * base.lr) and tuned.batch_size == base.batch_size // 2
+    assert (tuned.weight_decay, tuned.label_smoothing, tuned.model_args["dropout"]) == (1e-3, 0.1, 0.05)
+    assert tuned.epochs == base.epochs and tuned.name == "core_study"   # the sweep's budget, its folder
+    assert check.factor("Optuna trial 1").startswith("Optuna's best settings")
+    assert check.command("cpu") == "python -m cifar_lib tune --sweep core_study --profile cpu --n-trials 0 --confirm"
+
+
+def test_tune_refuses_a_confirmation_without_a_sweep_before_reading_data(capsys):
+    from cifar_lib.cli import main
+
+    assert main(["tune", "fast", "--n-trials", "2", "--confirm", "--data-root", "/nowhere"]) == 2
+    assert "name the sweep with --sweep NAME" in capsys.readouterr().err
+    assert main(["tune", "fast", "--sweep", "core_study", "--n-trials", "2"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["tune", "--sweep", "core_study", "--n-trials", "0", "--data-root", "/nowhere"]) == 2
+    assert "--n-trials must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_confirmed_best_trial_is_paired_with_the_baseline_seed_by_seed(tmp_path, cifar_folder):
+    from cifar_lib.studies import Sweep, run_sweep
+    from cifar_lib.tables import paired_differences, runs_frame
+    from cifar_lib.tuning import confirmation
+
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    sweep = Sweep(name="tiny_study", base=str(config), seeds=(0, 1), variants={"base": {}})
+    where = dict(results_dir=tmp_path / "results", checkpoint_dir=tmp_path / "ckpt")
+    study = tune(sweep.config("base", "cpu"), profile="cpu", data=cifar_folder, n_trials=2,
+                 pruner=optuna.pruners.NopPruner(), **where)
+    check = confirmation(sweep, study, "cpu")
+    records = run_sweep(check, "cpu", cifar_folder, **where)
+    name = f"Optuna trial {study.best_trial.number}"
+    assert [(r["tags"]["variant"], r["seed"]) for r in records] == [
+        ("base", 0), ("base", 1), (name, 0), (name, 1)]
+    assert all(r["config"]["batch_size"] == study.best_params["batch_size"]
+               for r in records if r["tags"]["variant"] == name)
+    table = paired_differences(runs_frame(records), "base")
+    assert table.loc[name, "pairs"] == 2 and not any(r["test_read"] for r in records)
