@@ -186,15 +186,16 @@ def test_gpu_check_runs_every_stage_with_commands_the_kit_accepts(tmp_path):
         assert ns.device == "cuda" and ns.profile == "full"      # every run at the GPU budget
         if ns.command == "train":
             load_config(ns.config, ns.profile)
-        elif ns.command == "tune":
-            assert ns.n_trials >= 40
-            load_config(ns.config, ns.profile)
+        elif ns.command == "tune":      # the core study's base, its best trial confirmed
+            assert ns.n_trials >= 40 and ns.confirm and ns.config is None
+            SWEEPS[ns.sweep].config(SWEEPS[ns.sweep].baseline, ns.profile)
         else:
             SWEEPS[ns.name].config(next(iter(SWEEPS[ns.name].variants)), ns.profile)
     # the studies first (core, block ablation, Optuna), then the coursework's 50-epoch
     # ImprovedNet, then `fast`'s final runs and the rest
-    order = [(ns.command, ns.config if ns.command != "sweep" else ns.name) for ns in kit]
-    assert order[:4] == [("sweep", "core_study"), ("sweep", "block_ablation"), ("tune", "fast"),
+    what = {"sweep": "name", "tune": "sweep", "train": "config"}
+    order = [(ns.command, getattr(ns, what[ns.command])) for ns in kit]
+    assert order[:4] == [("sweep", "core_study"), ("sweep", "block_ablation"), ("tune", "core_study"),
                          ("train", "improved_tuned_50")]
     assert [(ns.config, ns.seed, ns.final) for ns in kit if ns.command == "train"] == [
         ("improved_tuned_50", 0, False)] + [("fast", s, True) for s in range(5)] + [
