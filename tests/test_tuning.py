@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from cifar_lib.config import load_config
-from cifar_lib.tuning import search_space, suggest, tune
+from cifar_lib.tuning import median_pruner, search_space, suggest, tune
 
 TINY = """
 model = "improved"
@@ -237,3 +237,21 @@ def test_a_confirmed_best_trial_is_paired_with_the_baseline_seed_by_seed(tmp_pat
                for r in records if r["tags"]["variant"] == name)
     table = paired_differences(runs_frame(records), "base")
     assert table.loc[name, "pairs"] == 2 and not any(r["test_read"] for r in records)
+
+
+@pytest.mark.parametrize("epochs, first_pruned_epoch", [(2, 1), (8, 4), (1, 1)])
+def test_the_median_pruner_stops_a_poor_trial_from_half_its_budget(epochs, first_pruned_epoch):
+    study = optuna.create_study(direction="maximize", pruner=median_pruner(epochs))
+    for value in (0.80, 0.81, 0.82, 0.83):           # four whole trials set the median
+        trial = study.ask()
+        for step in range(epochs):
+            trial.report(value, step)
+        study.tell(trial, value)
+    poor = study.ask()
+    pruned_at = None
+    for step in range(epochs):
+        poor.report(0.10, step)
+        if poor.should_prune():
+            pruned_at = step + 1
+            break
+    assert pruned_at == first_pruned_epoch
