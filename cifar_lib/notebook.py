@@ -60,8 +60,9 @@ def show_recorded_sweep(sweep, profile: str, title: str, results_dir: Path | Non
 
     runs = sweep_runs(sweep, profile, results_dir or RESULTS_DIR)
     if runs.empty:
+        gpu = "" if sweep.made_by else ", `--profile full --jobs 4` on a GPU"
         print(f"no {sweep.name} records at the {profile} profile yet ({sweep.planned_runs} runs): "
-              f"`{sweep.command(profile)}` measures them here, `--profile full --jobs 4` on a GPU")
+              f"`{sweep.command(profile)}` measures them here{gpu}")
         return None
     if note := sweep.progress(zip(runs["variant"], runs["seed"]), profile):
         print(note)
@@ -74,6 +75,50 @@ def show_recorded_sweep(sweep, profile: str, title: str, results_dir: Path | Non
     print(summarise_effects(table))
     display(plots.forest_plot(table, title=title, label=f"difference to {sweep.baseline}"))
     return table
+
+
+def show_search(sweep, profile: str, results_dir: Path | None = None):
+    """An Optuna search on a sweep's baseline (`tune --sweep NAME`), read from results/: what
+    it ran and found, each trial's accuracy with the settings' importances, Optuna's slice
+    plot, and the best trial's paired confirmation with the sweep's seeds. Without a stored
+    study, the command that runs it. Returns the trials (None without a study)."""
+    import warnings
+
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import optuna
+    from IPython.display import display
+    from optuna.visualization import matplotlib as optuna_plots
+
+    from . import plots
+    from .records import RESULTS_DIR
+    from .tuning import confirmation, describe_settings, importances, study_for, trial_records, trials_frame
+
+    results_dir = results_dir or RESULTS_DIR
+    study = study_for(sweep.config(sweep.baseline, profile), profile, results_dir=results_dir)
+    trials = None if study is None else trials_frame(study)
+    if trials is None or (trials["state"] == "complete").sum() < 2:
+        print(f"no Optuna search of {sweep.name}'s base at the {profile} profile yet: "
+              f"`python -m cifar_lib tune --sweep {sweep.name} --profile {profile} --n-trials 40 "
+              f"--confirm` runs it and confirms its best trial (`benchmarks/gpu_check.sh` on a GPU)")
+        return None
+    devices = sorted({device_label(r["device"]) + ", " + r["precision"]
+                      for r in trial_records(results_dir, profile, study.study_name)})
+    states = trials["state"].value_counts()
+    where = "".join(f"; {d}" for d in devices)
+    print(f"{len(trials)} trials ({', '.join(f'{n} {s}' for s, n in states.items())}; one seed each"
+          f"{where}): best validation accuracy {100 * study.best_value:.2f}% "
+          f"(trial {study.best_trial.number}) with {describe_settings(study.best_params)}; the "
+          f"median complete trial {trials.loc[trials['state'] == 'complete', 'val_acc'].median():.2f}%")
+    display(plots.optuna_search(trials, importances(study)))
+    with warnings.catch_warnings():       # optuna marks its matplotlib plots experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        axes = np.atleast_1d(optuna_plots.plot_slice(study))
+    display(axes.flat[0].figure)
+    plt.close(axes.flat[0].figure)
+    show_recorded_sweep(confirmation(sweep, study, profile), profile,
+                        title=f"Optuna's best trial against {sweep.baseline}", results_dir=results_dir)
+    return trials
 
 
 def _last_state(text: str) -> str:

@@ -43,6 +43,7 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
            "Regularisation and normalisation of `fast`, whole training split", "regularisation_full")
     sections.sweep(filled, records, CORE_STUDY.group("optimisation"),
            "Learning rates and batch size of `fast`, whole training split", "optimisation_full")
+    sections.optuna_search(filled, records, results_dir)
     sections.sweep(filled, records, BLOCK_ABLATION, "Block ablation", "block_ablation")
     sections.sweep(filled, records, FAST_ABLATION, "Fast-recipe ablation", "fast_ablation")
     sections.improved(filled, by_config)

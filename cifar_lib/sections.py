@@ -122,7 +122,7 @@ def basic(filled: Filled, records: list[dict]):
                   f"BasicNet learning curves: {plots.CURVE_STYLES_TEXT} ({_scope(records)}).")
 
 
-def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
+def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str, figure: bool = True):
     filled.values[f"{name}_command"] = sweep.command(records[0]["profile"])
     filled.values[f"{name}_planned"] = sweep.describe_plan()
     mine = sweep_records(records, sweep)
@@ -166,6 +166,8 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
                                              "p_holm": "p (Holm)"}),
         f"{title}: validation accuracy (mean over seeds) and each variant's difference "
         f"to {baseline}: {describe_pairing(paired)} ({_scope(mine)}).")
+    if not figure:
+        return
     filled.figure(f"{name}_sweep", plots.forest_plot(paired, title=title, label=f"difference to {baseline}"),
                   f"{title}: each variant's paired difference to {baseline} with its Holm-adjusted "
                   f"95% interval (filled: resolved; arrows: an interval cut at the axis; a "
@@ -518,6 +520,59 @@ def coursework_answers(filled: Filled, sections=("regularisation_full", "optimis
     verdicts = [f"resolved, {listed(rows[rows['resolved']])}" if rows["resolved"].any() else "",
                 f"not resolved, {listed(rows[~rows['resolved']])}" if (~rows["resolved"]).any() else ""]
     filled.values["coursework_answers"] = "; ".join(v for v in verdicts if v)
+
+
+def optuna_search(filled: Filled, records: list[dict], results_dir: Path):
+    """The Optuna search on the core study's base (all settings at once, one seed a trial):
+    its trials, the best one's settings, the settings' importances, and the paired
+    confirmation of the best trial with the core study's declared seeds."""
+    from .tuning import (confirmation, describe_settings, describe_space, importances, study_for,
+                         trial_records, trials_frame)
+
+    profile = records[0]["profile"]
+    cfg = CORE_STUDY.config(CORE_STUDY.baseline, profile)
+    study = study_for(cfg, profile, results_dir=results_dir)
+    if study is None:
+        return
+    trials = trials_frame(study)
+    if trials.empty or (trials["state"] == "complete").sum() < 2:     # importances need two
+        return
+    complete, pruned = trials[trials["state"] == "complete"], trials[trials["state"] == "pruned"]
+    ran = trial_records(results_dir, profile, study.study_name)
+    devices = sorted({(r["device"]["name"], device_label(r["device"]), r["precision"]) for r in ran})
+    best = study.best_trial
+    shares = importances(study)
+    top, share = next(iter(shares.items()))
+    filled.values.update(
+        optuna_trials=str(len(trials)), optuna_complete=str(len(complete)), optuna_pruned=str(len(pruned)),
+        optuna_epochs=str(cfg.epochs), optuna_space=describe_space(cfg),
+        optuna_device="; ".join(f"{label}, {precision}" for _, label, precision in devices),
+        optuna_best=f"{100 * best.value:.2f}%", optuna_best_trial=str(best.number),
+        optuna_best_settings=describe_settings(best.params),
+        optuna_median=f"{complete['val_acc'].median():.2f}%",
+        optuna_top=f"{top} ({share:.2f})")
+    base_label, base_value = "", None
+    if len(devices) == 1:            # the base's seed-0 run on the machine the trials ran on
+        name, label, precision = devices[0]
+        base = [r for r in sweep_records(records, CORE_STUDY) if r["tags"]["variant"] == CORE_STUDY.baseline
+                and r["seed"] == 0 and (r["device"]["name"], r["precision"]) == (name, precision)]
+        if base:
+            base_value = 100 * base[-1]["final"]["val_acc"]
+            filled.values["optuna_base_seed0"] = f"{base_value:.2f}%"
+            base_label = f"fast, seed 0, same machine ({base_value:.2f}%)"
+    filled.figure("optuna_search", plots.optuna_search(trials, shares, base_value, base_label),
+                  f"Optuna's search on `fast` at the core study's budget ({len(trials)} trials, seed 0 "
+                  f"each, validation split; {filled.values['optuna_device']}): left, each trial's "
+                  f"validation accuracy in the order it ran (hollow: pruned, at the epoch it "
+                  f"stopped), the best complete trial so far"
+                  + (" and `fast`'s own seed-0 run on the same machine" if base_value else "") + "; right, "
+                  f"each setting's PED-ANOVA importance for reaching the best tenth of the "
+                  f"{len(complete)} complete trials.")
+    check = confirmation(CORE_STUDY, study, profile)
+    sweep(filled, records, check, "Optuna's best trial against `fast`, whole training split",
+          "optuna_confirm", figure=False)             # one row: the table says it all
+    if "optuna_confirm_setup" not in filled.values:
+        filled.values["optuna_unconfirmed"] = check.command(profile)
 
 
 STUDY_GOAL_HOURS = 3      # what the core study aims at on one 2-core bf16 CPU

@@ -3,7 +3,8 @@ on each epoch's validation accuracy, every trial a kit run with its own record.
 
 The study lives in a database (SQLite under results/ by default), so many workers (the
 same command, on one machine or many, with one `--storage` URL) can share it: Optuna
-hands each worker its own trials. The test set is never read.
+hands each worker its own trials. The test set is never read. Reading a stored study
+(`study_for`, `trials_frame`) imports no training code, so the report can do it.
 """
 from __future__ import annotations
 
@@ -14,9 +15,7 @@ import optuna
 
 from .config import Config, ConfigError, validate
 from .data import CIFAR10
-from .experiment import run_experiment
 from .paths import CHECKPOINT_DIR, RESULTS_DIR
-from .train import Pruned
 
 # What a trial may change, and over which range (log: sampled on a log scale).
 SEARCH_SPACE = {
@@ -28,8 +27,11 @@ SEARCH_SPACE = {
 }
 
 
-def default_storage(results_dir: Path, profile: str) -> str:
+def default_storage(results_dir: Path, profile: str, create: bool = True) -> str | None:
+    """The SQLite file under results/<profile>/tune/; without `create`, None if it is not there."""
     folder = Path(results_dir) / profile / "tune"
+    if not create and not (folder / "optuna.db").is_file():
+        return None
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(folder / 'optuna.db').resolve()}"
 
@@ -149,6 +151,35 @@ def suggest(trial: optuna.Trial, cfg: Config) -> Config:
     return validate(dataclasses.replace(cfg, model_args=model_args, **values))
 
 
+# What a trial's settings are called in prose.
+SETTING_NAMES = {"lr": "lr", "weight_decay": "weight decay", "label_smoothing": "label smoothing",
+                 "dropout": "dropout", "batch_size": "batch"}
+
+
+def _value(key: str, v) -> str:
+    # the learning rate is searched as a factor of the config's own
+    return f"×{v:.2g}" if key == "lr" else str(v) if isinstance(v, int) else f"{v:.2g}"
+
+
+def describe_settings(params: dict) -> str:
+    """'lr ×1.3, weight decay 0.0012, label smoothing 0.21, dropout 0.02, batch 2000'."""
+    return ", ".join(f"{SETTING_NAMES.get(k, k)} {_value(k, v)}" for k, v in params.items())
+
+
+def describe_space(cfg: Config) -> str:
+    """The search space as prose: 'lr ×0.25 to ×4 (log scale); ...; batch 1000, 2000 or 4000'."""
+    parts = []
+    for key, (kind, *spec) in search_space(cfg).items():
+        name = SETTING_NAMES.get(key, key)
+        if kind == "choice":
+            choices = [str(c) for c in spec[0]]
+            parts.append(f"{name} {', '.join(choices[:-1])} or {choices[-1]}")
+        else:
+            low, high = (f"×{v:g}" if key == "lr" else f"{v:g}" for v in spec)
+            parts.append(f"{name} {low} to {high}" + (" (log scale)" if kind == "log" else ""))
+    return "; ".join(parts)
+
+
 def best_settings(study: optuna.Study, cfg: Config) -> dict:
     """The best trial's settings as a change of `cfg` (what a sweep variant holds)."""
     tuned = suggest(optuna.trial.FixedTrial(study.best_trial.params), cfg)
@@ -178,10 +209,50 @@ def study_for(cfg: Config, profile: str, study_name: str | None = None, storage:
               results_dir: Path = RESULTS_DIR) -> optuna.Study | None:
     """The stored study of `cfg` at `profile` (default name <config>-<profile>), or None."""
     study_name = study_name or f"{cfg.name}-{profile}"
-    storage = open_storage(storage or default_storage(results_dir, profile))
+    url = storage or default_storage(results_dir, profile, create=False)
+    if url is None:
+        return None
+    storage = open_storage(url)
     if study_name not in optuna.study.get_all_study_names(storage):
         return None
     return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def trials_frame(study: optuna.Study):
+    """One row per finished trial: its number, state, the validation accuracy (%) it ended
+    on (a pruned trial's at the epoch it stopped), the epochs it ran, the best complete value
+    so far, and its settings as the config got them (the filter rate as a factor)."""
+    import pandas as pd
+
+    rows, best = [], None
+    for t in sorted(study.trials, key=lambda t: t.number):
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            value, epochs = t.value, len(t.intermediate_values) or None
+            best = value if best is None else max(best, value)
+        elif t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values:
+            epochs = max(t.intermediate_values) + 1
+            value = t.intermediate_values[epochs - 1]
+        else:
+            continue                      # running, waiting or failed: nothing measured yet
+        rows.append({"trial": t.number, "state": t.state.name.lower(), "val_acc": 100 * value,
+                     "epochs": epochs,
+                     "best so far": None if best is None else 100 * best, **t.params})
+    return pd.DataFrame(rows)
+
+
+def trial_records(results_dir: Path, profile: str, study_name: str) -> list[dict]:
+    """Every record a study's trials wrote, pruned ones included: where the trials trained."""
+    from .records import iter_records
+
+    return [r for _, r in iter_records(results_dir) if r.get("profile") == profile
+            and r.get("tags", {}).get("study") == study_name]
+
+
+def importances(study: optuna.Study) -> dict[str, float]:
+    """Each setting's share of the importance, by prose name, largest first. Optuna's default,
+    PED-ANOVA: how much a setting decides whether a trial reaches the best tenth of the
+    complete ones (deterministic, unlike fANOVA's random forest)."""
+    return {SETTING_NAMES.get(k, k): v for k, v in optuna.importance.get_param_importances(study).items()}
 
 
 def tune(cfg: Config, *, profile: str, data: CIFAR10, n_trials: int, study_name: str | None = None,
@@ -191,6 +262,9 @@ def tune(cfg: Config, *, profile: str, data: CIFAR10, n_trials: int, study_name:
     """Run `n_trials` more trials of the study (created if new) and return it; with
     `top_up`, only as many as it lacks to have `n_trials` finished (complete or pruned)
     ones, so a notebook that runs again reuses its study instead of growing it."""
+    from .experiment import run_experiment
+    from .train import Pruned
+
     if n_trials < 1:
         raise ConfigError(f"--n-trials must be at least 1, got {n_trials}")
     study_name = study_name or f"{cfg.name}-{profile}"

@@ -478,3 +478,52 @@ def test_a_sweep_trains_its_baseline_again_on_a_machine_where_a_variant_trains(t
     assert [(r["tags"]["variant"], r["seed"]) for r in again] == [
         (r["tags"]["variant"], r["seed"]) for r in records]
     assert len(load_records(tmp_path, profile="cpu", config="augmentation")) == 6
+
+
+def _search_study(results_dir: Path, epochs: int = 2):
+    """An Optuna study of the core study's base as `tune --sweep core_study` stores it, its
+    trials told by hand: 38 complete (their accuracy rising with the lr factor, so lr is what
+    matters) and 2 stopped after the first epoch."""
+    import optuna
+
+    from cifar_lib.tuning import default_storage
+
+    study = optuna.create_study(study_name="core_study-cpu", direction="maximize",
+                                storage=default_storage(results_dir, "cpu"),
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    for number in range(40):
+        trial = study.ask()
+        lr = trial.suggest_float("lr", 0.25, 4.0, log=True)
+        trial.suggest_float("weight_decay", 1e-5, 1e-2, log=True)
+        trial.suggest_float("label_smoothing", 0.0, 0.3)
+        trial.suggest_float("dropout", 0.0, 0.3)
+        trial.suggest_categorical("batch_size", [1000, 2000, 4000])
+        value = 0.70 + 0.02 * lr
+        trial.report(value - 0.05, 0)
+        if number in (3, 5):
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
+        trial.report(value, epochs - 1)
+        study.tell(trial, value)
+    return study
+
+
+def test_the_optuna_search_is_reported_with_its_best_trial_unconfirmed_until_trained(tmp_path):
+    from cifar_lib.sections import Filled, optuna_search
+
+    filled = Filled(tmp_path)
+    optuna_search(filled, [{"profile": "cpu", "tags": {}}], tmp_path)
+    assert "optuna_trials" not in filled.values            # no study stored: nothing to say
+    study = _search_study(tmp_path)
+    optuna_search(filled, [{"profile": "cpu", "tags": {}}], tmp_path)
+    best = study.best_trial
+    values = filled.values
+    assert (values["optuna_trials"], values["optuna_complete"], values["optuna_pruned"]) == ("40", "38", "2")
+    assert values["optuna_best"] == f"{100 * best.value:.2f}%"
+    assert values["optuna_best_settings"].startswith(f"lr ×{best.params['lr']:.2g}, weight decay ")
+    assert values["optuna_top"].startswith("lr (")           # the only setting the value follows
+    assert "batch 1000, 2000 or 4000" in values["optuna_space"]
+    assert (tmp_path / "optuna_search.png").is_file()
+    # Its best trial has no runs with the declared seeds yet: the report says how to train them.
+    assert values["optuna_unconfirmed"].endswith("--n-trials 0 --confirm")
+    assert "optuna_confirm_setup" not in values
