@@ -550,7 +550,8 @@ def optuna_search(filled: Filled, records: list[dict], results_dir: Path):
         optuna_best=f"{100 * best.value:.2f}%", optuna_best_trial=str(best.number),
         optuna_best_settings=describe_settings(best.params),
         optuna_median=f"{complete['val_acc'].median():.2f}%",
-        optuna_top=f"{top} ({share:.2f})")
+        optuna_top=f"{top} ({share:.2f})",
+        optuna_hours=f"{sum(r.get('wall_seconds') or 0 for r in ran) / 3600:.1f}")
     base_label, base_value = "", None
     if len(devices) == 1:            # the base's seed-0 run on the machine the trials ran on
         name, label, precision = devices[0]
@@ -587,7 +588,8 @@ def cost(filled: Filled, runs: pd.DataFrame, records: list[dict]):
     filled.values["cost_by_device"] = "; ".join(
         f"{int(row.runs)} run{'s' if row.runs != 1 else ''} took {row.hours:.1f} hours of wall time on the {device} ({precision})"
         for (device, precision), row in per_device.sort_values("hours", ascending=False).iterrows())
-    core = runs[runs["sweep"] == CORE_STUDY.name]
+    # the planned variants only: a confirmation of Optuna's best trial runs in the same sweep
+    core = runs[(runs["sweep"] == CORE_STUDY.name) & runs["variant"].isin(list(CORE_STUDY.variants))]
     filled.values["cost_core"] = ""
     if len(core):
         parts = []

@@ -246,3 +246,25 @@ def test_checkpoint_that_runs_code_is_refused(tmp_path):
     with pytest.raises(pickle.UnpicklingError):
         load_checkpoint(path, torch.device("cpu"))
     assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_a_run_is_dirty_when_code_changed_but_not_when_results_did(tmp_path, monkeypatch):
+    from cifar_lib import records
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                       check=True, capture_output=True)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "model.py").write_text("width = 64\n")
+    (tmp_path / "results" / "optuna.db").write_bytes(b"trials: 0")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "code and a study")
+    monkeypatch.setattr(records, "REPO_ROOT", tmp_path)
+    clean = records.git_commit()
+    assert len(clean) == 40
+    (tmp_path / "results" / "optuna.db").write_bytes(b"trials: 1")    # a search started
+    assert records.git_commit() == clean
+    (tmp_path / "model.py").write_text("width = 128\n")               # the code changed
+    assert records.git_commit() == clean + "-dirty"
