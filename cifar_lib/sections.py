@@ -574,6 +574,13 @@ def optuna_search(filled: Filled, records: list[dict], results_dir: Path):
           "optuna_confirm", figure=False)             # one row: the table says it all
     if "optuna_confirm_setup" not in filled.values:
         filled.values["optuna_unconfirmed"] = check.command(profile)
+        return
+    row = filled.paired["optuna_confirm"].drop(check.baseline).iloc[0]
+    filled.values["optuna_confirm_verdict"] = (
+        f"they are {row['diff']:+.2f} points of validation accuracy against it ({int(row['pairs'])} "
+        f"seed pairs, 95% interval {row['95% low']:+.2f} to {row['95% high']:+.2f}): "
+        + ("resolved" if row["resolved"] else "not resolved, so the search's gain is not shown "
+                                               "to hold beyond its own seed"))
 
 
 STUDY_GOAL_HOURS = 3      # what the core study aims at on one 2-core bf16 CPU
@@ -597,10 +604,18 @@ def cost(filled: Filled, runs: pd.DataFrame, records: list[dict]):
             hours = group["wall_minutes"].sum() / 60
             share = f"{len(group)} of its {CORE_STUDY.planned_runs} planned runs"
             full = hours * CORE_STUDY.planned_runs / len(group)
+            # What sets the time: the plan's images over the rate they trained at, and the
+            # share of the wall time that was training (the rest: evaluation, start-up)
+            rate = group["images_seen"].sum() / (60 * group["train_minutes"].sum())
+            training = group["train_minutes"].sum() / group["wall_minutes"].sum()
             parts.append(f"on the {device} ({precision}) {share} took {hours:.1f} hours, so all of "
                          f"them would take about {full:.1f} hours, "
                          + (f"{full / STUDY_GOAL_HOURS:.1f} times" if full > STUDY_GOAL_HOURS else "within")
-                         + f" the {STUDY_GOAL_HOURS} hours it aims at")
+                         + f" the {STUDY_GOAL_HOURS} hours it aims at ({CORE_STUDY.planned_runs} runs of "
+                         f"{int(group['images_seen'].median()):,} training images at the {rate:.0f} "
+                         f"images/s they trained at there, training {100 * training:.0f}% of the wall time"
+                         + (f"; {STUDY_GOAL_HOURS} hours would need about {rate * full / STUDY_GOAL_HOURS:.0f} images/s"
+                            if full > STUDY_GOAL_HOURS else "") + ")")
         filled.values["cost_core"] = "The core study: " + "; ".join(parts) + "." + _fp32_multiple(records, core)
     filled.table("study_cost", table.reset_index().rename(columns={
         "device_label": "device", "wall_hours": "wall hours", "minutes_per_run": "minutes per run"}),
