@@ -181,33 +181,32 @@ def forest_plot(table: pd.DataFrame, title: str = "", label: str = "difference t
 
 def optuna_search(trials: pd.DataFrame, importances: dict[str, float], base: float | None = None,
                   base_label: str = "the base"):
-    """An Optuna search (a `tuning.trials_frame`): left, every trial's validation accuracy in
-    the order it ran, complete trials filled, pruned ones hollow at the epoch they stopped,
-    the best complete value so far as a step line and the base as a dashed line; right, each
-    setting's importance (optuna.importance, normalised to sum to 1)."""
+    """An Optuna search (a `tuning.trials_frame`): left, each complete trial's validation
+    accuracy in the order it ran, the best so far as a step line, the base as a dashed line
+    and the pruned trials as ticks along the bottom (an accuracy halfway through a schedule is
+    not comparable with a final one, so it is not drawn as one); right, each setting's
+    importance (optuna.importance, normalised to sum to 1)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), width_ratios=[1.8, 1])
     complete = trials[trials["state"] == "complete"]
     pruned = trials[trials["state"] == "pruned"]
-    left.scatter(complete["trial"], complete["val_acc"], color="C0", s=28, zorder=3,
-                 label="complete")
-    if len(pruned):
-        stopped = sorted(set(pruned["epochs"]))
-        left.scatter(pruned["trial"], pruned["val_acc"], facecolor="white", edgecolor="C0", s=28,
-                     zorder=3, label=f"pruned (at epoch {', '.join(str(int(e)) for e in stopped)})")
+    # A trial whose settings stop it training sits far below the rest: the axis follows the
+    # better half of the trials, and those below it are drawn on its lower edge.
+    values = complete["val_acc"]
+    middle = values.median()
+    low = max(min(middle - 3 * (values.max() - middle), base if base is not None else middle) - 1,
+              values.min() - 1)
+    shown = complete[complete["val_acc"] >= low]
+    below = complete[complete["val_acc"] < low]
+    left.scatter(shown["trial"], shown["val_acc"], color="C0", s=28, zorder=3, label="complete")
+    left.scatter(below["trial"], np.full(len(below), low), marker="v", color="C0", s=30, zorder=3,
+                 label=f"complete, below the axis ({len(below)})" if len(below) else None)
     left.step(complete["trial"], complete["best so far"], where="post", color="C1", lw=1.5,
               label="best complete so far")
     if base is not None:
         left.axhline(base, color="0.3", ls="--", lw=1, label=base_label)
-    # A trial whose settings stop it training sits far below the rest: the axis follows the
-    # better half of the trials, and those below it are drawn on its lower edge.
-    values = trials["val_acc"]
-    floor = min(values.quantile(0.5) - 3 * (values.max() - values.quantile(0.5)),
-                base if base is not None else values.max()) - 1
-    low = max(floor, values.min() - 1)
-    below = trials[trials["val_acc"] < low]
-    left.scatter(below["trial"], np.full(len(below), low), marker="v", color="C3", s=30, zorder=4,
-                 label=f"below the axis ({len(below)})" if len(below) else None)
-    left.set_ylim(low - 0.5, values.max() + 1)
+    left.scatter(pruned["trial"], np.full(len(pruned), low - 0.4), marker="|", color="C3", s=60,
+                 zorder=3, label=f"pruned ({len(pruned)})" if len(pruned) else None)
+    left.set_ylim(low - 0.8, values.max() + 1)
     left.set(xlabel="trial (in the order it ran)", ylabel="validation accuracy (%)")
     left.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8, frameon=False)

@@ -563,9 +563,10 @@ def optuna_search(filled: Filled, records: list[dict], results_dir: Path):
             base_label = f"fast, seed 0, same machine ({base_value:.2f}%)"
     filled.figure("optuna_search", plots.optuna_search(trials, shares, base_value, base_label),
                   f"Optuna's search on `fast` at the core study's budget ({len(trials)} trials, seed 0 "
-                  f"each, validation split; {filled.values['optuna_device']}): left, each trial's "
-                  f"validation accuracy in the order it ran (hollow: pruned, at the epoch it "
-                  f"stopped), the best complete trial so far"
+                  f"each, validation split; {filled.values['optuna_device']}): left, each complete "
+                  f"trial's validation accuracy in the order it ran (pruned trials as ticks along the "
+                  f"bottom; a triangle on the lower edge is a complete trial below the axis), the "
+                  f"best complete trial so far"
                   + (" and `fast`'s own seed-0 run on the same machine" if base_value else "") + "; right, "
                   f"each setting's PED-ANOVA importance for reaching the best tenth of the "
                   f"{len(complete)} complete trials.")
