@@ -550,8 +550,20 @@ def optuna_search(filled: Filled, records: list[dict], results_dir: Path):
         optuna_best=f"{100 * best.value:.2f}%", optuna_best_trial=str(best.number),
         optuna_best_settings=describe_settings(best.params),
         optuna_median=f"{complete['val_acc'].median():.2f}%",
-        optuna_top=f"{top} ({share:.2f})",
+        optuna_top=f"{top}, with {share:.2f} of the total",
         optuna_hours=f"{sum(r.get('wall_seconds') or 0 for r in ran) / 3600:.1f}")
+    # A choice every one of the best quarter of the complete trials made alike, where it is
+    # not the recipe's own: the search's clearest pointer for a one-setting variant.
+    best_quarter = complete.nlargest(max(2, len(complete) // 4), "val_acc")
+    if "batch_size" in best_quarter and best_quarter["batch_size"].nunique() == 1 \
+            and best_quarter["batch_size"].iloc[0] != cfg.batch_size:
+        batch = int(best_quarter["batch_size"].iloc[0])
+        alone = next((v for v, change in CORE_STUDY.variants.items() if change == {"batch_size": batch}), None)
+        filled.values["optuna_batch"] = (
+            f"all {len(best_quarter)} of the best quarter of the complete trials trained with batch "
+            f"{batch}, against the recipe's {cfg.batch_size}: at a fixed number of epochs that is "
+            f"{'more' if batch < cfg.batch_size else 'fewer'} steps"
+            + (f", which the core study's one-setting variant `{alone}` asks alone" if alone else ""))
     base_label, base_value = "", None
     if len(devices) == 1:            # the base's seed-0 run on the machine the trials ran on
         name, label, precision = devices[0]
