@@ -521,7 +521,7 @@ def test_the_optuna_search_is_reported_with_its_best_trial_unconfirmed_until_tra
     assert (values["optuna_trials"], values["optuna_complete"], values["optuna_pruned"]) == ("40", "38", "2")
     assert values["optuna_best"] == f"{100 * best.value:.2f}%"
     assert values["optuna_best_settings"].startswith(f"lr ×{best.params['lr']:.2g}, weight decay ")
-    assert values["optuna_top"].startswith("lr (")           # the only setting the value follows
+    assert values["optuna_top"].startswith("lr, with ")       # the only setting the value follows
     assert "batch 1000, 2000 or 4000" in values["optuna_space"]
     assert (tmp_path / "optuna_search.png").is_file()
     # Its best trial has no runs with the declared seeds yet: the report says how to train them.
