@@ -182,13 +182,16 @@ def forest_plot(table: pd.DataFrame, title: str = "", label: str = "difference t
 def optuna_search(trials: pd.DataFrame, importances: dict[str, float], base: float | None = None,
                   base_label: str = "the base"):
     """An Optuna search (a `tuning.trials_frame`): left, each complete trial's validation
-    accuracy in the order it ran, the best so far as a step line, the base as a dashed line
-    and the pruned trials as ticks along the bottom (an accuracy halfway through a schedule is
-    not comparable with a final one, so it is not drawn as one); right, each setting's
-    importance (optuna.importance, normalised to sum to 1)."""
+    accuracy in the order it ran (hollow: pruned at its last epoch, so a final accuracy too),
+    the best so far as a step line, the base as a dashed line and the trials stopped early as
+    ticks along the bottom (an accuracy halfway through a schedule is not comparable with a
+    final one, so it is not drawn as one); right, each setting's importance
+    (optuna.importance, normalised to sum to 1)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), width_ratios=[1.8, 1])
     complete = trials[trials["state"] == "complete"]
-    pruned = trials[trials["state"] == "pruned"]
+    # a trial pruned at its last epoch ran its whole budget: its accuracy is a final one
+    late = trials[(trials["state"] == "pruned") & (trials["epochs"] == complete["epochs"].max())]
+    pruned = trials[(trials["state"] == "pruned") & ~trials.index.isin(late.index)]
     # A trial whose settings stop it training sits far below the rest: the axis follows the
     # better half of the trials, and those below it are drawn on its lower edge.
     values = complete["val_acc"]
@@ -198,6 +201,8 @@ def optuna_search(trials: pd.DataFrame, importances: dict[str, float], base: flo
     shown = complete[complete["val_acc"] >= low]
     below = complete[complete["val_acc"] < low]
     left.scatter(shown["trial"], shown["val_acc"], color="C0", s=28, zorder=3, label="complete")
+    left.scatter(late["trial"], late["val_acc"].clip(lower=low), facecolor="white", edgecolor="C0",
+                 s=28, zorder=3, label="ran to the end, marked pruned" if len(late) else None)
     left.scatter(below["trial"], np.full(len(below), low), marker="v", color="C0", s=30, zorder=3,
                  label=f"complete, below the axis ({len(below)})" if len(below) else None)
     left.step(complete["trial"], complete["best so far"], where="post", color="C1", lw=1.5,
@@ -205,7 +210,7 @@ def optuna_search(trials: pd.DataFrame, importances: dict[str, float], base: flo
     if base is not None:
         left.axhline(base, color="0.3", ls="--", lw=1, label=base_label)
     left.scatter(pruned["trial"], np.full(len(pruned), low - 0.4), marker="|", color="C3", s=60,
-                 zorder=3, label=f"pruned ({len(pruned)})" if len(pruned) else None)
+                 zorder=3, label=f"stopped early ({len(pruned)})" if len(pruned) else None)
     left.set_ylim(low - 0.8, values.max() + 1)
     left.set(xlabel="trial (in the order it ran)", ylabel="validation accuracy (%)")
     left.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -538,13 +538,17 @@ def optuna_search(filled: Filled, records: list[dict], results_dir: Path):
     if trials.empty or (trials["state"] == "complete").sum() < 2:     # importances need two
         return
     complete, pruned = trials[trials["state"] == "complete"], trials[trials["state"] == "pruned"]
+    late = pruned[pruned["epochs"] == cfg.epochs]       # ran every epoch, then marked pruned
     ran = trial_records(results_dir, profile, study.study_name)
     devices = sorted({(r["device"]["name"], device_label(r["device"]), r["precision"]) for r in ran})
     best = study.best_trial
     shares = importances(study)
     top, share = next(iter(shares.items()))
     filled.values.update(
-        optuna_trials=str(len(trials)), optuna_complete=str(len(complete)), optuna_pruned=str(len(pruned)),
+        optuna_trials=str(len(trials)), optuna_complete=str(len(complete)),
+        optuna_pruned=f"{len(pruned) - len(late)} were stopped early by the pruner" + (
+            f", and {len(late)} ran every epoch but were marked pruned at the last, below the median "
+            f"there (their accuracies are final ones, drawn hollow)" if len(late) else ""),
         optuna_epochs=str(cfg.epochs), optuna_space=describe_space(cfg),
         optuna_device="; ".join(f"{label}, {precision}" for _, label, precision in devices),
         optuna_best=f"{100 * best.value:.2f}%", optuna_best_trial=str(best.number),
@@ -576,8 +580,9 @@ def optuna_search(filled: Filled, records: list[dict], results_dir: Path):
     filled.figure("optuna_search", plots.optuna_search(trials, shares, base_value, base_label),
                   f"Optuna's search on `fast` at the core study's budget ({len(trials)} trials, seed 0 "
                   f"each, validation split; {filled.values['optuna_device']}): left, each complete "
-                  f"trial's validation accuracy in the order it ran (pruned trials as ticks along the "
-                  f"bottom; a triangle on the lower edge is a complete trial below the axis), the "
+                  f"trial's validation accuracy in the order it ran (trials stopped early as ticks "
+                  f"along the bottom; a triangle on the lower edge is a complete trial below the "
+                  f"axis), the "
                   f"best complete trial so far"
                   + (" and `fast`'s own seed-0 run on the same machine" if base_value else "") + "; right, "
                   f"each setting's PED-ANOVA importance for reaching the best tenth of the "

@@ -282,7 +282,8 @@ def tune(cfg: Config, *, profile: str, data: CIFAR10, n_trials: int, study_name:
 
         def report(epoch: int, row: dict) -> None:
             trial.report(row["val_acc"], epoch)
-            if trial.should_prune():
+            # after the last epoch there is nothing left to save: the trial is complete
+            if epoch + 1 < trial_cfg.epochs and trial.should_prune():
                 raise Pruned(f"pruned by Optuna after epoch {epoch + 1} "
                              f"(val_acc {row['val_acc']:.4f})")
 

@@ -255,3 +255,16 @@ def test_the_median_pruner_stops_a_poor_trial_from_half_its_budget(epochs, first
             pruned_at = step + 1
             break
     assert pruned_at == first_pruned_epoch
+
+
+@pytest.mark.slow
+def test_a_trial_is_never_pruned_after_its_last_epoch(tmp_path, cifar_folder):
+    """A pruner that would stop any trial: one epoch of one is already the whole budget, so
+    the trial is complete, with its value, not pruned with nothing saved."""
+    cfg = load_config("seed_improved", "smoke", val_size=100, epochs=1, train_subset=600,
+                      eval_subset=100, model_args={"widths": [8, 8, 8]})
+    study = tune(cfg, profile="smoke", data=cifar_folder, n_trials=1, study_name="last",
+                 storage=f"sqlite:///{tmp_path / 'l.db'}", results_dir=tmp_path, checkpoint_dir=tmp_path,
+                 pruner=optuna.pruners.ThresholdPruner(lower=1.01))
+    [trial] = study.trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE and 0 < trial.value < 1
