@@ -86,6 +86,8 @@ def show_search(sweep, profile: str, results_dir: Path | None = None):
 
     import matplotlib.pyplot as plt
     import numpy as np
+    # optuna's progress bars look for Jupyter's widgets, which the kit does not need
+    warnings.filterwarnings("ignore", message="IProgress not found")
     import optuna
     from IPython.display import display
     from optuna.visualization import matplotlib as optuna_plots

@@ -205,8 +205,10 @@ def optuna_search(trials: pd.DataFrame, importances: dict[str, float], base: flo
                  s=28, zorder=3, label="ran to the end, marked pruned" if len(late) else None)
     left.scatter(below["trial"], np.full(len(below), low), marker="v", color="C0", s=30, zorder=3,
                  label=f"complete, below the axis ({len(below)})" if len(below) else None)
-    left.step(complete["trial"], complete["best so far"], where="post", color="C1", lw=1.5,
-              label="best complete so far")
+    # drawn half a trial past the last one, so that a best found by the last trial shows
+    left.step([*complete["trial"], trials["trial"].max() + 0.5],
+              [*complete["best so far"], complete["best so far"].iloc[-1]], where="post", color="C1",
+              lw=1.5, label="best complete so far")
     if base is not None:
         left.axhline(base, color="0.3", ls="--", lw=1, label=base_label)
     left.scatter(pruned["trial"], np.full(len(pruned), low - 0.4), marker="|", color="C3", s=60,

@@ -531,3 +531,23 @@ def test_the_optuna_search_is_reported_with_its_best_trial_unconfirmed_until_tra
     # Its best trial has no runs with the declared seeds yet: the report says how to train them.
     assert values["optuna_unconfirmed"].endswith("--n-trials 0 --confirm")
     assert "optuna_confirm_setup" not in values
+
+
+def test_the_search_in_the_records_is_confirmed_with_the_declared_seeds_on_its_own_machine(tmp_path):
+    """The committed Optuna search of the core study's base: its best trial's confirmation
+    pairs every declared seed with fast's run on the machine the trials ran on, and the
+    conclusion's verdict is that table's."""
+    from cifar_lib.sections import Filled, optuna_search
+    from cifar_lib.sweeps import CORE_STUDY
+
+    records = load_records(REPO / "results", profile="cpu")
+    filled = Filled(tmp_path)
+    optuna_search(filled, records, REPO / "results")
+    assert int(filled.values["optuna_trials"]) >= 40
+    table = filled.paired["optuna_confirm"]
+    row = table.drop(CORE_STUDY.baseline).iloc[0]
+    assert row["pairs"] == len(CORE_STUDY.seeds) and row["unpaired"] == 0
+    assert table.attrs["devices"] == [filled.values["optuna_device"].rsplit(", ", 1)[0]]
+    verdict = filled.values["optuna_confirm_verdict"]
+    assert f"{row['diff']:+.2f} points" in verdict
+    assert verdict.endswith("resolved") == bool(row["resolved"])
