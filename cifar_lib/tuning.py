@@ -158,7 +158,10 @@ SETTING_NAMES = {"lr": "lr", "weight_decay": "weight decay", "label_smoothing": 
 
 def _value(key: str, v) -> str:
     # the learning rate is searched as a factor of the config's own
-    return f"×{v:.2g}" if key == "lr" else str(v) if isinstance(v, int) else f"{v:.2g}"
+    if key == "lr":
+        return f"×{v:.2g}"
+    # two significant digits, in powers of ten below 0.001 rather than a run of zeros
+    return str(v) if isinstance(v, int) else f"{v:.2g}" if v == 0 or abs(v) >= 1e-3 else f"{v:.1e}"
 
 
 def describe_settings(params: dict) -> str:
