@@ -243,12 +243,18 @@ def trials_frame(study: optuna.Study):
     return pd.DataFrame(rows)
 
 
-def trial_records(results_dir: Path, profile: str, study_name: str) -> list[dict]:
-    """Every record a study's trials wrote, pruned ones included: where the trials trained."""
-    from .records import iter_records
+def trial_config_name(study_name: str) -> str:
+    """The config name a study's trials run under, so their records share one folder."""
+    return f"tune-{study_name}"
 
-    return [r for _, r in iter_records(results_dir) if r.get("profile") == profile
-            and r.get("tags", {}).get("study") == study_name]
+
+def trial_records(results_dir: Path, profile: str, study_name: str) -> list[dict]:
+    """Every record a study's trials wrote, pruned ones included: where the trials trained.
+    Only the trials' own folder is read, not the whole results tree."""
+    from .records import iter_records, run_folder
+
+    folder = run_folder(results_dir, profile, trial_config_name(study_name))
+    return [r for _, r in iter_records(folder) if r.get("tags", {}).get("study") == study_name]
 
 
 def importances(study: optuna.Study) -> dict[str, float]:
@@ -281,7 +287,7 @@ def tune(cfg: Config, *, profile: str, data: CIFAR10, n_trials: int, study_name:
             return study
 
     def objective(trial: optuna.Trial) -> float:
-        trial_cfg = dataclasses.replace(suggest(trial, cfg), name=f"tune-{study_name}")
+        trial_cfg = dataclasses.replace(suggest(trial, cfg), name=trial_config_name(study_name))
 
         def report(epoch: int, row: dict) -> None:
             trial.report(row["val_acc"], epoch)
