@@ -94,25 +94,23 @@ def show_search(sweep, profile: str, results_dir: Path | None = None):
 
     from . import plots
     from .records import RESULTS_DIR
-    from .tuning import confirmation, describe_settings, importances, study_for, trial_records, trials_frame
+    from .tuning import confirmation, describe_settings, read_search
 
     results_dir = results_dir or RESULTS_DIR
-    study = study_for(sweep.config(sweep.baseline, profile), profile, results_dir=results_dir)
-    trials = None if study is None else trials_frame(study)
-    if trials is None or (trials["state"] == "complete").sum() < 2:
+    search = read_search(sweep, profile, results_dir)
+    if search is None:
         print(f"no Optuna search of {sweep.name}'s base at the {profile} profile yet: "
               f"`python -m cifar_lib tune --sweep {sweep.name} --profile {profile} --n-trials 40 "
               f"--confirm` runs it and confirms its best trial (`benchmarks/gpu_check.sh` on a GPU)")
         return None
-    devices = sorted({device_label(r["device"]) + ", " + r["precision"]
-                      for r in trial_records(results_dir, profile, study.study_name)})
+    study, trials = search.study, search.trials
+    where = "".join(f"; {device_label(device)}, {precision}" for device, precision in search.machines)
     states = trials["state"].value_counts()
-    where = "".join(f"; {d}" for d in devices)
     print(f"{len(trials)} trials ({', '.join(f'{n} {s}' for s, n in states.items())}; one seed each"
           f"{where}): best validation accuracy {100 * study.best_value:.2f}% "
           f"(trial {study.best_trial.number}) with {describe_settings(study.best_params)}; the "
-          f"median complete trial {trials.loc[trials['state'] == 'complete', 'val_acc'].median():.2f}%")
-    display(plots.optuna_search(trials, importances(study)))
+          f"median complete trial {search.complete['val_acc'].median():.2f}%")
+    display(plots.optuna_search(trials, search.importances))
     with warnings.catch_warnings():       # optuna marks its matplotlib plots experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         axes = np.atleast_1d(optuna_plots.plot_slice(study))

@@ -122,7 +122,7 @@ def basic(filled: Filled, records: list[dict]):
                   f"BasicNet learning curves: {plots.CURVE_STYLES_TEXT} ({_scope(records)}).")
 
 
-def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str, figure: bool = True):
+def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
     filled.values[f"{name}_command"] = sweep.command(records[0]["profile"])
     filled.values[f"{name}_planned"] = sweep.describe_plan()
     mine = sweep_records(records, sweep)
@@ -141,8 +141,8 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str, fig
         return                      # only the baseline is measured: no difference to show yet
     base = mine[0]
     filled.values[f"{name}_setup"] = (
-        f"Each variant changes one setting of the `{sweep.base}` config{_companions(sweep)} and is trained with "
-        f"{_seeds(table['seeds'])} seed(s) on {base['data']['train_images']:,} training images for "
+        f"{_what_changes(sweep)}, and is trained with {_seeds(table['seeds'])} "
+        f"seed{'s' if table['seeds'].max() > 1 else ''} on {base['data']['train_images']:,} training images for "
         f"{base['config']['epochs']} epochs ({_devices(runs)}); accuracy is measured on "
         f"{base['data']['val_images']:,} validation images and compared with "
         f"**{baseline}** {_base_means(runs, baseline)}.")
@@ -166,8 +166,8 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str, fig
                                              "p_holm": "p (Holm)"}),
         f"{title}: validation accuracy (mean over seeds) and each variant's difference "
         f"to {baseline}: {describe_pairing(paired)} ({_scope(mine)}).")
-    if not figure:
-        return
+    if len(others) == 1:
+        return                      # one comparison: its table row says all a forest plot would
     filled.figure(f"{name}_sweep", plots.forest_plot(paired, title=title, label=f"difference to {baseline}"),
                   f"{title}: each variant's paired difference to {baseline} with its Holm-adjusted "
                   f"95% interval (filled: resolved; arrows: an interval cut at the axis; a "
@@ -184,13 +184,19 @@ def _base_means(runs: pd.DataFrame, baseline: str) -> str:
     return "on the same device (" + ", ".join(f"{m:.2f}% on the {d}" for d, m in means.items()) + ")"
 
 
-def _companions(sweep) -> str:
-    """Where a variant changes more than one setting of its baseline (an optimizer with its
-    own rate, a rotation with its angle), say which: a table must not claim one factor per
+def _what_changes(sweep) -> str:
+    """What the sweep's variants change of its base, e.g. "Each variant changes one setting of
+    the `fast` config". Where one changes more (an optimizer with its own rate, a rotation with
+    its angle, a search's best trial), it says which: a table must not claim one factor per
     variant where a companion came along."""
     def flat(settings: dict) -> dict:
         return {**{k: v for k, v in settings.items() if k != "model_args"},
                 **settings.get("model_args", {})}
+
+    def names(keys: list[str]) -> str:
+        words = [k.replace("_", " ") for k in keys]
+        return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
     base = flat(sweep.variants.get(sweep.baseline, {}))
     several = {}
     for variant, settings in sweep.variants.items():
@@ -198,10 +204,13 @@ def _companions(sweep) -> str:
         changed = [k for k in {**base, **mine} if mine.get(k) != base.get(k)]
         if len(changed) > 1:
             several[variant] = changed
-    if not several:
-        return ""
-    return " (" + "; ".join(f"{v} sets {names[0]} together with {' and '.join(names[1:])}"
-                            for v, names in several.items()) + ")"
+    config = f"the `{sweep.base}` config"
+    if len(sweep.variants) == 2 and several:      # one variant, and it changes several settings
+        [(variant, changed)] = several.items()
+        return f"{variant} changes {names(changed)} of {config} together"
+    return (f"Each variant changes one setting of {config}"
+            + ("" if not several else " (" + "; ".join(
+                f"{v} sets {names(c[:1])} together with {names(c[1:])}" for v, c in several.items()) + ")"))
 
 
 def cheap_budget_agreement(filled: Filled, records: list[dict], full_records: list[dict]):
@@ -526,36 +535,29 @@ def optuna_search(filled: Filled, records: list[dict], results_dir: Path):
     """The Optuna search on the core study's base (all settings at once, one seed a trial):
     its trials, the best one's settings, the settings' importances, and the paired
     confirmation of the best trial with the core study's declared seeds."""
-    from .tuning import (confirmation, describe_settings, describe_space, importances, study_for,
-                         trial_records, trials_frame)
+    from .tuning import confirmation, describe_settings, describe_space, read_search
 
     profile = records[0]["profile"]
     cfg = CORE_STUDY.config(CORE_STUDY.baseline, profile)
-    study = study_for(cfg, profile, results_dir=results_dir)
-    if study is None:
+    search = read_search(CORE_STUDY, profile, results_dir)
+    if search is None:
         return
-    trials = trials_frame(study)
-    if trials.empty or (trials["state"] == "complete").sum() < 2:     # importances need two
-        return
-    complete, pruned = trials[trials["state"] == "complete"], trials[trials["state"] == "pruned"]
-    late = pruned[pruned["epochs"] == cfg.epochs]       # ran every epoch, then marked pruned
-    ran = trial_records(results_dir, profile, study.study_name)
-    devices = sorted({(r["device"]["name"], device_label(r["device"]), r["precision"]) for r in ran})
-    best = study.best_trial
-    shares = importances(study)
-    top, share = next(iter(shares.items()))
+    trials, complete, best = search.trials, search.complete, search.study.best_trial
+    late = search.pruned_at_the_end(cfg.epochs)
+    top, share = next(iter(search.importances.items()))
     filled.values.update(
         optuna_trials=str(len(trials)), optuna_complete=str(len(complete)),
-        optuna_pruned=f"{len(pruned) - len(late)} were stopped early by the pruner" + (
+        optuna_pruned=f"{len(search.pruned) - len(late)} were stopped early by the pruner" + (
             f", and {len(late)} ran every epoch but were marked pruned at the last, below the median "
             f"there (their accuracies are final ones, drawn hollow)" if len(late) else ""),
         optuna_epochs=str(cfg.epochs), optuna_space=describe_space(cfg),
-        optuna_device="; ".join(f"{label}, {precision}" for _, label, precision in devices),
+        optuna_device="; ".join(f"{device_label(device)}, {precision}"
+                                for device, precision in search.machines),
         optuna_best=f"{100 * best.value:.2f}%", optuna_best_trial=str(best.number),
         optuna_best_settings=describe_settings(best.params),
         optuna_median=f"{complete['val_acc'].median():.2f}%",
         optuna_top=f"{top}, with {share:.2f} of the total",
-        optuna_hours=f"{sum(r.get('wall_seconds') or 0 for r in ran) / 3600:.1f}")
+        optuna_hours=f"{search.hours:.1f}")
     # A choice every one of the best quarter of the complete trials made alike, where it is
     # not the recipe's own: the search's clearest pointer for a one-setting variant.
     best_quarter = complete.nlargest(max(2, len(complete) // 4), "val_acc")
@@ -569,15 +571,15 @@ def optuna_search(filled: Filled, records: list[dict], results_dir: Path):
             f"{'more' if batch < cfg.batch_size else 'fewer'} steps"
             + (f", which the core study's one-setting variant `{alone}` asks alone" if alone else ""))
     base_label, base_value = "", None
-    if len(devices) == 1:            # the base's seed-0 run on the machine the trials ran on
-        name, label, precision = devices[0]
+    if len(search.machines) == 1:    # the base's seed-0 run on the machine the trials ran on
+        [(device, precision)] = search.machines
         base = [r for r in sweep_records(records, CORE_STUDY) if r["tags"]["variant"] == CORE_STUDY.baseline
-                and r["seed"] == 0 and (r["device"]["name"], r["precision"]) == (name, precision)]
+                and r["seed"] == 0 and (r["device"]["name"], r["precision"]) == (device["name"], precision)]
         if base:
             base_value = 100 * base[-1]["final"]["val_acc"]
             filled.values["optuna_base_seed0"] = f"{base_value:.2f}%"
             base_label = f"fast, seed 0, same machine ({base_value:.2f}%)"
-    filled.figure("optuna_search", plots.optuna_search(trials, shares, base_value, base_label),
+    filled.figure("optuna_search", plots.optuna_search(trials, search.importances, base_value, base_label),
                   f"Optuna's search on `fast` at the core study's budget ({len(trials)} trials, seed 0 "
                   f"each, validation split; {filled.values['optuna_device']}): left, each complete "
                   f"trial's validation accuracy in the order it ran (trials stopped early as ticks "
@@ -587,9 +589,9 @@ def optuna_search(filled: Filled, records: list[dict], results_dir: Path):
                   + (" and `fast`'s own seed-0 run on the same machine" if base_value else "") + "; right, "
                   f"each setting's PED-ANOVA importance for reaching the best tenth of the "
                   f"{len(complete)} complete trials.")
-    check = confirmation(CORE_STUDY, study, profile)
+    check = confirmation(CORE_STUDY, search.study, profile)
     sweep(filled, records, check, "Optuna's best trial against `fast`, whole training split",
-          "optuna_confirm", figure=False)             # one row: the table says it all
+          "optuna_confirm")
     if "optuna_confirm_setup" not in filled.values:
         filled.values["optuna_unconfirmed"] = check.command(profile)
         return

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 
 from .config import Config, ConfigError, validate
 from .data import CIFAR10
 from .paths import CHECKPOINT_DIR, RESULTS_DIR
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # What a trial may change, and over which range (log: sampled on a log scale).
 SEARCH_SPACE = {
@@ -262,6 +266,53 @@ def importances(study: optuna.Study) -> dict[str, float]:
     PED-ANOVA: how much a setting decides whether a trial reaches the best tenth of the
     complete ones (deterministic, unlike fANOVA's random forest)."""
     return {SETTING_NAMES.get(k, k): v for k, v in optuna.importance.get_param_importances(study).items()}
+
+
+@dataclasses.dataclass
+class Search:
+    """A stored search as the notebook and the report tell it: its trials, where they trained,
+    what they cost, and the settings' importances."""
+    study: optuna.Study
+    trials: pd.DataFrame                    # trials_frame(study)
+    records: list[dict]                     # trial_records: every trial's run, pruned ones included
+    importances: dict[str, float]
+
+    @property
+    def complete(self):
+        return self.trials[self.trials["state"] == "complete"]
+
+    @property
+    def pruned(self):
+        return self.trials[self.trials["state"] == "pruned"]
+
+    def pruned_at_the_end(self, epochs: int):
+        """Trials that ran every epoch and were then marked pruned (an older pruner did so):
+        their accuracies are final ones."""
+        return self.pruned[self.pruned["epochs"] == epochs]
+
+    @property
+    def machines(self) -> list[tuple[dict, str]]:
+        """(device, precision) of the machines the trials trained on, one each."""
+        seen = {(r["device"]["name"], r["precision"]): r["device"] for r in self.records}
+        return [(device, precision) for (_, precision), device in sorted(seen.items())]
+
+    @property
+    def hours(self) -> float:
+        return sum(r.get("wall_seconds") or 0 for r in self.records) / 3600
+
+
+def read_search(sweep, profile: str, results_dir: Path = RESULTS_DIR) -> Search | None:
+    """The stored search on a sweep's baseline (`tune --sweep NAME`), or None while it has
+    fewer than two complete trials (importances need two)."""
+    study = study_for(sweep.config(sweep.baseline, profile), profile, results_dir=results_dir)
+    if study is None:
+        return None
+    trials = trials_frame(study)
+    if trials.empty or (trials["state"] == "complete").sum() < 2:
+        return None
+    return Search(study, trials, trial_records(results_dir, profile, study.study_name),
+                  importances(study))
+
 
 
 def tune(cfg: Config, *, profile: str, data: CIFAR10, n_trials: int, study_name: str | None = None,

@@ -367,19 +367,29 @@ def test_the_short_budget_is_set_beside_the_full_one_change_by_change(tmp_path):
 
 
 def test_a_variant_that_brings_a_companion_setting_is_named_as_such():
-    from cifar_lib.sections import _companions
+    import dataclasses
+
+    from cifar_lib.sections import _what_changes
     from cifar_lib.sweeps import SWEEPS
 
     # SGD and AdamW bring their own rate and weight decay; the fast ablation is one setting each.
-    assert _companions(SWEEPS["hyperparameters"]) == (
-        " (SGD sets optimizer together with lr and weight_decay; "
-        "AdamW sets optimizer together with lr and weight_decay)")
-    assert _companions(SWEEPS["fast_ablation"]) == ""
+    assert _what_changes(SWEEPS["hyperparameters"]).endswith(
+        " (SGD sets optimizer together with lr and weight decay; "
+        "AdamW sets optimizer together with lr and weight decay)")
+    assert _what_changes(SWEEPS["fast_ablation"]) == "Each variant changes one setting of the `fast` config"
     # Settings the baseline variant already has do not count: "L=2, equal compute" changes
     # only the widths of L=2, "L=3, equal compute" the branches and the widths.
-    block = _companions(SWEEPS["block_ablation"])
-    assert "L=3, equal compute sets kernel_sizes together with widths" in block
+    block = _what_changes(SWEEPS["block_ablation"])
+    assert "L=3, equal compute sets kernel sizes together with widths" in block
     assert "L=2, equal compute" not in block
+    # A sweep of one variant that changes several settings at once (a search's best trial)
+    # says so, rather than claiming one setting per variant.
+    fast = SWEEPS["fast_ablation"]
+    best = dataclasses.replace(fast, variants={fast.baseline: fast.variants[fast.baseline],
+                                               "trial 7": {"lr": 0.3, "label_smoothing": 0.1,
+                                                           "model_args": {"dropout": 0.05}}})
+    assert _what_changes(best) == ("trial 7 changes lr, label smoothing and dropout of the "
+                                   "`fast` config together")
 
 
 def test_a_sweep_with_only_its_baseline_measured_shows_no_empty_table(tmp_path):
