@@ -561,6 +561,7 @@ def optuna_search(filled: Filled, records: list[dict], results_dir: Path):
     # A choice every one of the best quarter of the complete trials made alike, where it is
     # not the recipe's own: the search's clearest pointer for a one-setting variant.
     best_quarter = complete.nlargest(max(2, len(complete) // 4), "val_acc")
+    alone = None
     if "batch_size" in best_quarter and best_quarter["batch_size"].nunique() == 1 \
             and best_quarter["batch_size"].iloc[0] != cfg.batch_size:
         batch = int(best_quarter["batch_size"].iloc[0])
@@ -601,6 +602,41 @@ def optuna_search(filled: Filled, records: list[dict], results_dir: Path):
         f"seed pairs, 95% interval {row['95% low']:+.2f} to {row['95% high']:+.2f}): "
         + ("resolved" if row["resolved"] else "not resolved, so the search's gain is not shown "
                                                "to hold beyond its own seed"))
+    if alone:
+        _trial_against_one_setting(filled, records, alone, row)
+
+
+def _trial_against_one_setting(filled: Filled, records: list[dict], alone: str, confirmed: pd.Series):
+    """The best trial against the core study's variant that changes only the setting the
+    search's best trials agreed on, seed by seed on one machine: what the trial's other
+    settings add to that one. `confirmed` is the trial's row against the base."""
+    trial = confirmed.name
+    both = [r for r in records if r.get("tags", {}).get("sweep") == CORE_STUDY.name
+            and r["tags"].get("variant") in (alone, trial)]
+    runs = runs_frame(both)
+    if set(runs["variant"]) != {alone, trial}:
+        return
+    paired = paired_differences(runs, alone, order=[alone, trial])
+    row = paired.loc[trial]
+    if row["pairs"] < 2:
+        return
+    filled.values["optuna_vs_alone"] = (
+        f"The best trial against the one-setting variant `{alone}` "
+        f"({paired.loc[alone, 'mean']:.2f}%), seed by seed on one machine: {row['diff']:+.2f} "
+        f"points ({int(row['pairs'])} seed pairs, 95% interval {row['95% low']:+.2f} to "
+        f"{row['95% high']:+.2f}), " + (
+            f"resolved: its other settings {'add to' if row['diff'] > 0 else 'take from'} what "
+            f"{alone} gives" if row["resolved"] else
+            f"not resolved, so these seeds cannot tell the best trial from {alone} alone"))
+    # the one setting carries the gain when the trial is not told from it, and the most the
+    # other settings could add (the interval's top) is a small part of the confirmed gain
+    if confirmed["resolved"] and not row["resolved"] and row["95% high"] < confirmed["diff"] / 2:
+        filled.values["optuna_alone_verdict"] = (
+            f"The one-setting variant `{alone}` is not told apart from that trial on the same "
+            f"seeds ({row['diff']:+.2f} points between them, 95% interval {row['95% low']:+.2f} to "
+            f"{row['95% high']:+.2f}, against the trial's {confirmed['diff']:+.2f} over `fast`): as "
+            f"far as {int(row['pairs'])} seeds can tell, that one setting carries the search's gain "
+            f"at this budget")
 
 
 STUDY_GOAL_HOURS = 3      # what the core study aims at on one 2-core bf16 CPU

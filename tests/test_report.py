@@ -561,3 +561,17 @@ def test_the_search_in_the_records_is_confirmed_with_the_declared_seeds_on_its_o
     verdict = filled.values["optuna_confirm_verdict"]
     assert f"{row['diff']:+.2f} points" in verdict
     assert verdict.endswith("resolved") == bool(row["resolved"])
+    # The best trials all chose batch 1000, which the core study also asks alone: the trial
+    # against that variant is a difference of runs of the same seed on the same machine.
+    trial = row.name
+    by_seed = {}
+    for r in records:
+        if r.get("tags", {}).get("sweep") == CORE_STUDY.name and r["tags"].get("variant") in ("batch 1000", trial) \
+                and (r["device"]["name"], r["precision"]) in table.attrs["ran_on"]:
+            by_seed.setdefault(r["seed"], {})[r["tags"]["variant"]] = 100 * r["final"]["val_acc"]
+    diffs = [v[trial] - v["batch 1000"] for v in by_seed.values() if len(v) == 2]
+    if len(diffs) < 2:
+        assert "optuna_vs_alone" not in filled.values
+    else:
+        text = filled.values["optuna_vs_alone"]
+        assert f"{sum(diffs) / len(diffs):+.2f} points ({len(diffs)} seed pairs" in text
