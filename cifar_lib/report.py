@@ -53,6 +53,10 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     sections.fast_budget(filled, records, airbench)
     full_records = load_records(results_dir, profile="full") if profile != "full" else []
     sections.gpu(filled, full_records, airbench)
+    if full_records:        # the coursework's regularisers at the recipe's own epochs, where run
+        sections.sweep(filled, full_records, CORE_STUDY.group("regularisation"),
+                       "Regularisation and normalisation of `fast` at the recipe's 8 epochs",
+                       "regularisation_recipe")
     sections.tuned_at_coursework_budget(filled, full_records + records)
     sections.cheap_budget_agreement(filled, records, full_records)
     sections.engine(filled, results_dir)

@@ -155,6 +155,9 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
                "No difference is resolved by these seeds.")
     unresolved_text = (f"Not resolved (the adjusted interval of the difference contains 0): "
                        f"{', '.join(unresolved)}." if unresolved else "")
+    if others["pairs"].max() < 2:         # one seed pair: a difference, but no spread to test it by
+        verdict, unresolved_text = ("With one seed pair a difference has no interval: these rows "
+                                    "say what each run reached, and resolve nothing."), ""
     filled.values[f"{name}_result"] = " ".join(
         part for part in (sweep.progress([(r["tags"]["variant"], r["seed"]) for r in mine], base["profile"]), verdict, unresolved_text) if part)
     # What a reader needs per variant: its mean, the pairs the difference rests on, the

@@ -409,6 +409,27 @@ def test_a_sweep_with_only_its_baseline_measured_shows_no_empty_table(tmp_path):
     assert "no augmentation" in set(shown["variant"]) and "aug_sweep" in measured.figures
 
 
+def test_a_table_of_one_seed_pair_claims_no_difference(tmp_path):
+    """One seed of a variant and of the base on one machine (a single run at a long budget):
+    the row has its difference, but no interval, and the text resolves nothing."""
+    from cifar_lib.sections import Filled, sweep
+    from cifar_lib.sweeps import CORE_STUDY
+
+    records = [r for r in load_records(REPO / "results", profile="cpu")
+               if r.get("tags", {}).get("sweep") == "core_study" and r["seed"] == 0
+               and r["tags"]["variant"] in ("fast", "dropout 0.1")]
+    dropout = next(r for r in records if r["tags"]["variant"] == "dropout 0.1")
+    records = [r for r in records if r["device"]["name"] == dropout["device"]["name"]]
+    filled = Filled(tmp_path)
+    sweep(filled, records, CORE_STUDY.group("regularisation"), "t", "one")
+    row = filled.paired["one"].loc["dropout 0.1"]
+    assert row["pairs"] == 1 and not row["resolved"]
+    base = next(r for r in records if r["tags"]["variant"] == "fast")
+    assert row["diff"] == round(100 * (dropout["final"]["val_acc"] - base["final"]["val_acc"]), 2)
+    assert "these rows say what each run reached, and resolve nothing" in filled.values["one_result"]
+    assert "Differences the seeds resolve" not in filled.values["one_result"]
+
+
 def test_the_conclusion_answers_the_coursework_questions_from_the_core_study_tables(tmp_path):
     from cifar_lib.sections import COURSEWORK_QUESTIONS, Filled, coursework_answers, sweep
     from cifar_lib.sweeps import CORE_STUDY
