@@ -73,7 +73,8 @@ def show_recorded_sweep(sweep, profile: str, title: str, results_dir: Path | Non
     print(f"{title}: {describe_pairing(table)}.")
     display(table)
     print(summarise_effects(table))
-    display(plots.forest_plot(table, title=title, label=f"difference to {sweep.baseline}"))
+    if len(table) > 2:              # one comparison: its row says all a forest plot would
+        display(plots.forest_plot(table, title=title, label=f"difference to {sweep.baseline}"))
     return table
 
 
@@ -94,7 +95,7 @@ def show_search(sweep, profile: str, results_dir: Path | None = None):
 
     from . import plots
     from .records import RESULTS_DIR
-    from .tuning import confirmation, describe_settings, read_search
+    from .tuning import against_one_setting, agreed_choice, confirmation, describe_settings, read_search
 
     results_dir = results_dir or RESULTS_DIR
     search = read_search(sweep, profile, results_dir)
@@ -118,6 +119,12 @@ def show_search(sweep, profile: str, results_dir: Path | None = None):
     plt.close(axes.flat[0].figure)
     show_recorded_sweep(confirmation(sweep, study, profile), profile,
                         title=f"Optuna's best trial against {sweep.baseline}", results_dir=results_dir)
+    # the one choice the best trials agreed on, asked alone by the sweep: the trial against it
+    agreed = agreed_choice(search, sweep.config(sweep.baseline, profile))
+    alone = agreed and against_one_setting(sweep, study, profile, agreed)
+    if alone:
+        show_recorded_sweep(alone, profile, title=f"Optuna's best trial against {alone.baseline}",
+                            results_dir=results_dir)
     return trials
 
 

@@ -538,7 +538,8 @@ def optuna_search(filled: Filled, records: list[dict], results_dir: Path):
     """The Optuna search on the core study's base (all settings at once, one seed a trial):
     its trials, the best one's settings, the settings' importances, and the paired
     confirmation of the best trial with the core study's declared seeds."""
-    from .tuning import confirmation, describe_settings, describe_space, read_search
+    from .tuning import (SETTING_NAMES, against_one_setting, agreed_choice, confirmation,
+                         describe_settings, describe_space, read_search)
 
     profile = records[0]["profile"]
     cfg = CORE_STUDY.config(CORE_STUDY.baseline, profile)
@@ -561,19 +562,18 @@ def optuna_search(filled: Filled, records: list[dict], results_dir: Path):
         optuna_median=f"{complete['val_acc'].median():.2f}%",
         optuna_top=f"{top}, with {share:.2f} of the total",
         optuna_hours=f"{search.hours:.1f}")
-    # A choice every one of the best quarter of the complete trials made alike, where it is
-    # not the recipe's own: the search's clearest pointer for a one-setting variant.
-    best_quarter = complete.nlargest(max(2, len(complete) // 4), "val_acc")
-    alone = None
-    if "batch_size" in best_quarter and best_quarter["batch_size"].nunique() == 1 \
-            and best_quarter["batch_size"].iloc[0] != cfg.batch_size:
-        batch = int(best_quarter["batch_size"].iloc[0])
-        alone = next((v for v, change in CORE_STUDY.variants.items() if change == {"batch_size": batch}), None)
-        filled.values["optuna_batch"] = (
-            f"all {len(best_quarter)} of the best quarter of the complete trials trained with batch "
-            f"{batch}, against the recipe's {cfg.batch_size}: at a fixed number of epochs that is "
-            f"{'more' if batch < cfg.batch_size else 'fewer'} steps"
-            + (f", which the core study's one-setting variant `{alone}` asks alone" if alone else ""))
+    agreed = agreed_choice(search, cfg)
+    check_alone = agreed and against_one_setting(CORE_STUDY, search.study, profile, agreed)
+    if agreed:
+        [(key, value)] = agreed.items()
+        name = SETTING_NAMES.get(key, key)
+        filled.values["optuna_agreed"] = (
+            f"all of the best quarter of the complete trials chose {name} {value}, against the "
+            f"recipe's {getattr(cfg, key)}"
+            + (f": at a fixed number of epochs that is {'more' if value < cfg.batch_size else 'fewer'} "
+               f"steps" if key == "batch_size" else "")
+            + (f", which the core study's one-setting variant `{check_alone.baseline}` asks alone"
+               if check_alone else ""))
     base_label, base_value = "", None
     if len(search.machines) == 1:    # the base's seed-0 run on the machine the trials ran on
         [(device, precision)] = search.machines
@@ -605,18 +605,16 @@ def optuna_search(filled: Filled, records: list[dict], results_dir: Path):
         f"seed pairs, 95% interval {row['95% low']:+.2f} to {row['95% high']:+.2f}): "
         + ("resolved" if row["resolved"] else "not resolved, so the search's gain is not shown "
                                                "to hold beyond its own seed"))
-    if alone:
-        _trial_against_one_setting(filled, records, alone, row)
+    if check_alone:
+        _trial_against_one_setting(filled, records, check_alone, row)
 
 
-def _trial_against_one_setting(filled: Filled, records: list[dict], alone: str, confirmed: pd.Series):
-    """The best trial against the core study's variant that changes only the setting the
+def _trial_against_one_setting(filled: Filled, records: list[dict], check, confirmed: pd.Series):
+    """The best trial against the core study's variant that makes only the choice the
     search's best trials agreed on, seed by seed on one machine: what the trial's other
     settings add to that one. `confirmed` is the trial's row against the base."""
-    trial = confirmed.name
-    both = [r for r in records if r.get("tags", {}).get("sweep") == CORE_STUDY.name
-            and r["tags"].get("variant") in (alone, trial)]
-    runs = runs_frame(both)
+    alone, trial = check.baseline, confirmed.name
+    runs = runs_frame(sweep_records(records, check))
     if set(runs["variant"]) != {alone, trial}:
         return
     paired = paired_differences(runs, alone, order=[alone, trial])

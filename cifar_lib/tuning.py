@@ -212,6 +212,34 @@ def confirmation(sweep, study: optuna.Study, profile: str):
                               f"--n-trials 0 --confirm")
 
 
+def agreed_choice(search: Search, cfg: Config) -> dict | None:
+    """A choice (of a setting picked from a list, such as the batch size) that every one of
+    the best quarter of the complete trials made alike, where it is not `cfg`'s own, as a
+    change of `cfg`: {"batch_size": 1000}. The search's clearest pointer to one setting."""
+    best_quarter = search.complete.nlargest(max(2, len(search.complete) // 4), "val_acc")
+    for key, (kind, *_) in search_space(cfg).items():
+        if kind == "choice" and key in best_quarter and best_quarter[key].nunique() == 1:
+            value = best_quarter[key].iloc[0].item()
+            if value != getattr(cfg, key):
+                return {key: value}
+    return None
+
+
+def against_one_setting(sweep, study: optuna.Study, profile: str, change: dict):
+    """The best trial beside the sweep's one-setting variant that makes `change` alone, as a
+    sweep with that variant for its baseline (both trained with the declared seeds): what
+    the trial's other settings add to that one. None if the sweep has no such variant."""
+    import dataclasses as dc
+
+    alone = next((v for v, c in sweep.variants.items() if c == change), None)
+    if alone is None:
+        return None
+    check = confirmation(sweep, study, profile)
+    trial = next(v for v in check.variants if v != sweep.baseline)
+    return dc.replace(check, baseline=alone,
+                      variants={alone: sweep.variants[alone], trial: check.variants[trial]})
+
+
 def study_for(cfg: Config, profile: str, study_name: str | None = None, storage: str | None = None,
               results_dir: Path = RESULTS_DIR) -> optuna.Study | None:
     """The stored study of `cfg` at `profile` (default name <config>-<profile>), or None."""

@@ -273,3 +273,23 @@ def test_a_trial_is_never_pruned_after_its_last_epoch(tmp_path, cifar_folder):
     assert trial.state == optuna.trial.TrialState.COMPLETE
     assert trial.value == record["final"]["val_acc"] and 0 <= trial.value <= 1
     assert list(trial.intermediate_values) == [0]
+
+
+def test_the_choice_the_best_quarter_of_a_search_agreed_on_is_found_only_where_it_differs():
+    import pandas as pd
+
+    from cifar_lib.tuning import Search, agreed_choice
+
+    cfg = load_config("fast", "cpu")                      # batch 2000
+
+    def search(batches):
+        trials = pd.DataFrame({"state": ["complete"] * 8 + ["pruned"],
+                               "val_acc": [84, 83.5, 80, 79, 78, 77, 76, 75, 99],   # a pruned
+                               "batch_size": batches + [4000]})                      # value never counts
+        return Search(study=None, trials=trials, records=[], importances={})
+
+    # the best quarter of 8 complete trials is 2: both chose 1000
+    assert agreed_choice(search([1000, 1000, 2000, 2000, 4000, 2000, 2000, 2000]), cfg) == {"batch_size": 1000}
+    assert agreed_choice(search([1000, 4000, 1000, 1000, 1000, 1000, 1000, 1000]), cfg) is None
+    # agreeing on the recipe's own batch points at nothing new
+    assert agreed_choice(search([2000, 2000, 1000, 1000, 1000, 1000, 1000, 1000]), cfg) is None
