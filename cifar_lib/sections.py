@@ -648,32 +648,15 @@ def cost(filled: Filled, runs: pd.DataFrame, records: list[dict]):
     the machine that ran it against the hours it aims at (and on a CPU without bf16)."""
     table = study_cost(runs)
     per_device = runs.groupby(["device_label", "precision"]).agg(
-        runs=("id", "size"), hours=("wall_minutes", lambda m: m.sum() / 60))
-    filled.values["cost_by_device"] = "; ".join(
-        f"{int(row.runs)} run{'s' if row.runs != 1 else ''} took {row.hours:.1f} hours of wall time on the {device} ({precision})"
-        for (device, precision), row in per_device.sort_values("hours", ascending=False).iterrows())
+        runs=("id", "size"), hours=("wall_minutes", lambda m: m.sum() / 60)).sort_values("hours")
+    (device, precision), most = per_device.index[-1], per_device.iloc[-1]
+    filled.values["cost_by_device"] = (
+        f"{len(runs)} runs took {per_device['hours'].sum():.1f} hours of wall time on "
+        f"{len(per_device)} machines, the most ({most.hours:.1f} hours) on the {device} ({precision})")
     # the planned variants only: a confirmation of Optuna's best trial runs in the same sweep
     core = runs[(runs["sweep"] == CORE_STUDY.name) & runs["variant"].isin(list(CORE_STUDY.variants))]
-    filled.values["cost_core"] = ""
     if len(core):
-        parts = []
-        for (device, precision), group in core.groupby(["device_label", "precision"]):
-            hours = group["wall_minutes"].sum() / 60
-            share = f"{len(group)} of its {CORE_STUDY.planned_runs} planned runs"
-            full = hours * CORE_STUDY.planned_runs / len(group)
-            # What sets the time: the plan's images over the rate they trained at, and the
-            # share of the wall time that was training (the rest: evaluation, start-up)
-            rate = group["images_seen"].sum() / (60 * group["train_minutes"].sum())
-            training = group["train_minutes"].sum() / group["wall_minutes"].sum()
-            parts.append(f"on the {device} ({precision}) {share} took {hours:.1f} hours, so all of "
-                         f"them would take about {full:.1f} hours, "
-                         + (f"{full / STUDY_GOAL_HOURS:.1f} times" if full > STUDY_GOAL_HOURS else "within")
-                         + f" the {STUDY_GOAL_HOURS} hours it aims at ({CORE_STUDY.planned_runs} runs of "
-                         f"{int(group['images_seen'].median()):,} training images at the {rate:.0f} "
-                         f"images/s they trained at there, training {100 * training:.0f}% of the wall time"
-                         + (f"; {STUDY_GOAL_HOURS} hours would need about {rate * full / STUDY_GOAL_HOURS:.0f} images/s"
-                            if full > STUDY_GOAL_HOURS else "") + ")")
-        filled.values["cost_core"] = "The core study: " + "; ".join(parts) + "." + _fp32_multiple(records, core)
+        _core_cost(filled, core, records)
     filled.table("study_cost", table.reset_index().rename(columns={
         "device_label": "device", "wall_hours": "wall hours", "minutes_per_run": "minutes per run"}),
         "What each study's records cost, machine by machine: runs, wall time and the mean "
@@ -681,9 +664,47 @@ def cost(filled: Filled, runs: pd.DataFrame, records: list[dict]):
         + ", ".join(sorted(set(runs["profile"]))) + ").")
 
 
-def _fp32_multiple(records: list[dict], core: pd.DataFrame) -> str:
-    """How much longer the core study's FastNet runs would take on a CPU that trains in fp32:
-    the ratio of the median epoch's images/s, FastNet on FastNet, as recorded on each machine."""
+def _core_cost(filled: Filled, core: pd.DataFrame, records: list[dict]):
+    """The core study's planned runs, projected on each machine from the runs it recorded,
+    against the hours the study aims at; and what sets the time there: the plan's images
+    over the rate they trained at, and the share of the wall time that was training (the
+    rest: evaluation, start-up)."""
+    planned = CORE_STUDY.planned_runs
+    rows = []
+    for (device, precision), group in core.groupby(["device_label", "precision"]):
+        hours = group["wall_minutes"].sum() / 60
+        rows.append({"device": device, "precision": precision, "runs": len(group),
+                     "hours": hours, f"all {planned}, hours": hours * planned / len(group),
+                     "images/s": group["images_seen"].sum() / (60 * group["train_minutes"].sum()),
+                     "training %": 100 * group["train_minutes"].sum() / group["wall_minutes"].sum()})
+    table = pd.DataFrame(rows).sort_values(f"all {planned}, hours")
+    table[f"x {STUDY_GOAL_HOURS} h"] = table[f"all {planned}, hours"] / STUDY_GOAL_HOURS
+    shown = table.round({"hours": 1, f"all {planned}, hours": 1, f"x {STUDY_GOAL_HOURS} h": 1})
+    shown[["images/s", "training %"]] = shown[["images/s", "training %"]].round().astype(int)
+    filled.table("core_cost", shown,
+                 f"The core study's cost on each machine that ran part of it: the runs it recorded "
+                 f"and their wall time, all {planned} planned runs projected from them, that as a "
+                 f"multiple of the {STUDY_GOAL_HOURS} hours the study aims at, the images a second "
+                 f"it trained at and the share of the wall time that was training.")
+    best = table.iloc[0]
+    images = int(core["images_seen"].median())
+    full = best[f"all {planned}, hours"]
+    filled.values["cost_core"] = (
+        f"The core study's {planned} planned runs of {images:,} training images each take about "
+        f"{full:.1f} hours on the fastest machine that ran part of it, the {best.device} "
+        f"({best.precision}), projected from its {best.runs} runs: "
+        + (f"within the {STUDY_GOAL_HOURS} hours it aims at." if full <= STUDY_GOAL_HOURS else
+           f"{full / STUDY_GOAL_HOURS:.1f} times the {STUDY_GOAL_HOURS} hours it aims at. Training is "
+           f"{best['training %']:.0f}% of that time, at {best['images/s']:.0f} images/s; "
+           f"{STUDY_GOAL_HOURS} hours would need about "
+           f"{best['images/s'] * full / STUDY_GOAL_HOURS:.0f} images/s.")
+        + _fp32_multiple(records, (best.device, best.precision)))
+
+
+def _fp32_multiple(records: list[dict], here: tuple[str, str]) -> str:
+    """How much longer the core study's FastNet runs would take on a CPU that trains in fp32
+    than on `here` (device label, precision): the ratio of the median epoch's images/s,
+    FastNet on FastNet, as recorded on each machine."""
     rates: dict[tuple[str, str], list[float]] = {}
     named = set()                # machines whose CPU model was recorded: the rest are unnamed
     for r in records:
@@ -692,12 +713,9 @@ def _fp32_multiple(records: list[dict], core: pd.DataFrame) -> str:
             rates.setdefault(key, []).extend(h["images_per_second"] for h in r["history"])
             if cpu_model(r["device"]):
                 named.add(key)
-    machines = core.groupby(["device_label", "precision"]).size().sort_values(ascending=False)
-    study = [k for k in machines.index if k in rates]      # the one that ran most of it first
     slower = [k for k in rates if k[1] == "fp32" and k in named]
-    if not study or not slower:
+    if here not in rates or not slower:
         return ""
-    here = study[0]
     fast_rate = float(np.median(rates[here]))
     return " " + "; ".join(
         f"FastNet trains at a median of {np.median(rates[k]):.0f} images/s an epoch on the {k[0]} "
