@@ -71,7 +71,7 @@ def _scope(records: list[dict]) -> str:
     runs = runs_frame(records)
     profiles = ", ".join(sorted(set(runs["profile"])))
     seed_text = seed_range(set(runs["seed"]))
-    return f"profile {profiles}, {len(runs)} run(s), {seed_text}, {data_mark(runs)}"
+    return f"profile {profiles}, {len(runs)} run{'s' if len(runs) != 1 else ''}, {seed_text}, {data_mark(runs)}"
 
 
 def _tta_kind(config: dict) -> str:
