@@ -606,13 +606,17 @@ def optuna_search(filled: Filled, records: list[dict], results_dir: Path):
         + ("resolved" if row["resolved"] else "not resolved, so the search's gain is not shown "
                                                "to hold beyond its own seed"))
     if check_alone:
-        _trial_against_one_setting(filled, records, check_alone, row)
+        recipe = CORE_STUDY.config(CORE_STUDY.baseline, "full").epochs
+        _trial_against_one_setting(filled, records, check_alone, row, len(best.params),
+                                   f"{cfg.epochs} of its {recipe} epochs")
 
 
-def _trial_against_one_setting(filled: Filled, records: list[dict], check, confirmed: pd.Series):
+def _trial_against_one_setting(filled: Filled, records: list[dict], check, confirmed: pd.Series,
+                               searched: int, budget: str):
     """The best trial against the core study's variant that makes only the choice the
     search's best trials agreed on, seed by seed on one machine: what the trial's other
-    settings add to that one. `confirmed` is the trial's row against the base."""
+    settings add to that one. `confirmed` is the trial's row against the base; `searched`,
+    how many settings the search varied; `budget`, the epochs it ran, in words."""
     alone, trial = check.baseline, confirmed.name
     runs = runs_frame(sweep_records(records, check))
     if set(runs["variant"]) != {alone, trial}:
@@ -638,6 +642,11 @@ def _trial_against_one_setting(filled: Filled, records: list[dict], check, confi
             f"{row['95% high']:+.2f}, against the trial's {confirmed['diff']:+.2f} over `fast`): as "
             f"far as {int(row['pairs'])} seeds can tell, that one setting carries the search's gain "
             f"at this budget")
+        filled.values["optuna_abstract"] = (
+            f"Asked of `fast` at {budget}, an Optuna search over {searched} of its "
+            f"settings finds a gain of {confirmed['diff']:+.2f} points of validation accuracy "
+            f"(confirmed on {int(confirmed['pairs'])} declared seeds, paired), and one of those "
+            f"settings alone, `{alone}`, is not told apart from it")
 
 
 STUDY_GOAL_HOURS = 3      # what the core study aims at on one 2-core bf16 CPU

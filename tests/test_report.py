@@ -601,3 +601,8 @@ def test_the_search_in_the_records_is_confirmed_with_the_declared_seeds_on_its_o
     else:
         text = filled.values["optuna_vs_alone"]
         assert f"{sum(diffs) / len(diffs):+.2f} points ({len(diffs)} seed pairs" in text
+        # the abstract says so only where the conclusion does, with the confirmed gain
+        if "optuna_alone_verdict" in filled.values:
+            assert f"a gain of {row['diff']:+.2f} points" in filled.values["optuna_abstract"]
+        else:
+            assert "optuna_abstract" not in filled.values
