@@ -609,6 +609,9 @@ def optuna_search(filled: Filled, records: list[dict], results_dir: Path):
         recipe = CORE_STUDY.config(CORE_STUDY.baseline, "full").epochs
         _trial_against_one_setting(filled, records, check_alone, row, len(best.params),
                                    f"{cfg.epochs} of its {recipe} epochs")
+        # the discussion's reading: a smaller batch (more steps) carries the gain
+        if "optuna_alone_verdict" in filled.values and agreed.get("batch_size", cfg.batch_size) < cfg.batch_size:
+            filled.values["optuna_smaller_batch"] = check_alone.baseline
 
 
 def _trial_against_one_setting(filled: Filled, records: list[dict], check, confirmed: pd.Series,
