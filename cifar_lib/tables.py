@@ -306,8 +306,10 @@ def describe_pairing(table: pd.DataFrame) -> str:
     else:   # each row was measured on one machine and paired with the base's runs there
         where = (f"the same device, named in each row ({' or '.join(a['devices'])}; "
                  f"{', '.join(a['precisions'])})")
-    return (f"{seed_text}, each variant paired with the base seed by seed on {where}; 95% "
-            f"intervals Holm-adjusted over {a['comparisons']} comparison{'s' * (a['comparisons'] != 1)}")
+    n = a["comparisons"]
+    return (f"{seed_text}, each variant paired with the base seed by seed on {where}; "
+            + (f"95% intervals Holm-adjusted over {n} comparison{'s' * (n != 1)}" if n else
+               "no intervals: a difference needs two seed pairs or more for one"))
 
 
 def sweep_runs(sweep, profile: str, root=RESULTS_DIR) -> pd.DataFrame:

@@ -428,6 +428,7 @@ def test_a_table_of_one_seed_pair_claims_no_difference(tmp_path):
     assert row["diff"] == round(100 * (dropout["final"]["val_acc"] - base["final"]["val_acc"]), 2)
     assert "these rows say what each run reached, and resolve nothing" in filled.values["one_result"]
     assert "Differences the seeds resolve" not in filled.values["one_result"]
+    assert "no intervals" in filled.tables["one"][1] and "Holm" not in filled.tables["one"][1]
 
 
 def test_the_conclusion_answers_the_coursework_questions_from_the_core_study_tables(tmp_path):
