@@ -233,7 +233,8 @@ def cheap_budget_agreement(filled: Filled, records: list[dict], full_records: li
     opposite = [v for v, row in agreement.iterrows()
                 if np.sign(row["cheap budget"]) != np.sign(row["full budget"])]
     names = _spoken_list(opposite)
-    sign_text = (f"{a['shared'] - len(opposite)} of the {a['shared']} have the same sign at both"
+    same = a["shared"] - len(opposite)
+    sign_text = (f"{same} of the {a['shared']} {'has' if same == 1 else 'have'} the same sign at both"
                  + (f": {names} {'changes' if len(opposite) == 1 else 'change'} sign" if opposite else ""))
     if a["shared"] > 2:
         floor = 2 / math.factorial(a["shared"])     # a perfect ordering's exact p

@@ -358,7 +358,7 @@ def test_the_short_budget_is_set_beside_the_full_one_change_by_change(tmp_path):
         assert row[short] == round(cheap.loc[row["variant"], "diff"], 2)
         assert row[long] == round(whole.loc[names[row["variant"]], "diff"], 2)
     same = int(sum((row[short] > 0) == (row[long] > 0) for _, row in shown.iterrows()))
-    assert f"{same} of the {len(shown)} have the same sign" in filled.values["budget_agreement"]
+    assert f"{same} of the {len(shown)} {'has' if same == 1 else 'have'} the same sign" in filled.values["budget_agreement"]
     assert "Intel Xeon" in caption and "NVIDIA H200" in caption
     # Without the full budget's records nothing is claimed.
     alone = Filled(tmp_path)
