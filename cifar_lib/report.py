@@ -29,7 +29,7 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     report_dir.mkdir(parents=True, exist_ok=True)
     runs = runs_frame(records)
     by_config = {name: [r for r in records if r["config_name"] == name] for name in runs["config"].unique()}
-    filled = Filled(figures_dir)
+    filled = Filled(figures_dir, shown=set(re.findall(r"\[\[figure (\w+)\]\]", TEMPLATE.read_text())))
     filled.values.update(profile=profile, runs=str(len(records)), data_phrase=data_phrase(runs),
                          devices=", ".join(sorted(set(runs["device_label"]))))
     sections.methods(filled, runs, records)

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -23,17 +24,21 @@ RECIPES = ("seed_basic", "seed_improved", "improved_tuned", "deep_sgd", "deep", 
 class Filled:
     """What the template's placeholders are filled with: values, tables and figures."""
 
-    def __init__(self, figures_dir: Path):
+    def __init__(self, figures_dir: Path, shown: set[str] | None = None):
         self.values: dict[str, str] = {}
         self.tables: dict[str, tuple[pd.DataFrame, str]] = {}
         self.figures: dict[str, tuple[Path, str]] = {}
         self.paired: dict[str, pd.DataFrame] = {}          # each sweep section's paired table
         self.figures_dir = figures_dir
+        self.shown = shown              # the figures the template shows (None: all of them)
 
     def table(self, name: str, frame: pd.DataFrame, caption: str):
         self.tables[name] = (frame, caption)
 
     def figure(self, name: str, fig, caption: str):
+        if self.shown is not None and name not in self.shown:
+            plt.close(fig)              # figures/ holds only what the report shows
+            return
         path = self.figures_dir / f"{name}.png"
         # No timestamps in the file, so an unchanged figure gives unchanged bytes.
         fig.savefig(path, dpi=130, bbox_inches="tight", metadata={"Software": None})
@@ -169,8 +174,8 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
                                              "p_holm": "p (Holm)"}),
         f"{title}: validation accuracy (mean over seeds) and each variant's difference "
         f"to {baseline}: {describe_pairing(paired)} ({_scope(mine)}).")
-    if len(others) == 1:
-        return                      # one comparison: its table row says all a forest plot would
+    if len(sweep.variants) <= 2:
+        return                      # a sweep of one comparison: its table row says all a plot would
     filled.figure(f"{name}_sweep", plots.forest_plot(paired, title=title, label=f"difference to {baseline}"),
                   f"{title}: each variant's paired difference to {baseline} with its Holm-adjusted "
                   f"95% interval (filled: resolved; arrows: an interval cut at the axis; a "
@@ -665,7 +670,8 @@ def cost(filled: Filled, runs: pd.DataFrame, records: list[dict]):
     (device, precision), most = per_device.index[-1], per_device.iloc[-1]
     filled.values["cost_by_device"] = (
         f"{len(runs)} runs took {per_device['hours'].sum():.1f} hours of wall time on "
-        f"{len(per_device)} machines, the most ({most.hours:.1f} hours) on the {device} ({precision})")
+        + (f"the {device} ({precision})" if len(per_device) == 1 else
+           f"{len(per_device)} machines, the most ({most.hours:.1f} hours) on the {device} ({precision})"))
     # the planned variants only: a confirmation of Optuna's best trial runs in the same sweep
     core = runs[(runs["sweep"] == CORE_STUDY.name) & runs["variant"].isin(list(CORE_STUDY.variants))]
     if len(core):
