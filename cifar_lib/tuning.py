@@ -200,12 +200,10 @@ def confirmation(sweep, study: optuna.Study, profile: str):
     trained with the sweep's declared seeds and paired with its baseline seed by seed (the
     search saw one seed each, so its best value is optimistic until this says otherwise).
     The variant is named by its trial, so a later best is a new variant, not a mix."""
-    import dataclasses as dc
-
     base = sweep.config(sweep.baseline, profile)
     name = f"Optuna trial {study.best_trial.number}"
     change = {**sweep.variants[sweep.baseline], **best_settings(study, base)}
-    return dc.replace(sweep, variants={sweep.baseline: sweep.variants[sweep.baseline], name: change},
+    return dataclasses.replace(sweep, variants={sweep.baseline: sweep.variants[sweep.baseline], name: change},
                       factors={**sweep.factors, name: "Optuna's best settings (several at once)"},
                       is_subset=True, groups={}, counterparts={},
                       made_by=f"python -m cifar_lib tune --sweep {sweep.name} --profile {{profile}} "
@@ -229,14 +227,12 @@ def against_one_setting(sweep, study: optuna.Study, profile: str, change: dict):
     """The best trial beside the sweep's one-setting variant that makes `change` alone, as a
     sweep with that variant for its baseline (both trained with the declared seeds): what
     the trial's other settings add to that one. None if the sweep has no such variant."""
-    import dataclasses as dc
-
     alone = next((v for v, c in sweep.variants.items() if c == change), None)
     if alone is None:
         return None
     check = confirmation(sweep, study, profile)
     trial = next(v for v in check.variants if v != sweep.baseline)
-    return dc.replace(check, baseline=alone,
+    return dataclasses.replace(check, baseline=alone,
                       variants={alone: sweep.variants[alone], trial: check.variants[trial]})
 
 
