@@ -73,8 +73,7 @@ def show_recorded_sweep(sweep, profile: str, title: str, results_dir: Path | Non
     print(f"{title}: {describe_pairing(table)}.")
     display(table)
     print(summarise_effects(table))
-    # a sweep of one comparison: its row says all a plot would; without intervals, nothing to plot
-    if len(sweep.variants) > 2 and table.attrs["comparisons"]:
+    if not sweep.single_comparison and table.attrs["comparisons"]:   # without intervals, nothing to plot
         display(plots.forest_plot(table, title=title, label=f"difference to {sweep.baseline}"))
     return table
 

@@ -115,6 +115,11 @@ class Sweep:
         return (f"{len(done)} of the {len(planned)} planned runs are recorded at the {profile} "
                 f"profile; {still}.")
 
+    @property
+    def single_comparison(self) -> bool:
+        """One variant against the baseline: its table row says all a forest plot would."""
+        return len(self.variants) <= 2
+
     def factor(self, variant: str) -> str:
         return self.factors.get(variant, variant)
 
