@@ -117,11 +117,12 @@ def show_search(sweep, profile: str, results_dir: Path | None = None):
         axes = np.atleast_1d(optuna_plots.plot_slice(study))
     display(axes.flat[0].figure)
     plt.close(axes.flat[0].figure)
-    show_recorded_sweep(confirmation(sweep, study, profile), profile,
-                        title=f"Optuna's best trial against {sweep.baseline}", results_dir=results_dir)
+    check = confirmation(sweep, study, profile)
+    show_recorded_sweep(check, profile, title=f"Optuna's best trial against {sweep.baseline}",
+                        results_dir=results_dir)
     # the one choice the best trials agreed on, asked alone by the sweep: the trial against it
     agreed = agreed_choice(search, sweep.config(sweep.baseline, profile))
-    alone = agreed and against_one_setting(sweep, study, profile, agreed)
+    alone = agreed and against_one_setting(sweep, check, agreed)
     if alone:
         show_recorded_sweep(alone, profile, title=f"Optuna's best trial against {alone.baseline}",
                             results_dir=results_dir)

@@ -568,16 +568,18 @@ def optuna_search(filled: Filled, records: list[dict], results_dir: Path):
         optuna_median=f"{complete['val_acc'].median():.2f}%",
         optuna_top=f"{top}, with {share:.2f} of the total",
         optuna_hours=f"{search.hours:.1f}")
+    check = confirmation(CORE_STUDY, search.study, profile)
     agreed = agreed_choice(search, cfg)
-    check_alone = agreed and against_one_setting(CORE_STUDY, search.study, profile, agreed)
+    check_alone = agreed and against_one_setting(CORE_STUDY, check, agreed)
+    # at a fixed number of epochs a smaller batch is more steps: the discussion's reading
+    smaller_batch = bool(agreed) and agreed.get("batch_size", cfg.batch_size) < cfg.batch_size
     if agreed:
         [(key, value)] = agreed.items()
-        name = SETTING_NAMES.get(key, key)
         filled.values["optuna_agreed"] = (
-            f"all of the best quarter of the complete trials chose {name} {value}, against the "
-            f"recipe's {getattr(cfg, key)}"
-            + (f": at a fixed number of epochs that is {'more' if value < cfg.batch_size else 'fewer'} "
-               f"steps" if key == "batch_size" else "")
+            f"all of the best quarter of the complete trials chose {SETTING_NAMES.get(key, key)} "
+            f"{value}, against the recipe's {getattr(cfg, key)}"
+            + (f": at a fixed number of epochs that is {'more' if smaller_batch else 'fewer'} steps"
+               if key == "batch_size" else "")
             + (f", which the core study's one-setting variant `{check_alone.baseline}` asks alone"
                if check_alone else ""))
     base_label, base_value = "", None
@@ -599,41 +601,44 @@ def optuna_search(filled: Filled, records: list[dict], results_dir: Path):
                   + (" and `fast`'s own seed-0 run on the same machine" if base_value else "") + "; right, "
                   f"each setting's PED-ANOVA importance for reaching the best tenth of the "
                   f"{len(complete)} complete trials.")
-    check = confirmation(CORE_STUDY, search.study, profile)
     sweep(filled, records, check, "Optuna's best trial against `fast`, whole training split",
           "optuna_confirm")
     if "optuna_confirm_setup" not in filled.values:
         filled.values["optuna_unconfirmed"] = check.command(profile)
         return
-    row = filled.paired["optuna_confirm"].drop(check.baseline).iloc[0]
+    confirmed = filled.paired["optuna_confirm"].drop(check.baseline).iloc[0]
     filled.values["optuna_confirm_verdict"] = (
-        f"they are {row['diff']:+.2f} points of validation accuracy against it ({int(row['pairs'])} "
-        f"seed pairs, 95% interval {row['95% low']:+.2f} to {row['95% high']:+.2f}): "
-        + ("resolved" if row["resolved"] else "not resolved, so the search's gain is not shown "
-                                               "to hold beyond its own seed"))
-    if check_alone:
+        f"they are {confirmed['diff']:+.2f} points of validation accuracy against it "
+        f"({int(confirmed['pairs'])} seed pairs, 95% interval {confirmed['95% low']:+.2f} to "
+        f"{confirmed['95% high']:+.2f}): "
+        + ("resolved" if confirmed["resolved"] else "not resolved, so the search's gain is not "
+                                                     "shown to hold beyond its own seed"))
+    if check_alone and _trial_against_one_setting(filled, records, check_alone, confirmed):
         recipe = CORE_STUDY.config(CORE_STUDY.baseline, "full").epochs
-        _trial_against_one_setting(filled, records, check_alone, row, len(best.params),
-                                   f"{cfg.epochs} of its {recipe} epochs")
-        # the discussion's reading: a smaller batch (more steps) carries the gain
-        if "optuna_alone_verdict" in filled.values and agreed.get("batch_size", cfg.batch_size) < cfg.batch_size:
+        filled.values["optuna_abstract"] = (
+            f"Asked of `fast` at {cfg.epochs} of its {recipe} epochs, an Optuna search over "
+            f"{len(best.params)} of its settings finds a gain of {confirmed['diff']:+.2f} points "
+            f"of validation accuracy (confirmed on {int(confirmed['pairs'])} declared seeds, "
+            f"paired), and one of those settings alone, `{check_alone.baseline}`, is not told "
+            f"apart from it")
+        if smaller_batch:
             filled.values["optuna_smaller_batch"] = check_alone.baseline
 
 
-def _trial_against_one_setting(filled: Filled, records: list[dict], check, confirmed: pd.Series,
-                               searched: int, budget: str):
+def _trial_against_one_setting(filled: Filled, records: list[dict], check, confirmed: pd.Series) -> bool:
     """The best trial against the core study's variant that makes only the choice the
     search's best trials agreed on, seed by seed on one machine: what the trial's other
-    settings add to that one. `confirmed` is the trial's row against the base; `searched`,
-    how many settings the search varied; `budget`, the epochs it ran, in words."""
+    settings add to that one (`confirmed` is the trial's row against the base). True when
+    that one setting carries the search's gain: the trial is not told from it, and the most
+    the other settings could add (the interval's top) is a small part of the confirmed gain."""
     alone, trial = check.baseline, confirmed.name
     runs = runs_frame(sweep_records(records, check))
     if set(runs["variant"]) != {alone, trial}:
-        return
+        return False
     paired = paired_differences(runs, alone, order=[alone, trial])
     row = paired.loc[trial]
     if row["pairs"] < 2:
-        return
+        return False
     filled.values["optuna_vs_alone"] = (
         f"The best trial against the one-setting variant `{alone}` "
         f"({paired.loc[alone, 'mean']:.2f}%), seed by seed on one machine: {row['diff']:+.2f} "
@@ -642,20 +647,15 @@ def _trial_against_one_setting(filled: Filled, records: list[dict], check, confi
             f"resolved: its other settings {'add to' if row['diff'] > 0 else 'take from'} what "
             f"{alone} gives" if row["resolved"] else
             f"not resolved, so these seeds cannot tell the best trial from {alone} alone"))
-    # the one setting carries the gain when the trial is not told from it, and the most the
-    # other settings could add (the interval's top) is a small part of the confirmed gain
-    if confirmed["resolved"] and not row["resolved"] and row["95% high"] < confirmed["diff"] / 2:
-        filled.values["optuna_alone_verdict"] = (
-            f"The one-setting variant `{alone}` is not told apart from that trial on the same "
-            f"seeds ({row['diff']:+.2f} points between them, 95% interval {row['95% low']:+.2f} to "
-            f"{row['95% high']:+.2f}, against the trial's {confirmed['diff']:+.2f} over `fast`): as "
-            f"far as {int(row['pairs'])} seeds can tell, that one setting carries the search's gain "
-            f"at this budget")
-        filled.values["optuna_abstract"] = (
-            f"Asked of `fast` at {budget}, an Optuna search over {searched} of its "
-            f"settings finds a gain of {confirmed['diff']:+.2f} points of validation accuracy "
-            f"(confirmed on {int(confirmed['pairs'])} declared seeds, paired), and one of those "
-            f"settings alone, `{alone}`, is not told apart from it")
+    if not (confirmed["resolved"] and not row["resolved"] and row["95% high"] < confirmed["diff"] / 2):
+        return False
+    filled.values["optuna_alone_verdict"] = (
+        f"The one-setting variant `{alone}` is not told apart from that trial on the same "
+        f"seeds ({row['diff']:+.2f} points between them, 95% interval {row['95% low']:+.2f} to "
+        f"{row['95% high']:+.2f}, against the trial's {confirmed['diff']:+.2f} over `fast`): as "
+        f"far as {int(row['pairs'])} seeds can tell, that one setting carries the search's gain "
+        f"at this budget")
+    return True
 
 
 STUDY_GOAL_HOURS = 3      # what the core study aims at on one 2-core bf16 CPU

@@ -223,17 +223,17 @@ def agreed_choice(search: Search, cfg: Config) -> dict | None:
     return None
 
 
-def against_one_setting(sweep, study: optuna.Study, profile: str, change: dict):
-    """The best trial beside the sweep's one-setting variant that makes `change` alone, as a
-    sweep with that variant for its baseline (both trained with the declared seeds): what
-    the trial's other settings add to that one. None if the sweep has no such variant."""
+def against_one_setting(sweep, check, change: dict):
+    """The best trial of `check` (a sweep's `confirmation`) beside the sweep's one-setting
+    variant that makes `change` alone, as a sweep with that variant for its baseline (both
+    trained with the declared seeds): what the trial's other settings add to that one. None
+    if the sweep has no such variant."""
     alone = next((v for v, c in sweep.variants.items() if c == change), None)
     if alone is None:
         return None
-    check = confirmation(sweep, study, profile)
-    trial = next(v for v in check.variants if v != sweep.baseline)
+    trial = next(v for v in check.variants if v != check.baseline)
     return dataclasses.replace(check, baseline=alone,
-                      variants={alone: sweep.variants[alone], trial: check.variants[trial]})
+                               variants={alone: sweep.variants[alone], trial: check.variants[trial]})
 
 
 def study_for(cfg: Config, profile: str, study_name: str | None = None, storage: str | None = None,
