@@ -10,8 +10,9 @@ For every registered model it times training steps (forward, backward, optimizer
              contiguous memory;
   engine     device-resident data with batch augmentation, channels-last, the precision
              `auto` picks for this device, the cheap dropout mask, and the block form that
-             is faster on this device (plus torch.compile with --compile).
-Repeats of the two alternate (ABAB...), so drift on a shared machine hits both; each side
+             is faster on this device;
+  + torch.compile  the engine compiled (with --compile), timed beside the eager engine.
+Repeats of the variants alternate (ABAB...), so drift on a shared machine hits them alike; each
 reports the median images/s. With --ladder, ImprovedNet also gets one row per engine
 feature added in turn, and a row with the fused block instead. Figures go to results/benchmarks/ with device and versions.
 """
@@ -171,12 +172,11 @@ def main(argv=None) -> int:
     images, labels, data_note = load_images()
     print(f"device: {device_info(device)['name']}; torch {torch.__version__}; "
           f"threads {torch.get_num_threads()}; data: {data_note}", flush=True)
-    engine = Variant("engine", compile=args.compile)
     rows = []
     start = time.perf_counter()
     for name in args.models:
-        variants = [REFERENCE, *(LADDER if args.ladder and name == "improved" else [engine])]
-        if args.ladder and name == "improved" and args.compile:
+        variants = [REFERENCE, *(LADDER if args.ladder and name == "improved" else [Variant("engine")])]
+        if args.compile:             # beside the eager engine, so the ratio comes from one run
             variants.append(Variant("+ torch.compile", compile=True))
         rows += measure(name, variants, images, labels, args, device)
         print(f"  {name}: done after {time.perf_counter() - start:.0f} s", flush=True)

@@ -714,10 +714,20 @@ def _core_cost(filled: Filled, core: pd.DataFrame, records: list[dict]):
         f"({best.precision}), projected from its {best.runs} runs: "
         + (f"within the {STUDY_GOAL_HOURS} hours it aims at." if full <= STUDY_GOAL_HOURS else
            f"{full / STUDY_GOAL_HOURS:.1f} times the {STUDY_GOAL_HOURS} hours it aims at. Training is "
-           f"{best['training %']:.0f}% of that time, at {best['images/s']:.0f} images/s; "
-           f"{STUDY_GOAL_HOURS} hours would need about "
-           f"{best['images/s'] * full / STUDY_GOAL_HOURS:.0f} images/s.")
+           f"{best['training %']:.0f}% of that time, at {best['images/s']:.0f} images/s"
+           + _rate_needed(best['images/s'], full, best['training %'] / 100) + ".")
         + _fp32_multiple(records, (best.device, best.precision)))
+
+
+def _rate_needed(rate: float, hours: float, training_share: float) -> str:
+    """The training speed at which a study of `hours` (`training_share` of it training at
+    `rate` images/s) fits the hours it aims at, the rest of each run (scoring, start-up)
+    taking what it takes now."""
+    training, rest = hours * training_share, hours * (1 - training_share)
+    if rest >= STUDY_GOAL_HOURS:
+        return f"; the rest of each run alone takes more than {STUDY_GOAL_HOURS} hours"
+    return (f"; {STUDY_GOAL_HOURS} hours would need about "
+            f"{rate * training / (STUDY_GOAL_HOURS - rest):,.0f} images/s of training")
 
 
 def _fp32_multiple(records: list[dict], here: tuple[str, str]) -> str:

@@ -463,6 +463,7 @@ def test_the_cost_says_how_much_longer_the_core_study_takes_without_bf16(tmp_pat
     import numpy as np
 
     from cifar_lib.sections import Filled, cost
+    from cifar_lib.sweeps import CORE_STUDY
 
     records = load_records(REPO / "results", profile="cpu")
     filled = Filled(tmp_path)
@@ -477,6 +478,15 @@ def test_the_cost_says_how_much_longer_the_core_study_takes_without_bf16(tmp_pat
     device, precision = projected.iloc[0][["device", "precision"]]
     assert (projected.filter(like="all ").iloc[:, 0].diff().dropna() >= 0).all()
     assert f"about {projected.filter(like='all ').iloc[0, 0]:.1f} hours on the fastest" in text
+    # the speed that fits 3 hours: all planned runs' training images over the hours their
+    # scoring and start-up leave
+    runs = runs_frame(records)
+    core = runs[(runs["sweep"] == "core_study") & runs["variant"].isin(list(CORE_STUDY.variants))
+                & (runs["device_label"] == device) & (runs["precision"] == precision)]
+    scale = CORE_STUDY.planned_runs / len(core)
+    rest_hours = scale * (core["wall_minutes"] - core["train_minutes"]).sum() / 60
+    needed = scale * core["images_seen"].sum() / (3600 * (3 - rest_hours))
+    assert f"3 hours would need about {needed:,.0f} images/s of training" in text
     here, amd = np.median(epochs(device, precision)), np.median(epochs("2-core AMD EPYC", "fp32"))
     assert f"would take about {here / amd:.1f} times as long" in text and here > amd
     # Without the fp32 machine's records there is no multiple to state.
