@@ -60,7 +60,7 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     sections.tuned_at_coursework_budget(filled, full_records + records)
     sections.cheap_budget_agreement(filled, records, full_records)
     sections.engine(filled, results_dir)
-    sections.cost(filled, runs, records)
+    sections.cost(filled, runs, records, results_dir)
     sections.coursework_answers(filled)
     doc = render(TEMPLATE.read_text(), filled)
     doc.parts.insert(1, ("text", f"Generated from the records under `results/`: {len(records)} "

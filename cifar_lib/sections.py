@@ -661,7 +661,7 @@ def _trial_against_one_setting(filled: Filled, records: list[dict], check, confi
 STUDY_GOAL_HOURS = 3      # what the core study aims at on one 2-core bf16 CPU
 
 
-def cost(filled: Filled, runs: pd.DataFrame, records: list[dict]):
+def cost(filled: Filled, runs: pd.DataFrame, records: list[dict], results_dir: Path):
     """What the profile's records cost, machine by machine, and the core study's wall time on
     the machine that ran it against the hours it aims at (and on a CPU without bf16)."""
     table = study_cost(runs)
@@ -676,6 +676,7 @@ def cost(filled: Filled, runs: pd.DataFrame, records: list[dict]):
     core = runs[(runs["sweep"] == CORE_STUDY.name) & runs["variant"].isin(list(CORE_STUDY.variants))]
     if len(core):
         _core_cost(filled, core, records)
+    _extended_cost(filled, runs, results_dir)
     filled.table("study_cost", table.reset_index().rename(columns={
         "device_label": "device", "wall_hours": "wall hours", "minutes_per_run": "minutes per run"}),
         "What each study's records cost, machine by machine: runs, wall time and the mean "
@@ -717,6 +718,46 @@ def _core_cost(filled: Filled, core: pd.DataFrame, records: list[dict]):
            f"{best['training %']:.0f}% of that time, at {best['images/s']:.0f} images/s"
            + _rate_needed(best['images/s'], full, best['training %'] / 100) + ".")
         + _fp32_multiple(records, (best.device, best.precision)))
+
+
+def _extended_cost(filled: Filled, runs: pd.DataFrame, results_dir: Path):
+    """Where the extended study (the Optuna search and its confirmation, the block ablation,
+    the recipe's ingredients) ran at this profile and its wall time on each machine (the
+    search's pruned trials included), and the hours of it that ran on a CPU in bf16."""
+    from .tuning import read_search
+
+    [profile] = set(runs["profile"])
+    search = read_search(CORE_STUDY, profile, results_dir)
+    parts = [("the Optuna search", device_label(r["device"]), r["precision"], r["device"]["type"],
+              (r.get("wall_seconds") or 0) / 3600) for r in (search.records if search else [])]
+    for name, rows in (
+            ("the confirmation of Optuna's best trial",
+             (runs["sweep"] == CORE_STUDY.name) & ~runs["variant"].isin(list(CORE_STUDY.variants))),
+            ("the block ablation", runs["sweep"] == BLOCK_ABLATION.name),
+            ("the recipe's ingredients", runs["sweep"] == FAST_ABLATION.name)):
+        parts += [(name, *run, minutes / 60) for *run, minutes in runs.loc[rows, [
+            "device_label", "precision", "device_type", "wall_minutes"]].itertuples(index=False)]
+        if not rows.any():
+            parts.append((name, None, None, None, 0.0))
+    frame = pd.DataFrame(parts, columns=["part", "device", "precision", "type", "hours"])
+
+    def duration(h: float) -> str:
+        return f"{h:.1f} hours" if h >= 1 else f"{60 * h:.0f} minutes"
+
+    said = []
+    for part, group in frame.groupby("part", sort=False):
+        where = group.dropna(subset=["device"]).groupby(["device", "precision"], sort=False)["hours"].sum()
+        said.append(f"{part}, " + " and ".join(f"{duration(h)} on the {device} ({precision})"
+                                               for (device, precision), h in where.items())
+                    if len(where) else f"{part}: not run at this profile")
+    on_cpu = frame[(frame["type"] == "cpu") & (frame["precision"] == "bf16")]
+    filled.values["cost_extended"] = (
+        "As recorded at this profile, the parts took: " + "; ".join(said) + ". "
+        + (f"On CPUs in bf16 that is {duration(on_cpu['hours'].sum())} for "
+           f"{' and '.join(dict.fromkeys(on_cpu['part']))}, against the {STUDY_GOAL_HOURS} hours "
+           f"more the extended study aims at" if len(on_cpu) else "None of it ran on a CPU in bf16")
+        + ("; what ran only on a GPU or not at all has no CPU cost measured."
+           if (frame.groupby("part")["type"].apply(lambda t: not (t == "cpu").any())).any() else "."))
 
 
 def _rate_needed(rate: float, hours: float, training_share: float) -> str:

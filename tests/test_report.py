@@ -467,7 +467,7 @@ def test_the_cost_says_how_much_longer_the_core_study_takes_without_bf16(tmp_pat
 
     records = load_records(REPO / "results", profile="cpu")
     filled = Filled(tmp_path)
-    cost(filled, runs_frame(records), records)
+    cost(filled, runs_frame(records), records, REPO / "results")
     text = filled.values["cost_core"]
     epochs = lambda device, precision, **tags: [
         h["images_per_second"] for r in records if r["config"]["model"] == "fast"
@@ -492,8 +492,36 @@ def test_the_cost_says_how_much_longer_the_core_study_takes_without_bf16(tmp_pat
     # Without the fp32 machine's records there is no multiple to state.
     no_amd = [r for r in records if device_label(r["device"]) != "2-core AMD EPYC"]
     alone = Filled(tmp_path)
-    cost(alone, runs_frame(no_amd), no_amd)
+    cost(alone, runs_frame(no_amd), no_amd, REPO / "results")
     assert "times as long" not in alone.values["cost_core"]
+
+
+def test_the_extended_study_says_where_each_part_ran_and_what_its_cpu_part_took(tmp_path):
+    from cifar_lib.sections import Filled, cost
+    from cifar_lib.sweeps import CORE_STUDY
+    from cifar_lib.tuning import read_search
+
+    records = load_records(REPO / "results", profile="cpu")
+    runs = runs_frame(records)
+    filled = Filled(tmp_path)
+    cost(filled, runs, records, REPO / "results")
+    text = filled.values["cost_extended"]
+    # the search counts its pruned trials' wall time as well as its complete ones'
+    search = read_search(CORE_STUDY, "cpu", REPO / "results")
+    search_hours = sum(r["wall_seconds"] for r in search.records) / 3600
+    assert search_hours > runs.loc[runs["config"] == f"tune-{CORE_STUDY.name}-cpu", "wall_minutes"].sum() / 60
+    assert f"the Optuna search, {search_hours:.1f} hours on the" in text
+    trial = runs[(runs["sweep"] == CORE_STUDY.name) & ~runs["variant"].isin(list(CORE_STUDY.variants))]
+    assert len(trial) and f"the confirmation of Optuna's best trial, {trial['wall_minutes'].sum():.0f} minutes" in text
+    on_cpu = search_hours + trial["wall_minutes"].sum() / 60
+    assert f"On CPUs in bf16 that is {on_cpu:.1f} hours for the Optuna search and the confirmation" in text
+    # the recipe's ingredients ran only at the full profile; the block ablation only on a GPU
+    assert "the recipe's ingredients: not run at this profile" in text and "no CPU cost measured" in text
+    # without a stored search, only the confirmation's runs are counted
+    bare = Filled(tmp_path)
+    cost(bare, runs, records, tmp_path)
+    assert "Optuna search" not in bare.values["cost_extended"]
+    assert f"that is {trial['wall_minutes'].sum():.0f} minutes for the confirmation" in bare.values["cost_extended"]
 
 
 def _move_records(folder: Path, device: dict, variant: str | None = None) -> None:
