@@ -62,6 +62,7 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     sections.engine(filled, results_dir)
     sections.cost(filled, runs, records, results_dir)
     sections.coursework_answers(filled)
+    sections.coursework_answers(filled, ("regularisation_recipe",), "coursework_answers_recipe")
     doc = render(TEMPLATE.read_text(), filled)
     doc.parts.insert(1, ("text", f"Generated from the records under `results/`: {len(records)} "
                                  f"`{profile}`-profile runs" + (f" and, where a section says so, "

@@ -523,21 +523,23 @@ COURSEWORK_QUESTIONS = ("dropout 0.1", "dropout 0.2", "no batch norm", "filter l
 
 
 def coursework_answers(filled: Filled, sections=("regularisation_full", "optimisation_full",
-                                                  "augmentation_full")):
-    """The core study's answers to the coursework's questions, as measured so far: each
-    recorded variant's paired difference to the base, resolved ones first."""
+                                                  "augmentation_full"), name="coursework_answers"):
+    """The core study's answers to the coursework's questions in `sections`' tables: each
+    variant's paired difference to the base where it rests on two seed pairs or more (one
+    pair has no interval), resolved ones first."""
     tables = [filled.paired[s] for s in sections if s in filled.paired]
     if not tables:
         return
     rows = pd.concat(tables)
-    rows = rows.loc[[v for v in COURSEWORK_QUESTIONS if v in rows.index and pd.notna(rows.loc[v, "diff"])]]
+    rows = rows.loc[[v for v in COURSEWORK_QUESTIONS if v in rows.index and pd.notna(rows.loc[v, "diff"])
+                     and rows.loc[v, "pairs"] >= 2]]
     if rows.empty:
         return
     def listed(part):
         return _spoken_list([f"{v} ({d:+.2f} points)" for v, d in part["diff"].items()])
     verdicts = [f"resolved, {listed(rows[rows['resolved']])}" if rows["resolved"].any() else "",
                 f"not resolved, {listed(rows[~rows['resolved']])}" if (~rows["resolved"]).any() else ""]
-    filled.values["coursework_answers"] = "; ".join(v for v in verdicts if v)
+    filled.values[name] = "; ".join(v for v in verdicts if v)
 
 
 def optuna_search(filled: Filled, records: list[dict], results_dir: Path):

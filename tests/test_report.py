@@ -459,6 +459,28 @@ def test_the_conclusion_answers_the_coursework_questions_from_the_core_study_tab
     assert answered >= 3
 
 
+def test_the_coursework_answers_at_the_recipes_epochs_rest_on_two_seed_pairs_or_more(tmp_path):
+    from cifar_lib.sections import Filled, coursework_answers, sweep
+    from cifar_lib.sweeps import CORE_STUDY
+
+    records = [r for r in load_records(REPO / "results", profile="full")
+               if r.get("tags", {}).get("sweep") == "core_study"]
+    filled = Filled(tmp_path)
+    sweep(filled, records, CORE_STUDY.group("regularisation"), "t", "regularisation_recipe")
+    table = filled.paired["regularisation_recipe"]
+    row = table.loc["dropout 0.1"]
+    assert row["pairs"] >= 2
+    coursework_answers(filled, ("regularisation_recipe",), "recipe")
+    said = f"{'resolved' if row['resolved'] else 'not resolved'}, dropout 0.1 ({row['diff']:+.2f} points)"
+    assert filled.values["recipe"] == said          # the only coursework question measured there
+    # one seed pair has no interval: it answers nothing
+    one_pair = [r for r in records if r["seed"] == 0]
+    single = Filled(tmp_path)
+    sweep(single, one_pair, CORE_STUDY.group("regularisation"), "t", "regularisation_recipe")
+    coursework_answers(single, ("regularisation_recipe",), "recipe")
+    assert "recipe" not in single.values
+
+
 def test_the_cost_says_how_much_longer_the_core_study_takes_without_bf16(tmp_path):
     import numpy as np
 
