@@ -43,7 +43,9 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
            "Regularisation and normalisation of `fast`, whole training split", "regularisation_full")
     sections.sweep(filled, records, CORE_STUDY.group("optimisation"),
            "Learning rates and batch size of `fast`, whole training split", "optimisation_full")
-    sections.optuna_search(filled, records, results_dir)
+    from .tuning import read_search
+    search = read_search(CORE_STUDY, profile, results_dir)    # the stored Optuna search, read once
+    sections.optuna_search(filled, records, search)
     sections.sweep(filled, records, BLOCK_ABLATION, "Block ablation", "block_ablation")
     sections.sweep(filled, records, FAST_ABLATION, "Fast-recipe ablation", "fast_ablation")
     sections.improved(filled, by_config)
@@ -60,7 +62,7 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     sections.tuned_at_coursework_budget(filled, full_records + records)
     sections.cheap_budget_agreement(filled, records, full_records)
     sections.engine(filled, results_dir)
-    sections.cost(filled, runs, records, results_dir)
+    sections.cost(filled, runs, records, search)
     sections.coursework_answers(filled)
     sections.coursework_answers(filled, ("regularisation_recipe",), "coursework_answers_recipe")
     doc = render(TEMPLATE.read_text(), filled)

@@ -542,16 +542,16 @@ def coursework_answers(filled: Filled, sections=("regularisation_full", "optimis
     filled.values[name] = "; ".join(v for v in verdicts if v)
 
 
-def optuna_search(filled: Filled, records: list[dict], results_dir: Path):
+def optuna_search(filled: Filled, records: list[dict], search):
     """The Optuna search on the core study's base (all settings at once, one seed a trial):
     its trials, the best one's settings, the settings' importances, and the paired
-    confirmation of the best trial with the core study's declared seeds."""
+    confirmation of the best trial with the core study's declared seeds. `search` is the
+    stored search (tuning.read_search), or None where there is none."""
     from .tuning import (SETTING_NAMES, against_one_setting, agreed_choice, confirmation,
-                         describe_settings, describe_space, read_search)
+                         describe_settings, describe_space)
 
     profile = records[0]["profile"]
     cfg = CORE_STUDY.config(CORE_STUDY.baseline, profile)
-    search = read_search(CORE_STUDY, profile, results_dir)
     if search is None:
         return
     trials, complete, best = search.trials, search.complete, search.study.best_trial
@@ -663,9 +663,10 @@ def _trial_against_one_setting(filled: Filled, records: list[dict], check, confi
 STUDY_GOAL_HOURS = 3      # what the core study aims at on one 2-core bf16 CPU
 
 
-def cost(filled: Filled, runs: pd.DataFrame, records: list[dict], results_dir: Path):
+def cost(filled: Filled, runs: pd.DataFrame, records: list[dict], search):
     """What the profile's records cost, machine by machine, and the core study's wall time on
-    the machine that ran it against the hours it aims at (and on a CPU without bf16)."""
+    the machine that ran it against the hours it aims at (and on a CPU without bf16); and
+    where the extended study ran, with `search` (the stored Optuna search, or None)."""
     table = study_cost(runs)
     per_device = runs.groupby(["device_label", "precision"]).agg(
         runs=("id", "size"), hours=("wall_minutes", lambda m: m.sum() / 60)).sort_values("hours")
@@ -678,7 +679,7 @@ def cost(filled: Filled, runs: pd.DataFrame, records: list[dict], results_dir: P
     core = runs[(runs["sweep"] == CORE_STUDY.name) & runs["variant"].isin(list(CORE_STUDY.variants))]
     if len(core):
         _core_cost(filled, core, records)
-    _extended_cost(filled, runs, results_dir)
+    _extended_cost(filled, runs, search)
     filled.table("study_cost", table.reset_index().rename(columns={
         "device_label": "device", "wall_hours": "wall hours", "minutes_per_run": "minutes per run"}),
         "What each study's records cost, machine by machine: runs, wall time and the mean "
@@ -722,14 +723,10 @@ def _core_cost(filled: Filled, core: pd.DataFrame, records: list[dict]):
         + _fp32_multiple(records, (best.device, best.precision)))
 
 
-def _extended_cost(filled: Filled, runs: pd.DataFrame, results_dir: Path):
+def _extended_cost(filled: Filled, runs: pd.DataFrame, search):
     """Where the extended study (the Optuna search and its confirmation, the block ablation,
     the recipe's ingredients) ran at this profile and its wall time on each machine (the
     search's pruned trials included), and the hours of it that ran on a CPU in bf16."""
-    from .tuning import read_search
-
-    [profile] = set(runs["profile"])
-    search = read_search(CORE_STUDY, profile, results_dir)
     parts = [("the Optuna search", device_label(r["device"]), r["precision"], r["device"]["type"],
               (r.get("wall_seconds") or 0) / 3600) for r in (search.records if search else [])]
     for name, rows in (

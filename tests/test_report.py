@@ -486,10 +486,11 @@ def test_the_cost_says_how_much_longer_the_core_study_takes_without_bf16(tmp_pat
 
     from cifar_lib.sections import Filled, cost
     from cifar_lib.sweeps import CORE_STUDY
+    from cifar_lib.tuning import read_search
 
     records = load_records(REPO / "results", profile="cpu")
     filled = Filled(tmp_path)
-    cost(filled, runs_frame(records), records, REPO / "results")
+    cost(filled, runs_frame(records), records, read_search(CORE_STUDY, "cpu", REPO / "results"))
     text = filled.values["cost_core"]
     epochs = lambda device, precision, **tags: [
         h["images_per_second"] for r in records if r["config"]["model"] == "fast"
@@ -514,7 +515,7 @@ def test_the_cost_says_how_much_longer_the_core_study_takes_without_bf16(tmp_pat
     # Without the fp32 machine's records there is no multiple to state.
     no_amd = [r for r in records if device_label(r["device"]) != "2-core AMD EPYC"]
     alone = Filled(tmp_path)
-    cost(alone, runs_frame(no_amd), no_amd, REPO / "results")
+    cost(alone, runs_frame(no_amd), no_amd, read_search(CORE_STUDY, "cpu", REPO / "results"))
     assert "times as long" not in alone.values["cost_core"]
 
 
@@ -525,11 +526,11 @@ def test_the_extended_study_says_where_each_part_ran_and_what_its_cpu_part_took(
 
     records = load_records(REPO / "results", profile="cpu")
     runs = runs_frame(records)
+    search = read_search(CORE_STUDY, "cpu", REPO / "results")
     filled = Filled(tmp_path)
-    cost(filled, runs, records, REPO / "results")
+    cost(filled, runs, records, search)
     text = filled.values["cost_extended"]
     # the search counts its pruned trials' wall time as well as its complete ones'
-    search = read_search(CORE_STUDY, "cpu", REPO / "results")
     search_hours = sum(r["wall_seconds"] for r in search.records) / 3600
     assert search_hours > runs.loc[runs["config"] == f"tune-{CORE_STUDY.name}-cpu", "wall_minutes"].sum() / 60
     assert f"the Optuna search, {search_hours:.1f} hours on the" in text
@@ -541,7 +542,7 @@ def test_the_extended_study_says_where_each_part_ran_and_what_its_cpu_part_took(
     assert "the recipe's ingredients: not run at this profile" in text and "no CPU cost measured" in text
     # without a stored search, only the confirmation's runs are counted
     bare = Filled(tmp_path)
-    cost(bare, runs, records, tmp_path)
+    cost(bare, runs, records, None)
     assert "Optuna search" not in bare.values["cost_extended"]
     assert f"that is {trial['wall_minutes'].sum():.0f} minutes for the confirmation" in bare.values["cost_extended"]
 
@@ -614,12 +615,14 @@ def _search_study(results_dir: Path, epochs: int = 2):
 
 def test_the_optuna_search_is_reported_with_its_best_trial_unconfirmed_until_trained(tmp_path):
     from cifar_lib.sections import Filled, optuna_search
+    from cifar_lib.sweeps import CORE_STUDY
+    from cifar_lib.tuning import read_search
 
     filled = Filled(tmp_path)
-    optuna_search(filled, [{"profile": "cpu", "tags": {}}], tmp_path)
+    optuna_search(filled, [{"profile": "cpu", "tags": {}}], read_search(CORE_STUDY, "cpu", tmp_path))
     assert "optuna_trials" not in filled.values            # no study stored: nothing to say
     study = _search_study(tmp_path)
-    optuna_search(filled, [{"profile": "cpu", "tags": {}}], tmp_path)
+    optuna_search(filled, [{"profile": "cpu", "tags": {}}], read_search(CORE_STUDY, "cpu", tmp_path))
     best = study.best_trial
     values = filled.values
     assert (values["optuna_trials"], values["optuna_complete"]) == ("40", "37")
@@ -640,10 +643,11 @@ def test_the_search_in_the_records_is_confirmed_with_the_declared_seeds_on_its_o
     conclusion's verdict is that table's."""
     from cifar_lib.sections import Filled, optuna_search
     from cifar_lib.sweeps import CORE_STUDY
+    from cifar_lib.tuning import read_search
 
     records = load_records(REPO / "results", profile="cpu")
     filled = Filled(tmp_path)
-    optuna_search(filled, records, REPO / "results")
+    optuna_search(filled, records, read_search(CORE_STUDY, "cpu", REPO / "results"))
     assert int(filled.values["optuna_trials"]) >= 40
     table = filled.paired["optuna_confirm"]
     row = table.drop(CORE_STUDY.baseline).iloc[0]
