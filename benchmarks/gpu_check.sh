@@ -82,7 +82,7 @@ done
 echo "== summary ($(( SECONDS - START )) s)"
 "$PY" - "$RESULTS" <<'EOF'
 import sys
-from cifar_lib.tables import load_records, runs_frame
+from cifar_lib.study.tables import load_records, runs_frame
 
 runs = runs_frame(load_records(sys.argv[1]))
 runs = runs[runs["device_type"] == "cuda"]

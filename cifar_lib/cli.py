@@ -22,7 +22,7 @@ def _plural(n: int, word: str) -> str:
 
 def time_to_accuracy(record: dict, target: float) -> str:
     """When validation accuracy first reached `target`, in epochs and minutes of training."""
-    from .tables import history_frame   # the one place that adds up training time per epoch
+    from .study.tables import history_frame   # the one place that adds up training time per epoch
 
     history = history_frame([record])
     reached = history[history["val_acc"] >= 100 * target]
@@ -99,8 +99,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .studies import SWEEPS, run_sweep, run_sweep_shared
-    from .tables import runs_frame, summarize
+    from .study.runner import SWEEPS, run_sweep, run_sweep_shared
+    from .study.tables import runs_frame, summarize
 
     if args.name not in SWEEPS:
         raise ConfigError(f"unknown sweep {args.name!r}; valid: {', '.join(SWEEPS)}")
@@ -131,9 +131,9 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from .studies import SWEEPS, run_sweep
-    from .tables import paired_differences, runs_frame, summarise_effects
-    from .tuning import confirmation, study_for, tune
+    from .study.runner import SWEEPS, run_sweep
+    from .study.tables import paired_differences, runs_frame, summarise_effects
+    from .study.tuning import confirmation, study_for, tune
 
     if (args.config is None) == (args.sweep is None):
         raise ConfigError("tune needs a config (tune fast ...) or --sweep NAME (its baseline at "
@@ -176,7 +176,7 @@ def cmd_tune(args) -> int:
 def cmd_report(args) -> int:
     import time
 
-    from .report import build_report
+    from .report.build import build_report
 
     start = time.perf_counter()
     path = build_report(args.results_dir, args.figures_dir, args.report_dir, profile=args.profile)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from cifar_lib.predictions import confident_mistakes, confusion_matrix, reliability
+from cifar_lib.study.analysis import confident_mistakes, confusion_matrix, reliability
 from cifar_lib.predictions import recording_branch_weights, stack_branch_weights
 from cifar_lib.blocks import MIXING_BLOCKS
 from cifar_lib.config import load_config

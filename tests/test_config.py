@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from cifar_lib.config import ConfigError, available_configs, load_config
-from cifar_lib.tables import load_records
+from cifar_lib.study.tables import load_records
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -108,7 +108,7 @@ def test_final_trains_on_train_and_validation_images_and_never_validates(tmp_pat
 def test_every_ablation_variant_builds_what_it_names_and_takes_a_step():
     from cifar_lib.blocks import FastBlock
     from cifar_lib.models import Residual, count_flops
-    from cifar_lib.sweeps import BLOCK_ABLATION, FAST_ABLATION
+    from cifar_lib.study.sweeps import BLOCK_ABLATION, FAST_ABLATION
 
     x, y = torch.randn(4, 3, 32, 32), torch.arange(4)
     flops = {}

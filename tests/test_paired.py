@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from cifar_lib.tables import describe_pairing, device_label, holm_levels, paired_differences
+from cifar_lib.study.tables import describe_pairing, device_label, holm_levels, paired_differences
 
 XEON = {"type": "cpu", "cpu": "Intel(R) Xeon(R) Processor", "cpu_count": 2, "threads": 2,
         "name": "Intel(R) Xeon(R) Processor (2 cores)"}
@@ -108,7 +108,7 @@ def test_one_cpu_model_with_and_without_amx_is_two_devices(monkeypatch):
 
 
 def test_budget_agreement_ranks_the_shared_variants_of_two_budgets():
-    from cifar_lib.tables import budget_agreement
+    from cifar_lib.study.tables import budget_agreement
 
     cheap = pd.DataFrame({"diff": [np.nan, -1.0, 0.2, -0.5, 0.1]},
                          index=["base", "none", "flip", "noLS", "extra"])
@@ -143,8 +143,8 @@ def test_every_recorded_variant_run_has_a_base_run_of_its_seed_on_its_device():
     """The committed records keep the protocol: each variant run of a sweep (outside
     results/archive/) has the baseline's run of the same sweep, profile, seed, device and
     precision, so no table has a variant it cannot pair."""
-    from cifar_lib.sweeps import SWEEPS
-    from cifar_lib.tables import load_records
+    from cifar_lib.study.sweeps import SWEEPS
+    from cifar_lib.study.tables import load_records
 
     committed = Path(__file__).resolve().parent.parent / "results"
     records = [r for p in ("cpu", "full") for r in load_records(committed, profile=p)

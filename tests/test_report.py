@@ -7,15 +7,16 @@ from pathlib import Path
 import pytest
 import pandas as pd
 
-from cifar_lib.predictions import confusion_matrix, reliability, run_predictions
+from cifar_lib.predictions import run_predictions
+from cifar_lib.study.analysis import confusion_matrix, reliability
 from cifar_lib.cli import main
 from cifar_lib.config import ConfigError, load_config
 from cifar_lib.experiment import find_record, run_or_load
-from cifar_lib.notebook import resolve_profile, show_recorded_sweep
-from cifar_lib.report import build_report
-from cifar_lib.studies import Sweep, run_sweep
-from cifar_lib.sweeps import load_sweep
-from cifar_lib.tables import (device_label, budget_curve, final_runs, load_records, mean_std,
+from cifar_lib.study.notebook import resolve_profile, show_recorded_sweep
+from cifar_lib.report.build import build_report
+from cifar_lib.study.runner import Sweep, run_sweep
+from cifar_lib.study.sweeps import load_sweep
+from cifar_lib.study.tables import (device_label, budget_curve, final_runs, load_records, mean_std,
                               paired_differences, runs_frame, study_cost, summarize)
 from conftest import tiny_dataset
 
@@ -313,7 +314,7 @@ def test_full_profile_fast_runs_are_timed_against_airbench_only_on_its_own_devic
 
 
 def test_conditional_paragraphs_follow_the_values_the_records_gave(tmp_path):
-    from cifar_lib.report import Filled, render
+    from cifar_lib.report.build import Filled, render
 
     filled = Filled(tmp_path)
     filled.values["measured"] = "88.1%"
@@ -343,9 +344,9 @@ def test_notebook_profile_follows_the_environment(monkeypatch):
 def test_the_short_budget_is_set_beside_the_full_one_change_by_change(tmp_path):
     """The committed core-study records (short budget, CPU) against the committed full-budget
     ablation (GPU): each shared change's two differences, each paired on its own device."""
-    from cifar_lib.sections import Filled, cheap_budget_agreement
-    from cifar_lib.sweeps import CORE_STUDY, FAST_ABLATION
-    from cifar_lib.tables import paired_differences, sweep_runs
+    from cifar_lib.report.sections import Filled, cheap_budget_agreement
+    from cifar_lib.study.sweeps import CORE_STUDY, FAST_ABLATION
+    from cifar_lib.study.tables import paired_differences, sweep_runs
 
     results = REPO / "results"
     cpu, full = load_records(results, profile="cpu"), load_records(results, profile="full")
@@ -373,8 +374,8 @@ def test_the_short_budget_is_set_beside_the_full_one_change_by_change(tmp_path):
 def test_a_variant_that_brings_a_companion_setting_is_named_as_such():
     import dataclasses
 
-    from cifar_lib.sections import _what_changes
-    from cifar_lib.sweeps import SWEEPS
+    from cifar_lib.report.sections import _what_changes
+    from cifar_lib.study.sweeps import SWEEPS
 
     # SGD and AdamW bring their own rate and weight decay; the fast ablation is one setting each.
     assert _what_changes(SWEEPS["hyperparameters"]).endswith(
@@ -397,8 +398,8 @@ def test_a_variant_that_brings_a_companion_setting_is_named_as_such():
 
 
 def test_a_sweep_with_only_its_baseline_measured_shows_no_empty_table(tmp_path):
-    from cifar_lib.sections import Filled, sweep
-    from cifar_lib.sweeps import CORE_STUDY
+    from cifar_lib.report.sections import Filled, sweep
+    from cifar_lib.study.sweeps import CORE_STUDY
 
     records = [r for r in load_records(REPO / "results", profile="cpu")
                if r.get("tags", {}).get("sweep") == "core_study"]
@@ -416,8 +417,8 @@ def test_a_sweep_with_only_its_baseline_measured_shows_no_empty_table(tmp_path):
 def test_a_table_of_one_seed_pair_claims_no_difference(tmp_path):
     """One seed of a variant and of the base on one machine (a single run at a long budget):
     the row has its difference, but no interval, and the text resolves nothing."""
-    from cifar_lib.sections import Filled, sweep
-    from cifar_lib.sweeps import CORE_STUDY
+    from cifar_lib.report.sections import Filled, sweep
+    from cifar_lib.study.sweeps import CORE_STUDY
 
     records = [r for r in load_records(REPO / "results", profile="cpu")
                if r.get("tags", {}).get("sweep") == "core_study" and r["seed"] == 0
@@ -436,8 +437,8 @@ def test_a_table_of_one_seed_pair_claims_no_difference(tmp_path):
 
 
 def test_the_conclusion_answers_the_coursework_questions_from_the_core_study_tables(tmp_path):
-    from cifar_lib.sections import COURSEWORK_QUESTIONS, Filled, coursework_answers, sweep
-    from cifar_lib.sweeps import CORE_STUDY
+    from cifar_lib.report.sections import COURSEWORK_QUESTIONS, Filled, coursework_answers, sweep
+    from cifar_lib.study.sweeps import CORE_STUDY
 
     records = [r for r in load_records(REPO / "results", profile="cpu")
                if r.get("tags", {}).get("sweep") == "core_study"]
@@ -460,8 +461,8 @@ def test_the_conclusion_answers_the_coursework_questions_from_the_core_study_tab
 
 
 def test_the_coursework_answers_at_the_recipes_epochs_rest_on_two_seed_pairs_or_more(tmp_path):
-    from cifar_lib.sections import Filled, coursework_answers, sweep
-    from cifar_lib.sweeps import CORE_STUDY
+    from cifar_lib.report.sections import Filled, coursework_answers, sweep
+    from cifar_lib.study.sweeps import CORE_STUDY
 
     records = [r for r in load_records(REPO / "results", profile="full")
                if r.get("tags", {}).get("sweep") == "core_study"]
@@ -484,9 +485,9 @@ def test_the_coursework_answers_at_the_recipes_epochs_rest_on_two_seed_pairs_or_
 def test_the_cost_says_how_much_longer_the_core_study_takes_without_bf16(tmp_path):
     import numpy as np
 
-    from cifar_lib.sections import Filled, cost
-    from cifar_lib.sweeps import CORE_STUDY
-    from cifar_lib.tuning import read_search
+    from cifar_lib.report.sections import Filled, cost
+    from cifar_lib.study.sweeps import CORE_STUDY
+    from cifar_lib.study.tuning import read_search
 
     records = load_records(REPO / "results", profile="cpu")
     filled = Filled(tmp_path)
@@ -520,9 +521,9 @@ def test_the_cost_says_how_much_longer_the_core_study_takes_without_bf16(tmp_pat
 
 
 def test_the_extended_study_says_where_each_part_ran_and_what_its_cpu_part_took(tmp_path):
-    from cifar_lib.sections import Filled, cost
-    from cifar_lib.sweeps import CORE_STUDY
-    from cifar_lib.tuning import read_search
+    from cifar_lib.report.sections import Filled, cost
+    from cifar_lib.study.sweeps import CORE_STUDY
+    from cifar_lib.study.tuning import read_search
 
     records = load_records(REPO / "results", profile="cpu")
     runs = runs_frame(records)
@@ -588,7 +589,7 @@ def _search_study(results_dir: Path, epochs: int = 2):
     matters), 2 stopped after the first epoch and 1 marked pruned after its last."""
     import optuna
 
-    from cifar_lib.tuning import default_storage
+    from cifar_lib.study.tuning import default_storage
 
     study = optuna.create_study(study_name="core_study-cpu", direction="maximize",
                                 storage=default_storage(results_dir, "cpu"),
@@ -614,9 +615,9 @@ def _search_study(results_dir: Path, epochs: int = 2):
 
 
 def test_the_optuna_search_is_reported_with_its_best_trial_unconfirmed_until_trained(tmp_path):
-    from cifar_lib.sections import Filled, optuna_search
-    from cifar_lib.sweeps import CORE_STUDY
-    from cifar_lib.tuning import read_search
+    from cifar_lib.report.sections import Filled, optuna_search
+    from cifar_lib.study.sweeps import CORE_STUDY
+    from cifar_lib.study.tuning import read_search
 
     filled = Filled(tmp_path)
     optuna_search(filled, [{"profile": "cpu", "tags": {}}], read_search(CORE_STUDY, "cpu", tmp_path))
@@ -641,9 +642,9 @@ def test_the_search_in_the_records_is_confirmed_with_the_declared_seeds_on_its_o
     """The committed Optuna search of the core study's base: its best trial's confirmation
     pairs every declared seed with fast's run on the machine the trials ran on, and the
     conclusion's verdict is that table's."""
-    from cifar_lib.sections import Filled, optuna_search
-    from cifar_lib.sweeps import CORE_STUDY
-    from cifar_lib.tuning import read_search
+    from cifar_lib.report.sections import Filled, optuna_search
+    from cifar_lib.study.sweeps import CORE_STUDY
+    from cifar_lib.study.tuning import read_search
 
     records = load_records(REPO / "results", profile="cpu")
     filled = Filled(tmp_path)

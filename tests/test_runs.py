@@ -16,7 +16,7 @@ from cifar_lib import train
 from cifar_lib.predictions import run_predictions
 from cifar_lib.config import load_config
 from cifar_lib.experiment import run_experiment
-from cifar_lib.studies import Sweep, run_sweep
+from cifar_lib.study.runner import Sweep, run_sweep
 from conftest import tiny_dataset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -117,11 +117,11 @@ def test_sweep_with_two_jobs_gives_the_records_of_one_job(tmp_path, monkeypatch,
 
 @pytest.mark.slow
 def test_the_report_never_imports_the_training_code():
-    out = subprocess.run([sys.executable, "-c", "import sys, cifar_lib.report; "
+    out = subprocess.run([sys.executable, "-c", "import sys, cifar_lib.report.build; "
                           "print(sorted(m for m in sys.modules if m.startswith('cifar_lib')))"],
                          capture_output=True, text=True, check=True)
     loaded = eval(out.stdout)
-    assert "cifar_lib.report" in loaded
+    assert "cifar_lib.report.build" in loaded
     assert not {"cifar_lib.train", "cifar_lib.experiment", "cifar_lib.recipe"} & set(loaded)
 
 
@@ -165,7 +165,7 @@ def test_gpu_check_runs_every_stage_with_commands_the_kit_accepts(tmp_path):
     are stand-ins that log their arguments; then every kit command it ran is parsed by the
     kit's own parser and its config or sweep looked up, as the real run would."""
     from cifar_lib.cli import build_parser
-    from cifar_lib.sweeps import SWEEPS
+    from cifar_lib.study.sweeps import SWEEPS
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -209,8 +209,8 @@ SHARED_WORKER = """
 import sys, torch
 torch.set_num_threads(1)
 from cifar_lib.data import load_cifar10
-from cifar_lib.studies import run_sweep_shared
-from cifar_lib.sweeps import Sweep
+from cifar_lib.study.runner import run_sweep_shared
+from cifar_lib.study.sweeps import Sweep
 tiny = {"epochs": 2, "eval_subset": 200, "train_subset": 500, "batch_size": 100,
         "model_args": {"widths": [8, 8, 8]}}
 sweep = Sweep(name="jobs", base="seed_improved", seeds=(0, 1),
@@ -262,7 +262,7 @@ def test_workers_sharing_a_sweep_through_a_storage_give_the_records_of_one_job(t
 
 @pytest.mark.slow
 def test_a_worker_on_another_kind_of_machine_cannot_join_a_shared_sweep(tmp_path, cifar_folder, monkeypatch):
-    import cifar_lib.studies as studies
+    import cifar_lib.study.runner as studies
     from cifar_lib.config import ConfigError
 
     sweep = _sweep().subset(["none"])

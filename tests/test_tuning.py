@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from cifar_lib.config import load_config
-from cifar_lib.tuning import median_pruner, search_space, suggest, trial_records, tune
+from cifar_lib.study.tuning import median_pruner, search_space, suggest, trial_records, tune
 
 TINY = """
 model = "improved"
@@ -30,7 +30,7 @@ WORKER = """
 import sys, optuna
 from cifar_lib.config import load_config
 from cifar_lib.data import load_cifar10
-from cifar_lib.tuning import tune
+from cifar_lib.study.tuning import tune
 
 class OddPruner(optuna.pruners.BasePruner):
     def prune(self, study, trial):
@@ -79,7 +79,7 @@ def test_two_workers_share_one_sqlite_study(tmp_path, cifar_folder):
 
 @pytest.mark.slow
 def test_two_workers_share_one_study_in_a_journal_file(tmp_path, cifar_folder):
-    from cifar_lib.tuning import open_storage
+    from cifar_lib.study.tuning import open_storage
 
     path = tmp_path / "shared-disk" / "study.log"
     _two_workers_share_one_study(tmp_path, cifar_folder, f"journal:{path}",
@@ -103,7 +103,7 @@ def test_the_cli_shares_a_study_through_a_storage_url(tmp_path, cifar_folder):
     for _ in range(2):
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stderr
-    from cifar_lib.tuning import open_storage
+    from cifar_lib.study.tuning import open_storage
     assert len(optuna.load_study(study_name="cli", storage=open_storage(f"journal:{path}")).trials) == 4
 
 
@@ -155,7 +155,7 @@ def test_a_storage_whose_driver_is_missing_names_the_extra_to_install(monkeypatc
     import importlib.util
 
     from cifar_lib.config import ConfigError
-    from cifar_lib.tuning import open_storage
+    from cifar_lib.study.tuning import open_storage
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
@@ -186,8 +186,8 @@ def _study_with(cfg, trials):
 
 
 def test_the_best_trial_becomes_a_variant_of_the_sweep_it_searched_from():
-    from cifar_lib.sweeps import CORE_STUDY
-    from cifar_lib.tuning import confirmation
+    from cifar_lib.study.sweeps import CORE_STUDY
+    from cifar_lib.study.tuning import confirmation
 
     base = CORE_STUDY.config(CORE_STUDY.baseline, "cpu")     # fast at the core study's budget
     assert search_space(base)["batch_size"][1] == (base.batch_size // 2, base.batch_size,
@@ -218,9 +218,9 @@ def test_tune_refuses_a_confirmation_without_a_sweep_before_reading_data(capsys)
 
 @pytest.mark.slow
 def test_a_confirmed_best_trial_is_paired_with_the_baseline_seed_by_seed(tmp_path, cifar_folder):
-    from cifar_lib.studies import Sweep, run_sweep
-    from cifar_lib.tables import paired_differences, runs_frame
-    from cifar_lib.tuning import confirmation
+    from cifar_lib.study.runner import Sweep, run_sweep
+    from cifar_lib.study.tables import paired_differences, runs_frame
+    from cifar_lib.study.tuning import confirmation
 
     config = tmp_path / "tiny.toml"
     config.write_text(TINY)
@@ -278,7 +278,7 @@ def test_a_trial_is_never_pruned_after_its_last_epoch(tmp_path, cifar_folder):
 def test_the_choice_the_best_quarter_of_a_search_agreed_on_is_found_only_where_it_differs():
     import pandas as pd
 
-    from cifar_lib.tuning import Search, agreed_choice
+    from cifar_lib.study.tuning import Search, agreed_choice
 
     cfg = load_config("fast", "cpu")                      # batch 2000
 

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 import optuna
 
-from .config import Config, ConfigError, validate
-from .data import CIFAR10
-from .paths import CHECKPOINT_DIR, RESULTS_DIR
+from ..config import Config, ConfigError, validate
+from ..data import CIFAR10
+from ..paths import CHECKPOINT_DIR, RESULTS_DIR
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -123,7 +123,7 @@ def median_pruner(epochs: int) -> optuna.pruners.MedianPruner:
 def search_space(cfg: Config) -> dict:
     """SEARCH_SPACE as it applies to `cfg`: no dropout for a model that takes none, and no batch
     larger than a small training subset (it would leave no full batch to train on)."""
-    from .models import model_arguments
+    from ..models import model_arguments
 
     space = dict(SEARCH_SPACE)
     if "dropout" not in model_arguments(cfg.model):
@@ -279,7 +279,7 @@ def trial_config_name(study_name: str) -> str:
 def trial_records(results_dir: Path, profile: str, study_name: str) -> list[dict]:
     """Every record a study's trials wrote, pruned ones included: where the trials trained.
     Only the trials' own folder is read, not the whole results tree."""
-    from .records import iter_records, run_folder
+    from ..records import iter_records, run_folder
 
     folder = run_folder(results_dir, profile, trial_config_name(study_name))
     return [r for _, r in iter_records(folder) if r.get("tags", {}).get("study") == study_name]
@@ -346,8 +346,8 @@ def tune(cfg: Config, *, profile: str, data: CIFAR10, n_trials: int, study_name:
     """Run `n_trials` more trials of the study (created if new) and return it; with
     `top_up`, only as many as it lacks to have `n_trials` finished (complete or pruned)
     ones, so a notebook that runs again reuses its study instead of growing it."""
-    from .experiment import run_experiment
-    from .train import Pruned
+    from ..experiment import run_experiment
+    from ..train import Pruned
 
     if n_trials < 1:
         raise ConfigError(f"--n-trials must be at least 1, got {n_trials}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .records import RESULTS_DIR, iter_records
+from ..records import RESULTS_DIR, iter_records
 from .sweeps import sweep_records
 
 METRICS = ("val_acc", "val_acc_tta", "test_acc", "test_acc_tta")

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .config import ConfigError
-from .data import CIFAR10
-from .experiment import run_or_load, running_here
-from .paths import RESULTS_DIR
-from .records import find_record
+from ..config import ConfigError
+from ..data import CIFAR10
+from ..experiment import run_or_load, running_here
+from ..paths import RESULTS_DIR
+from ..records import find_record
 from .sweeps import AUGMENTATION, HYPERPARAMETERS, SWEEPS, Sweep  # noqa: F401 (the notebooks' names)
 
 
@@ -90,7 +90,7 @@ _WORKER: dict = {}
 def _start_worker(data_root: str, jobs: int, counter) -> None:
     import torch
 
-    from .data import load_cifar10
+    from ..data import load_cifar10
 
     with counter.get_lock():
         index = counter.value

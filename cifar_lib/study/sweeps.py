@@ -8,7 +8,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .paths import CONFIG_DIR, tomllib
+from ..paths import CONFIG_DIR, tomllib
 
 
 SWEEPS_DIR = CONFIG_DIR / "sweeps"
@@ -46,7 +46,7 @@ class Sweep:
         object.__setattr__(self, "baseline", baseline)         # frozen: set once, here
 
     def config(self, variant: str, profile: str):
-        from .config import load_config
+        from ..config import load_config
 
         # The sweep's own budget for a profile (if it sets one), then the variant's change.
         cfg = load_config(self.base, profile, **{**self.profiles.get(profile, {}),

@@ -1,5 +1,5 @@
 """The report's sections: each reads the records it needs and fills its placeholders,
-tables and figures (a `Filled`) for report_template.md. No training code is imported."""
+tables and figures (a `Filled`) for template.md. No training code is imported."""
 from __future__ import annotations
 
 import json
@@ -10,11 +10,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import plots
-from .data import CLASSES
-from .predictions import confusion_matrix, reliability, run_predictions
-from .sweeps import BLOCK_ABLATION, CORE_STUDY, FAST_ABLATION, FAST_BUDGET, sweep_records
-from .tables import (budget_agreement, budget_curve, budget_runs, cpu_model, describe_pairing,
+from ..study import plots
+from ..data import CLASSES
+from ..predictions import run_predictions
+from ..study.analysis import confusion_matrix, reliability
+from ..study.sweeps import BLOCK_ABLATION, CORE_STUDY, FAST_ABLATION, FAST_BUDGET, sweep_records
+from ..study.tables import (budget_agreement, budget_curve, budget_runs, cpu_model, describe_pairing,
                      device_label, history_frame, mean_std, paired_differences, runs_frame, seed_range,
                      study_cost)
 
@@ -547,7 +548,7 @@ def optuna_search(filled: Filled, records: list[dict], search):
     its trials, the best one's settings, the settings' importances, and the paired
     confirmation of the best trial with the core study's declared seeds. `search` is the
     stored search (tuning.read_search), or None where there is none."""
-    from .tuning import (SETTING_NAMES, against_one_setting, agreed_choice, confirmation,
+    from ..study.tuning import (SETTING_NAMES, against_one_setting, agreed_choice, confirmation,
                          describe_settings, describe_space)
 
     profile = records[0]["profile"]

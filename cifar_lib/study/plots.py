@@ -10,7 +10,7 @@ import torch
 from matplotlib.patches import FancyBboxPatch
 from matplotlib.ticker import MaxNLocator
 
-from .data import CLASSES
+from ..data import CLASSES
 
 sns.set_theme(style="whitegrid", context="notebook")
 
@@ -331,7 +331,7 @@ def mistakes_grid(images: np.ndarray, probs: np.ndarray, labels: np.ndarray):
 def augmentation_examples(images: np.ndarray, variants: dict[str, list[str]], *,
                           crop_padding: int = 4, rotate_degrees: float = 10.0, seed: int = 0):
     """The same images under each augmentation set, one row per set, as training sees them."""
-    from .loaders import TensorLoader
+    from ..loaders import TensorLoader
 
     rows = []
     for augment in variants.values():

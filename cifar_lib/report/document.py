@@ -75,7 +75,7 @@ class Document:
         written atomically."""
         import weasyprint
 
-        from .records import atomic_write_bytes
+        from ..records import atomic_write_bytes
 
         atomic_write_bytes(Path(path), weasyprint.HTML(string=self.html(paged=True)).write_pdf())
         return Path(path)

@@ -8,12 +8,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import config
-from .config import ConfigError
-from .data import CIFAR10, load_cifar10
-from .records import device_info
+from .. import config
+from ..config import ConfigError
+from ..data import CIFAR10, load_cifar10
+from ..records import device_info
 from .tables import device_label
-from .device import pick_device
+from ..device import pick_device
 
 
 def resolve_profile(profile: str = "auto") -> str:
@@ -55,7 +55,7 @@ def show_recorded_sweep(sweep, profile: str, title: str, results_dir: Path | Non
     from IPython.display import display
 
     from . import plots
-    from .records import RESULTS_DIR
+    from ..records import RESULTS_DIR
     from .tables import describe_pairing, paired_differences, summarise_effects, sweep_runs
 
     runs = sweep_runs(sweep, profile, results_dir or RESULTS_DIR)
@@ -94,7 +94,7 @@ def show_search(sweep, profile: str, results_dir: Path | None = None):
     from optuna.visualization import matplotlib as optuna_plots
 
     from . import plots
-    from .records import RESULTS_DIR
+    from ..records import RESULTS_DIR
     from .tuning import against_one_setting, agreed_choice, confirmation, describe_settings, read_search
 
     results_dir = results_dir or RESULTS_DIR

@@ -1,4 +1,4 @@
-"""The written report: the hand-written prose of report_template.md with every number,
+"""The written report: the hand-written prose of template.md with every number,
 table and figure filled in from results/ by the sections (no training), rendered as
 report/report.md, a self-contained report/report.html and report/report.pdf."""
 from __future__ import annotations
@@ -8,12 +8,12 @@ from pathlib import Path
 
 from . import sections
 from .document import Document
-from .paths import FIGURES_DIR, REPORT_DIR, RESULTS_DIR
+from ..paths import FIGURES_DIR, REPORT_DIR, RESULTS_DIR
 from .sections import Filled, data_phrase
-from .sweeps import AUGMENTATION, BLOCK_ABLATION, CORE_STUDY, FAST_ABLATION, HYPERPARAMETERS
-from .tables import load_airbench_reference, load_records, runs_frame
+from ..study.sweeps import AUGMENTATION, BLOCK_ABLATION, CORE_STUDY, FAST_ABLATION, HYPERPARAMETERS
+from ..study.tables import load_airbench_reference, load_records, runs_frame
 
-TEMPLATE = Path(__file__).with_name("report_template.md")
+TEMPLATE = Path(__file__).with_name("template.md")
 
 
 def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=REPORT_DIR,
@@ -43,7 +43,7 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
            "Regularisation and normalisation of `fast`, whole training split", "regularisation_full")
     sections.sweep(filled, records, CORE_STUDY.group("optimisation"),
            "Learning rates and batch size of `fast`, whole training split", "optimisation_full")
-    from .tuning import read_search
+    from ..study.tuning import read_search
     search = read_search(CORE_STUDY, profile, results_dir)    # the stored Optuna search, read once
     sections.optuna_search(filled, records, search)
     sections.sweep(filled, records, BLOCK_ABLATION, "Block ablation", "block_ablation")
