@@ -132,7 +132,7 @@ def cmd_sweep(args) -> int:
 
 def cmd_tune(args) -> int:
     from .study.runner import SWEEPS, run_sweep
-    from .study.tables import paired_differences, runs_frame, summarise_effects
+    from .study.tables import compare_sweep, runs_frame, summarise_effects
     from .study.tuning import confirmation, study_for, tune
 
     if (args.config is None) == (args.sweep is None):
@@ -168,7 +168,7 @@ def cmd_tune(args) -> int:
     if args.confirm:
         check = confirmation(sweep, study, profile)
         records = run_sweep(check, profile, data, device=args.device, **where)
-        table = paired_differences(runs_frame(records), check.baseline, order=list(check.variants))
+        table = compare_sweep(check, runs_frame(records))
         print(table.to_string(), summarise_effects(table), sep="\n")
     return 0
 

@@ -238,6 +238,12 @@ def device_info(device: torch.device) -> dict:
     return info
 
 
+def machine_key(record: dict) -> tuple[str, str]:
+    """Where a run ran, as pairing needs it: (device name, precision). Two runs are compared
+    only when their keys are equal; a CPU's name carries its model, cores and matrix units."""
+    return record["device"]["name"], record["precision"]
+
+
 def find_record(cfg: Config, *, profile: str, seed: int, data: CIFAR10,
                 results_dir: Path = RESULTS_DIR, read_test: bool = True,
                 ran_on: tuple[str, str] | None = None) -> tuple[dict, Path] | None:
@@ -250,6 +256,6 @@ def find_record(cfg: Config, *, profile: str, seed: int, data: CIFAR10,
         if (record.get("status") == "complete" and not changed_settings(record["config"], cfg)
                 and record["data"]["fingerprint"] == data.fingerprint
                 and (record["test_read"] or not read_test)
-                and (ran_on is None or ran_on == (record["device"]["name"], record["precision"]))):
+                and (ran_on is None or ran_on == machine_key(record))):
             return record, path
     return None

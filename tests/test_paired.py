@@ -1,5 +1,6 @@
 """The study's protocol in its tables: differences only between runs of the same seed on
-the same device and precision, t intervals on the per-seed differences, Holm across a table."""
+the same device and precision, the paired spread pooled over a declared family, and
+Bonferroni intervals that hold over the whole family at once."""
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +8,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from cifar_lib.study.tables import describe_pairing, device_label, holm_levels, paired_differences
+from cifar_lib.study.stats import budget_interaction, compare_to_base, detectable_difference
+from cifar_lib.study.tables import describe_pairing, device_label, summarise_effects
 
 XEON = {"type": "cpu", "cpu": "Intel(R) Xeon(R) Processor", "cpu_count": 2, "threads": 2,
         "name": "Intel(R) Xeon(R) Processor (2 cores)"}
@@ -17,71 +19,138 @@ def _runs(rows):
     """rows: (variant, seed, val_acc[, device, precision])."""
     full = [(*r, "cpu A", "bf16")[:5] if len(r) == 3 else r for r in rows]
     frame = pd.DataFrame(full, columns=["variant", "seed", "val_acc", "device", "precision"])
-    return frame.assign(device_label=frame["device"])
+    return frame.assign(machine=frame["device"] + " · " + frame["precision"])
 
 
-def test_paired_difference_is_the_mean_per_seed_difference_with_a_t_interval():
-    base = [85.0, 85.6, 84.8, 85.3]
-    up = [86.1, 86.5, 86.0, 86.2]             # follows the base's seed effects closely
-    runs = _runs([("base", s, a) for s, a in enumerate(base)] +
-                 [("up", s, a) for s, a in enumerate(up)])
-    table = paired_differences(runs, "base")
-    diffs = np.subtract(up, base)
-    half = stats.t.ppf(0.975, 3) * diffs.std(ddof=1) / 2         # one comparison: no Holm cost
-    assert table.loc["up", "diff"] == round(diffs.mean(), 2)
-    assert table.loc["up", "95% low"] == round(diffs.mean() - half, 2)
-    assert table.loc["up", "95% high"] == round(diffs.mean() + half, 2)
-    assert table.loc["up", "pairs"] == 4 and table.loc["up", "resolved"]
-    # Welch's unpaired interval on the same numbers is wider: pairing removes the seed effect.
-    welch = stats.ttest_ind(up, base, equal_var=False).confidence_interval()
-    assert welch.high - welch.low > 2 * half
+def _family(shifts, noise=0.2, seeds=4, rng=None, base_noise=0.3):
+    """The base and one variant per shift, every seed, with a seed effect they share."""
+    rng = rng or np.random.default_rng(0)
+    seed_effect = rng.normal(0, base_noise, seeds)
+    rows = [("base", s, 85 + seed_effect[s] + rng.normal(0, noise)) for s in range(seeds)]
+    for name, shift in shifts.items():
+        rows += [(name, s, 85 + shift + seed_effect[s] + rng.normal(0, noise)) for s in range(seeds)]
+    return _runs(rows)
+
+
+def test_a_balanced_family_gets_the_two_way_residual_and_bonferroni_intervals():
+    runs = _family({"a": 1.0, "b": 0.0, "c": -0.5})
+    table = compare_to_base(runs, "base", ["a", "b", "c"])
+    # The textbook two-way layout, by hand: residual = y - row mean - column mean + grand mean.
+    y = runs.pivot(index="variant", columns="seed", values="val_acc").loc[["base", "a", "b", "c"]].to_numpy()
+    residual = y - y.mean(1, keepdims=True) - y.mean(0, keepdims=True) + y.mean()
+    df = (4 - 1) * (4 - 1)
+    variance = (residual ** 2).sum() / df
+    se = np.sqrt(2 * variance / 4)
+    half = stats.t.ppf(1 - 0.05 / (2 * 3), df) * se
+    diff_a = (y[1] - y[0]).mean()
+    assert table.loc["a", "diff"] == pytest.approx(diff_a)
+    assert table.loc["a", "low"] == pytest.approx(diff_a - half)
+    assert table.loc["a", "high"] == pytest.approx(diff_a + half)
+    assert table.loc["a", "df"] == df and table.attrs["comparisons"] == 3
+    assert table.attrs["pooled_sd_diff"]["cpu A · bf16"] == pytest.approx(np.sqrt(2 * variance))
+    assert table.loc["a", "resolved"]
+    assert (table.drop("base")["resolved"] == (table.drop("base")["p"] < 0.05)).all()
+    assert describe_pairing(table) == ("seeds 0–3 on one cpu A (bf16); 95% intervals, "
+                                       "simultaneous over 3 comparisons")
+
+
+def test_the_family_is_what_was_declared_not_what_ran():
+    runs = _family({"a": 1.0, "b": 0.0})
+    two = compare_to_base(runs, "base", ["a", "b"])
+    six = compare_to_base(runs, "base", ["a", "b", "c", "d", "e", "f"])
+    assert six.loc["a", "diff"] == pytest.approx(two.loc["a", "diff"])
+    assert (six.loc["a", "high"] - six.loc["a", "low"]) > (two.loc["a", "high"] - two.loc["a", "low"])
+    assert six.loc["c", "runs"] == 0 and np.isnan(six.loc["c", "low"])
+    assert "4 of the 6 declared variants have no runs yet" in summarise_effects(six)
+
+
+def test_bonferroni_intervals_cover_every_effect_of_a_family_at_once():
+    rng = np.random.default_rng(1)
+    shifts = {"a": 0.0, "b": 0.5, "c": -0.3, "d": 0.0, "e": 1.0, "f": 0.2}
+    misses = 0
+    for _ in range(200):
+        table = compare_to_base(_family(shifts, rng=rng), "base", list(shifts))
+        misses += any(not table.loc[v, "low"] <= shift <= table.loc[v, "high"]
+                      for v, shift in shifts.items())
+    assert misses / 200 <= 0.05 + 0.03          # family-wise, not per interval
+
+
+def test_the_planned_power_is_what_the_pooled_design_delivers():
+    rng = np.random.default_rng(2)
+    noise = 0.3 / np.sqrt(2)                 # a paired difference then has sd 0.30
+    effect = detectable_difference(0.30, m=6, n=4)
+    found = np.mean([compare_to_base(_family({"x": effect, **{f"z{i}": 0.0 for i in range(5)}},
+                                             noise=noise, rng=rng), "base",
+                                     ["x", *[f"z{i}" for i in range(5)]]).loc["x", "resolved"]
+                     for _ in range(200)])
+    assert 0.70 <= found <= 0.90
+    assert 0.5 < effect < 0.65
+
+
+def test_a_run_that_fails_to_train_is_a_failure_not_an_effect():
+    runs = _family({"a": 1.0, "b": 0.0})
+    collapsed = _runs([("dead", s, 10.0 + s) for s in range(4)])
+    half = _runs([("shaky", 0, 10.0), *[("shaky", s, 85.5 + s / 50) for s in range(1, 4)]])
+    table = compare_to_base(pd.concat([runs, collapsed, half]), "base", ["a", "b", "dead", "shaky"],
+                            failure_below=0.5)
+    alone = compare_to_base(runs, "base", ["a", "b", "dead", "shaky"])
+    assert table.loc["dead", "failed"] == 4 and np.isnan(table.loc["dead", "diff"])
+    assert not table.loc["dead", "resolved"]
+    # the collapse changes nobody else's interval: it is not in the pool
+    assert table.loc["a", "low"] == pytest.approx(alone.loc["a", "low"])
+    assert table.loc["shaky", "failed"] == 1 and table.loc["shaky", "pairs"] == 3
+    assert "Failed to train: dead (4 of 4 runs); shaky (1 of 4 runs)" in summarise_effects(table)
+    assert {r["variant"] for r in table.attrs["failed_runs"]} == {"dead", "shaky"}
+
+
+def test_a_variant_whose_spread_is_out_of_line_gets_its_own_interval_and_a_flag():
+    rng = np.random.default_rng(3)
+    runs = _family({"a": 0.5, "b": 0.0, "c": 0.0, "d": 0.0}, noise=0.1, seeds=6, rng=rng)
+    wild = runs[runs["variant"] == "base"].assign(variant="wild")
+    wild["val_acc"] += np.array([3.0, -3.0, 2.5, -2.0, 3.5, -3.5])
+    table = compare_to_base(pd.concat([runs, wild]), "base", ["a", "b", "c", "d", "wild"])
+    assert table.loc["wild", "own_spread"] and not table.loc["a", "own_spread"]
+    diffs = wild["val_acc"].to_numpy() - runs.loc[runs["variant"] == "base", "val_acc"].to_numpy()
+    half = stats.t.ppf(1 - 0.05 / (2 * 5), 5) * diffs.std(ddof=1) / np.sqrt(6)
+    assert table.loc["wild", "high"] == pytest.approx(diffs.mean() + half)
+    # and the pool is the rest's: the wild variant does not widen a's interval
+    without = compare_to_base(runs, "base", ["a", "b", "c", "d", "wild"])
+    assert table.loc["a", "high"] == pytest.approx(without.loc["a", "high"])
+
+
+def test_every_seed_moved_alike_resolves_nothing_but_counts_its_pairs():
+    runs = _runs([("base", 0, 85.0), ("base", 1, 86.0), ("v", 0, 86.0), ("v", 1, 87.0)])
+    table = compare_to_base(runs, "base", ["v"])
+    assert table.loc["v", "pairs"] == 2 and table.loc["v", "diff"] == pytest.approx(1.0)
+    assert np.isnan(table.loc["v", "low"]) and not table.loc["v", "resolved"]
+    assert "Fewer than two" not in summarise_effects(table)
 
 
 def test_runs_on_another_device_or_precision_are_never_paired():
-    runs = _runs([("base", 0, 85.0), ("base", 1, 85.5),
-                  ("v", 0, 86.0, "cpu A", "bf16"), ("v", 1, 90.0, "gpu B", "bf16"),
-                  ("w", 0, 85.0, "cpu A", "fp32"), ("w", 1, 85.6, "cpu A", "bf16")])
-    table = paired_differences(runs, "base")
-    assert table.loc["v", "pairs"] == 1 and table.loc["v", "unpaired"] == 1
-    assert table.loc["v", "diff"] == 1.0          # only seed 0: same device, same precision
-    assert table.loc["w", "pairs"] == 1 and table.loc["w", "diff"] == 0.1
-    # One pair gives no interval, and is never called resolved.
-    assert np.isnan(table.loc["v", "95% low"]) and not table.loc["v", "resolved"]
-    assert table.attrs["devices"] == ["cpu A", "gpu B"] and table.attrs["comparisons"] == 0
-    with pytest.raises(KeyError, match="no val_acc for the base"):
-        paired_differences(runs, "nope")
+    runs = _runs([("base", s, 85.0 + s / 10, "cpu A", "bf16") for s in range(3)] +
+                 [("base", s, 80.0 + s / 10, "cpu B", "bf16") for s in range(3)] +
+                 [("v", s, 86.0 + s / 10 + (s == 1) / 50, "cpu A", "bf16") for s in range(3)] +
+                 [("w", s, 79.0 + s / 10 + (s == 1) / 50, "cpu B", "bf16") for s in range(3)] +
+                 [("x", s, 90.0, "cpu A", "fp32") for s in range(3)])
+    table = compare_to_base(runs, "base", ["v", "w", "x"])
+    assert table.loc["v", "device"] == "cpu A" and table.loc["w", "device"] == "cpu B"
+    assert table.loc["v", "diff"] == pytest.approx(1.0 + 0.02 / 3)
+    assert table.loc["w", "diff"] == pytest.approx(-1.0 + 0.02 / 3)     # each on its own machine
+    assert table.loc["x", "pairs"] == 0 and np.isnan(table.loc["x", "diff"])   # fp32: no base there
+    assert "the device named in each row (cpu A or cpu B)" in describe_pairing(table)
 
 
-def test_holm_tests_the_smallest_p_hardest_and_stops_at_the_first_failure():
-    # m = 3: thresholds 0.05/3, 0.05/2, 0.05/1 in order of p.
-    rates = holm_levels([0.04, 0.001, 0.02])
-    assert rates[1] == pytest.approx(0.05 / 3)           # smallest p
-    assert rates[2] == pytest.approx(0.05 / 2)           # 0.02 < 0.025: rejected
-    assert rates[0] == pytest.approx(0.05)               # 0.04 < 0.05: rejected
-    # 0.03 fails its step (> 0.05/2): it and everything after keep that rate, unresolved,
-    # although 0.034 alone would pass the next step's 0.05.
-    rates = holm_levels([0.03, 0.034, 0.0001])
-    assert rates.tolist() == pytest.approx([0.025, 0.025, 0.05 / 3])
-
-
-def test_a_table_resolves_only_what_survives_holm_and_says_what_it_rests_on():
-    rng = np.random.default_rng(0)
-    base = 85 + rng.normal(0, 0.3, 4)
-    rows = [("base", s, a) for s, a in enumerate(base)]
-    shifts = {"big": 2.0, "none1": 0.0, "none2": 0.0, "none3": 0.0}
-    for name, shift in shifts.items():
-        rows += [(name, s, a + shift + rng.normal(0, 0.1)) for s, a in enumerate(base)]
-    table = paired_differences(_runs(rows), "base", order=["base", *shifts])
-    assert list(table.index) == ["base", *shifts]
-    assert table.loc["big", "resolved"]
-    for name in ("none1", "none2", "none3"):
-        assert table.loc[name, "95% low"] < 0 < table.loc[name, "95% high"]
-    # Resolved exactly when the adjusted p is under 5%.
-    tested = table.drop("base")
-    assert (tested["resolved"] == (tested["p_holm"] < 0.05)).all()
-    assert table.attrs["comparisons"] == 4 and table.attrs["seeds"] == [0, 1, 2, 3]
-    assert describe_pairing(table).startswith("seeds 0–3, each variant paired")
-    assert "Holm-adjusted over 4 comparisons" in describe_pairing(table)
+def test_a_change_of_effect_with_budget_is_tested_with_both_intervals():
+    short = compare_to_base(_family({"aug": 0.4, "drop": -5.0, "same": 1.0}, rng=np.random.default_rng(4)),
+                            "base", ["aug", "drop", "same"])
+    long = compare_to_base(_family({"none": -3.8, "d": -1.4, "s": 1.0}, rng=np.random.default_rng(5)),
+                           "base", ["none", "d", "s"])
+    table = budget_interaction(short, long, {"none": "aug", "d": "drop", "s": "same", "gone": "x"})
+    assert list(table.index) == ["none", "d", "s"]
+    assert table.loc["none", "change"] == pytest.approx(long.loc["none", "diff"] - short.loc["aug", "diff"])
+    assert table.loc["none", "resolved"] and table.loc["d", "resolved"] and not table.loc["s", "resolved"]
+    assert table.loc["s", "change_low"] < 0 < table.loc["s", "change_high"]
+    assert table.attrs["comparisons"] == 3
 
 
 def test_devices_are_named_as_prose_names_them():
@@ -119,24 +188,6 @@ def test_budget_agreement_ranks_the_shared_variants_of_two_budgets():
     assert table.loc["none"].tolist() == [-1.0, -3.0]
     assert table.attrs["shared"] == 3 and table.attrs["spearman"] == 1.0     # the same order
     assert table.attrs["p"] == 2 / 6          # of 3! orderings, this one and its reverse
-
-
-def test_a_table_measured_on_two_machines_pairs_each_row_on_its_own_and_says_where():
-    runs = _runs([("base", s, 85.0 + s / 10, "cpu A", "bf16") for s in range(3)] +
-                 [("base", s, 80.0 + s / 10, "cpu B", "bf16") for s in range(3)] +
-                 [("v", s, 86.0 + s / 10, "cpu A", "bf16") for s in range(3)] +
-                 [("w", s, 79.0 + s / 10 + (s == 1) / 100, "cpu B", "bf16") for s in range(3)])
-    table = paired_differences(runs, "base")
-    assert table.loc["v", "device"] == "cpu A" and table.loc["w", "device"] == "cpu B"
-    assert table.loc["base", "device"] == "cpu A / cpu B" and table.loc["base", "seeds"] == 3 \
-        and table.loc["base", "runs"] == 6
-    assert table.loc["v", "diff"] == 1.0 and table.loc["w", "diff"] == -1.0   # each on its own machine
-    assert table.loc["v", "pairs"] == table.loc["w", "pairs"] == 3
-    assert "on the same device, named in each row (cpu A or cpu B; bf16)" in describe_pairing(table)
-    # a table of v alone rests on machine A: the base's runs on B are not in its row
-    alone = paired_differences(runs[runs["variant"] != "w"], "base")
-    assert alone.loc["base", "device"] == "cpu A" and alone.loc["base", "runs"] == 3
-    assert alone.loc["base", "mean"] == 85.1 and alone.attrs["devices"] == ["cpu A"]
 
 
 def test_every_recorded_variant_run_has_a_base_run_of_its_seed_on_its_device():

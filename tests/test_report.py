@@ -16,8 +16,10 @@ from cifar_lib.study.notebook import resolve_profile, show_recorded_sweep
 from cifar_lib.report.build import build_report
 from cifar_lib.study.runner import Sweep, run_sweep
 from cifar_lib.study.sweeps import load_sweep
-from cifar_lib.study.tables import (device_label, budget_curve, final_runs, load_records, mean_std,
-                              paired_differences, runs_frame, study_cost, summarize)
+from cifar_lib.records import machine_key
+from cifar_lib.study.stats import compare_to_base
+from cifar_lib.study.tables import (device_label, budget_curve, compare_sweep, final_runs, load_records,
+                              mean_std, runs_frame, study_cost, summarize)
 from conftest import tiny_dataset
 
 TINY = {"val_size": 100, "epochs": 1, "eval_subset": 50}
@@ -100,9 +102,9 @@ def test_a_recorded_sweep_shows_its_differences_or_the_command_that_measures_it(
         table = show_recorded_sweep(sweep, "cpu", title="t", results_dir=tmp_path)
     assert list(table.index) == ["none", "flip"] and table.loc["flip", "pairs"] == 2
     shown = capsys.readouterr().out
-    assert "95% low" in shown and "resolved" in shown
+    assert " low " in shown and "resolved" in shown
     assert "Figure" not in shown            # one comparison: its row says all a forest plot would
-    assert "seeds 0–1, each variant paired with the base seed by seed" in shown
+    assert "seeds 0–1 on one " in shown
     assert "planned runs" not in shown
     show_recorded_sweep(dataclasses.replace(sweep, seeds=(0, 1, 2)), "cpu", title="t",
                         results_dir=tmp_path)
@@ -123,7 +125,7 @@ def test_a_subset_of_a_sweep_asks_its_own_question_of_the_same_records(tmp_path,
     assert show_recorded_sweep(flip_first, "cpu", title="t", results_dir=tmp_path) is None
     shown = capsys.readouterr().out
     assert "2 of the 4 planned runs are recorded" in shown
-    assert "the baseline, flip, has no record yet" in shown and "95% low" not in shown
+    assert "the baseline, flip, has no record yet" in shown and " low " not in shown
     # a view never borrows another variant's records from the same sweep
     assert show_recorded_sweep(sweep.subset(["flip"]), "cpu", title="t", results_dir=tmp_path) is None
 
@@ -251,9 +253,9 @@ def test_report_is_rebuilt_from_records_alone_and_deterministically(tmp_path):
     cost = study_cost(runs_frame(records)).reset_index()
     assert cost.groupby("study")["runs"].sum().loc["augmentation"] == 4
     assert cost["runs"].sum() == len(records)
-    assert cost.groupby(["study", "device_label"]).ngroups == len(cost)   # no device pooled
+    assert cost.groupby(["study", "device"]).ngroups == len(cost)   # no device pooled
     wall = sum(r["wall_seconds"] for r in records) / 3600
-    device = runs_frame(records)["device_label"].iloc[0]
+    device = runs_frame(records)["device"].iloc[0]
     assert f"{len(records)} runs took {wall:.1f} hours of wall time on the {device}" in " ".join(text.split())
 
 
@@ -346,7 +348,7 @@ def test_the_short_budget_is_set_beside_the_full_one_change_by_change(tmp_path):
     ablation (GPU): each shared change's two differences, each paired on its own device."""
     from cifar_lib.report.sections import Filled, cheap_budget_agreement
     from cifar_lib.study.sweeps import CORE_STUDY, FAST_ABLATION
-    from cifar_lib.study.tables import paired_differences, sweep_runs
+    from cifar_lib.study.tables import sweep_runs
 
     results = REPO / "results"
     cpu, full = load_records(results, profile="cpu"), load_records(results, profile="full")
@@ -354,8 +356,8 @@ def test_the_short_budget_is_set_beside_the_full_one_change_by_change(tmp_path):
     cheap_budget_agreement(filled, cpu, full)
     shown, caption = filled.tables["budget_agreement"]
     cheap_runs, full_runs = sweep_runs(CORE_STUDY, "cpu", results), sweep_runs(FAST_ABLATION, "full", results)
-    cheap = paired_differences(cheap_runs, "fast")
-    whole = paired_differences(full_runs, "fast")
+    cheap = compare_sweep(CORE_STUDY, cheap_runs)
+    whole = compare_sweep(FAST_ABLATION, full_runs)
     short, long = f"{cheap_runs['epochs'].iloc[0]} epochs", f"{full_runs['epochs'].iloc[0]} epochs"
     names = CORE_STUDY.counterparts["fast_ablation"]
     assert len(shown) >= 2
@@ -430,10 +432,10 @@ def test_a_table_of_one_seed_pair_claims_no_difference(tmp_path):
     row = filled.paired["one"].loc["dropout 0.1"]
     assert row["pairs"] == 1 and not row["resolved"]
     base = next(r for r in records if r["tags"]["variant"] == "fast")
-    assert row["diff"] == round(100 * (dropout["final"]["val_acc"] - base["final"]["val_acc"]), 2)
+    assert row["diff"] == pytest.approx(100 * (dropout["final"]["val_acc"] - base["final"]["val_acc"]))
     assert "these rows say what each run reached, and resolve nothing" in filled.values["one_result"]
     assert "Differences the seeds resolve" not in filled.values["one_result"]
-    assert "no intervals" in filled.tables["one"][1] and "Holm" not in filled.tables["one"][1]
+    assert "no intervals" in filled.tables["one"][1] and "simultaneous" not in filled.tables["one"][1]
 
 
 def test_the_conclusion_answers_the_coursework_questions_from_the_core_study_tables(tmp_path):
@@ -506,7 +508,7 @@ def test_the_cost_says_how_much_longer_the_core_study_takes_without_bf16(tmp_pat
     # scoring and start-up leave
     runs = runs_frame(records)
     core = runs[(runs["sweep"] == "core_study") & runs["variant"].isin(list(CORE_STUDY.variants))
-                & (runs["device_label"] == device) & (runs["precision"] == precision)]
+                & (runs["device"] == device) & (runs["precision"] == precision)]
     scale = CORE_STUDY.planned_runs / len(core)
     rest_hours = scale * (core["wall_minutes"] - core["train_minutes"]).sum() / 60
     needed = scale * core["images_seen"].sum() / (3600 * (3 - rest_hours))
@@ -569,8 +571,8 @@ def test_a_sweep_trains_its_baseline_again_on_a_machine_where_a_variant_trains(t
     here = records[0]["device"]["name"]
     assert here != other["name"] and all(r["device"]["name"] == here for r in records)
     assert len(load_records(tmp_path, profile="cpu", config="augmentation")) == 6
-    table = paired_differences(runs_frame(records), "none")
-    assert table.loc["flip", "pairs"] == 2 and table.loc["flip", "unpaired"] == 0
+    table = compare_to_base(runs_frame(records), "none", ["flip"])
+    assert table.loc["flip", "pairs"] == 2 and table.loc["flip", "runs"] == 2
     # Where every run is recorded, nothing trains, whichever machine made them (a notebook
     # reads another machine's study back in seconds).
     _move_records(tmp_path, other)
@@ -652,7 +654,7 @@ def test_the_search_in_the_records_is_confirmed_with_the_declared_seeds_on_its_o
     assert int(filled.values["optuna_trials"]) >= 40
     table = filled.paired["optuna_confirm"]
     row = table.drop(CORE_STUDY.baseline).iloc[0]
-    assert row["pairs"] == len(CORE_STUDY.seeds) and row["unpaired"] == 0
+    assert row["pairs"] == row["runs"] == len(CORE_STUDY.seeds)
     assert table.attrs["devices"] == [filled.values["optuna_device"].rsplit(", ", 1)[0]]
     verdict = filled.values["optuna_confirm_verdict"]
     assert f"{row['diff']:+.2f} points" in verdict
@@ -663,7 +665,7 @@ def test_the_search_in_the_records_is_confirmed_with_the_declared_seeds_on_its_o
     by_seed = {}
     for r in records:
         if r.get("tags", {}).get("sweep") == CORE_STUDY.name and r["tags"].get("variant") in ("batch 1000", trial) \
-                and (r["device"]["name"], r["precision"]) in table.attrs["ran_on"]:
+                and " · ".join(machine_key(r)) in table.attrs["machines"]:
             by_seed.setdefault(r["seed"], {})[r["tags"]["variant"]] = 100 * r["final"]["val_acc"]
     diffs = [v[trial] - v["batch 1000"] for v in by_seed.values() if len(v) == 2]
     if len(diffs) < 2:

@@ -219,7 +219,7 @@ def test_tune_refuses_a_confirmation_without_a_sweep_before_reading_data(capsys)
 @pytest.mark.slow
 def test_a_confirmed_best_trial_is_paired_with_the_baseline_seed_by_seed(tmp_path, cifar_folder):
     from cifar_lib.study.runner import Sweep, run_sweep
-    from cifar_lib.study.tables import paired_differences, runs_frame
+    from cifar_lib.study.tables import compare_sweep, runs_frame
     from cifar_lib.study.tuning import confirmation
 
     config = tmp_path / "tiny.toml"
@@ -235,7 +235,7 @@ def test_a_confirmed_best_trial_is_paired_with_the_baseline_seed_by_seed(tmp_pat
         ("base", 0), ("base", 1), (name, 0), (name, 1)]
     assert all(r["config"]["batch_size"] == study.best_params["batch_size"]
                for r in records if r["tags"]["variant"] == name)
-    table = paired_differences(runs_frame(records), "base")
+    table = compare_sweep(check, runs_frame(records))
     assert table.loc[name, "pairs"] == 2 and not any(r["test_read"] for r in records)
 
 

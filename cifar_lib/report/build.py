@@ -31,7 +31,7 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     by_config = {name: [r for r in records if r["config_name"] == name] for name in runs["config"].unique()}
     filled = Filled(figures_dir, shown=set(re.findall(r"\[\[figure (\w+)\]\]", TEMPLATE.read_text())))
     filled.values.update(profile=profile, runs=str(len(records)), data_phrase=data_phrase(runs),
-                         devices=", ".join(sorted(set(runs["device_label"]))))
+                         devices=", ".join(sorted(set(runs["device"]))))
     sections.methods(filled, runs, records)
     sections.basic(filled, by_config.get("seed_basic", []))
     sections.sweep(filled, records, AUGMENTATION, "Augmentation", "augmentation")

@@ -13,10 +13,12 @@ import pandas as pd
 from ..study import plots
 from ..data import CLASSES
 from ..predictions import run_predictions
+from ..records import machine_key
 from ..study.analysis import confusion_matrix, reliability
 from ..study.sweeps import BLOCK_ABLATION, CORE_STUDY, FAST_ABLATION, FAST_BUDGET, sweep_records
+from ..study.stats import compare_to_base
 from ..study.tables import (budget_agreement, budget_curve, budget_runs, cpu_model, describe_pairing,
-                     device_label, history_frame, mean_std, paired_differences, runs_frame, seed_range,
+                     device_label, history_frame, mean_std, compare_sweep, runs_frame, seed_range,
                      study_cost)
 
 RECIPES = ("seed_basic", "seed_improved", "improved_tuned", "deep_sgd", "deep", "fast")
@@ -137,14 +139,15 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
     runs = runs_frame(mine)
     order = list(sweep.variants)
     baseline = sweep.baseline
-    paired = paired_differences(runs, baseline, order=order)
+    paired = compare_sweep(sweep, runs)
     filled.paired[name] = paired
     # what the table rests on: the base's runs on machines where no variant ran are not
-    used = runs[["device_name", "precision"]].apply(tuple, axis=1).isin(set(paired.attrs["ran_on"]))
+    used = runs["machine"].isin(set(paired.attrs["machines"]))
     mine, runs = [r for r, u in zip(mine, used) if u], runs[used.to_numpy()]
+    if not paired.attrs["machines"]:
+        return                      # no variant is paired with the baseline yet: nothing to show
     table = paired.reset_index()
-    if (table["variant"] == baseline).all():
-        return                      # only the baseline is measured: no difference to show yet
+    table = table[(table["runs"] > 0) | (table["variant"] == baseline)]
     base = mine[0]
     filled.values[f"{name}_setup"] = (
         f"{_what_changes(sweep)}, and is trained with {_seeds(table['seeds'])} "
@@ -153,9 +156,9 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
         f"{base['data']['val_images']:,} validation images and compared with "
         f"**{baseline}** {_base_means(runs, baseline)}.")
     others = table[table["variant"] != baseline]
-    resolved = [f"{v} ({d:+.2f} points, Holm-adjusted 95% interval {lo:+.2f} to {hi:+.2f})"
+    resolved = [f"{v} ({d:+.2f} points, simultaneous 95% interval {lo:+.2f} to {hi:+.2f})"
                 for v, d, lo, hi in others.loc[others["resolved"],
-                                               ["variant", "diff", "95% low", "95% high"]].values]
+                                               ["variant", "diff", "low", "high"]].values]
     unresolved = list(others.loc[~others["resolved"], "variant"])
     verdict = (f"Differences the seeds resolve: {'; '.join(resolved)}." if resolved else
                "No difference is resolved by these seeds.")
@@ -169,16 +172,16 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
     # What a reader needs per variant: its mean, the pairs the difference rests on, the
     # difference, its adjusted interval and p, and the verdict (spreads are in notebooks).
     several = len(paired.attrs["devices"]) > 1          # then each row names its machine
-    shown = table[["variant", *["device"] * several, "mean", "pairs", "diff", "95% low", "95% high",
-                   "p_holm", "resolved"]]
+    shown = table[["variant", *["device"] * several, "mean", "pairs", "diff", "low", "high",
+                   "p", "resolved"]]
     filled.table(name, shown.rename(columns={"mean": "val % mean", "diff": f"diff to {baseline}",
-                                             "p_holm": "p (Holm)"}),
+                                             "p": "p (adjusted)"}),
         f"{title}: validation accuracy (mean over seeds) and each variant's difference "
         f"to {baseline}: {describe_pairing(paired)} ({_scope(mine)}).")
     if sweep.single_comparison:     # by the plan, so the template's figure references hold
         return
     filled.figure(f"{name}_sweep", plots.forest_plot(paired, title=title, label=f"difference to {baseline}"),
-                  f"{title}: each variant's paired difference to {baseline} with its Holm-adjusted "
+                  f"{title}: each variant's paired difference to {baseline} with its simultaneous "
                   f"95% interval (filled: resolved; arrows: an interval cut at the axis; a "
                   f"difference beyond the axis sits on its edge, its value written beside it); "
                   f"{describe_pairing(paired)}.")
@@ -187,7 +190,7 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
 def _base_means(runs: pd.DataFrame, baseline: str) -> str:
     """'(80.35%)', or, where the study ran on several machines, the baseline's mean on each
     ('on the same device (80.35% on the 2-core Intel Xeon, 81.02% on the 2-core AMD EPYC)')."""
-    means = runs[runs["variant"] == baseline].groupby("device_label", sort=False)["val_acc"].mean()
+    means = runs[runs["variant"] == baseline].groupby("device", sort=False)["val_acc"].mean()
     if len(means) == 1:
         return f"({means.iloc[0]:.2f}%)"
     return "on the same device (" + ", ".join(f"{m:.2f}% on the {d}" for d, m in means.items()) + ")"
@@ -229,8 +232,8 @@ def cheap_budget_agreement(filled: Filled, records: list[dict], full_records: li
     full_runs = runs_frame(sweep_records(full_records, FAST_ABLATION))
     if cheap_runs.empty or full_runs.empty or CORE_STUDY.baseline not in set(cheap_runs["variant"]):
         return
-    cheap = paired_differences(cheap_runs, CORE_STUDY.baseline, order=list(CORE_STUDY.variants))
-    full = paired_differences(full_runs, FAST_ABLATION.baseline, order=list(FAST_ABLATION.variants))
+    cheap = compare_sweep(CORE_STUDY, cheap_runs)
+    full = compare_sweep(FAST_ABLATION, full_runs)
     counterparts = CORE_STUDY.counterparts[FAST_ABLATION.name]
     agreement = budget_agreement(cheap, full, counterparts)
     if agreement.empty:
@@ -272,7 +275,7 @@ def cheap_budget_agreement(filled: Filled, records: list[dict], full_records: li
 
 def _devices(runs: pd.DataFrame) -> str:
     """Where a set of runs trained, e.g. "NVIDIA H200: 18 runs; AMD EPYC (2 cores): 2 runs"."""
-    counts = runs["device_label"].value_counts()
+    counts = runs["device"].value_counts()
     if len(counts) == 1:
         return f"on {counts.index[0]}"
     return "on " + "; ".join(f"{device}: {n} run{'s' * (n != 1)}" for device, n in counts.items())
@@ -304,7 +307,7 @@ def deep(filled: Filled, by_config: dict):
     filled.values.update(
         deep_tta=mean_std(runs["test_acc_tta"]), deep_plain=mean_std(runs["test_acc"]),
         deep_params=f"{tested[0]['model']['parameters']:,}",
-        deep_minutes=f"{runs['wall_minutes'].mean():.1f}", deep_device=", ".join(sorted(set(runs["device_label"]))),
+        deep_minutes=f"{runs['wall_minutes'].mean():.1f}", deep_device=", ".join(sorted(set(runs["device"]))),
         tta_gain=f"{(runs['test_acc_tta'] - runs['test_acc']).mean():.2f}")
     filled.table("deep", _final_table(runs),
                  f"The deep recipe: {_scope(tested)}; the test set is read once per run.")
@@ -375,11 +378,11 @@ def fast(filled: Filled, by_config: dict, ref: dict | None, results_dir: Path):
     filled.values.update(fast_tta=mean_std(final["test_acc_tta"]), fast_plain=mean_std(final["test_acc"]),
                          fast_images=f"{final['images_seen'].iloc[0]:,}",
                          fast_minutes=f"{final['wall_minutes'].mean():.1f}",
-                         fast_device=", ".join(sorted(set(final["device_label"]))))
+                         fast_device=", ".join(sorted(set(final["device"]))))
     table = final[["seed", "images_seen", "test_acc", "test_acc_tta", "train_minutes",
-                   "wall_minutes", "device_label", "precision"]]
+                   "wall_minutes", "device", "precision"]]
     filled.table("fast", table.rename(columns={"images_seen": "images seen", "test_acc": "test %",
-                                               "test_acc_tta": "test % (TTA)", "device_label": "device"}),
+                                               "test_acc_tta": "test % (TTA)", "device": "device"}),
                  f"The fast recipe's final runs: trained on all 50,000 training images, the test "
                  f"set read once at the end "
                  f"({_scope([r for r in by_config['fast'] if r['test_read']])}).")
@@ -456,7 +459,7 @@ def gpu(filled: Filled, records: list[dict], ref: dict | None):
         seconds = 60 * fast["train_minutes"]
         filled.values.update(fast_full_tta=mean_std(fast["test_acc_tta"]),
                              fast_full_plain=mean_std(fast["test_acc"]),
-                             fast_full_device=fast["device_label"].iloc[0],
+                             fast_full_device=fast["device"].iloc[0],
                              fast_full_precision=fast["precision"].iloc[0],
                              fast_full_seconds=f"{seconds.median():.1f}",
                              fast_full_seconds_range=f"{seconds.min():.1f}–{seconds.max():.1f}")
@@ -589,7 +592,7 @@ def optuna_search(filled: Filled, records: list[dict], search):
     if len(search.machines) == 1:    # the base's seed-0 run on the machine the trials ran on
         [(device, precision)] = search.machines
         base = [r for r in sweep_records(records, CORE_STUDY) if r["tags"]["variant"] == CORE_STUDY.baseline
-                and r["seed"] == 0 and (r["device"]["name"], r["precision"]) == (device["name"], precision)]
+                and r["seed"] == 0 and machine_key(r) == (device["name"], precision)]
         if base:
             base_value = 100 * base[-1]["final"]["val_acc"]
             filled.values["optuna_base_seed0"] = f"{base_value:.2f}%"
@@ -612,8 +615,8 @@ def optuna_search(filled: Filled, records: list[dict], search):
     confirmed = filled.paired["optuna_confirm"].drop(check.baseline).iloc[0]
     filled.values["optuna_confirm_verdict"] = (
         f"they are {confirmed['diff']:+.2f} points of validation accuracy against it "
-        f"({int(confirmed['pairs'])} seed pairs, 95% interval {confirmed['95% low']:+.2f} to "
-        f"{confirmed['95% high']:+.2f}): "
+        f"({int(confirmed['pairs'])} seed pairs, 95% interval {confirmed['low']:+.2f} to "
+        f"{confirmed['high']:+.2f}): "
         + ("resolved" if confirmed["resolved"] else "not resolved, so the search's gain is not "
                                                      "shown to hold beyond its own seed"))
     if check_alone and _trial_against_one_setting(filled, records, check_alone, confirmed):
@@ -638,24 +641,24 @@ def _trial_against_one_setting(filled: Filled, records: list[dict], check, confi
     runs = runs_frame(sweep_records(records, check))
     if set(runs["variant"]) != {alone, trial}:
         return False
-    paired = paired_differences(runs, alone, order=[alone, trial])
+    paired = compare_to_base(runs, alone, [trial])
     row = paired.loc[trial]
     if row["pairs"] < 2:
         return False
     filled.values["optuna_vs_alone"] = (
         f"The best trial against the one-setting variant `{alone}` "
         f"({paired.loc[alone, 'mean']:.2f}%), seed by seed on one machine: {row['diff']:+.2f} "
-        f"points ({int(row['pairs'])} seed pairs, 95% interval {row['95% low']:+.2f} to "
-        f"{row['95% high']:+.2f}), " + (
+        f"points ({int(row['pairs'])} seed pairs, 95% interval {row['low']:+.2f} to "
+        f"{row['high']:+.2f}), " + (
             f"resolved: its other settings {'add to' if row['diff'] > 0 else 'take from'} what "
             f"{alone} gives" if row["resolved"] else
             f"not resolved, so these seeds cannot tell the best trial from {alone} alone"))
-    if not (confirmed["resolved"] and not row["resolved"] and row["95% high"] < confirmed["diff"] / 2):
+    if not (confirmed["resolved"] and not row["resolved"] and row["high"] < confirmed["diff"] / 2):
         return False
     filled.values["optuna_alone_verdict"] = (
         f"The one-setting variant `{alone}` is not told apart from that trial on the same "
-        f"seeds ({row['diff']:+.2f} points between them, 95% interval {row['95% low']:+.2f} to "
-        f"{row['95% high']:+.2f}, against the trial's {confirmed['diff']:+.2f} over `fast`): as "
+        f"seeds ({row['diff']:+.2f} points between them, 95% interval {row['low']:+.2f} to "
+        f"{row['high']:+.2f}, against the trial's {confirmed['diff']:+.2f} over `fast`): as "
         f"far as {int(row['pairs'])} seeds can tell, that one setting carries the search's gain "
         f"at this budget")
     return True
@@ -669,7 +672,7 @@ def cost(filled: Filled, runs: pd.DataFrame, records: list[dict], search):
     the machine that ran it against the hours it aims at (and on a CPU without bf16); and
     where the extended study ran, with `search` (the stored Optuna search, or None)."""
     table = study_cost(runs)
-    per_device = runs.groupby(["device_label", "precision"]).agg(
+    per_device = runs.groupby(["device", "precision"]).agg(
         runs=("id", "size"), hours=("wall_minutes", lambda m: m.sum() / 60)).sort_values("hours")
     (device, precision), most = per_device.index[-1], per_device.iloc[-1]
     filled.values["cost_by_device"] = (
@@ -682,7 +685,7 @@ def cost(filled: Filled, runs: pd.DataFrame, records: list[dict], search):
         _core_cost(filled, core, records)
     _extended_cost(filled, runs, search)
     filled.table("study_cost", table.reset_index().rename(columns={
-        "device_label": "device", "wall_hours": "wall hours", "minutes_per_run": "minutes per run"}),
+        "device": "device", "wall_hours": "wall hours", "minutes_per_run": "minutes per run"}),
         "What each study's records cost, machine by machine: runs, wall time and the mean "
         "minutes of one run (the final recipes' runs included; profile "
         + ", ".join(sorted(set(runs["profile"]))) + ").")
@@ -695,7 +698,7 @@ def _core_cost(filled: Filled, core: pd.DataFrame, records: list[dict]):
     rest: evaluation, start-up)."""
     planned = CORE_STUDY.planned_runs
     rows = []
-    for (device, precision), group in core.groupby(["device_label", "precision"]):
+    for (device, precision), group in core.groupby(["device", "precision"]):
         hours = group["wall_minutes"].sum() / 60
         rows.append({"device": device, "precision": precision, "runs": len(group),
                      "hours": hours, f"all {planned}, hours": hours * planned / len(group),
@@ -736,7 +739,7 @@ def _extended_cost(filled: Filled, runs: pd.DataFrame, search):
             ("the block ablation", runs["sweep"] == BLOCK_ABLATION.name),
             ("the recipe's ingredients", runs["sweep"] == FAST_ABLATION.name)):
         parts += [(name, *run, minutes / 60) for *run, minutes in runs.loc[rows, [
-            "device_label", "precision", "device_type", "wall_minutes"]].itertuples(index=False)]
+            "device", "precision", "device_type", "wall_minutes"]].itertuples(index=False)]
         if not rows.any():
             parts.append((name, None, None, None, 0.0))
     frame = pd.DataFrame(parts, columns=["part", "device", "precision", "type", "hours"])

@@ -49,14 +49,14 @@ def start(profile: str = "auto", data_root=None) -> Session:
 
 def show_recorded_sweep(sweep, profile: str, title: str, results_dir: Path | None = None):
     """A sweep too long to train inside a notebook, read from its records: each variant's
-    paired difference to the baseline with its Holm-adjusted 95% interval (what they rest
-    on, the table, the verdicts, a forest plot). Without records, the command that measures
-    them. Returns the paired table (None without the baseline's runs)."""
+    effect against the baseline with its interval, simultaneous over the sweep's declared
+    variants (what they rest on, the table, the verdicts, a forest plot). Without records,
+    the command that measures them. Returns the table (None without the baseline's runs)."""
     from IPython.display import display
 
     from . import plots
     from ..records import RESULTS_DIR
-    from .tables import describe_pairing, paired_differences, summarise_effects, sweep_runs
+    from .tables import compare_sweep, describe_pairing, summarise_effects, sweep_runs
 
     runs = sweep_runs(sweep, profile, results_dir or RESULTS_DIR)
     if runs.empty:
@@ -69,11 +69,11 @@ def show_recorded_sweep(sweep, profile: str, title: str, results_dir: Path | Non
     if sweep.baseline not in set(runs["variant"]):
         print(f"the baseline, {sweep.baseline}, has no record yet: nothing to compare with")
         return None
-    table = paired_differences(runs, sweep.baseline, order=list(sweep.variants))
+    table = compare_sweep(sweep, runs)
     print(f"{title}: {describe_pairing(table)}.")
     display(table)
     print(summarise_effects(table))
-    if not sweep.single_comparison and table.attrs["comparisons"]:   # without intervals, nothing to plot
+    if not sweep.single_comparison and table["low"].notna().any():   # without intervals, nothing to plot
         display(plots.forest_plot(table, title=title, label=f"difference to {sweep.baseline}"))
     return table
 

@@ -130,24 +130,21 @@ def learning_curves(history: pd.DataFrame, hue: str = "config", x: str = "epoch"
 
 
 def forest_plot(table: pd.DataFrame, title: str = "", label: str = "difference to the base"):
-    """Each variant's paired difference to the base (a `tables.paired_differences` table)
-    with its Holm-adjusted 95% interval: sorted, a zero line, resolved effects filled and
-    unresolved ones hollow. Variants without an interval (fewer than two pairs) are left
-    out; the caption should say so, and name the devices and seeds (table.attrs)."""
-    low, high = [c for c in table.columns if c.endswith(" low")][0], [c for c in table.columns
-                                                                      if c.endswith(" high")][0]
+    """Each variant's effect against the base (a `stats.compare_to_base` table) with its
+    simultaneous interval: sorted, a zero line, resolved effects filled and unresolved ones
+    hollow, a variant with its own spread marked. Variants without an interval (failed,
+    or fewer than two pairs) are left out; the caption says so (table.attrs)."""
+    low, high = "low", "high"
     rows = table.dropna(subset=[low, high]).sort_values("diff")
     fig, ax = plt.subplots(figsize=(7.5, 0.38 * max(len(rows), 1) + 1.4))
     y = np.arange(len(rows))
-    # An interval from two seeds can span hundreds of points: the axis follows the
-    # differences (one far larger than the rest, such as a network that no longer trains,
-    # sits on the axis's edge with its value written beside it), and an interval cut at an
-    # edge ends in an arrow.
-    sizes = rows["diff"].abs().sort_values().to_numpy()
+    # The axis holds every interval, unless one reaches more than 4x further from 0 than
+    # the rest: that one is cut at the edge, with an arrow and its value written beside it.
+    sizes = np.maximum(rows[low].abs(), rows[high].abs()).sort_values().to_numpy()
     far = len(sizes) >= 3 and sizes[-1] > 4 * sizes[-2]
-    reach = 1.6 * (sizes[-2] if far else sizes[-1]) + 1.0 if len(sizes) else 1.0
-    left = max(min(0.0, rows[low].min(), rows["diff"].min()), -reach) if len(rows) else -reach
-    right = min(max(0.0, rows[high].max(), rows["diff"].max()), reach) if len(rows) else reach
+    reach = 1.05 * (sizes[-2] if far else sizes[-1]) + 0.1 if len(sizes) else 1.0
+    left = max(min(0.0, rows[low].min()), -reach) if len(rows) else -reach
+    right = min(max(0.0, rows[high].max()), reach) if len(rows) else reach
     pad = 0.06 * (right - left) + 0.2
     x0, x1 = left - pad, right + pad
     ax.axvline(0, color="0.5", lw=1, zorder=0)
@@ -166,7 +163,9 @@ def forest_plot(table: pd.DataFrame, title: str = "", label: str = "difference t
                zorder=3, label="interval contains 0")
     # measured on more than one machine (the base on each): each row says where it is paired
     several = "device" in rows and len(table.attrs.get("devices", [])) > 1
-    ax.set_yticks(y, [f"{v} ({d})" for v, d in zip(rows.index, rows["device"])] if several else rows.index)
+    names = [f"{v} ({d})" if several else v for v, d in zip(rows.index, rows["device"])]
+    names = [f"{n} †" if own else n for n, own in zip(names, rows["own_spread"].astype(bool))]
+    ax.set_yticks(y, names)
     ax.set(xlabel=f"{label} (points of validation accuracy)", ylabel="", title=title)
     ax.set_ylim(-0.7, len(rows) - 0.3)
     ax.set_xlim(x0 - 0.03 * (x1 - x0), x1 + 0.03 * (x1 - x0))    # edge markers drawn whole

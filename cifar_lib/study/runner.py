@@ -14,7 +14,7 @@ from ..config import ConfigError
 from ..data import CIFAR10
 from ..experiment import run_or_load, running_here
 from ..paths import RESULTS_DIR
-from ..records import find_record
+from ..records import find_record, machine_key
 from .sweeps import AUGMENTATION, HYPERPARAMETERS, SWEEPS, Sweep  # noqa: F401 (the notebooks' names)
 
 
@@ -68,8 +68,7 @@ def bases_needed_here(sweep: Sweep, profile: str, data: CIFAR10, tasks, kwargs: 
         cfg = sweep.config(variant, profile)
         found = find_record(cfg, profile=profile, seed=seed, data=data, results_dir=results_dir,
                             read_test=sweep.final)
-        if found is None or (found[0]["device"]["name"], found[0]["precision"]) == \
-                running_here(cfg, kwargs.get("device")):
+        if found is None or machine_key(found[0]) == running_here(cfg, kwargs.get("device")):
             seeds.add(seed)
     return seeds
 

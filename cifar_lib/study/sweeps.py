@@ -35,6 +35,10 @@ class Sweep:
     # the command that trains its runs where `sweep NAME` cannot ({profile} filled in):
     # a variant made outside the sweep file, such as an Optuna study's best trial
     made_by: str = ""
+    # a run whose final accuracy (a fraction) is under this failed to train: reported as a
+    # failure, never pooled as an effect (None: no rule declared)
+    failure_below: float | None = None
+    spread_alpha: float = 0.01       # a variant's own spread out of line with its family's pool
 
     def __post_init__(self):
         baseline = self.baseline or next(iter(self.variants))
@@ -134,7 +138,8 @@ def load_sweep(path: Path) -> Sweep:
     return Sweep(name=Path(path).stem, base=table["base"], variants=dict(table["variants"]),
                  factors=dict(table.get("factors", {})), seeds=tuple(table.get("seeds", (0, 1, 2))),
                  profiles=dict(table.get("profiles", {})), baseline=table.get("baseline"),
-                 final=bool(table.get("final", False)),
+                 final=bool(table.get("final", False)), failure_below=table.get("failure_below"),
+                 spread_alpha=float(table.get("spread_alpha", 0.01)),
                  groups={g: tuple(vs) for g, vs in table.get("groups", {}).items()},
                  counterparts={k: dict(v) for k, v in table.get("counterparts", {}).items()})
 
@@ -153,7 +158,8 @@ def load_sweeps(folder: Path = SWEEPS_DIR) -> dict[str, Sweep]:
 SWEEPS = load_sweeps()
 AUGMENTATION = SWEEPS["augmentation"]          # the 4,000-image demonstrations of budget
 HYPERPARAMETERS = SWEEPS["hyperparameters"]
-CORE_STUDY = SWEEPS["core_study"]              # notebooks 02 and 03, one group each question
+RECIPE_STUDY = SWEEPS["recipe_study"]          # notebooks 02-04: the questions at 8 epochs
+CORE_STUDY = SWEEPS["core_study"]              # the same questions at 2 epochs (the appendix)
 FAST_ABLATION = SWEEPS["fast_ablation"]
 BLOCK_ABLATION = SWEEPS["block_ablation"]
 FAST_BUDGET = SWEEPS["fast_budget"]

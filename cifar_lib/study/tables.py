@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..records import RESULTS_DIR, iter_records
+from ..records import RESULTS_DIR, iter_records, machine_key
+from .stats import ALPHA, compare_to_base, interval_label
 from .sweeps import sweep_records
 
 METRICS = ("val_acc", "val_acc_tta", "test_acc", "test_acc_tta")
@@ -66,9 +67,8 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
             "official_data": r["data"]["official"],
             **{m: 100 * r["final"][m] if m in r["final"] else None for m in METRICS},
             "train_minutes": r["train_seconds"] / 60, "wall_minutes": r["wall_seconds"] / 60,
-            # `device` as prose names it; `device_name` exactly as recorded (what pairing uses)
-            "device": device_label(r["device"]), "device_name": r["device"]["name"],
-            "device_label": device_label(r["device"]),
+            # `device` as prose names it; `machine` what pairing compares (records.machine_key)
+            "device": device_label(r["device"]), "machine": " · ".join(machine_key(r)),
             "device_type": r["device"]["type"],
             "precision": r["precision"],
         })
@@ -139,7 +139,7 @@ def study_cost(runs: pd.DataFrame) -> pd.DataFrame:
     machine (a CPU's rate differs several-fold from another's, so times are never pooled
     across devices): runs, wall hours and the mean wall minutes of a run there."""
     runs = runs.assign(study=runs["sweep"].fillna(runs["config"]))
-    table = runs.groupby(["study", "device_label", "precision"], sort=False).agg(
+    table = runs.groupby(["study", "device", "precision"], sort=False).agg(
         runs=("id", "size"), wall_hours=("wall_minutes", lambda m: m.sum() / 60),
         minutes_per_run=("wall_minutes", "mean"))
     return table.sort_values("wall_hours", ascending=False).round(2)
@@ -153,83 +153,12 @@ def mean_std(values) -> str:
     return f"{values.mean():.2f} ± {values.std():.2f}% ({len(values)} seeds)"
 
 
-def holm_levels(pvalues, alpha: float = 0.05) -> np.ndarray:
-    """Holm's step-down procedure as one error rate per comparison: sorted by p, the k-th
-    smallest (of m) is tested at alpha / (m - k + 1) until one fails; from there on every
-    comparison keeps the failed step's rate. An interval at level 1 - rate then excludes 0
-    exactly when Holm rejects, so "resolved" and "the interval excludes 0" agree."""
-    p = np.asarray(pvalues, dtype=float)
-    rates = np.empty(len(p))
-    failed_at = None
-    for k, i in enumerate(np.argsort(p, kind="stable")):
-        rate = alpha / (len(p) - k)
-        if failed_at is None and not p[i] < rate:
-            failed_at = rate
-        rates[i] = rate if failed_at is None else failed_at
-    return rates
-
-
-def paired_differences(runs: pd.DataFrame, base: str, by: str = "variant", metric: str = "val_acc",
-                       order=None, alpha: float = 0.05) -> pd.DataFrame:
-    """Each variant against `base`, seed by seed: the mean of the per-seed differences with
-    a t interval (n - 1 degrees of freedom), Holm-adjusted across the table's comparisons.
-
-    A difference is only taken between two runs of the same seed on the same device with
-    the same precision; runs without such a partner are left out of the difference and
-    counted in `unpaired`. `resolved` means the adjusted interval excludes 0. The table's
-    attrs say what it rests on: devices, precisions, seeds and the family size."""
-    from scipy import stats
-
-    key = ["seed", "device_name" if "device_name" in runs else "device", "precision"]
-    runs = runs.dropna(subset=[metric])
-    if runs[runs[by] == base].empty:
-        raise KeyError(f"no {metric} for the base {by} {base!r}; groups: {sorted(set(runs[by]))}")
-    groups = [g for g in (order or list(dict.fromkeys(runs[by]))) if g in set(runs[by])]
-    # The base's runs on a machine where none of the table's variants ran answer nothing
-    # here: they are left out of its row (its mean is over the runs the differences use).
-    machine = runs[key[1:]].apply(tuple, axis=1)
-    variants = runs[by].isin(groups) & (runs[by] != base)
-    if variants.any():
-        runs = runs[(runs[by] != base) | machine.isin(set(machine[variants]))]
-    base_rows = runs[runs[by] == base].drop_duplicates(key, keep="last").set_index(key)
-    base_runs = base_rows[metric]
-    rows = []
-    for group in groups:
-        mine_rows = runs[runs[by] == group].drop_duplicates(key, keep="last").set_index(key)
-        mine = mine_rows[metric]
-        shared = mine.index.intersection(base_runs.index)
-        diffs = (mine[shared] - base_runs[shared]).to_numpy()
-        # where the row's differences were taken (the base: where it ran), for tables whose
-        # questions were measured on more than one machine, each paired on its own
-        where = mine_rows.loc[shared if group != base else mine.index, "device_label"]
-        row = {by: group, "device": " / ".join(sorted(set(where))),
-               # the base of a two-machine table ran each seed on both: seeds < runs
-               "mean": mine.mean(), "std": mine.std(), "seeds": mine.index.get_level_values("seed").nunique(),
-               "runs": len(mine),
-               "pairs": len(shared) if group != base else 0,
-               "unpaired": len(mine) - len(shared) if group != base else 0,
-               "diff": diffs.mean() if len(diffs) and group != base else np.nan,
-               "sd_diff": diffs.std(ddof=1) if len(diffs) > 1 and group != base else np.nan}
-        row["p"] = (stats.ttest_1samp(diffs, 0.0).pvalue
-                    if group != base and len(diffs) > 1 else np.nan)
-        rows.append(row)
-    table = pd.DataFrame(rows).set_index(by)
-    tested = table["p"].notna()
-    rates = pd.Series(np.nan, index=table.index)
-    rates[tested] = holm_levels(table.loc[tested, "p"].fillna(1.0), alpha)   # sd 0: p is nan
-    half = (stats.t.ppf(1 - rates / 2, table["pairs"] - 1) * table["sd_diff"]
-            / np.sqrt(table["pairs"]))
-    low, high = f"{1 - alpha:.0%} low", f"{1 - alpha:.0%} high"
-    table[low], table[high] = table["diff"] - half, table["diff"] + half
-    table["p_holm"] = _holm_adjusted(table["p"])
-    table["resolved"] = (table[low] > 0) | (table[high] < 0)
-    used = runs[runs[by].isin(groups)]
-    table.attrs.update(devices=sorted(set(used["device_label"])), precisions=sorted(set(used["precision"])),
-                       ran_on=sorted(set(used[key[1:]].apply(tuple, axis=1))),
-                       seeds=sorted(set(used["seed"])), comparisons=int(tested.sum()),
-                       base=base, metric=metric, alpha=alpha)
-    return table.drop(columns=["p"]).round({"mean": 2, "std": 2, "diff": 2, "sd_diff": 2,
-                                            low: 2, high: 2, "p_holm": 4})
+def compare_sweep(sweep, runs: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
+    """A sweep (or one of its groups) as its table: every declared variant against the
+    baseline, with the sweep's failure rule (stats.compare_to_base)."""
+    return compare_to_base(runs, sweep.baseline, [v for v in sweep.variants if v != sweep.baseline],
+                           metric=sweep.metric, alpha=alpha, failure_below=sweep.failure_below,
+                           spread_alpha=sweep.spread_alpha)
 
 
 def budget_agreement(cheap: pd.DataFrame, full: pd.DataFrame, counterparts: dict[str, str]) -> pd.DataFrame:
@@ -260,31 +189,28 @@ def budget_agreement(cheap: pd.DataFrame, full: pd.DataFrame, counterparts: dict
 
 def summarise_effects(table: pd.DataFrame) -> str:
     """The table's verdicts in a sentence or two, for notebooks to print under it:
-    resolved differences with their adjusted intervals, then the unresolved ones."""
-    low, high = f"{1 - table.attrs['alpha']:.0%} low", f"{1 - table.attrs['alpha']:.0%} high"
-    tested = table.dropna(subset=[low])
-    untested = [v for v in table.index if v != table.attrs["base"] and v not in tested.index]
-    resolved = tested[tested["resolved"]].sort_values("diff")
+    resolved differences with their intervals, then the unresolved ones, then failures."""
+    base = table.attrs["base"]
+    rows = table.drop(index=base)
+    tested = rows.dropna(subset=["low"])
     parts = []
+    resolved = tested[tested["resolved"]].sort_values("diff")
     if len(resolved):
         parts.append("Resolved: " + "; ".join(
-            f"{v} {r['diff']:+.2f} points ({r[low]:+.2f} to {r[high]:+.2f})" for v, r in resolved.iterrows()) + ".")
-    unresolved = tested[~tested["resolved"]]
+            f"{v} {r['diff']:+.2f} points ({r['low']:+.2f} to {r['high']:+.2f})"
+            for v, r in resolved.iterrows()) + ".")
+    unresolved = tested[~tested["resolved"]].sort_values("diff")
     if len(unresolved):
-        parts.append("Not resolved (the adjusted interval contains 0): " + ", ".join(
-            f"{v} ({r['diff']:+.2f})" for v, r in unresolved.sort_values("diff").iterrows()) + ".")
-    if untested:
-        parts.append(f"Fewer than two seeds paired with the base so far: {', '.join(untested)}.")
+        parts.append("Not resolved (the interval contains 0): " + "; ".join(
+            f"{v} {r['diff']:+.2f}" for v, r in unresolved.iterrows()) + ".")
+    failed = rows[rows["failed"] > 0]
+    if len(failed):
+        parts.append("Failed to train: " + "; ".join(
+            f"{v} ({int(r['failed'])} of {int(r['runs'])} runs)" for v, r in failed.iterrows()) + ".")
+    waiting = rows[(rows["runs"] == 0)]
+    if len(waiting):
+        parts.append(f"{len(waiting)} of the {len(rows)} declared variants have no runs yet.")
     return " ".join(parts) or "No variant has runs paired with the base yet."
-
-
-def _holm_adjusted(pvalues: pd.Series) -> pd.Series:
-    """Holm-adjusted p-values (nan where no test ran): the running maximum of (m - k + 1) p."""
-    p = pvalues.dropna().sort_values(kind="stable")
-    m = len(p)
-    adjusted = pd.Series(np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p.to_numpy())),
-                         index=p.index)
-    return adjusted.reindex(pvalues.index)
 
 
 def seed_range(seeds) -> str:
@@ -296,20 +222,16 @@ def seed_range(seeds) -> str:
 
 
 def describe_pairing(table: pd.DataFrame) -> str:
-    """What a paired table rests on, for its caption: 'seeds 0–3, each variant paired with
-    the base seed by seed on the same device (2-core Intel Xeon; bf16); 95% intervals
-    Holm-adjusted over 7 comparisons'."""
+    """What a compared table rests on, for its caption: 'seeds 0–3 on one 2-core Intel Xeon
+    with AMX (bf16); 95% intervals, simultaneous over 6 comparisons'."""
     a = table.attrs
-    seed_text = seed_range(a["seeds"])
-    if len(a["devices"]) == 1:
-        where = f"the same device ({a['devices'][0]}; {', '.join(a['precisions'])})"
-    else:   # each row was measured on one machine and paired with the base's runs there
-        where = (f"the same device, named in each row ({' or '.join(a['devices'])}; "
-                 f"{', '.join(a['precisions'])})")
+    where = (f"one {a['devices'][0]}" if len(a["devices"]) == 1
+             else f"the device named in each row ({' or '.join(a['devices'])})")
     n = a["comparisons"]
-    return (f"{seed_text}, each variant paired with the base seed by seed on {where}; "
-            + (f"95% intervals Holm-adjusted over {n} comparison{'s' * (n != 1)}" if n else
-               "no intervals: a difference needs two seed pairs or more for one"))
+    tested = table["low"].notna().any()
+    return (f"{seed_range(a['seeds'])} on {where} ({', '.join(a['precisions'])}); "
+            + (f"{interval_label(a['alpha'])} intervals, simultaneous over {n} comparison"
+               f"{'s' * (n != 1)}" if tested else "no intervals: an effect needs two seed pairs or more"))
 
 
 def sweep_runs(sweep, profile: str, root=RESULTS_DIR) -> pd.DataFrame:

@@ -17,6 +17,7 @@ import optuna
 from ..config import Config, ConfigError, validate
 from ..data import CIFAR10
 from ..paths import CHECKPOINT_DIR, RESULTS_DIR
+from ..records import machine_key
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -317,7 +318,7 @@ class Search:
     @property
     def machines(self) -> list[tuple[dict, str]]:
         """(device, precision) of the machines the trials trained on, one each."""
-        seen = {(r["device"]["name"], r["precision"]): r["device"] for r in self.records}
+        seen = {machine_key(r): r["device"] for r in self.records}
         return [(device, precision) for (_, precision), device in sorted(seen.items())]
 
     @property
