@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .config import Config, ConfigError, changed_settings
+from .config import Config, ConfigError, changed_settings, saved_config
 from .models import uncompiled
 from .records import atomic_write_bytes
 
@@ -32,7 +32,7 @@ def save_model(path: Path, model, cfg: Config, run_id: str, model_args: dict) ->
 
 def load_model(path, device: torch.device, make_model) -> tuple[torch.nn.Module, Config]:
     state = _load(path, device)
-    cfg = Config(**state["config"])
+    cfg = saved_config(state["config"])
     model = make_model(cfg, device, state["model_args"])
     model.load_state_dict(state["model_state"])
     return model, cfg

@@ -22,15 +22,24 @@ def _plural(n: int, word: str) -> str:
 
 def time_to_accuracy(record: dict, target: float) -> str:
     """When validation accuracy first reached `target`, in epochs and minutes of training."""
-    from .study.tables import history_frame   # the one place that adds up training time per epoch
+    minutes = 0.0
+    for h in record["history"]:
+        minutes += h["train_seconds"] / 60
+        if h["val_acc"] is not None and h["val_acc"] >= target:
+            return f"val >= {target:.0%} after {_plural(h['epoch'], 'epoch')} ({minutes:.1f} min)"
+    return f"val never reached {target:.0%}"
 
-    history = history_frame([record])
-    reached = history[history["val_acc"] >= 100 * target]
-    if reached.empty:
-        return f"val never reached {target:.0%}"
-    first = reached.iloc[0]
-    return (f"val >= {target:.0%} after {_plural(int(first['epoch']), 'epoch')} "
-            f"({first['minutes']:.1f} min)")
+
+def training_line(cfg, profile: str, seed: int, data) -> str:
+    """What a run is about to do, in one line; the images it trains on as split_data counts
+    them (a smoke run's 1,024, not the split's 45,000 or 50,000)."""
+    from .data import split_data
+
+    images = len(split_data(data, cfg.val_size, final=cfg.final, train_subset=cfg.train_subset).train[1])
+    return (f"training {cfg.name} (profile {profile}, seed {seed}): {cfg.model}, "
+            f"{_plural(cfg.epochs, 'epoch')}, batch {cfg.batch_size}, {cfg.optimizer} lr "
+            f"{cfg.lr:g}, {cfg.pipeline} pipeline, on {images:,} training images"
+            + (" (final: the validation split's included)" if cfg.final else ""))
 
 
 def _data(args):
@@ -52,10 +61,7 @@ def cmd_train(args) -> int:
                       final=True if args.final else None,
                       compile=True if args.compile else None)
     data = _data(args)            # after the config: a bad setting costs no data loading
-    print(f"training {cfg.name} (profile {profile}, seed {args.seed}): {cfg.model}, "
-          f"{_plural(cfg.epochs, 'epoch')}, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:g}, "
-          f"{cfg.pipeline} pipeline" + (", final: trained on all 50,000 training images"
-                                        if cfg.final else ""), file=sys.stderr)
+    print(training_line(cfg, profile, args.seed, data), file=sys.stderr)
     record, path = run_experiment(cfg, profile=profile, seed=args.seed, data=data,
                                   device=args.device, results_dir=args.results_dir,
                                   checkpoint_dir=args.checkpoint_dir,
@@ -282,7 +288,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DataError, PermissionError, FileNotFoundError) as e:
+    except (ConfigError, DataError, PermissionError) as e:     # the user's to fix: no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
     except DivergenceError as e:

@@ -164,6 +164,10 @@ def validate(cfg: Config) -> Config:
     dropout = cfg.model_args.get("dropout", 0.0)
     if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise ConfigError(f"model_args.dropout must lie in [0, 1), got {dropout!r}")
+    if cfg.model == "fast" and cfg.pipeline != "tensor":
+        raise ConfigError("model 'fast' needs pipeline = \"tensor\": its whitening filters are "
+                          "computed from the training images held as one tensor, which the "
+                          f"{cfg.pipeline!r} pipeline does not keep; set pipeline = \"tensor\"")
     if cfg.final and cfg.schedule == "plateau":
         raise ConfigError("final = true trains without a validation split, so the plateau "
                           "schedule (which steps on validation loss) cannot run; pick another schedule")
@@ -173,13 +177,19 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+def saved_config(saved: dict) -> Config:
+    """A config as a record or checkpoint saved it, read by today's Config: a setting added
+    since counts as its default, one removed since is dropped (changed_settings says which)."""
+    return Config(**{k: v for k, v in saved.items() if k in FIELDS})
+
+
 def changed_settings(saved: dict, cfg: Config) -> list[str]:
     """The settings in which a saved config (a record's or a checkpoint's) differs from
     `cfg`: the one test of "the same run" for reusing a record and for resuming. A setting
     added to Config after it was saved counts as its default; one Config no longer has
     counts as changed. The description is prose, not a setting: rewording it changes no run."""
     wanted = cfg.to_dict()
-    saved_now = Config(**{k: v for k, v in saved.items() if k in FIELDS}).to_dict()
+    saved_now = saved_config(saved).to_dict()
     return sorted(({k for k in saved if k not in FIELDS}
                    | {k for k in wanted if saved_now[k] != wanted[k]}) - {"description"})
 

@@ -258,7 +258,7 @@ def save_analysis(cfg: Config, record: RunRecord, files: RunFiles, run: Built, t
     try:
         weights = branch_weights(run.model, eval_loader(cfg, *run.splits.test, run.precision.device),
                                  precision=run.precision)
-    except Exception as e:      # noqa: BLE001 - any analysis failure must not cost the run
+    except RuntimeError as e:   # out of memory on a second pass: the run itself is kept
         weights = None
         record.warn(f"branch weights not saved: {e}")
     try:
@@ -267,7 +267,7 @@ def save_analysis(cfg: Config, record: RunRecord, files: RunFiles, run: Built, t
                          logits_tta=None if test["logits_tta"] is None else test["logits_tta"].cpu(),
                          branch_weights=weights)
         record.attach(predictions=files.predictions.name)
-    except Exception as e:      # noqa: BLE001
+    except OSError as e:        # a full disk or a folder gone: the record says so
         record.warn(f"predictions not saved: {e}")
     record.write()
 

@@ -93,12 +93,11 @@ class FastNet(nn.Module):
 
     def __init__(self, widths=(64, 256, 256), kernel_sizes=(3, 1), gate: str = "sigmoid",
                  whiten_kernel: int = 2, num_classes: int = 10, *, depth: int = 2,
-                 residual: bool = False, learn_whitening: bool = False,
+                 residual: bool = False,
                  batch_norm: bool = True, dropout: float = 0.0):
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth is the number of blocks per width, at least 1; got {depth}")
-        self.learn_whitening = learn_whitening
         whiten_width = 2 * 3 * whiten_kernel ** 2          # +- each patch eigenvector
         blocks = [FastBlock(3, whiten_width, (whiten_kernel, whiten_kernel), gate=gate)]
         # `batch_norm` and `dropout` are the coursework's two regularisers, for its
@@ -112,7 +111,7 @@ class FastNet(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         # Frozen from the start, not when the filters are set: a resumed run skips
         # init_from_data, and its optimizer must hold the same parameters as the first.
-        self.blocks[0].convs[0].weight.requires_grad_(learn_whitening)
+        self.blocks[0].convs[0].weight.requires_grad_(False)
         self.head = OutputBlock(widths[-1], num_classes=num_classes, pool="max",
                                 scale=1 / widths[-1])
 

@@ -116,7 +116,9 @@ def make_scheduler(cfg: Config, optimizer, steps_per_epoch: int):
             optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
     if cfg.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, total_steps=total, pct_start=cfg.warmup_fraction,
+            # every group peaks at its own rate (Muon's groups differ 1,000-fold)
+            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total,
+            pct_start=cfg.warmup_fraction,
             anneal_strategy="linear", cycle_momentum=False)
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)

@@ -1,4 +1,5 @@
 """Test-time augmentation, saved predictions, calibration and the live branch weights."""
+from pathlib import Path
 import numpy as np
 import pytest
 import torch
@@ -116,3 +117,18 @@ def test_final_runs_save_predictions_that_match_the_record(tmp_path):
         record["final"]["test_acc"], abs=0.011)   # float16 probabilities may flip a near-tie
     assert (preds["probs_tta"].argmax(1) == preds["labels"]).mean() == pytest.approx(
         record["final"]["test_acc_tta"], abs=0.011)
+
+
+def test_history_frame_reads_a_final_run_which_has_no_validation_split():
+    """Was: TypeError ('int' and 'NoneType') on any final run's history."""
+    import json
+
+    import pytest
+
+    from cifar_lib.study.tables import history_frame
+
+    path = next((Path(__file__).resolve().parents[1] / "results" / "full" / "fast").glob("*.json"))
+    record = json.loads(path.read_text())
+    frame = history_frame([record])
+    assert len(frame) == record["config"]["epochs"] and frame["val_acc"].isna().all()
+    assert frame["minutes"].iloc[-1] == pytest.approx(sum(h["train_seconds"] for h in record["history"]) / 60)

@@ -99,3 +99,29 @@ def test_an_unknown_model_argument_is_refused_before_any_data_is_read(tmp_path, 
     err = capsys.readouterr().err
     assert "unknown model_args widht for model 'improved'" in err and "widths" in err
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_the_training_line_counts_the_images_the_run_trains_on():
+    """Was: every final run announced 'all 50,000 training images', a smoke run's 1,024 too."""
+    from cifar_lib.cli import training_line
+    from cifar_lib.config import load_config
+    from conftest import tiny_dataset
+
+    data = tiny_dataset()                                     # 500 training images
+    smoke = load_config("fast", "smoke", final=True, train_subset=200, val_size=100)
+    assert "on 200 training images (final: the validation split's included)" in \
+        training_line(smoke, "smoke", 0, data)
+    whole = load_config("fast", "smoke", train_subset=0, val_size=100)
+    assert training_line(whole, "smoke", 0, data).endswith("on 400 training images")
+
+
+def test_an_unexpected_missing_file_inside_the_kit_is_not_dressed_as_a_user_error(monkeypatch):
+    """Was: any FileNotFoundError became a bare 'error: ...' and exit 2, hiding a bug."""
+    from cifar_lib import cli
+
+    def broken(*args, **kwargs):
+        raise FileNotFoundError("an internal file")
+
+    monkeypatch.setattr(cli, "load_config", broken)
+    with pytest.raises(FileNotFoundError, match="an internal file"):
+        cli.main(["train", "--config", "fast", "--profile", "smoke"])

@@ -36,6 +36,11 @@ def test_every_shipped_config_loads_in_every_profile():
     ({"augment": ["mixup"]}, r"unknown augmentation\(s\) \['mixup'\]"),
     ({"learning_rate": 0.1}, "unknown setting.*learning_rate.*valid settings"),
     ({"epochs": "ten"}, "epochs must be a whole number"),
+    # FastNet's whitening filters come from the tensor pipeline's images (was: AttributeError
+    # 'DataLoader' object has no attribute 'normalized', at build time)
+    ({"model": "fast", "pipeline": "reference", "model_args": {}}, 'model .fast. needs pipeline = "tensor"'),
+    # a removed option is refused by name (it rescaled the filters it let learn)
+    ({"model": "fast", "model_args": {"learn_whitening": True}}, "unknown model_args learn_whitening"),
 ])
 def test_bad_settings_are_refused_with_a_clear_message(overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -54,6 +54,11 @@ def test_a_balanced_family_gets_the_two_way_residual_and_bonferroni_intervals():
                                        "simultaneous over 3 comparisons")
 
 
+def test_the_interval_labels_follow_alpha():
+    table = compare_to_base(_family({"a": 1.0}), "base", ["a"], alpha=0.10)
+    assert "90% intervals" in describe_pairing(table) and "95%" not in describe_pairing(table)
+
+
 def test_the_family_is_what_was_declared_not_what_ran():
     runs = _family({"a": 1.0, "b": 0.0})
     two = compare_to_base(runs, "base", ["a", "b"])

@@ -239,6 +239,27 @@ def test_resume_without_a_checkpoint_says_so(tmp_path):
 
 
 
+def test_a_checkpoint_holding_a_since_removed_setting_still_loads(tmp_path):
+    """Was: Config(**saved) raised TypeError on a key Config no longer has; it is now read
+    the way resume reads it (config.saved_config)."""
+    from cifar_lib.checkpoints import save_model
+    from cifar_lib.config import load_config
+    from cifar_lib.experiment import make_model
+
+    cfg = load_config("seed_improved", "smoke", model_args={"widths": [8, 8, 8]})
+    model = make_model(cfg, torch.device("cpu"))
+    path = tmp_path / "old.pt"
+    save_model(path, model, cfg, "old-run", {"widths": [8, 8, 8]})
+    state = torch.load(path, weights_only=True)
+    state["config"]["a_setting_since_removed"] = 3
+    torch.save(state, path)
+    loaded, loaded_cfg = load_checkpoint(path, torch.device("cpu"))
+    assert loaded_cfg.lr == cfg.lr and not hasattr(loaded_cfg, "a_setting_since_removed")
+    x = torch.randn(2, 3, 32, 32)
+    model.eval(), loaded.eval()
+    assert torch.equal(loaded(x), model(x))
+
+
 def test_checkpoint_that_runs_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"

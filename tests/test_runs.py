@@ -275,3 +275,51 @@ def test_a_worker_on_another_kind_of_machine_cannot_join_a_shared_sweep(tmp_path
     with pytest.raises(ConfigError, match=r"runs on Other CPU \(2 cores\) at bf16, and this worker is .*would not pair"):
         studies.run_sweep_shared(sweep, "smoke", cifar_folder, storage, **kw)
     assert len(list((tmp_path / "shared").rglob("*.json"))) == 1
+
+
+@pytest.mark.slow
+def test_a_shared_sweep_trains_its_baseline_where_its_variants_train(tmp_path, cifar_folder):
+    """The rule of run_sweep holds for --storage too: a base recorded on another machine
+    is trained again here, so every variant run has its partner (defect: 0 pairs, 2 unpaired)."""
+    from cifar_lib.study.runner import run_sweep_shared
+    from cifar_lib.study.stats import compare_to_base
+    from cifar_lib.study.tables import runs_frame
+
+    sweep = _sweep()
+    kw = dict(results_dir=tmp_path / "shared", checkpoint_dir=tmp_path / "ck")
+    run_sweep(sweep.subset([sweep.baseline]), "smoke", cifar_folder, **kw)     # the base, elsewhere
+    other = {"type": "cpu", "cpu": "Other CPU", "cpu_count": 2, "threads": 2, "name": "Other CPU (2 cores)"}
+    for path in (tmp_path / "shared").rglob("*.json"):
+        path.write_text(json.dumps({**json.loads(path.read_text()), "device": other}))
+    records = run_sweep_shared(sweep, "smoke", cifar_folder, f"sqlite:///{tmp_path / 's.db'}", **kw)
+    here = {r["device"]["name"] for r in records}
+    assert len(records) == 4 and here != {other["name"]} and len(here) == 1
+    variant = next(v for v in sweep.variants if v != sweep.baseline)
+    table = compare_to_base(runs_frame(records), sweep.baseline, [variant])
+    assert table.loc[variant, "pairs"] == 2
+
+
+@pytest.mark.slow
+def test_the_analysis_after_a_run_keeps_the_run_but_hides_no_bug(tmp_path, cifar_folder, monkeypatch):
+    """Was: save_analysis caught every Exception, so a bug silently cost the report its
+    analysis. An expected failure (out of memory) becomes a warning in the record; anything
+    else is raised, after the complete record is on disk."""
+    cfg = load_config("seed_improved", "smoke", model_args={"widths": [8, 8, 8]})
+    kw = dict(profile="smoke", seed=0, data=cifar_folder, progress=False,
+              results_dir=tmp_path / "results", checkpoint_dir=tmp_path / "ck")
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(experiment, "branch_weights", out_of_memory)
+    record, _ = run_experiment(cfg, **kw)
+    assert record["status"] == "complete" and "branch weights not saved: out of memory" in record["warnings"][0]
+
+    def bug(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(experiment, "branch_weights", bug)
+    with pytest.raises(KeyError, match="a bug"):
+        run_experiment(cfg, **{**kw, "seed": 1})
+    written = [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("*seed1*.json")]
+    assert [r["status"] for r in written] == ["complete"]

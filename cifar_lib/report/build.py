@@ -8,6 +8,7 @@ from pathlib import Path
 
 from . import sections
 from .document import Document
+from ..config import ConfigError
 from ..paths import FIGURES_DIR, REPORT_DIR, RESULTS_DIR
 from .sections import Filled, data_phrase
 from ..study.sweeps import AUGMENTATION, BLOCK_ABLATION, CORE_STUDY, FAST_ABLATION, HYPERPARAMETERS
@@ -23,7 +24,7 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     results_dir, figures_dir, report_dir = Path(results_dir), Path(figures_dir), Path(report_dir)
     records = load_records(results_dir, profile=profile)
     if not records:
-        raise FileNotFoundError(f"no complete {profile!r} records under {results_dir}: run the "
+        raise ConfigError(f"no complete {profile!r} records under {results_dir}: run the "
                                 f"notebooks or `python -m cifar_lib train` first")
     figures_dir.mkdir(parents=True, exist_ok=True)
     report_dir.mkdir(parents=True, exist_ok=True)

@@ -125,6 +125,7 @@ def run_sweep_shared(sweep: Sweep, profile: str, data: CIFAR10, storage: str, *,
     from .tuning import open_storage
 
     tasks = sweep.runs(seeds)
+    here_seeds = bases_needed_here(sweep, profile, data, tasks, kwargs)   # the rule run_sweep keeps
     storage = open_storage(storage, heartbeat=heartbeat, retry_stale=True)
     # The study is named by exactly the runs it plans: another --variant or --seeds choice,
     # or a changed sweep file, is another study.
@@ -154,7 +155,8 @@ def run_sweep_shared(sweep: Sweep, profile: str, data: CIFAR10, storage: str, *,
             trial.study.stop()
             raise optuna.TrialPruned("every planned run is taken")
         variant, seed = tasks[trial.suggest_int("run", 0, len(tasks) - 1)]
-        record = _run(sweep, profile, data, variant, seed, kwargs, progress="epochs")
+        record = _run(sweep, profile, data, variant, seed, kwargs, progress="epochs",
+                      on_this_device=variant == sweep.baseline and seed in here_seeds)
         done.append(record)
         return record["final"][sweep.metric]
 

@@ -101,8 +101,11 @@ def history_frame(records: list[dict]) -> pd.DataFrame:
             elapsed += h["train_seconds"]
             rows.append({"id": r["id"], "config": r["config_name"], "seed": r["seed"],
                          "variant": tags.get("variant"), "epoch": h["epoch"],
-                         "train_loss": h["train_loss"], "val_loss": h["val_loss"],
-                         "train_acc": 100 * h["train_acc"], "val_acc": 100 * h["val_acc"],
+                         "train_loss": h["train_loss"],
+                         "val_loss": np.nan if h["val_loss"] is None else h["val_loss"],
+                         # a final run has no validation split: its val_* are None
+                         "train_acc": 100 * h["train_acc"],
+                         "val_acc": np.nan if h["val_acc"] is None else 100 * h["val_acc"],
                          "lr": h["lr"], "minutes": elapsed / 60})
     return pd.DataFrame(rows)
 
