@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 # torch-free modules (paths, sweeps) import without torch.
 _EXPORTS = {"FusedIntermediateBlock": "blocks", "IntermediateBlock": "blocks", "OutputBlock": "blocks",
             "BasicNet": "models", "ImprovedNet": "models", "DeepNet": "models", "FastNet": "models",
-            "build_model": "models", "count_flops": "models", "count_parameters": "models"}
+            "build_model": "models", "count_flops": "models", "count_trainable_parameters": "models"}
 
 
 def __getattr__(name):

@@ -105,12 +105,11 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .study.runner import SWEEPS, run_sweep, run_sweep_shared
-    from .study.tables import runs_frame, summarize
+    from .study.runner import run_sweep, run_sweep_shared
+    from .study.sweeps import find_sweep
+    from .study.tables import runs_frame, seed_summary
 
-    if args.name not in SWEEPS:
-        raise ConfigError(f"unknown sweep {args.name!r}; valid: {', '.join(SWEEPS)}")
-    sweep = SWEEPS[args.name]
+    sweep = find_sweep(args.name)
     if args.variant:
         try:    # with the baseline each variant is paired with (its finished runs are reused)
             sweep = sweep.subset([sweep.baseline, *[v for v in args.variant if v != sweep.baseline]])
@@ -132,27 +131,25 @@ def cmd_sweep(args) -> int:
         return 0
     for metric in (sweep.metric, f"{sweep.metric}_tta"):
         if runs[metric].notna().any():
-            print(f"{metric}:\n{summarize(runs, metric=metric, order=list(sweep.variants)).to_string()}")
+            print(f"{metric}:\n{seed_summary(runs, metric=metric, order=list(sweep.variants)).to_string()}")
     return 0
 
 
 def cmd_tune(args) -> int:
-    from .study.runner import SWEEPS, run_sweep
+    from .study.runner import run_sweep
+    from .study.sweeps import find_sweep
     from .study.tables import compare_sweep, runs_frame, summarise_effects
-    from .study.tuning import confirmation, study_for, tune
+    from .study.tuning import check_n_trials, confirmation, default_study_name, study_for, tune
 
     if (args.config is None) == (args.sweep is None):
         raise ConfigError("tune needs a config (tune fast ...) or --sweep NAME (its baseline at "
                           "the sweep's budget), not both")
-    if args.sweep is not None and args.sweep not in SWEEPS:
-        raise ConfigError(f"unknown sweep {args.sweep!r}; valid: {', '.join(SWEEPS)}")
+    sweep = find_sweep(args.sweep) if args.sweep is not None else None
     if args.confirm and args.sweep is None:
         raise ConfigError("--confirm trains the best trial with a sweep's declared seeds: name "
                           "the sweep with --sweep NAME")
-    if args.n_trials < (0 if args.confirm else 1):
-        raise ConfigError(f"--n-trials must be at least {0 if args.confirm else 1}, got {args.n_trials}")
+    check_n_trials(args.n_trials, args.confirm)
     profile = resolve_profile(args.profile)
-    sweep = SWEEPS.get(args.sweep)
     # With --sweep the search starts from the sweep's baseline at the sweep's own budget, so
     # its trials and their confirmation stand beside that sweep's runs.
     cfg = sweep.config(sweep.baseline, profile) if sweep else load_config(args.config, profile)
@@ -164,7 +161,7 @@ def cmd_tune(args) -> int:
     else:
         study = study_for(cfg, profile, args.study_name, args.storage, args.results_dir)
         if study is None:
-            raise ConfigError(f"no study {args.study_name or f'{cfg.name}-{profile}'} to confirm "
+            raise ConfigError(f"no study {args.study_name or default_study_name(cfg, profile)} to confirm "
                               f"yet: run trials first (--n-trials N)")
     states = {}
     for t in study.trials:

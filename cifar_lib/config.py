@@ -20,8 +20,13 @@ def resolve_profile(profile: str) -> str:
         import torch
 
         return "full" if torch.cuda.is_available() else "cpu"
+    return check_profile(profile, "auto")
+
+
+def check_profile(profile: str, *also: str) -> str:
+    """`profile` if it is one (or one of `also`), else a ConfigError listing them."""
     if profile not in PROFILES:
-        raise ConfigError(f"unknown profile {profile!r}; valid: auto, {', '.join(PROFILES)}")
+        raise ConfigError(f"unknown profile {profile!r}; valid: {', '.join([*also, *PROFILES])}")
     return profile
 
 
@@ -230,8 +235,7 @@ def load_config(name: str, profile: str = "cpu", **overrides) -> Config:
     """Read a config file (on top of the config its `base` key names, if any), apply its
     profile's table, then explicit overrides (None values are ignored, so CLI flags that were
     not given change nothing)."""
-    if profile not in PROFILES:
-        raise ConfigError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
+    check_profile(profile)
     path = config_path(name)
     raw, profiles = _read_config(path, seen=())
     cfg = apply(Config(name=path.stem), raw, str(path))

@@ -162,8 +162,7 @@ def display_path(path) -> str:
 
 def default_root() -> Path:
     """`CIFAR10_ROOT` if set, else `data/` at the repository root (or working directory)."""
-    env = os.environ.get("CIFAR10_ROOT")
-    return Path(env).expanduser() if env else DATA_ROOT
+    return DATA_ROOT
 
 
 def _complete(folder: Path) -> bool:

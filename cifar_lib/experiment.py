@@ -19,7 +19,7 @@ from .data import CIFAR10, Splits, load_cifar10, split_data
 from .device import Precision, keep_freed_memory, malloc_mode, pick_device
 from .evaluation import EVAL_BATCH, score_split
 from .loaders import make_loader
-from .models import build_model, count_flops, count_parameters, engine_defaults, uncompiled
+from .models import build_model, count_flops, count_trainable_parameters, engine_defaults, uncompiled
 from .paths import CHECKPOINT_DIR, RESULTS_DIR
 from .predictions import branch_weights, save_predictions
 from .recipe import make_optimizer, make_scheduler
@@ -163,7 +163,7 @@ def build(cfg: Config, data: CIFAR10, seed: int, dev: torch.device, state: dict 
             scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"], dev)
-    facts = {"name": cfg.model, "args": model_args, "parameters": count_parameters(model),
+    facts = {"name": cfg.model, "args": model_args, "parameters": count_trainable_parameters(model),
              "forward_flops_per_image": count_flops(model)}
     if cfg.compile:
         model = torch.compile(model, backend=cfg.compile_backend,

@@ -176,7 +176,8 @@ def uncompiled(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
-def count_parameters(model: nn.Module) -> int:
+def count_trainable_parameters(model: nn.Module) -> int:
+    """What an optimizer steps (FastNet's frozen whitening filters are left out)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 

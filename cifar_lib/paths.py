@@ -30,8 +30,7 @@ def _override(variable: str, default: Path) -> Path:
 
 
 CONFIG_DIR = _checkout / "configs" if IN_CHECKOUT else PACKAGE_DIR / "configs"
-DATA_ROOT = WORK_ROOT / "data"        # holds cifar-10-batches-py/; CIFAR10_ROOT overrides
-                                      # (read when data is loaded: see data.default_root)
+DATA_ROOT = _override("CIFAR10_ROOT", WORK_ROOT / "data")   # holds cifar-10-batches-py/
 RESULTS_DIR = _override("CIFAR_RESULTS_DIR", WORK_ROOT / "results")
 CHECKPOINT_DIR = _override("CIFAR_CHECKPOINT_DIR", WORK_ROOT / "checkpoints")
 FIGURES_DIR = _override("CIFAR_FIGURES_DIR", WORK_ROOT / "figures")

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from cifar_lib.blocks import FusedIntermediateBlock, IntermediateBlock, OutputBlock
-from cifar_lib.models import BasicNet, ImprovedNet, build_model, count_flops, count_parameters
+from cifar_lib.models import BasicNet, ImprovedNet, build_model, count_flops, count_trainable_parameters
 
 
 def test_weighted_sum_matches_hand_computation():
@@ -65,15 +65,15 @@ def test_fused_block_equals_per_branch_block(channels_last):
 def test_output_block_pools_then_classifies():
     head = OutputBlock(16, hidden=(32,), num_classes=10)
     assert head(torch.randn(3, 16, 5, 5)).shape == (3, 10)
-    assert count_parameters(head) == 16 * 32 + 32 + 32 * 10 + 10
+    assert count_trainable_parameters(head) == 16 * 32 + 32 + 32 * 10 + 10
 
 
 def test_coursework_parameter_counts():
-    assert count_parameters(BasicNet()) == 228_441
-    assert count_parameters(ImprovedNet()) == 1_118_300
+    assert count_trainable_parameters(BasicNet()) == 228_441
+    assert count_trainable_parameters(ImprovedNet()) == 1_118_300
     # The fused form holds the same parameters (one wide convolution and one batch norm).
-    assert count_parameters(BasicNet(fused=True)) == 228_441
-    assert count_parameters(ImprovedNet(fused=True)) == 1_118_300
+    assert count_trainable_parameters(BasicNet(fused=True)) == 228_441
+    assert count_trainable_parameters(ImprovedNet(fused=True)) == 1_118_300
 
 
 @pytest.mark.parametrize("name", ["basic", "improved"])

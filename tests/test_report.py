@@ -12,14 +12,14 @@ from cifar_lib.study.analysis import confusion_matrix, reliability
 from cifar_lib.cli import main
 from cifar_lib.config import ConfigError, load_config
 from cifar_lib.experiment import find_record, run_or_load
-from cifar_lib.study.notebook import resolve_profile, show_recorded_sweep
+from cifar_lib.study.notebook import notebook_profile, show_recorded_sweep
 from cifar_lib.report.build import build_report
 from cifar_lib.study.runner import Sweep, run_sweep
 from cifar_lib.study.sweeps import load_sweep
 from cifar_lib.records import machine_key
 from cifar_lib.study.stats import compare_to_base
 from cifar_lib.study.tables import (device_label, budget_curve, compare_sweep, final_runs, load_records,
-                              mean_std, runs_frame, study_cost, summarize)
+                              mean_std, runs_frame, seed_summary, study_cost)
 from conftest import tiny_dataset
 
 TINY = {"val_size": 100, "epochs": 1, "eval_subset": 50}
@@ -65,7 +65,7 @@ def test_sweep_runs_are_tagged_and_summarised(tmp_path, capsys):
     assert [(r["tags"]["variant"], r["seed"]) for r in records] == [
         ("none", 0), ("none", 1), ("flip", 0), ("flip", 1)]
     assert all(r["test_read"] is False and "test_acc" not in r["final"] for r in records)
-    table = summarize(runs_frame(records), order=["none", "flip"])
+    table = seed_summary(runs_frame(records), order=["none", "flip"])
     assert list(table.index) == ["none", "flip"]
     assert list(table.columns) == ["mean", "std", "seeds"] and table["seeds"].tolist() == [2, 2]
     for variant in ("none", "flip"):
@@ -334,13 +334,13 @@ def test_report_without_records_says_what_to_do(tmp_path, capsys):
 
 def test_notebook_profile_follows_the_environment(monkeypatch):
     monkeypatch.setenv("CIFAR_PROFILE", "smoke")
-    assert resolve_profile("auto") == "smoke"
+    assert notebook_profile("auto") == "smoke"
     monkeypatch.delenv("CIFAR_PROFILE")
-    assert resolve_profile("auto") in {"cpu", "full"}
-    assert resolve_profile("full") == "full"
+    assert notebook_profile("auto") in {"cpu", "full"}
+    assert notebook_profile("full") == "full"
     monkeypatch.setenv("CIFAR_PROFILE", "fast")
     with pytest.raises(ConfigError, match="unknown profile 'fast'.*valid: auto, smoke, cpu, full"):
-        resolve_profile("auto")
+        notebook_profile("auto")
 
 
 def test_the_short_budget_is_set_beside_the_full_one_change_by_change(tmp_path):

@@ -17,8 +17,8 @@ from ..records import machine_key
 from ..study.analysis import confusion_matrix, reliability
 from ..study.sweeps import BLOCK_ABLATION, CORE_STUDY, FAST_ABLATION, FAST_BUDGET, sweep_records
 from ..study.stats import compare_to_base
-from ..study.tables import (budget_agreement, budget_curve, budget_runs, cpu_model, describe_pairing,
-                     device_label, history_frame, mean_std, compare_sweep, runs_frame, seed_range,
+from ..study.tables import (budget_agreement, budget_curve, budget_runs, prose_cpu_name, describe_pairing,
+                     device_label, history_frame, mean_std, compare_sweep, newest_finals, runs_frame, seed_range,
                      study_cost)
 
 RECIPES = ("seed_basic", "seed_improved", "improved_tuned", "deep_sgd", "deep", "fast")
@@ -468,7 +468,7 @@ def gpu(filled: Filled, records: list[dict], ref: dict | None):
                 fast_full_ratio=f"{seconds.median() / ref['train_seconds']['mean']:.1f}",
                 fast_full_gap=_gap_phrase(fast["test_acc_tta"], 100 * ref["test_acc_tta"]["mean"],
                                           100 * ref["test_acc_tta"]["std"]))
-    by_config = {r["config_name"]: r for r in records if r["test_read"]}   # newest per config
+    by_config = newest_finals(records)
     if "seed_basic" in by_config:
         r = by_config["seed_basic"]
         filled.values.update(basic_full_test=f"{100 * r['final']['test_acc']:.2f}%",
@@ -500,7 +500,7 @@ def tuned_at_coursework_budget(filled: Filled, records: list[dict]):
     from any profile: the config trains 50 epochs at each), beside the coursework's recipe
     at the same budget and the coursework's reported accuracy."""
     filled.values["coursework_reported"] = f"{COURSEWORK_REPORTED_TEST:.2f}%"
-    finals = {r["config_name"]: r for r in records if r["test_read"]}     # newest per config
+    finals = newest_finals(records)
     if "improved_tuned_50" not in finals:
         return
     r = finals["improved_tuned_50"]
@@ -784,7 +784,7 @@ def _fp32_multiple(records: list[dict], here: tuple[str, str]) -> str:
         if r["config"]["model"] == "fast" and r["device"].get("type") == "cpu":
             key = (device_label(r["device"]), r["precision"])
             rates.setdefault(key, []).extend(h["images_per_second"] for h in r["history"])
-            if cpu_model(r["device"]):
+            if prose_cpu_name(r["device"]):
                 named.add(key)
     slower = [k for k in rates if k[1] == "fp32" and k in named]
     if here not in rates or not slower:

@@ -8,7 +8,7 @@ disconnects) and fetches the official CIFAR-10. Outside Colab the cell does noth
 
 KIT_REPO is empty until a fork exists: set it (or the environment variable KIT_REPO) to
 the fork's URL and run `python -m cifar_lib.study.colab`, which rewrites the setup cells and
-puts Colab badges on the notebooks and the README; with it empty there are no badges.
+puts Colab badges on the notebooks; with it empty there are no badges.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from .tables import device_label
 from ..device import pick_device
 
 
-def resolve_profile(profile: str = "auto") -> str:
+def notebook_profile(profile: str = "auto") -> str:
     """CIFAR_PROFILE (e.g. `smoke` in CI) overrides the notebook's choice; `auto` is `full`
     with a CUDA GPU and `cpu` otherwise."""
     asked = os.environ.get("CIFAR_PROFILE") or profile
@@ -39,7 +39,7 @@ def start(profile: str = "auto", data_root=None) -> Session:
     import pandas as pd
 
     pd.set_option("display.precision", 2)      # tables show numbers rounded for reading
-    profile = resolve_profile(profile)
+    profile = notebook_profile(profile)
     device = pick_device()
     data = load_cifar10(data_root)
     print(f"profile: {profile}\ndevice: {device_label(device_info(device))}\ndata: {data.describe()}\n"

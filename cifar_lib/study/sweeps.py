@@ -135,8 +135,9 @@ def load_sweep(path: Path) -> Sweep:
         raise ValueError(f"{path}: [variant_seeds] gives some variants more seeds than others; "
                          "every variant must run the sweep's seeds (declared before it runs), so "
                          "remove the table and, if more seeds are needed, add them to `seeds`")
+    declared = {"seeds": tuple(table["seeds"])} if "seeds" in table else {}   # else Sweep's default
     return Sweep(name=Path(path).stem, base=table["base"], variants=dict(table["variants"]),
-                 factors=dict(table.get("factors", {})), seeds=tuple(table.get("seeds", (0, 1, 2))),
+                 factors=dict(table.get("factors", {})), **declared,
                  profiles=dict(table.get("profiles", {})), baseline=table.get("baseline"),
                  final=bool(table.get("final", False)), failure_below=table.get("failure_below"),
                  spread_alpha=float(table.get("spread_alpha", 0.01)),
@@ -156,6 +157,15 @@ def load_sweeps(folder: Path = SWEEPS_DIR) -> dict[str, Sweep]:
 
 
 SWEEPS = load_sweeps()
+
+
+def find_sweep(name: str) -> Sweep:
+    """The sweep of configs/sweeps/NAME.toml, or a ConfigError that lists them."""
+    if name not in SWEEPS:
+        from ..config import ConfigError
+
+        raise ConfigError(f"unknown sweep {name!r}; valid: {', '.join(SWEEPS)}")
+    return SWEEPS[name]
 AUGMENTATION = SWEEPS["augmentation"]          # the 4,000-image demonstrations of budget
 HYPERPARAMETERS = SWEEPS["hyperparameters"]
 RECIPE_STUDY = SWEEPS["recipe_study"]          # notebooks 02-04: the questions at 8 epochs

@@ -34,7 +34,7 @@ def load_records(root=RESULTS_DIR, *, profile: str | None = None, config: str | 
     return sorted(out, key=lambda r: (r["started_at"], r["id"]))
 
 
-def cpu_model(device: dict) -> str | None:
+def prose_cpu_name(device: dict) -> str | None:
     """A CPU's model as prose names it ('Intel Xeon', 'AMD EPYC': the marketing string
     without its trademark signs and clock); None where only the architecture was recorded."""
     name = re.sub(r"\((R|TM)\)|\bProcessor\b|\bCPU\b|@.*$|\d+-Core", "", device.get("cpu", "CPU"))
@@ -47,7 +47,7 @@ def device_label(device: dict) -> str:
     AMD EPYC' (a record made before the units were kept names none)."""
     if device["type"] != "cpu":
         return device["name"]
-    name = cpu_model(device) or "CPU (model not recorded)"
+    name = prose_cpu_name(device) or "CPU (model not recorded)"
     units = f" with {device['cpu_units']}" if device.get("cpu_units") else ""
     return f"{device.get('cpu_count', device.get('threads'))}-core {name}{units}"
 
@@ -73,6 +73,12 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
             "precision": r["precision"],
         })
     return pd.DataFrame(rows)
+
+
+def newest_finals(records: list[dict]) -> dict[str, dict]:
+    """The newest run that read the test set, per config name (records oldest first, as
+    load_records gives them)."""
+    return {r["config_name"]: r for r in records if r["test_read"]}
 
 
 def final_runs(configs: list[str], root=RESULTS_DIR, profiles=("cpu", "full")) -> pd.DataFrame:
@@ -110,7 +116,7 @@ def history_frame(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summarize(runs: pd.DataFrame, by: str = "variant", metric: str = "val_acc",
+def seed_summary(runs: pd.DataFrame, by: str = "variant", metric: str = "val_acc",
               order=None) -> pd.DataFrame:
     """mean, std and number of seeds of `metric` per group, in `order` if given."""
     table = (runs.groupby(by, sort=False)[metric].agg(["mean", "std", "count"])

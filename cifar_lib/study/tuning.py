@@ -237,10 +237,21 @@ def against_one_setting(sweep, check, change: dict):
                                variants={alone: sweep.variants[alone], trial: check.variants[trial]})
 
 
+def default_study_name(cfg: Config, profile: str) -> str:
+    """A search's name in its storage unless one is given: <config>-<profile>."""
+    return f"{cfg.name}-{profile}"
+
+
+def check_n_trials(n_trials: int, confirm: bool = False) -> None:
+    """A search runs one trial or more; with --confirm, 0 only confirms the stored best."""
+    if n_trials < (0 if confirm else 1):
+        raise ConfigError(f"--n-trials must be at least {0 if confirm else 1}, got {n_trials}")
+
+
 def study_for(cfg: Config, profile: str, study_name: str | None = None, storage: str | None = None,
               results_dir: Path = RESULTS_DIR) -> optuna.Study | None:
     """The stored study of `cfg` at `profile` (default name <config>-<profile>), or None."""
-    study_name = study_name or f"{cfg.name}-{profile}"
+    study_name = study_name or default_study_name(cfg, profile)
     url = storage or default_storage(results_dir, profile, create=False)
     if url is None:
         return None
@@ -350,9 +361,8 @@ def tune(cfg: Config, *, profile: str, data: CIFAR10, n_trials: int, study_name:
     from ..experiment import run_experiment
     from ..train import Pruned
 
-    if n_trials < 1:
-        raise ConfigError(f"--n-trials must be at least 1, got {n_trials}")
-    study_name = study_name or f"{cfg.name}-{profile}"
+    check_n_trials(n_trials)
+    study_name = study_name or default_study_name(cfg, profile)
     study = _open_study(study_name, open_storage(storage or default_storage(results_dir, profile)),
                         pruner or median_pruner(cfg.epochs))
     if top_up:
