@@ -195,11 +195,9 @@ def cmd_configs(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m cifar_lib", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-    # Flags shared by the commands: every one that scores a model takes the data and the
-    # device; every one that trains also a profile and where records and checkpoints go.
+def _shared_flags() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """Flags shared by the commands: every one that scores a model takes the data and the
+    device; every one that trains also a profile and where records and checkpoints go."""
     runs = argparse.ArgumentParser(add_help=False)
     runs.add_argument("--data-root", default=None, help="folder holding cifar-10-batches-py/")
     runs.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
@@ -208,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
                           help="auto: full with a CUDA GPU, cpu otherwise")
     profiled.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     profiled.add_argument("--checkpoint-dir", type=Path, default=CHECKPOINT_DIR)
+    return runs, profiled
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cifar_lib", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    runs, profiled = _shared_flags()
 
     t = sub.add_parser("train", parents=[profiled],
                        help="train one config with one seed and write a results record")

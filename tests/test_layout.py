@@ -40,6 +40,20 @@ def test_the_study_never_imports_the_report():
                        for n in imported_modules(path)), path.name
 
 
+def test_no_module_is_over_400_lines_and_no_function_over_80():
+    long = {}
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text()
+        name = str(path.relative_to(PACKAGE))
+        if len(text.splitlines()) > 400:
+            long[name] = len(text.splitlines())
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if (n := node.end_lineno - node.lineno + 1) > 80:
+                    long[f"{name}:{node.name}"] = n
+    assert not long
+
+
 @pytest.mark.slow
 def test_importing_the_core_and_the_cli_loads_no_study_library():
     modules = " ".join(f"cifar_lib.{p.stem}" for p in CORE if p.stem != "__init__")

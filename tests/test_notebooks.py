@@ -173,12 +173,14 @@ def test_colab_badges_follow_kit_repo(tmp_path):
 def test_the_readme_layout_names_every_module_and_only_those():
     text = (REPO / "README.md").read_text()
     layout = text[text.index("## Layout"):]
-    listed, package = set(), ""
+    listed, packages = set(), {}                    # indent -> the package opened there
     for indent, name, suffix in re.findall(r"^( +)(\w+)(\.py |/)", layout, flags=re.M):
+        depth = len(indent) // 2 - 1
+        parents = [packages[d] for d in range(depth) if d in packages]
         if suffix == "/":
-            package = name + "/"
+            packages = {d: p for d, p in packages.items() if d < depth} | {depth: name}
         else:
-            listed.add((package if len(indent) > 2 else "") + name)
+            listed.add("/".join([*parents, name]))
     modules = {str(p.relative_to(REPO / "cifar_lib").with_suffix(""))
                for p in (REPO / "cifar_lib").rglob("*.py") if not p.stem.startswith("__")}
     assert listed == modules
