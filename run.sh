@@ -16,13 +16,27 @@ setup() {
   fi
   # Re-running is cheap: pip skips what is already installed.
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  # Without an NVIDIA GPU, PyPI's default Linux torch is the CUDA build (~5.9 GB of venv).
-  # CPU_TORCH=1 first installs the CPU builds (~1 GB) from PyTorch's own index; it is off by
-  # default because a mirror or a local wheel can answer with a torch that does not match
-  # its torchvision (seen: torch 2.13.0+cpu beside torchvision 0.28.0, which fails to load).
-  if [ "${CPU_TORCH:-0}" = 1 ] && ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
-    "$VENV/bin/python" -m pip install --quiet --index-url https://download.pytorch.org/whl/cpu \
-      torch torchvision
+  # Without an NVIDIA GPU, PyPI's default Linux torch is the CUDA build (~5.9 GB of venv), so
+  # the CPU builds (~1 GB) come first from PyTorch's own index (CPU_TORCH=1 forces that, 0
+  # skips it). Where that index does not answer, or answers with a torch that does not load
+  # beside its torchvision (seen: torch 2.13.0+cpu with torchvision 0.28.0), the default
+  # build is installed instead.
+  if ! "$VENV/bin/python" -c "import torch, torchvision" 2>/dev/null; then
+    want=${CPU_TORCH:-auto}
+    if [ "$want" = auto ]; then
+      want=1; if nvidia-smi -L >/dev/null 2>&1; then want=0; fi
+    fi
+    if [ "$want" = 1 ]; then
+      if "$VENV/bin/python" -m pip install --quiet --timeout 15 --retries 1 \
+           --index-url https://download.pytorch.org/whl/cpu torch torchvision 2>/dev/null \
+         && "$VENV/bin/python" -c "import torch, torchvision" 2>/dev/null; then
+        "$VENV/bin/python" -c "import torch; print('installed torch', torch.__version__, '(CPU build)' \
+          if torch.version.cuda is None else '(a CUDA build: a local wheel answered first)')" >&2
+      else
+        echo "PyTorch's CPU index is out of reach here: installing the default torch" >&2
+        "$VENV/bin/python" -m pip uninstall --quiet --yes torch torchvision 2>/dev/null || true
+      fi
+    fi
   fi
   "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
 }
@@ -51,7 +65,8 @@ case "${1:-train}" in
     # results: their records and checkpoints go to a temporary folder, removed afterwards.
     scratch=$(mktemp -d)
     trap 'rm -rf "$scratch"' EXIT
-    CIFAR_PROFILE=smoke CIFAR_RESULTS_DIR="$scratch/results" CIFAR_CHECKPOINT_DIR="$scratch/checkpoints" \
+    CIFAR_PROFILE=smoke CIFAR_RESULTS_DIR="$scratch/results" CIFAR_RUNS_DIR="$scratch/runs" \
+      CIFAR_CHECKPOINT_DIR="$scratch/checkpoints" \
       "$VENV/bin/python" -m pytest -q -p no:cacheprovider --nbval-lax notebooks/ "$@"
     ;;
   *) echo "usage: bash run.sh [train|test|notebooks|setup] [extra arguments]" >&2; exit 2 ;;

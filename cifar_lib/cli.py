@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .config import PROFILES, ConfigError, available_configs, load_config, resolve_profile
 from .data import DataError
-from .paths import CHECKPOINT_DIR, FIGURES_DIR, REPORT_DIR, RESULTS_DIR
+from .paths import CHECKPOINT_DIR, FIGURES_DIR, REPORT_DIR, RESULTS_DIR, RUNS_DIR
 from .train import DivergenceError, TrainingInterrupted
 
 
@@ -195,16 +195,19 @@ def cmd_configs(args) -> int:
     return 0
 
 
-def _shared_flags() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+def _shared_flags(results_dir: Path = RESULTS_DIR) -> tuple[argparse.ArgumentParser,
+                                                             argparse.ArgumentParser]:
     """Flags shared by the commands: every one that scores a model takes the data and the
-    device; every one that trains also a profile and where records and checkpoints go."""
+    device; every one that trains also a profile and where records (`results_dir` unless
+    told) and checkpoints go. New parsers each call: a default set on one is not shared."""
     runs = argparse.ArgumentParser(add_help=False)
     runs.add_argument("--data-root", default=None, help="folder holding cifar-10-batches-py/")
     runs.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
     profiled = argparse.ArgumentParser(add_help=False, parents=[runs])
     profiled.add_argument("--profile", default="auto", choices=("auto", *PROFILES),
                           help="auto: full with a CUDA GPU, cpu otherwise")
-    profiled.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    profiled.add_argument("--results-dir", type=Path, default=results_dir,
+                          help=f"where records go (default {results_dir.name}/)")
     profiled.add_argument("--checkpoint-dir", type=Path, default=CHECKPOINT_DIR)
     return runs, profiled
 
@@ -214,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     runs, profiled = _shared_flags()
 
-    t = sub.add_parser("train", parents=[profiled],
+    t = sub.add_parser("train", parents=[_shared_flags(RUNS_DIR)[1]],   # one's own runs: runs/
                        help="train one config with one seed and write a results record")
     t.add_argument("--config", required=True, help="config name in configs/ or a .toml path")
     t.add_argument("--seed", type=int, default=0)

@@ -20,7 +20,7 @@ from .device import Precision, keep_freed_memory, malloc_mode, pick_device
 from .evaluation import EVAL_BATCH, score_split
 from .loaders import make_loader
 from .models import build_model, count_flops, count_trainable_parameters, engine_defaults, uncompiled
-from .paths import CHECKPOINT_DIR, RESULTS_DIR
+from .paths import CHECKPOINT_DIR, RESULTS_DIR, RUNS_DIR
 from .predictions import branch_weights, save_predictions
 from .recipe import make_optimizer, make_scheduler
 from .records import SCHEMA, RunFiles, RunRecord, device_info, find_record, git_commit, run_prefix, versions
@@ -285,7 +285,7 @@ def load_checkpoint(path, device: torch.device) -> tuple[torch.nn.Module, Config
 
 
 def run_or_load(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10,
-                results_dir: Path = RESULTS_DIR, read_test: bool = True, tags: dict | None = None,
+                results_dir: Path | None = None, read_test: bool = True, tags: dict | None = None,
                 progress: bool | str = "epochs", verbose: bool = True,
                 resume_unfinished: bool = False, checkpoint_dir: Path = CHECKPOINT_DIR,
                 on_this_device: bool = False, **kwargs) -> tuple[dict, Path]:
@@ -295,8 +295,11 @@ def run_or_load(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10,
     With `on_this_device`, only a record made on this device at the precision this config
     gets here is reused (a run that another run will be paired with must have run here)."""
     ran_on = running_here(cfg, kwargs.get("device")) if on_this_device else None
-    found = find_record(cfg, profile=profile, seed=seed, data=data, results_dir=results_dir,
-                        read_test=read_test, ran_on=ran_on)
+    # by default a record of the study's is reused, and a new run is one's own
+    folders = [results_dir] if results_dir is not None else [RESULTS_DIR, RUNS_DIR]
+    found = next(filter(None, (find_record(cfg, profile=profile, seed=seed, data=data,
+                                           results_dir=folder, read_test=read_test, ran_on=ran_on)
+                               for folder in folders)), None)
     if found is not None:
         if verbose:
             print(f"{cfg.name} [{profile}] seed {seed}: reusing {found[1].name} (finished "
@@ -304,6 +307,6 @@ def run_or_load(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10,
         return found
     resume = resume_unfinished and unfinished_run(cfg, Path(checkpoint_dir),
                                                   run_prefix(cfg.name, profile, seed))
-    return run_experiment(cfg, profile=profile, seed=seed, data=data, results_dir=results_dir,
+    return run_experiment(cfg, profile=profile, seed=seed, data=data, results_dir=folders[-1],
                           read_test=read_test, tags=tags, progress=progress,
                           checkpoint_dir=checkpoint_dir, resume=resume or False, **kwargs)

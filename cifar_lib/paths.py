@@ -31,7 +31,10 @@ def _override(variable: str, default: Path) -> Path:
 
 CONFIG_DIR = _checkout / "configs" if IN_CHECKOUT else PACKAGE_DIR / "configs"
 DATA_ROOT = _override("CIFAR10_ROOT", WORK_ROOT / "data")   # holds cifar-10-batches-py/
+# The study's evidence (committed): sweeps and searches write here, notebooks and the report read.
 RESULTS_DIR = _override("CIFAR_RESULTS_DIR", WORK_ROOT / "results")
+# Your own runs (git-ignored): `train`, `bash run.sh` and a notebook's new runs write here.
+RUNS_DIR = _override("CIFAR_RUNS_DIR", WORK_ROOT / "runs")
 CHECKPOINT_DIR = _override("CIFAR_CHECKPOINT_DIR", WORK_ROOT / "checkpoints")
 FIGURES_DIR = _override("CIFAR_FIGURES_DIR", WORK_ROOT / "figures")
 REPORT_DIR = _override("CIFAR_REPORT_DIR", WORK_ROOT / "report")

@@ -15,6 +15,7 @@ import pytest
 _SCRATCH = Path(tempfile.mkdtemp(prefix="cifar-lib-tests-"))
 atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
 os.environ["CIFAR_RESULTS_DIR"] = str(_SCRATCH / "results")
+os.environ["CIFAR_RUNS_DIR"] = str(_SCRATCH / "runs")
 os.environ["CIFAR_CHECKPOINT_DIR"] = str(_SCRATCH / "checkpoints")
 
 from cifar_lib import data as cdata  # noqa: E402

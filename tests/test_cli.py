@@ -125,3 +125,16 @@ def test_an_unexpected_missing_file_inside_the_kit_is_not_dressed_as_a_user_erro
     monkeypatch.setattr(cli, "load_config", broken)
     with pytest.raises(FileNotFoundError, match="an internal file"):
         cli.main(["train", "--config", "fast", "--profile", "smoke"])
+
+
+def test_ones_own_runs_go_to_runs_and_the_studys_to_results():
+    """`train` (and so `bash run.sh`) writes to the git-ignored runs/; sweeps and searches
+    write the study's evidence to results/."""
+    from cifar_lib.cli import build_parser
+    from cifar_lib.paths import RESULTS_DIR, RUNS_DIR
+
+    parse = build_parser().parse_args
+    assert parse(["train", "--config", "fast"]).results_dir == RUNS_DIR != RESULTS_DIR
+    assert parse(["sweep", "recipe_study"]).results_dir == RESULTS_DIR
+    assert parse(["tune", "fast", "--n-trials", "1"]).results_dir == RESULTS_DIR
+    assert parse(["train", "--config", "fast", "--results-dir", "x"]).results_dir == Path("x")

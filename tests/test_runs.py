@@ -154,7 +154,9 @@ def test_an_installed_package_runs_from_any_folder(tmp_path, cifar_folder):
     trained = run("train", "--config", "seed_improved", "--profile", "smoke", "--quiet",
                   "--data-root", cifar_folder.root)
     assert trained.returncode == 0, trained.stderr
-    assert len(list((work / "results" / "smoke" / "seed_improved").glob("*.json"))) == 1
+    # one's own run: under runs/ of the working folder, never among the study's results/
+    assert len(list((work / "runs" / "smoke" / "seed_improved").glob("*.json"))) == 1
+    assert not (work / "results").exists()
     assert list((work / "checkpoints").glob("*.pt"))
     assert not list((target / "cifar_lib").rglob("*.json")) and not (target / "results").exists()
 
@@ -216,7 +218,7 @@ tiny = {"epochs": 2, "eval_subset": 200, "train_subset": 500, "batch_size": 100,
 sweep = Sweep(name="jobs", base="seed_improved", seeds=(0, 1),
               variants={"flip": {"augment": ["flip"], **tiny}, "none": {"augment": [], **tiny}})
 root, storage, results, checkpoints = sys.argv[1:]
-run_sweep_shared(sweep, "smoke", load_cifar10(root, download=False), storage, heartbeat=1,
+run_sweep_shared(sweep, "smoke", load_cifar10(root, download=False), storage, heartbeat=3,
                  results_dir=results, checkpoint_dir=checkpoints)
 """
 
@@ -246,7 +248,9 @@ def test_workers_sharing_a_sweep_through_a_storage_give_the_records_of_one_job(t
         time.sleep(0.05)
     first.kill()
     first.wait()
-    time.sleep(3)                                         # its heartbeat is now stale (2 x 1 s)
+    # its heartbeat is now stale (2 x 3 s); a live worker's beat, every 3 s, stays fresh even
+    # on a loaded machine (at 1 s a starved beat let a live run be taken twice)
+    time.sleep(7)
     workers = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(2)]
     for w in workers:

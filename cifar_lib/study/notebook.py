@@ -78,6 +78,39 @@ def show_recorded_sweep(sweep, profile: str, title: str, results_dir: Path | Non
     return table
 
 
+def show_budget_transfer(group: str, profile: str, results_dir: Path | None = None):
+    """One family of the recipe study (8 epochs) beside the same changes in the core study
+    (2 epochs): each change's effect at both budgets with its interval, and whether the
+    change of effect with budget is resolved. Returns the table (None while either budget
+    lacks the runs)."""
+    from IPython.display import display
+
+    from . import plots
+    from ..records import RESULTS_DIR
+    from .stats import budget_interaction
+    from .sweeps import CORE_STUDY, RECIPE_STUDY
+    from .tables import compare_sweep, sweep_runs
+
+    results_dir = results_dir or RESULTS_DIR
+    long_sweep = RECIPE_STUDY.group(group)
+    names = {v: w for v, w in RECIPE_STUDY.counterparts[CORE_STUDY.name].items()
+             if v in long_sweep.variants}
+    short_sweep = CORE_STUDY.subset([CORE_STUDY.baseline, *names.values()])
+    tables = [compare_sweep(s, runs) if not (runs := sweep_runs(s, profile, results_dir)).empty
+              and s.baseline in set(runs["variant"]) else None for s in (short_sweep, long_sweep)]
+    if any(t is None for t in tables):
+        print(f"the {group} family has no runs at one of the two budgets at the {profile} profile yet")
+        return None
+    table = budget_interaction(*tables, names)
+    if table.empty:
+        print("no change has an interval at both budgets yet")
+        return None
+    shown = table[["short", "long", "change", "change_low", "change_high", "p", "resolved"]]
+    display(shown.round(2))
+    display(plots.budget_transfer(table))
+    return table
+
+
 def show_search(sweep, profile: str, results_dir: Path | None = None):
     """An Optuna search on a sweep's baseline (`tune --sweep NAME`), read from results/: what
     it ran and found, each trial's accuracy with the settings' importances, Optuna's slice

@@ -178,6 +178,33 @@ def forest_plot(table: pd.DataFrame, title: str = "", label: str = "difference t
     return _close(fig)
 
 
+def budget_transfer(table: pd.DataFrame, short: str = "2 epochs", long: str = "8 epochs"):
+    """Each change's effect at a short budget (x) against its effect at the recipe's (y), both
+    with their simultaneous intervals (a `stats.budget_interaction` table): on the diagonal a
+    change does the same at both budgets; a filled dot is a resolved change with budget."""
+    fig, ax = plt.subplots(figsize=(5.6, 5.0))
+    edge = max(1.0, *np.abs(table[["short_low", "short_high", "long_low", "long_high"]].to_numpy()).ravel())
+    edge *= 1.08
+    ax.plot([-edge, edge], [-edge, edge], color="0.6", lw=1, ls="--", zorder=0, label="same effect")
+    ax.axhline(0, color="0.8", lw=0.8, zorder=0)
+    ax.axvline(0, color="0.8", lw=0.8, zorder=0)
+    for name, row in table.iterrows():
+        ax.errorbar(row["short"], row["long"], fmt="none", ecolor="C0", elinewidth=1.2,
+                    xerr=[[row["short"] - row["short_low"]], [row["short_high"] - row["short"]]],
+                    yerr=[[row["long"] - row["long_low"]], [row["long_high"] - row["long"]]])
+        ax.scatter(row["short"], row["long"], s=40, zorder=3, color="C0" if row["resolved"] else "white",
+                   edgecolor="C0")
+        ax.annotate(name, (row["short"], row["long"]), xytext=(5, 4), textcoords="offset points",
+                    fontsize=8)
+    ax.set(xlim=(-edge, edge), ylim=(-edge, edge), aspect="equal",
+           xlabel=f"effect at {short} (points)", ylabel=f"effect at {long} (points)")
+    ax.scatter([], [], color="C0", s=40, label="changes with budget (resolved)")
+    ax.scatter([], [], color="white", edgecolor="C0", s=40, label="not resolved")
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    fig.tight_layout()
+    return _close(fig)
+
+
 def optuna_search(trials: pd.DataFrame, importances: dict[str, float], base: float | None = None,
                   base_label: str = "the base"):
     """An Optuna search (a `tuning.trials_frame`): left, each complete trial's validation

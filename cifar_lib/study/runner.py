@@ -33,6 +33,7 @@ def run_sweep(sweep: Sweep, profile: str, data: CIFAR10, *, seeds=None, jobs: in
     trains here, the baseline of that seed is trained here too (see bases_needed_here).
     """
     tasks = sweep.runs(seeds)
+    kwargs.setdefault("results_dir", RESULTS_DIR)       # a sweep's runs are the study's evidence
     here = bases_needed_here(sweep, profile, data, tasks, kwargs)
     if jobs <= 1:
         # a CPU run takes minutes to an hour: a bar over its epochs shows it is alive
@@ -125,6 +126,7 @@ def run_sweep_shared(sweep: Sweep, profile: str, data: CIFAR10, storage: str, *,
     from .tuning import open_storage
 
     tasks = sweep.runs(seeds)
+    kwargs.setdefault("results_dir", RESULTS_DIR)
     here_seeds = bases_needed_here(sweep, profile, data, tasks, kwargs)   # the rule run_sweep keeps
     storage = open_storage(storage, heartbeat=heartbeat, retry_stale=True)
     # The study is named by exactly the runs it plans: another --variant or --seeds choice,

@@ -190,7 +190,8 @@ def gpu(filled: Filled, records: list[dict], ref: dict | None):
         return
     sweep(filled, records, BLOCK_ABLATION, "Block ablation, full profile", "block_ablation_full")
     sweep(filled, records, FAST_ABLATION, "Fast-recipe ablation, full profile", "fast_ablation_full")
-    fast = runs_frame([r for r in records if r["config_name"] == "fast" and r["test_read"]])
+    finals = [r for r in records if r["config_name"] == "fast" and r["test_read"]]
+    fast = runs_frame(finals)
     if len(fast):
         seconds = 60 * fast["train_minutes"]
         filled.values.update(fast_full_tta=mean_std(fast["test_acc_tta"]),
@@ -199,7 +200,7 @@ def gpu(filled: Filled, records: list[dict], ref: dict | None):
                              fast_full_precision=fast["precision"].iloc[0],
                              fast_full_seconds=f"{seconds.median():.1f}",
                              fast_full_seconds_range=f"{seconds.min():.1f}–{seconds.max():.1f}")
-        if ref and ref["device"]["name"] == fast["device_name"].iloc[0]:   # ratios on one GPU kind only
+        if ref and ref["device"]["name"] == finals[0]["device"]["name"]:   # ratios on one GPU kind only
             filled.values.update(
                 fast_full_ratio=f"{seconds.median() / ref['train_seconds']['mean']:.1f}",
                 fast_full_gap=_gap_phrase(fast["test_acc_tta"], 100 * ref["test_acc_tta"]["mean"],

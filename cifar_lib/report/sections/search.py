@@ -27,14 +27,17 @@ def coursework_answers(filled: Filled, sections=("regularisation_full", "optimis
     if not tables:
         return
     rows = pd.concat(tables)
+    failed = [f"{v} ({int(rows.loc[v, 'failed'])} of {int(rows.loc[v, 'runs'])} runs)"
+              for v in COURSEWORK_QUESTIONS if v in rows.index and rows.loc[v, "failed"] > 0]
     rows = rows.loc[[v for v in COURSEWORK_QUESTIONS if v in rows.index and pd.notna(rows.loc[v, "diff"])
-                     and rows.loc[v, "pairs"] >= 2]]
-    if rows.empty:
+                     and rows.loc[v, "pairs"] >= 2 and rows.loc[v, "failed"] == 0]]
+    if rows.empty and not failed:
         return
     def listed(part):
         return _spoken_list([f"{v} ({d:+.2f} points)" for v, d in part["diff"].items()])
     verdicts = [f"resolved, {listed(rows[rows['resolved']])}" if rows["resolved"].any() else "",
-                f"not resolved, {listed(rows[~rows['resolved']])}" if (~rows["resolved"]).any() else ""]
+                f"not resolved, {listed(rows[~rows['resolved']])}" if (~rows["resolved"]).any() else "",
+                f"failed to train, {_spoken_list(failed)}" if failed else ""]
     filled.values[name] = "; ".join(v for v in verdicts if v)
 
 
