@@ -5,12 +5,19 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import sys
 import threading
 import time
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm   # plain text bars: they read the same in a terminal and a saved notebook
+
+
+def progress_stream():
+    """Where progress bars go: stderr in a terminal; stdout in a notebook, whose stderr box
+    is styled as an error."""
+    return sys.stdout if "ipykernel" in sys.modules else sys.stderr
 
 from .device import Precision
 from .evaluation import evaluate
@@ -99,7 +106,7 @@ def train_one_epoch(model, loader, optimizer, *, precision: Precision, scaler,
     check_every = 1 if device.type == "cpu" else 20
     trace_every = max(1, len(loader) // trace_points)
     bar = tqdm(total=len(loader), desc=f"epoch {epoch + 1}", disable=not progress,
-               leave=False, dynamic_ncols=True)
+               leave=False, dynamic_ncols=True, file=progress_stream())
     start = time.perf_counter()
     for step, (x, y) in enumerate(loader):
         if STOP:
@@ -168,7 +175,7 @@ def fit(model, train_loader, val_loader, *, epochs: int, optimizer, scheduler=No
     stepped = schedule_stepping(scheduler)
     scaler = scaler or precision.scaler()
     bar = tqdm(range(len(history), epochs), desc=name, disable=not progress,
-               initial=len(history), total=epochs, dynamic_ncols=True)
+               initial=len(history), total=epochs, dynamic_ncols=True, file=progress_stream())
     for epoch in bar:
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)

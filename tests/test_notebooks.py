@@ -74,8 +74,11 @@ def test_every_notebook_starts_with_the_generated_setup_cell_and_no_placeholder_
     setups = []
     for path in NOTEBOOKS:
         cells = json.loads(path.read_text())["cells"]
-        setups += ["".join(c["source"]) for c in cells if c["cell_type"] == "code"
-                   and "".join(c["source"]).startswith(colab.SETUP_MARK)]
+        setup = [c for c in cells if c["cell_type"] == "code"
+                 and "".join(c["source"]).startswith(colab.SETUP_MARK)]
+        # folded: a titled form in Colab, a hidden input in JupyterLab
+        assert all(c["metadata"].items() >= colab.SETUP_METADATA.items() for c in setup), path.name
+        setups += ["".join(c["source"]) for c in setup]
     assert setups == [colab.setup_cell_source()] * len(NOTEBOOKS)
     for path in [*NOTEBOOKS, REPO / "README.md"]:
         text = path.read_text()
@@ -185,3 +188,14 @@ def test_the_readme_layout_names_every_module_and_only_those():
                for p in (REPO / "cifar_lib").rglob("*.py") if not p.stem.startswith("__")}
     assert listed == modules
     assert len(text.splitlines()) <= 200
+
+
+def test_a_one_epoch_learning_curve_is_drawn_with_markers_not_as_empty_axes():
+    """At the smoke profile a run has one epoch: a line of one point draws nothing."""
+    import pandas as pd
+
+    one = pd.DataFrame({"config": ["a"], "seed": [0], "epoch": [1], "train_loss": [2.0],
+                        "val_loss": [2.1], "train_acc": [30.0], "val_acc": [28.0]})
+    fig = plots.learning_curves(one)
+    drawn = [line for ax in fig.axes for line in ax.get_lines() if len(line.get_xdata())]
+    assert drawn and all(line.get_marker() not in (None, "", "None") for line in drawn)

@@ -178,3 +178,15 @@ def test_fp16_training_steps_through_the_gradient_scaler():
     # The scaler took part: it holds a scale and its growth tracker counted the steps.
     assert scaler.get_scale() > 0 and scaler._get_growth_tracker() > 0
     assert evaluate(model, TensorLoader(x, y, 128), precision=precision)["loss"] < before
+
+
+def test_progress_bars_go_to_stdout_in_a_notebook_and_stderr_in_a_terminal(monkeypatch):
+    """A notebook styles stderr as an error: a training bar there looked like one."""
+    import sys
+
+    from cifar_lib.train import progress_stream
+
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    assert progress_stream() is sys.stderr
+    monkeypatch.setitem(sys.modules, "ipykernel", object())
+    assert progress_stream() is sys.stdout

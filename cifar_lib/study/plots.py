@@ -107,12 +107,13 @@ def learning_curves(history: pd.DataFrame, hue: str = "config", x: str = "epoch"
     history = history.assign(**{hue: history[hue].astype(str)})
     ids = list(dict.fromkeys([hue, "seed", x]))
     dashes = {split: dash for split, (_, dash) in CURVE_STYLES.items()}
+    few = history[x].nunique() <= 3            # a line of one or two points needs its markers
     for ax, metric, label in ((loss_ax, "loss", "loss"), (acc_ax, "acc", "accuracy")):
         long = history.melt(id_vars=ids, value_vars=[f"train_{metric}", f"val_{metric}"],
                             var_name="split", value_name=label)
         long["split"] = long["split"].map({f"train_{metric}": "training", f"val_{metric}": "validation"})
         sns.lineplot(long, x=x, y=label, hue=hue, style="split", style_order=list(CURVE_STYLES),
-                     dashes=dashes, ax=ax, errorbar="sd")
+                     dashes=dashes, markers=few, ax=ax, errorbar="sd")
     xlabel = "training time (minutes)" if x == "minutes" else "epoch"
     loss_ax.set(xlabel=xlabel, ylabel="cross-entropy loss", title="Loss")
     acc_ax.set(xlabel=xlabel, ylabel="accuracy (%)", title="Accuracy")

@@ -15,6 +15,7 @@ from ..data import CIFAR10
 from ..experiment import run_or_load, running_here
 from ..paths import RESULTS_DIR
 from ..records import find_record, machine_key
+from ..train import progress_stream
 from .sweeps import AUGMENTATION, HYPERPARAMETERS, SWEEPS, Sweep  # noqa: F401 (the notebooks' names)
 
 
@@ -39,7 +40,7 @@ def run_sweep(sweep: Sweep, profile: str, data: CIFAR10, *, seeds=None, jobs: in
         # a CPU run takes minutes to an hour: a bar over its epochs shows it is alive
         return [_run(sweep, profile, data, v, s, kwargs, progress="epochs",
                      on_this_device=v == sweep.baseline and s in here)
-                for v, s in tqdm(tasks, desc=f"{sweep.name} [{profile}]")]
+                for v, s in tqdm(tasks, desc=f"{sweep.name} [{profile}]", file=progress_stream())]
     if not Path(data.root).is_dir():
         raise ConfigError(f"--jobs needs the data on disk for the workers to read; "
                           f"{data.root!r} is not a folder")
@@ -50,7 +51,7 @@ def run_sweep(sweep: Sweep, profile: str, data: CIFAR10, *, seeds=None, jobs: in
                              initargs=(str(data.root), jobs, counter)) as pool:
         futures = {pool.submit(_worker_run, sweep, profile, v, s, kwargs,
                                v == sweep.baseline and s in here): (v, s) for v, s in tasks}
-        for future in tqdm(as_completed(futures), total=len(futures),
+        for future in tqdm(as_completed(futures), total=len(futures), file=progress_stream(),
                            desc=f"{sweep.name} [{profile}] x{jobs}"):
             done[futures[future]] = future.result()
     return [done[t] for t in tasks]
