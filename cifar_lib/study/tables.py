@@ -81,6 +81,13 @@ def newest_finals(records: list[dict]) -> dict[str, dict]:
     return {r["config_name"]: r for r in records if r["test_read"]}
 
 
+def analysed_run(records: list[dict], config: str = "fast") -> dict | None:
+    """The final run whose predictions notebook 5 and the report analyse: of `config`'s runs
+    that saved them, the lowest seed's first."""
+    saved = [r for r in records if r["config_name"] == config and r["test_read"] and "predictions" in r]
+    return min(saved, key=lambda r: (r["seed"], r["started_at"])) if saved else None
+
+
 def final_runs(configs: list[str], root=RESULTS_DIR, profiles=("cpu", "full")) -> pd.DataFrame:
     """The runs of `configs` that read the test set, at any of `profiles`: one row each with
     its budget and where it ran, so recipes trained for different lengths sit side by side."""

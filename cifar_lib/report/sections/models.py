@@ -12,7 +12,8 @@ from ...data import CLASSES
 from ...predictions import run_predictions
 from ...study.analysis import confusion_matrix, reliability
 from ...study.sweeps import BLOCK_ABLATION, FAST_ABLATION, FAST_BUDGET
-from ...study.tables import (budget_curve, budget_runs, device_label, history_frame, mean_std, newest_finals, runs_frame)
+from ...study.tables import (analysed_run, budget_curve, budget_runs, device_label, history_frame, mean_std,
+                              newest_finals, runs_frame)
 
 from .common import Filled, _final_table, _scope, _spoken_list, _tta_kind, data_phrase
 from .studies import sweep
@@ -122,9 +123,9 @@ def fast(filled: Filled, by_config: dict, ref: dict | None, results_dir: Path):
                  f"The fast recipe's final runs: trained on all 50,000 training images, the test "
                  f"set read once at the end "
                  f"({_scope([r for r in by_config['fast'] if r['test_read']])}).")
-    analysed = [r for r in by_config["fast"] if r["test_read"] and "predictions" in r]
+    analysed = analysed_run(by_config["fast"])
     if analysed:
-        _analysis(filled, min(analysed, key=lambda r: (r["seed"], r["started_at"])), results_dir)
+        _analysis(filled, analysed, results_dir)
     if ref:
         filled.values.update(
             airbench_tta=f"{100 * ref['test_acc_tta']['mean']:.2f} ± {100 * ref['test_acc_tta']['std']:.2f}%",
