@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+import numpy as np
 import pandas as pd
 
 from cifar_lib.predictions import run_predictions
@@ -682,3 +683,31 @@ def test_the_search_in_the_records_is_confirmed_with_the_declared_seeds_on_its_o
             assert f"a gain of {row['diff']:+.2f} points" in filled.values["optuna_abstract"]
         else:
             assert "optuna_abstract" not in filled.values
+
+
+def test_table_cells_read_as_a_paper_prints_them():
+    from cifar_lib.report.document import format_cell
+
+    assert (format_cell(True), format_cell(False), format_cell(np.bool_(True))) == ("✓", "", "✓")
+    assert format_cell(0.0042, "p (adjusted)") == "0.0042" and format_cell(0.31234, "p") == "0.31"
+    assert format_cell(3e-7, "p") == "< 0.0001" and format_cell(0.0042, "diff") == "0.00"
+    assert format_cell(float("nan"), "p") == "" and format_cell(12345) == "12,345"
+
+
+def test_an_unchanged_report_rebuilds_a_byte_identical_pdf(tmp_path):
+    """Was: report.pdf changed on every build (fontTools stamps each font subset with the time)."""
+    import time
+
+    from cifar_lib.report.document import Document
+
+    import os
+
+    before = os.environ.get("SOURCE_DATE_EPOCH")
+    doc = Document()
+    doc.heading(1, "A title")
+    doc.text("Some **bold** and *italic* words with `code`.")
+    doc.artefact("table", pd.DataFrame({"variant": ["a"], "p": [0.0042], "resolved": [True]}), "A table.")
+    first = doc.pdf(tmp_path / "a.pdf").read_bytes()
+    time.sleep(1.1)
+    assert doc.pdf(tmp_path / "b.pdf").read_bytes() == first
+    assert os.environ.get("SOURCE_DATE_EPOCH") == before          # the environment is left as it was

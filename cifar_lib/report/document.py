@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 import re
 from pathlib import Path
 
@@ -35,8 +36,9 @@ class Document:
                 out.append(rest[0])
             elif kind == "table":
                 frame, caption = rest
-                cells = [list(map(str, frame.columns))] + [[format_cell(v) for v in row]
-                                                           for row in frame.itertuples(index=False)]
+                cells = [list(map(str, frame.columns))] + [
+                    [format_cell(v, str(c)) for v, c in zip(row, frame.columns)]
+                    for row in frame.itertuples(index=False)]
                 lines = ["| " + " | ".join(r) + " |" for r in cells]
                 lines.insert(1, "|" + "---|" * len(frame.columns))
                 out.append(f"*{caption}*\n\n" + "\n".join(lines))
@@ -58,7 +60,8 @@ class Document:
             elif kind == "table":
                 frame, caption = rest
                 head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-                rows = "".join("<tr>" + "".join(f"<td>{inline_html(format_cell(v))}</td>" for v in row)
+                rows = "".join("<tr>" + "".join(f"<td>{inline_html(format_cell(v, str(c)))}</td>"
+                                                for v, c in zip(row, frame.columns))
                                + "</tr>" for row in frame.itertuples(index=False))
                 body.append(f"<table><caption>{inline_html(caption)}</caption><tr>{head}</tr>{rows}</table>")
             else:
@@ -77,7 +80,16 @@ class Document:
 
         from ..records import atomic_write_bytes
 
-        atomic_write_bytes(Path(path), weasyprint.HTML(string=self.html(paged=True)).write_pdf())
+        # fontTools stamps each embedded font subset with the time unless SOURCE_DATE_EPOCH
+        # fixes it: with it, unchanged records rebuild a byte-identical PDF
+        before = os.environ.get("SOURCE_DATE_EPOCH")
+        os.environ["SOURCE_DATE_EPOCH"] = before or "0"
+        try:
+            pdf = weasyprint.HTML(string=self.html(paged=True)).write_pdf()
+        finally:
+            if before is None:
+                del os.environ["SOURCE_DATE_EPOCH"]
+        atomic_write_bytes(Path(path), pdf)
         return Path(path)
 
 
@@ -100,7 +112,13 @@ PAGED_STYLE = (
     "figcaption{font-style:italic;font-size:8.5pt}code{background:#f3f3f3;font-size:90%}")
 
 
-def format_cell(v) -> str:
+def format_cell(v, column: str = "") -> str:
+    """A table cell as a paper prints it: two decimals, p-values to two significant
+    figures, a tick for a true flag and nothing for a false one."""
+    if isinstance(v, (bool, np.bool_)):
+        return "✓" if v else ""
+    if isinstance(v, float) and column.split(" ")[0] == "p" and not np.isnan(v):
+        return "< 0.0001" if v < 1e-4 else f"{v:.2g}"
     if isinstance(v, float):
         return "" if np.isnan(v) else f"{v:.2f}"
     if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and abs(v) >= 10_000:
