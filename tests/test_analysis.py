@@ -132,3 +132,16 @@ def test_history_frame_reads_a_final_run_which_has_no_validation_split():
     frame = history_frame([record])
     assert len(frame) == record["config"]["epochs"] and frame["val_acc"].isna().all()
     assert frame["minutes"].iloc[-1] == pytest.approx(sum(h["train_seconds"] for h in record["history"]) / 60)
+
+
+def test_branch_names_say_what_each_of_fastnets_branches_is():
+    from cifar_lib.blocks import MIXING_BLOCKS
+    from cifar_lib.models import build_model
+    from cifar_lib.study.analysis import branch_names
+
+    model = build_model("fast", kernel_sizes=(3, 1))
+    blocks = [m for m in model.modules() if isinstance(m, MIXING_BLOCKS)]
+    names = branch_names({"name": "fast", "args": {"kernel_sizes": [3, 1]}}, len(blocks))
+    assert len(names) == len(blocks) and names[0][0].endswith("(frozen)")
+    assert not blocks[0].convs[0].weight.requires_grad and blocks[0].convs[1].weight.requires_grad
+    assert names[1:] == [[f"{c.kernel_size[0]}×{c.kernel_size[0]}" for c in b.convs] for b in blocks[1:]]

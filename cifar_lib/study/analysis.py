@@ -32,3 +32,17 @@ def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = 15):
     rows = np.array(rows)
     ece = float(np.sum(rows[:, 2] * np.abs(rows[:, 1] - rows[:, 0])))
     return rows, ece
+
+
+def branch_names(model: dict, blocks: int) -> list[list[str]]:
+    """What each block's branches are, for figures: a record's `model` entry (name and
+    args) and the number of mixing blocks. FastNet's first block holds the frozen patch-
+    whitening filters and a learned branch of the same size; its other blocks, one branch
+    per kernel size. Other models' branches are all 3×3 convolutions."""
+    args = model.get("args", {})
+    if model["name"] == "fast":
+        w = args.get("whiten_kernel", 2)
+        rest = [f"{k}×{k}" for k in args.get("kernel_sizes", (3, 1))]
+        return [[f"{w}×{w} whitening (frozen)", f"{w}×{w} learned"]] + [rest] * (blocks - 1)
+    convs = args.get("num_convs", 2 if model["name"] == "deep" else 3)
+    return [[f"3×3 #{l + 1}" for l in range(convs)]] * blocks

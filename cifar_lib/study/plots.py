@@ -318,11 +318,13 @@ def reliability_diagram(rows: np.ndarray, ece: float, label: str = ""):
     return _close(fig)
 
 
-def branch_weights_by_class(weights: np.ndarray, labels: np.ndarray):
-    """Mean branch weight a_l per true class, one row per (block, branch)."""
+def branch_weights_by_class(weights: np.ndarray, labels: np.ndarray, names=None):
+    """Mean branch weight a_l per true class, one row per (block, branch); `names[b][l]`
+    says what branch l of block b is (analysis.branch_names)."""
     blocks, branches = weights.shape[1:]
+    names = names or [[f"a{l + 1}" for l in range(branches)]] * blocks
     table = np.stack([weights[labels == c].mean(0).reshape(-1) for c in range(len(CLASSES))], 1)
-    rows = [f"block {b + 1}, a{l + 1}" for b in range(blocks) for l in range(branches)]
+    rows = [f"block {b + 1}: {names[b][l]}" for b in range(blocks) for l in range(branches)]
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.6))
     sns.heatmap(pd.DataFrame(table, index=rows, columns=CLASSES), annot=True, fmt=".2f",
                 cmap="viridis", cbar_kws={"label": "mean branch weight"}, ax=ax)
@@ -331,15 +333,22 @@ def branch_weights_by_class(weights: np.ndarray, labels: np.ndarray):
     return _close(fig)
 
 
-def branch_weight_spread(weights: np.ndarray):
-    """Distribution of each block's branch weights over test images."""
+def branch_weight_spread(weights: np.ndarray, names=None):
+    """Distribution of each block's branch weights over test images; the x labels name
+    each block's branches in hue order (`names`, as in branch_weights_by_class)."""
     n, blocks, branches = weights.shape
     index = pd.MultiIndex.from_product(
-        [range(n), [f"block {b + 1}" for b in range(blocks)], [f"a{l + 1}" for l in range(branches)]],
+        [range(n), [f"block {b + 1}" for b in range(blocks)], [f"branch {l + 1}" for l in range(branches)]],
         names=["image", "block", "branch"])
     long = pd.Series(weights.ravel(), index=index, name="weight").reset_index()
-    fig, ax = plt.subplots(figsize=(8, 3.8))
-    sns.violinplot(long, x="block", y="weight", hue="branch", cut=0, inner="quartile", ax=ax)
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    # saturated colours and a light inner box: grey violins were unreadable at print size
+    sns.violinplot(long, x="block", y="weight", hue="branch", cut=0, inner="box", ax=ax,
+                   palette="Set1", saturation=1, linewidth=0.6)
+    if names:
+        ax.set_xticks(range(blocks), [f"block {b + 1}\n" + "\n".join(
+            f"{l + 1}: {name.replace(' (frozen)', ', frozen')}" for l, name in enumerate(names[b]))
+            for b in range(blocks)], fontsize=7)
     ax.set(xlabel="", ylabel="branch weight a (sigmoid gate)",
            title="How much the weights vary from image to image (test set)")
     ax.legend(title="branch", loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)

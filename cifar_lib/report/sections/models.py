@@ -10,7 +10,7 @@ import pandas as pd
 from ...study import plots
 from ...data import CLASSES
 from ...predictions import run_predictions
-from ...study.analysis import confusion_matrix, reliability
+from ...study.analysis import branch_names, confusion_matrix, reliability
 from ...study.sweeps import BLOCK_ABLATION, FAST_ABLATION, FAST_BUDGET
 from ...study.tables import (analysed_run, budget_curve, budget_runs, device_label, history_frame, mean_std,
                               newest_finals, runs_frame)
@@ -89,11 +89,13 @@ def _analysis(filled: Filled, record: dict, results_dir: Path):
                   "`fast`: reliability diagram (test set, no TTA).")
     if "branch_weights" in preds:
         w = preds["branch_weights"]
+        names = branch_names(record["model"], w.shape[1])
         filled.values["branch_spread"] = f"{w.std(0).mean():.3f}"
-        filled.figure("branch_weights_by_class", plots.branch_weights_by_class(w, labels),
+        filled.figure("branch_weights_by_class", plots.branch_weights_by_class(w, labels, names),
                       "`fast`: mean branch weight per block and true class.")
-        filled.figure("branch_weight_spread", plots.branch_weight_spread(w),
-                      "`fast`: distribution of branch weights over test images.")
+        filled.figure("branch_weight_spread", plots.branch_weight_spread(w, names),
+                      "`fast`: distribution of branch weights over test images; under each "
+                      "block, its branches in colour order.")
 
 
 def fast(filled: Filled, by_config: dict, ref: dict | None, results_dir: Path):
