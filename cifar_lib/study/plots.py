@@ -46,10 +46,13 @@ def class_grid(images: np.ndarray, labels: np.ndarray, per_class: int = 8):
     return fig
 
 
-def intermediate_block_diagram(num_convs: int = 3):
+def intermediate_block_diagram(num_convs: int = 3, fast: bool = False):
     """A drawing of one intermediate block: L convolutions of the same input, each scaled
     by its weight a_l, summed; the weights come from a fully connected layer and a gate
-    applied to the input's channel means (dashed: the path that computes them)."""
+    applied to the input's channel means (dashed: the path that computes them). With
+    `fast`, FastNet's block: a 3×3 and a 1×1 branch, one batch norm after the mix."""
+    if fast:
+        num_convs = 2
     fig, ax = plt.subplots(figsize=(9.6, 6.0))
     ax.set_xlim(0, 10.4), ax.set_ylim(-0.3, 6.2), ax.axis("off")
     ax.set_aspect("equal")                       # circles stay round
@@ -72,11 +75,13 @@ def intermediate_block_diagram(num_convs: int = 3):
     ys = np.linspace(5.3, 1.9, num_convs)
     mix_x, sum_xy = 5.6, (7.0, 3.4)
     for l, y in enumerate(ys, start=1):
-        box(3.4, y, f"conv$_{l}$ 3×3\n(+ batch norm)", "#cfe2ff")
+        box(3.4, y, f"conv$_{l}$ {'3×3' if not fast or l == 1 else '1×1'}"
+            + ("" if fast else "\n(+ batch norm)"), "#cfe2ff")
         arrow((1.75, 3.4), (2.5, y))
         arrow((4.3, y), (mix_x - 0.26, y))
         circle(mix_x, y, "×")
-        ax.text(mix_x + 0.05, y + 0.42, f"$a_{l}$", color="#b05a00", fontsize=10, ha="left")
+        # the weight's name up-left of its ×, clear of the dashed wire that comes from below
+        ax.text(mix_x - 0.32, y + 0.3, f"$a_{l}$", color="#b05a00", fontsize=10, ha="right")
         arrow((mix_x + 0.26, y), (sum_xy[0] - 0.22 * np.sign(sum_xy[0] - mix_x), sum_xy[1] +
                                   0.26 * np.sign(y - sum_xy[1])))
     circle(*sum_xy, "$\\Sigma$", r=0.3)
@@ -87,10 +92,12 @@ def intermediate_block_diagram(num_convs: int = 3):
     for l, y in enumerate(ys, start=1):   # each weight wired to its branch's multiplication
         arrow((6.9 - 0.4 * (l - 2), 0.6), (mix_x + 0.05, y - 0.26), style="--", color="#b05a00",
               rad=-0.15)
-    box(9.4, 3.4, "activation\n(dropout, pool)", "#eeeeee", w=1.8)
+    box(9.4, 3.4, "max-pool,\nbatch norm,\nGELU" if fast else "activation\n(dropout, pool)",
+        "#eeeeee", w=1.8, h=1.1 if fast else 0.8)
     arrow((sum_xy[0] + 0.3, sum_xy[1]), (8.5, 3.4))
-    ax.text(7.4, 3.6, "$\\sum_l a_l\\, \\mathrm{conv}_l(x)$", ha="left", va="bottom", fontsize=10)
-    ax.set_title(f"An intermediate block with L = {num_convs} convolutions", fontsize=11)
+    ax.text(7.9, 3.9, "$\\sum_l a_l\\, \\mathrm{conv}_l(x)$", ha="center", va="bottom", fontsize=10)
+    ax.set_title(f"FastNet's intermediate block (L = {num_convs})" if fast else
+                 f"An intermediate block with L = {num_convs} convolutions", fontsize=11)
     return _close(fig)
 
 

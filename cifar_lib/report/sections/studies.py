@@ -18,8 +18,9 @@ def methods(filled: Filled, runs: pd.DataFrame, records: list[dict]):
     r = records[0]
     val = r["config"]["val_size"]
     filled.values.update(split="yes", train_size=f"{50000 - val:,}", val_size=f"{val:,}")
-    filled.figure("intermediate_block", plots.intermediate_block_diagram(3),
-                  "One intermediate block (L = 3).")
+    filled.figure("intermediate_block", plots.intermediate_block_diagram(fast=True),
+                  "FastNet's intermediate block, behind the study's results: a 3×3 and a 1×1 "
+                  "convolution of one input, mixed by weights computed from its channel means.")
     named = runs[runs["sweep"].isna()]    # sweeps vary models (e.g. without batch norm)
     models = ((named if len(named) else runs).drop_duplicates("model")[["model", "parameters"]]
               .sort_values("parameters").reset_index(drop=True))
