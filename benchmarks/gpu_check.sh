@@ -7,12 +7,14 @@
 # official archive downloaded). It uses the machine's own python3 and torch (PYTHON
 # overrides; no venv, no internet needed) and the kit from this checkout (PYTHONPATH=.).
 # Stages, in order of value, each writing records under results/ (RESULTS overrides):
-#   1. the core study (notebooks 02-03) at the full profile: 27 variants of `fast` x the
-#      sweep file's 4 seeds, N runs at a time (--jobs); the records the report's GPU
-#      column reads, each paired only with the GPU's own base runs
-#   2. the extended study: the block ablation at the full profile, then the Optuna study
-#      of the core study's base (40 trials, TPE with median pruning) on the validation
-#      split, and its best trial confirmed with the core study's seeds, paired with `fast`
+#   1. the recipe study (notebooks 02-04) at the full profile: 19 variants of `fast` x the
+#      sweep file's 4 seeds at the recipe's 8 epochs, N runs at a time (--jobs); a study of
+#      its own beside the CPU's, each variant paired only with the GPU's own base runs
+#   2. the core study at its own 2-epoch budget (`--profile cpu`: profiles are budgets) on
+#      the GPU, so the budget comparison has both budgets on one machine; the block
+#      ablation at the full profile; then an Optuna search of `fast` at the full profile's
+#      8 epochs (40 trials, TPE with median pruning) on the validation split, its best trial
+#      confirmed with the core study's seeds, paired with `fast`
 #   3. ImprovedNet with the tuned recipe at the coursework's 50 epochs, seed 0
 #   4. `fast` at the full profile, seeds 0-4, on all 50,000 images (--final), one at a
 #      time so their training seconds are uncontended; its other budgets (fast_budget)
@@ -58,7 +60,8 @@ TRAIN=("$PY" -m cifar_lib train --profile full --quiet --results-dir "$RESULTS"
 SWEEP=("$PY" -m cifar_lib sweep --jobs "$JOBS" --device cuda
        --results-dir "$RESULTS" --checkpoint-dir "$CHECKPOINTS")
 
-stage "core study, full profile, x$JOBS" "${SWEEP[@]}" core_study --profile full
+stage "recipe study, full profile, x$JOBS" "${SWEEP[@]}" recipe_study --profile full
+stage "core study, 2 epochs, x$JOBS" "${SWEEP[@]}" core_study --profile cpu
 stage "block ablation, full profile, x$JOBS" "${SWEEP[@]}" block_ablation --profile full
 stage "Optuna study of the core study's base, 40 trials, then its best confirmed" \
   "$PY" -m cifar_lib tune --sweep core_study --profile full --n-trials 40 --confirm \

@@ -156,6 +156,15 @@ def test_a_change_of_effect_with_budget_is_tested_with_both_intervals():
     assert table.loc["none", "resolved"] and table.loc["d", "resolved"] and not table.loc["s", "resolved"]
     assert table.loc["s", "change_low"] < 0 < table.loc["s", "change_high"]
     assert table.attrs["comparisons"] == 3
+    # the appendix's figure: one point per change, named, on axes that hold every interval
+    from cifar_lib.study import plots
+
+    fig = plots.budget_transfer(table)
+    ax = fig.axes[0]
+    assert sorted(t.get_text() for t in ax.texts) == sorted(table.index)
+    low, high = ax.get_xlim()
+    assert low <= table["short_low"].min() and table["short_high"].max() <= high
+    assert low <= table["long_low"].min() and table["long_high"].max() <= high
 
 
 def test_devices_are_named_as_prose_names_them():
