@@ -13,14 +13,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm   # plain text bars: they read the same in a terminal and a saved notebook
 
+from .device import Precision
+from .evaluation import evaluate
+
 
 def progress_stream():
     """Where progress bars go: stderr in a terminal; stdout in a notebook, whose stderr box
     is styled as an error."""
     return sys.stdout if "ipykernel" in sys.modules else sys.stderr
-
-from .device import Precision
-from .evaluation import evaluate
 
 
 class DivergenceError(RuntimeError):
