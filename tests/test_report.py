@@ -711,3 +711,26 @@ def test_an_unchanged_report_rebuilds_a_byte_identical_pdf(tmp_path):
     time.sleep(1.1)
     assert doc.pdf(tmp_path / "b.pdf").read_bytes() == first
     assert os.environ.get("SOURCE_DATE_EPOCH") == before          # the environment is left as it was
+
+
+def test_every_variant_of_a_sweep_section_can_be_cited_by_name(tmp_path):
+    """Each variant's answer is a value the template can cite ({name}__{slug}): its effect
+    with its interval, a failure as a failure, never a bare number."""
+    from cifar_lib.report.sections import Filled, sweep
+    from cifar_lib.report.sections.studies import effect_phrase, slug
+    from cifar_lib.study.sweeps import CORE_STUDY
+
+    records = [r for r in load_records(REPO / "results", profile="cpu")
+               if r.get("tags", {}).get("sweep") == "core_study"]
+    filled = Filled(tmp_path)
+    sweep(filled, records, CORE_STUDY.group("regularisation"), "t", "reg")
+    table = filled.paired["reg"]
+    assert slug("crop + random flips + rotation") == "crop_random_flips_rotation"
+    for variant, row in table.drop(CORE_STUDY.baseline).iterrows():
+        said = filled.values[f"reg__{slug(variant)}"]
+        assert said == effect_phrase(row)
+        if row["failed"]:
+            assert said.startswith("failed to train (")
+        else:
+            assert said.startswith(f"{row['diff']:+.2f} points ({row['low']:+.2f} to {row['high']:+.2f}")
+            assert ("not resolved" in said) != bool(row["resolved"])

@@ -2,6 +2,8 @@
 whether a cheap budget ranks changes as the recipe's does."""
 from __future__ import annotations
 
+import re
+
 import math
 
 import numpy as np
@@ -66,6 +68,8 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
     mine, runs = [r for r, u in zip(mine, used) if u], runs[used.to_numpy()]
     if not paired.attrs["machines"]:
         return                      # no variant is paired with the baseline yet: nothing to show
+    filled.values.update({f"{name}__{slug(v)}": effect_phrase(row) for v, row in paired.iterrows()
+                          if v != baseline and (row["runs"] > 0)})
     table = paired.reset_index()
     table = table[(table["runs"] > 0) | (table["variant"] == baseline)]
     base = mine[0]
@@ -105,6 +109,23 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
                   f"{LEVEL} interval (filled: resolved; arrows: an interval cut at the axis; a "
                   f"difference beyond the axis sits on its edge, its value written beside it); "
                   f"{describe_pairing(paired)}.")
+
+
+def slug(variant: str) -> str:
+    """A variant's name as a placeholder's tail: 'crop + random flips' -> 'crop_random_flips'."""
+    return re.sub(r"\W+", "_", variant.lower()).strip("_")
+
+
+def effect_phrase(row: pd.Series) -> str:
+    """One variant's answer as the text cites it: its effect in points with its interval, or
+    that it failed to train, or that it has too few seed pairs for an interval."""
+    if row["failed"]:
+        return f"failed to train ({int(row['failed'])} of {int(row['runs'])} runs)"
+    if pd.isna(row["low"]):
+        return f"{row['diff']:+.2f} points ({int(row['pairs'])} seed pair{'s' * (row['pairs'] != 1)}, no interval)"
+    unresolved = "" if row["resolved"] else ", not resolved"
+    flag = ", its own spread" if row["own_spread"] else ""
+    return f"{row['diff']:+.2f} points ({row['low']:+.2f} to {row['high']:+.2f}{unresolved}{flag})"
 
 
 def _base_means(runs: pd.DataFrame, baseline: str) -> str:
