@@ -18,9 +18,11 @@ from .evaluation import evaluate
 
 
 def progress_stream():
-    """Where progress bars go: stderr in a terminal; stdout in a notebook, whose stderr box
-    is styled as an error."""
-    return sys.stdout if "ipykernel" in sys.modules else sys.stderr
+    """Where progress bars go: stderr in a terminal; stdout in a Jupyter kernel, whose
+    stderr box is styled as an error."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return sys.stdout if type(shell).__name__ == "ZMQInteractiveShell" else sys.stderr
 
 
 class DivergenceError(RuntimeError):

@@ -185,7 +185,10 @@ def test_gpu_check_runs_every_stage_with_commands_the_kit_accepts(tmp_path):
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     kit = [build_parser().parse_args(c[2:]) for c in calls if c[:2] == ["-m", "cifar_lib"]]
     for ns in kit:
-        assert ns.device == "cuda" and ns.profile == "full"      # every run at the GPU budget
+        # every run on the GPU at the recipes' budgets; the core study at its own 2 epochs
+        # (`cpu`: profiles are budgets), so both budgets of the comparison share the GPU
+        two_epochs = ns.command == "sweep" and ns.name == "core_study"
+        assert ns.device == "cuda" and ns.profile == ("cpu" if two_epochs else "full")
         if ns.command == "train":
             load_config(ns.config, ns.profile)
         elif ns.command == "tune":      # the core study's base, its best trial confirmed
@@ -193,17 +196,19 @@ def test_gpu_check_runs_every_stage_with_commands_the_kit_accepts(tmp_path):
             SWEEPS[ns.sweep].config(SWEEPS[ns.sweep].baseline, ns.profile)
         else:
             SWEEPS[ns.name].config(next(iter(SWEEPS[ns.name].variants)), ns.profile)
-    # the studies first (core, block ablation, Optuna), then the coursework's 50-epoch
+    # the studies first (recipe, core, block ablation, Optuna), then the coursework's 50-epoch
     # ImprovedNet, then `fast`'s final runs and the rest
     what = {"sweep": "name", "tune": "sweep", "train": "config"}
     order = [(ns.command, getattr(ns, what[ns.command])) for ns in kit]
-    assert order[:4] == [("sweep", "core_study"), ("sweep", "block_ablation"), ("tune", "core_study"),
+    assert order[:5] == [("sweep", "recipe_study"), ("sweep", "core_study"), ("sweep", "block_ablation"),
+                         ("tune", "core_study"),
                          ("train", "improved_tuned_50")]
     assert [(ns.config, ns.seed, ns.final) for ns in kit if ns.command == "train"] == [
         ("improved_tuned_50", 0, False)] + [("fast", s, True) for s in range(5)] + [
         ("deep", 0, False), ("seed_improved", 0, False), ("seed_basic", 0, False)]
     assert [ns.name for ns in kit if ns.command == "sweep"] == [
-        "core_study", "block_ablation", "fast_budget", "fast_ablation", "augmentation", "hyperparameters"]
+        "recipe_study", "core_study", "block_ablation", "fast_budget", "fast_ablation", "augmentation",
+        "hyperparameters"]
     assert any("benchmarks/throughput.py" in c for c in calls) and calls[-1][0] == "-"  # summary
 
 

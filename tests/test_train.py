@@ -186,7 +186,16 @@ def test_progress_bars_go_to_stdout_in_a_notebook_and_stderr_in_a_terminal(monke
 
     from cifar_lib.train import progress_stream
 
-    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    import types
+
+    class ZMQInteractiveShell:                 # the shell class of a Jupyter kernel
+        pass
+
+    kernel = types.SimpleNamespace(get_ipython=lambda: ZMQInteractiveShell())
+    terminal = types.SimpleNamespace(get_ipython=lambda: None)    # IPython loaded, no kernel
+    monkeypatch.delitem(sys.modules, "IPython", raising=False)
     assert progress_stream() is sys.stderr
-    monkeypatch.setitem(sys.modules, "ipykernel", object())
+    monkeypatch.setitem(sys.modules, "IPython", terminal)
+    assert progress_stream() is sys.stderr
+    monkeypatch.setitem(sys.modules, "IPython", kernel)
     assert progress_stream() is sys.stdout
