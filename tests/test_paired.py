@@ -46,7 +46,8 @@ def test_a_balanced_family_gets_the_two_way_residual_and_bonferroni_intervals():
     assert table.loc["a", "diff"] == pytest.approx(diff_a)
     assert table.loc["a", "low"] == pytest.approx(diff_a - half)
     assert table.loc["a", "high"] == pytest.approx(diff_a + half)
-    assert table.loc["a", "df"] == df and table.attrs["comparisons"] == 3
+    assert table.attrs["standard_errors"]["a"] == {"se": pytest.approx(se), "df": df}
+    assert table.attrs["comparisons"] == 3
     assert table.attrs["pooled_sd_diff"]["cpu A · bf16"] == pytest.approx(np.sqrt(2 * variance))
     assert table.loc["a", "resolved"]
     assert (table.drop("base")["resolved"] == (table.drop("base")["p"] < 0.05)).all()

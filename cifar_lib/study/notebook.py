@@ -70,6 +70,9 @@ def show_recorded_sweep(sweep, profile: str, title: str, results_dir: Path | Non
         print(f"the baseline, {sweep.baseline}, has no record yet: nothing to compare with")
         return None
     table = compare_sweep(sweep, runs)
+    if not table.attrs["machines"]:
+        print(f"{title}: no variant has a run paired with {sweep.baseline} yet")
+        return table
     print(f"{title}: {describe_pairing(table)}.")
     display(table)
     print(summarise_effects(table))

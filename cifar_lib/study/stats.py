@@ -24,7 +24,7 @@ from scipy import stats
 
 ALPHA = 0.05
 COLUMNS = ["device", "precision", "mean", "std", "seeds", "runs", "pairs", "failed", "diff",
-           "low", "high", "p", "resolved", "own_spread"]    # then se and df, for budget_interaction
+           "low", "high", "p", "resolved", "own_spread"]
 
 
 def interval_label(alpha: float = ALPHA) -> str:
@@ -70,7 +70,8 @@ def compare_to_base(runs: pd.DataFrame, base: str, family: list[str], *, by: str
                     failure_below: float | None = None, spread_alpha: float = 0.01) -> pd.DataFrame:
     """One row per variant of `family` (and one for the base): its accuracy, its effect
     against the base with a Bonferroni interval over the m = len(family) declared
-    comparisons, and what the row rests on (`se` and `df` too, for budget_interaction).
+    comparisons, and what the row rests on (each effect's standard error and degrees of
+    freedom in attrs["standard_errors"], for budget_interaction).
     `runs`: tables.runs_frame rows (accuracy in percent; `failure_below` is a fraction,
     as the sweep file states it).
 
@@ -121,7 +122,8 @@ def compare_to_base(runs: pd.DataFrame, base: str, family: list[str], *, by: str
     table.loc[tested, "p"] = [bonferroni(2 * stats.t.sf(abs(d) / s, df), m) for d, s, df in
                               table.loc[tested, ["diff", "se", "df"]].itertuples(index=False)]
     table["resolved"] = (table["low"] > 0) | (table["high"] < 0)
-    table = table[COLUMNS + ["se", "df"]]
+    standard_errors = table[["se", "df"]].to_dict("index")     # for budget_interaction
+    table = table[COLUMNS]
     used = good[good[by].isin([base, *family]) & good["machine"].isin(fits)]
     table.attrs.update(
         base=base, metric=metric, alpha=alpha, comparisons=m, family=family,
@@ -129,6 +131,7 @@ def compare_to_base(runs: pd.DataFrame, base: str, family: list[str], *, by: str
         precisions=sorted(set(used["precision"])),
         pooled_sd_diff={k: float(np.sqrt(2 * f["variance"])) for k, f in fits.items() if f["df"] > 0},
         pooled_df={k: f["df"] for k, f in fits.items()}, machines=list(fits),
+        standard_errors=standard_errors,
         failed_runs=runs.loc[failed, [c for c in ("id", by, "seed", metric) if c in runs]].to_dict("records"))
     return table
 
@@ -185,7 +188,8 @@ def budget_interaction(short: pd.DataFrame, long: pd.DataFrame, counterparts: di
     rows = []
     for long_name, short_name in counterparts.items():
         if long_name in long.index and short_name in short.index:
-            a, b = short.loc[short_name], long.loc[long_name]
+            a = {**short.loc[short_name], **short.attrs["standard_errors"][short_name]}
+            b = {**long.loc[long_name], **long.attrs["standard_errors"][long_name]}
             if a["se"] > 1e-6 and b["se"] > 1e-6:
                 rows.append({"variant": long_name, "short": a["diff"], "short_low": a["low"],
                              "short_high": a["high"], "long": b["diff"], "long_low": b["low"],
