@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..paths import RUNS_DIR
 from ..records import RESULTS_DIR, iter_records, machine_key
 from .stats import ALPHA, compare_to_base, interval_label
 from .sweeps import sweep_records
@@ -22,11 +23,15 @@ def load_airbench_reference(root=RESULTS_DIR) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def load_records(root=RESULTS_DIR, *, profile: str | None = None, config: str | None = None,
+def load_records(root=None, *, profile: str | None = None, config: str | None = None,
                  include_smoke: bool = False) -> list[dict]:
-    """Complete run records under root, oldest first, filtered by profile and config name."""
+    """Complete run records under root (default: the study's results/ and one's own runs/),
+    oldest first, filtered by profile and config name."""
     out = []
-    for _, r in iter_records(root, include_smoke=include_smoke or profile == "smoke"):
+    roots = [root] if root is not None else [RESULTS_DIR, RUNS_DIR]
+    records = (r for folder in roots if Path(folder).is_dir()
+               for _, r in iter_records(folder, include_smoke=include_smoke or profile == "smoke"))
+    for r in records:
         if r.get("status") != "complete":
             continue
         if (profile is None or r["profile"] == profile) and (config is None or r["config_name"] == config):
