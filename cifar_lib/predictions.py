@@ -14,7 +14,7 @@ from .blocks import MIXING_BLOCKS
 from .device import Precision
 from .evaluation import predict
 from .models import uncompiled
-from .paths import RESULTS_DIR
+from .paths import RESULTS_DIR, RUNS_DIR
 from .records import atomic_write_bytes, run_folder
 
 
@@ -82,13 +82,16 @@ def load_predictions(path) -> dict[str, np.ndarray]:
                 for k in npz.files}
 
 
-def run_predictions(record: dict, results_dir=RESULTS_DIR) -> dict[str, np.ndarray]:
-    """The predictions saved by a final run (one that read the test set)."""
+def run_predictions(record: dict, results_dir=None) -> dict[str, np.ndarray]:
+    """The predictions saved by a final run (one that read the test set), beside its record
+    under `results_dir` (default: the study's results/, else one's own runs/)."""
     if "predictions" not in record:
         raise FileNotFoundError(f"run {record['id']} saved no predictions (a tuning run, or "
                                 f"one recorded before predictions were kept)")
-    preds = load_predictions(run_folder(results_dir, record["profile"], record["config_name"])
-                             / record["predictions"])
+    folders = [results_dir] if results_dir is not None else [RESULTS_DIR, RUNS_DIR]
+    paths = [run_folder(f, record["profile"], record["config_name"]) / record["predictions"]
+             for f in folders]
+    preds = load_predictions(next((p for p in paths if p.is_file()), paths[0]))
     if "indices" not in preds and record["config"]["eval_subset"] == 0:
         # The first records kept no indices; they were made on the whole test set, in order.
         preds["indices"] = np.arange(len(preds["labels"]))
