@@ -20,7 +20,7 @@ from .device import Precision, keep_freed_memory, malloc_mode, pick_device
 from .evaluation import EVAL_BATCH, score_split
 from .loaders import make_loader
 from .models import build_model, count_flops, count_trainable_parameters, engine_defaults, uncompiled
-from .paths import CHECKPOINT_DIR, RESULTS_DIR, RUNS_DIR
+from .paths import CHECKPOINT_DIR, RESULTS_DIR, record_folders
 from .predictions import branch_weights, save_predictions
 from .recipe import make_optimizer, make_scheduler
 from .records import SCHEMA, RunFiles, RunRecord, device_info, find_record, git_commit, run_prefix, versions
@@ -296,7 +296,7 @@ def run_or_load(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10,
     gets here is reused (a run that another run will be paired with must have run here)."""
     ran_on = running_here(cfg, kwargs.get("device")) if on_this_device else None
     # by default a record of the study's is reused, and a new run is one's own
-    folders = [results_dir] if results_dir is not None else [RESULTS_DIR, RUNS_DIR]
+    folders = record_folders(results_dir)
     found = next(filter(None, (find_record(cfg, profile=profile, seed=seed, data=data,
                                            results_dir=folder, read_test=read_test, ran_on=ran_on)
                                for folder in folders)), None)

@@ -35,6 +35,12 @@ DATA_ROOT = _override("CIFAR10_ROOT", WORK_ROOT / "data")   # holds cifar-10-bat
 RESULTS_DIR = _override("CIFAR_RESULTS_DIR", WORK_ROOT / "results")
 # Your own runs (git-ignored): `train`, `bash run.sh` and a notebook's new runs write here.
 RUNS_DIR = _override("CIFAR_RUNS_DIR", WORK_ROOT / "runs")
+
+
+def record_folders(folder=None) -> list[Path]:
+    """Where records are looked for: `folder` if given, else the study's, then one's own
+    (a new run is written to the last)."""
+    return [Path(folder)] if folder is not None else [RESULTS_DIR, RUNS_DIR]
 CHECKPOINT_DIR = _override("CIFAR_CHECKPOINT_DIR", WORK_ROOT / "checkpoints")
 FIGURES_DIR = _override("CIFAR_FIGURES_DIR", WORK_ROOT / "figures")
 REPORT_DIR = _override("CIFAR_REPORT_DIR", WORK_ROOT / "report")

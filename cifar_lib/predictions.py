@@ -14,7 +14,7 @@ from .blocks import MIXING_BLOCKS
 from .device import Precision
 from .evaluation import predict
 from .models import uncompiled
-from .paths import RESULTS_DIR, RUNS_DIR
+from .paths import record_folders
 from .records import atomic_write_bytes, run_folder
 
 
@@ -88,9 +88,8 @@ def run_predictions(record: dict, results_dir=None) -> dict[str, np.ndarray]:
     if "predictions" not in record:
         raise FileNotFoundError(f"run {record['id']} saved no predictions (a tuning run, or "
                                 f"one recorded before predictions were kept)")
-    folders = [results_dir] if results_dir is not None else [RESULTS_DIR, RUNS_DIR]
     paths = [run_folder(f, record["profile"], record["config_name"]) / record["predictions"]
-             for f in folders]
+             for f in record_folders(results_dir)]
     preds = load_predictions(next((p for p in paths if p.is_file()), paths[0]))
     if "indices" not in preds and record["config"]["eval_subset"] == 0:
         # The first records kept no indices; they were made on the whole test set, in order.

@@ -136,12 +136,17 @@ def compare_to_base(runs: pd.DataFrame, base: str, family: list[str], *, by: str
     return table
 
 
+def _paired_diffs(layout, variant, base, by, metric) -> np.ndarray:
+    """The variant's run minus the base's, seed by seed (one machine's layout)."""
+    mine = layout[layout[by] == variant].set_index("seed")[metric]
+    theirs = layout[layout[by] == base].set_index("seed")[metric]
+    return (mine - theirs).dropna().to_numpy()
+
+
 def _effect(layout, variant, base, by, metric, pooled) -> dict:
     """A variant's effect against the base with its standard error and degrees of freedom:
     from the pooled fit, or from its own paired differences where `pooled` is None."""
-    mine = layout[layout[by] == variant].set_index("seed")[metric]
-    theirs = layout[layout[by] == base].set_index("seed")[metric]
-    diffs = (mine - theirs).dropna().to_numpy()
+    diffs = _paired_diffs(layout, variant, base, by, metric)
     if pooled is not None:
         diff, se = _contrast(pooled, variant, base)
         return {"pairs": len(diffs), "diff": diff, "se": se, "df": pooled["df"]}
@@ -156,9 +161,7 @@ def _out_of_line(layout, variant, base, by, metric, spread_alpha) -> bool:
     """Is the variance of this variant's paired differences larger than the pool of the
     rest of its family allows (one-sided F test at spread_alpha)?"""
     rest = layout[layout[by] != variant]
-    mine = layout[layout[by] == variant].set_index("seed")[metric]
-    theirs = layout[layout[by] == base].set_index("seed")[metric]
-    diffs = (mine - theirs).dropna().to_numpy()
+    diffs = _paired_diffs(layout, variant, base, by, metric)
     if rest[by].nunique() < 2 or len(diffs) < 2:
         return False                      # nothing to pool it with
     fit = additive_fit(rest, metric, by)

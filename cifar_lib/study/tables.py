@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..paths import RUNS_DIR
+from ..paths import record_folders
 from ..records import RESULTS_DIR, iter_records, machine_key
 from .stats import ALPHA, compare_to_base, interval_label
 from .sweeps import sweep_records
@@ -28,8 +28,7 @@ def load_records(root=None, *, profile: str | None = None, config: str | None = 
     """Complete run records under root (default: the study's results/ and one's own runs/),
     oldest first, filtered by profile and config name."""
     out = []
-    roots = [root] if root is not None else [RESULTS_DIR, RUNS_DIR]
-    records = (r for folder in roots if Path(folder).is_dir()
+    records = (r for folder in record_folders(root) if folder.is_dir()
                for _, r in iter_records(folder, include_smoke=include_smoke or profile == "smoke"))
     for r in records:
         if r.get("status") != "complete":
