@@ -121,8 +121,7 @@ class FastNet(nn.Module):
         (normalised, NCHW): each filter is an eigenvector of the covariance of image
         patches divided by the root of its eigenvalue, so every output channel has unit
         variance and the channels are uncorrelated; the negated filters follow, so the
-        activation keeps both signs. The branch is frozen (from construction), unless
-        `learn_whitening` (an ablation) lets it train from there."""
+        activation keeps both signs. The branch is frozen (from construction)."""
         conv = self.blocks[0].convs[0]
         k = conv.kernel_size[0]
         patches = images.float().unfold(2, k, 1).unfold(3, k, 1)           # N,C,H',W',k,k

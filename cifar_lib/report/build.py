@@ -39,7 +39,7 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     sections.sweep(filled, records, CORE_STUDY.group("augmentation"), "Augmentation, whole training split",
            "augmentation_full")
     sections.sweep(filled, records, HYPERPARAMETERS, "Hyperparameters", "hyperparameters")
-    # the same tables (and Holm families) as notebook 3's
+    # the same tables (and families) as notebook 3's
     sections.sweep(filled, records, CORE_STUDY.group("regularisation"),
            "Regularisation and normalisation of `fast`, whole training split", "regularisation_full")
     sections.sweep(filled, records, CORE_STUDY.group("optimisation"),

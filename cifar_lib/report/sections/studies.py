@@ -200,7 +200,7 @@ def cheap_budget_agreement(filled: Filled, records: list[dict], full_records: li
         f"{full_epochs}. Of the {len(counterparts)} changes both ran, {a['shared']} are measured at "
         f"both budgets, and {sign_text}")
     filled.values["budget_rank"] = rank_text
-    # Each budget's difference beside its own verdict (Holm across that budget's whole table).
+    # Each budget's difference beside its own verdict (simultaneous over that budget's family).
     shown = pd.DataFrame({
         f"{cheap_epochs} epochs": agreement["cheap budget"],
         f"resolved at {cheap_epochs}": [bool(cheap.loc[v, "resolved"]) for v in agreement.index],
@@ -210,7 +210,7 @@ def cheap_budget_agreement(filled: Filled, records: list[dict], full_records: li
     filled.table("budget_agreement", shown,
                  f"The same changes of `fast` at two budgets: each variant's mean paired difference "
                  f"to `fast`, in points of validation accuracy, and whether its budget's "
-                 f"Holm-adjusted interval excludes 0. {cheap_epochs} epochs: "
+                 f"simultaneous interval excludes 0. {cheap_epochs} epochs: "
                  f"{describe_pairing(cheap)}. {full_epochs} epochs: {describe_pairing(full)}.")
 
 
