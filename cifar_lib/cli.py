@@ -183,8 +183,12 @@ def cmd_report(args) -> int:
 
     start = time.perf_counter()
     path = build_report(args.results_dir, args.figures_dir, args.report_dir, profile=args.profile)
-    print(f"wrote {path} and {path.with_suffix('.html')} from {args.results_dir} "
-          f"in {time.perf_counter() - start:.1f} s")
+    from .report.document import paper_shape
+
+    shape = paper_shape(path.read_text(), path.with_suffix(".pdf"))
+    print(f"wrote {path}, {path.with_suffix('.html')} and {path.with_suffix('.pdf')} from "
+          f"{args.results_dir} in {time.perf_counter() - start:.1f} s: {shape['pages']} pages "
+          f"and {shape['words']:,} words before the appendix")
     return 0
 
 

@@ -156,7 +156,10 @@ def test_a_change_of_effect_with_budget_is_tested_with_both_intervals():
     assert table.loc["none", "change"] == pytest.approx(long.loc["none", "diff"] - short.loc["aug", "diff"])
     assert table.loc["none", "resolved"] and table.loc["d", "resolved"] and not table.loc["s", "resolved"]
     assert table.loc["s", "change_low"] < 0 < table.loc["s", "change_high"]
-    assert table.attrs["comparisons"] == 3
+    assert table.attrs["comparisons"] == 4      # the declared changes, "gone" included
+    wider = budget_interaction(short, long, {"none": "aug", "d": "drop", "s": "same"})
+    assert wider.attrs["comparisons"] == 3
+    assert (table["change_high"] - table["change_low"] > wider["change_high"] - wider["change_low"]).all()
     # the appendix's figure: one point per change, named, on axes that hold every interval
     from cifar_lib.study import plots
 

@@ -23,6 +23,10 @@ class Document:
     def text(self, text: str):
         self.parts.append(("text", " ".join(text.split())))
 
+    def items(self, items: list[str]):
+        """A bulleted list (the references)."""
+        self.parts.append(("list", [" ".join(item.split()) for item in items]))
+
     def artefact(self, kind: str, content, caption: str):
         """A table (a frame) or a figure (its saved file)."""
         self.parts.append((kind, content, caption))
@@ -34,6 +38,8 @@ class Document:
                 out.append("#" * rest[0] + " " + rest[1])
             elif kind == "text":
                 out.append(rest[0])
+            elif kind == "list":
+                out.append("\n".join(f"- {item}" for item in rest[0]))
             elif kind == "table":
                 frame, caption = rest
                 cells = [list(map(str, frame.columns))] + [
@@ -57,6 +63,8 @@ class Document:
                 body.append(f"<h{rest[0]}>{html.escape(rest[1])}</h{rest[0]}>")
             elif kind == "text":
                 body.append(f"<p>{inline_html(rest[0])}</p>")
+            elif kind == "list":
+                body.append("<ul>" + "".join(f"<li>{inline_html(item)}</li>" for item in rest[0]) + "</ul>")
             elif kind == "table":
                 frame, caption = rest
                 head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
@@ -105,11 +113,34 @@ PAGED_STYLE = (
     "font:9pt sans-serif;color:#555}}"
     "body{font-family:sans-serif;font-size:10pt;line-height:1.4}h1{font-size:18pt}h2{font-size:14pt}"
     "h3{font-size:11.5pt}h2,h3{break-after:avoid}"
-    "table{border-collapse:collapse;margin:.8em 0;font-size:7.5pt;break-inside:avoid}"
+    "table{border-collapse:collapse;margin:.8em 0;font-size:7.5pt;break-inside:avoid;min-width:60%}"
     "td,th{border:1px solid #bbb;padding:.15em .4em;text-align:right}"
     "caption{font-style:italic;text-align:left;margin-bottom:.3em;font-size:8.5pt}"
-    "figure{margin:1em 0;break-inside:avoid}img{max-width:100%;max-height:20cm}"
+    "figure{margin:1em 0;break-inside:avoid}img{max-width:100%;max-height:10cm}"
+    "ul{padding-left:1.2em}li{margin:.2em 0}"
     "figcaption{font-style:italic;font-size:8.5pt}code{background:#f3f3f3;font-size:90%}")
+
+
+def paper_shape(markdown: str, pdf: Path, first: str = "Abstract", last: str = "References",
+                appendix: str = "Appendix") -> dict[str, int]:
+    """The main part's length as a reviewer counts it: the words from the `first` heading to
+    the `last` one (tables and captions included; a bare table rule or pipe is no word), and
+    the PDF pages before the `appendix` heading (its page counts when text precedes it)."""
+    import pypdfium2 as pdfium
+
+    main = markdown.split(f"# {first}", 1)[-1].split(f"# {last}", 1)[0]
+    words = sum(1 for w in main.split() if re.search(r"\w", w))
+    heading = re.search(rf"^#+ ({appendix}.*)$", markdown, flags=re.M)
+    appendix = heading.group(1) if heading else "\0"       # the heading's own words, not a mention
+    pages = 0
+    for page in pdfium.PdfDocument(str(pdf)):
+        text = page.get_textpage().get_text_range()
+        before, found, _ = text.partition(appendix)
+        if found:
+            pages += bool(re.sub(r"\d+ / \d+", "", before).strip())
+            break
+        pages += 1
+    return {"words": words, "pages": pages}
 
 
 def format_cell(v, column: str = "") -> str:
@@ -119,8 +150,8 @@ def format_cell(v, column: str = "") -> str:
         return "✓" if v else ""
     if isinstance(v, float) and column.split(" ")[0] == "p" and not np.isnan(v):
         return "< 0.0001" if v < 1e-4 else f"{v:.2g}"
-    if isinstance(v, float):
-        return "" if np.isnan(v) else f"{v:.2f}"
+    if isinstance(v, float):     # a minus sign, not a hyphen, as print sets it
+        return "" if np.isnan(v) else f"{v:.2f}".replace("-", "−")
     if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and abs(v) >= 10_000:
         return f"{v:,}"
     return str(v)

@@ -104,7 +104,7 @@ def show_budget_transfer(group: str, profile: str, results_dir: Path | None = No
     if any(t is None for t in tables):
         print(f"the {group} family has no runs at one of the two budgets at the {profile} profile yet")
         return None
-    table = budget_interaction(*tables, names)
+    table = budget_interaction(*tables, names)     # adjusted over the family's declared changes
     if table.empty:
         print("no change has an interval at both budgets yet")
         return None

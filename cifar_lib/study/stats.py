@@ -182,12 +182,13 @@ def detectable_difference(sd_diff: float, m: int, n: int, *, alpha: float = ALPH
 
 
 def budget_interaction(short: pd.DataFrame, long: pd.DataFrame, counterparts: dict[str, str],
-                       alpha: float = ALPHA) -> pd.DataFrame:
+                       alpha: float = ALPHA, family: int | None = None) -> pd.DataFrame:
     """Does a change's effect depend on the budget? `short` and `long` are compare_to_base
     tables of two studies (each paired on its own machine), `counterparts` maps the long
     study's variants to the short one's names. One row per variant with an interval in
     both: the two effects, their difference (long - short) and its Bonferroni interval over
-    the rows, with Welch-Satterthwaite degrees of freedom."""
+    the `family` declared comparisons (default: every counterpart), with
+    Welch-Satterthwaite degrees of freedom."""
     rows = []
     for long_name, short_name in counterparts.items():
         if long_name in long.index and short_name in short.index:
@@ -202,7 +203,7 @@ def budget_interaction(short: pd.DataFrame, long: pd.DataFrame, counterparts: di
                              / (a["se"] ** 4 / a["df"] + b["se"] ** 4 / b["df"])})
     table = pd.DataFrame(rows, columns=["variant", "short", "short_low", "short_high", "long",
                                         "long_low", "long_high", "change", "se", "df"]).set_index("variant")
-    m = max(len(table), 1)
+    m = family or max(len(counterparts), 1)     # what was declared, not what has run
     half = stats.t.ppf(1 - alpha / (2 * m), table["df"]) * table["se"]
     table["change_low"], table["change_high"] = table["change"] - half, table["change"] + half
     table["p"] = [bonferroni(2 * stats.t.sf(abs(c) / s, d), m)

@@ -39,6 +39,8 @@ class Sweep:
     # failure, never pooled as an effect (None: no rule declared)
     failure_below: float | None = None
     spread_alpha: float = 0.01       # a variant's own spread out of line with its family's pool
+    # the sd of a paired difference (points) the power reasoning planned with (None: none)
+    planned_sd_diff: float | None = None
 
     def __post_init__(self):
         baseline = self.baseline or next(iter(self.variants))
@@ -71,11 +73,6 @@ class Sweep:
     @property
     def planned_runs(self) -> int:
         return len(self.runs())
-
-    def describe_plan(self) -> str:
-        """'108 runs (27 variants × 4 seeds)'."""
-        n = len(self.seeds)
-        return f"{self.planned_runs} runs ({len(self.variants)} variants × {n} seed{'s' * (n != 1)})"
 
     def subset(self, variants: list[str], baseline: str | None = None) -> Sweep:
         """Some of this sweep's variants, compared to `baseline` (default: the first named):
@@ -141,6 +138,7 @@ def load_sweep(path: Path) -> Sweep:
                  profiles=dict(table.get("profiles", {})), baseline=table.get("baseline"),
                  final=bool(table.get("final", False)), failure_below=table.get("failure_below"),
                  spread_alpha=float(table.get("spread_alpha", 0.01)),
+                 planned_sd_diff=table.get("planned_sd_diff"),
                  groups={g: tuple(vs) for g, vs in table.get("groups", {}).items()},
                  counterparts={k: dict(v) for k, v in table.get("counterparts", {}).items()})
 

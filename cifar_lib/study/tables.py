@@ -154,17 +154,6 @@ def budget_curve(runs: pd.DataFrame) -> pd.DataFrame:
     return table.sort_index().round(2)
 
 
-def study_cost(runs: pd.DataFrame) -> pd.DataFrame:
-    """What each study (a sweep, or a config outside sweeps) cost as recorded, machine by
-    machine (a CPU's rate differs several-fold from another's, so times are never pooled
-    across devices): runs, wall hours and the mean wall minutes of a run there."""
-    runs = runs.assign(study=runs["sweep"].fillna(runs["config"]))
-    table = runs.groupby(["study", "device", "precision"], sort=False).agg(
-        runs=("id", "size"), wall_hours=("wall_minutes", lambda m: m.sum() / 60),
-        minutes_per_run=("wall_minutes", "mean"))
-    return table.sort_values("wall_hours", ascending=False).round(2)
-
-
 def mean_std(values) -> str:
     """'mean ± std% (n seeds)' of accuracies in percent, as the report and notebooks quote them."""
     values = pd.Series(values, dtype=float).dropna()

@@ -324,11 +324,6 @@ class Search:
     def pruned(self):
         return self.trials[self.trials["state"] == "pruned"]
 
-    def pruned_at_the_end(self, epochs: int):
-        """Trials that ran every epoch and were then marked pruned (an older pruner did so):
-        their accuracies are final ones."""
-        return self.pruned[self.pruned["epochs"] == epochs]
-
     @property
     def machines(self) -> list[tuple[dict, str]]:
         """(device, precision) of the machines the trials trained on, one each."""

@@ -8,12 +8,14 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ...study.stats import ALPHA, interval_label
-from ...study.tables import (runs_frame, seed_range)
+from ...study.tables import seed_range
 
 
 LEVEL = interval_label(ALPHA)       # "95%": the family-wise level of every interval shown
 
-RECIPES = ("seed_basic", "seed_improved", "improved_tuned", "deep_sgd", "deep", "fast")
+# The final recipes the report shows. `deep` is left out: it was chosen after `deep_sgd`'s
+# test accuracy had been read, so its test accuracy is no clean held-out estimate.
+RECIPES = ("seed_basic", "seed_improved", "improved_tuned", "improved_tuned_50", "fast")
 
 
 class Filled:
@@ -45,11 +47,6 @@ def _spoken_list(items: list[str]) -> str:
     return ", ".join(items[:-1]) + " and " * (len(items) > 1) + "".join(items[-1:])
 
 
-def _seeds(counts: pd.Series) -> str:
-    low, high = counts.min(), counts.max()
-    return str(low) if low == high else f"{low}–{high}"
-
-
 def data_phrase(runs: pd.DataFrame) -> str:
     kinds = set(runs["official_data"])
     if kinds == {True}:
@@ -59,30 +56,22 @@ def data_phrase(runs: pd.DataFrame) -> str:
     return "a mix of the official release and a local copy (see the data column)"
 
 
-def data_mark(runs: pd.DataFrame) -> str:
-    """The short mark every caption carries (Section 2 says what it means once, in full)."""
-    kinds = set(runs["official_data"])
-    return "official data" if kinds == {True} else "JPEG copy, not official" if kinds == {False} \
-        else "official and JPEG-copy runs mixed"
+def signed(x: float) -> str:
+    """An effect as print sets it: '+0.37', '−3.33' (a minus sign, not a hyphen)."""
+    return f"{x:+.2f}".replace("-", "−")
 
 
-def _scope(records: list[dict]) -> str:
-    """What every table caption states: profile, runs and seeds, and which data."""
-    runs = runs_frame(records)
-    profiles = ", ".join(sorted(set(runs["profile"])))
-    seed_text = seed_range(set(runs["seed"]))
-    return f"profile {profiles}, {len(runs)} run{'s' if len(runs) != 1 else ''}, {seed_text}, {data_mark(runs)}"
+def machine_phrase(*tables: pd.DataFrame) -> str:
+    """Where paired tables (stats.compare_to_base) ran and on which seeds, said once for a
+    caption: '2-core Intel Xeon, bf16; seeds 0–3' (more than two machines are counted, not named)."""
+    devices = sorted({d for t in tables for d in t.attrs["devices"]})
+    precisions = sorted({p for t in tables for p in t.attrs["precisions"]})
+    seeds = {s for t in tables for s in t.attrs["seeds"]}
+    where = _spoken_list(devices) if len(devices) <= 2 else f"{len(devices)} machines"
+    return f"{where}, {'/'.join(precisions)}; {seed_range(seeds)}"
 
 
 def _tta_kind(config: dict) -> str:
     if not config["tta"]:
         return "none"
     return f"flips + {config['tta_shift']} px shifts" if config.get("tta_shift") else "flips"
-
-
-def _final_table(runs: pd.DataFrame) -> pd.DataFrame:
-    cols = {"config": "config", "seed": "seed", "epochs": "epochs", "val_acc": "val %",
-            "test_acc": "test %", "test_acc_tta": "test % (TTA)", "wall_minutes": "minutes"}
-    return runs[[c for c in cols if c in runs]].rename(columns=cols)
-
-

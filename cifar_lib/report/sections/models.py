@@ -1,5 +1,5 @@
-"""The sections on the models and recipes: ImprovedNet, the deep and fast recipes, their
-budgets, the GPU runs and the coursework's 50 epochs."""
+"""The sections on the models: the coursework's models at its 50 epochs, `fast`'s final
+runs against airbench94, its errors and branch weights, and every recipe's final runs."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,60 +11,9 @@ from ...study import plots
 from ...data import CLASSES
 from ...predictions import run_predictions
 from ...study.analysis import branch_names, confusion_matrix, reliability
-from ...study.sweeps import BLOCK_ABLATION, FAST_ABLATION, FAST_BUDGET
-from ...study.tables import (analysed_run, budget_curve, budget_runs, device_label, history_frame, mean_std,
-                              newest_finals, runs_frame)
+from ...study.tables import analysed_run, device_label, history_frame, mean_std, newest_finals, runs_frame
 
-from .common import Filled, _final_table, _scope, _spoken_list, _tta_kind, data_phrase
-from .studies import sweep
-
-def improved(filled: Filled, by_config: dict):
-    names = [n for n in ("seed_improved", "improved_tuned") if by_config.get(n)]
-    if not names:
-        return
-    records = [r for n in names for r in by_config[n]]
-    runs = runs_frame(records)
-    test = {n: runs.loc[runs["config"] == n, "test_acc"] for n in names}
-    filled.values["improved_result"] = " ".join(
-        f"`{n}`: {mean_std(test[n])} test accuracy in "
-        f"{runs.loc[runs['config'] == n, 'wall_minutes'].mean():.1f} minutes." for n in names)
-    if len(names) == 2:
-        filled.values["improved_gain"] = f"{test['improved_tuned'].mean() - test['seed_improved'].mean():.1f}"
-    filled.table("improved", _final_table(runs), f"ImprovedNet final runs ({_scope(records)}).")
-    filled.figure("improved_curves", plots.learning_curves(history_frame(records)),
-                  f"ImprovedNet, the coursework's recipe against the tuned one: "
-                  f"{plots.CURVE_STYLES_TEXT}.")
-
-
-def deep(filled: Filled, by_config: dict):
-    tested = [r for r in by_config.get("deep", []) if r["test_read"]]
-    if not tested:
-        return
-    runs = runs_frame(tested)
-    filled.values.update(
-        deep_tta=mean_std(runs["test_acc_tta"]), deep_plain=mean_std(runs["test_acc"]),
-        deep_params=f"{tested[0]['model']['parameters']:,}",
-        deep_minutes=f"{runs['wall_minutes'].mean():.1f}", deep_device=", ".join(sorted(set(runs["device"]))),
-        tta_gain=f"{(runs['test_acc_tta'] - runs['test_acc']).mean():.2f}")
-    filled.table("deep", _final_table(runs),
-                 f"The deep recipe: {_scope(tested)}; the test set is read once per run.")
-    # seed 0 of each attempt: further seeds of the final recipe are repeats, not attempts
-    attempts = [r for n in ("deep_sgd", "deep") for r in by_config.get(n, []) if r["seed"] == 0]
-    if attempts:
-        table = runs_frame(attempts)[["config", "seed", "epochs", "val_acc", "val_acc_tta",
-                                      "test_acc_tta", "wall_minutes"]]
-        table.insert(3, "TTA", [_tta_kind(r["config"]) for r in attempts])
-        filled.table("attempts", table.rename(columns={
-            "val_acc": "val %", "val_acc_tta": "val % (TTA)", "test_acc_tta": "test % (TTA)",
-            "wall_minutes": "minutes"}), f"What was tried for the deep recipe, in order, seed 0 "
-            f"of each ({_scope(attempts)}; tuning runs leave the test column empty).")
-    filled.figure("deep_curves", plots.learning_curves(history_frame(tested), hue="seed"),
-                  f"The deep recipe (`deep`): learning curves, {plots.CURVE_STYLES_TEXT}, one colour per seed.")
-    compare = [*by_config.get("seed_improved", []), *tested]
-    filled.figure("time_to_accuracy", plots.time_to_accuracy(history_frame(compare)),
-                  "Validation accuracy against training time: the coursework's recipe and the "
-                  "deep recipe (`deep`).")
-
+from .common import Filled, RECIPES
 
 def _analysis(filled: Filled, record: dict, results_dir: Path):
     """Per-class accuracy, calibration and branch weights of the recommended recipe's final
@@ -81,8 +30,8 @@ def _analysis(filled: Filled, record: dict, results_dir: Path):
         hardest_class=f"{CLASSES[hardest]} ({per_class['accuracy %'][hardest]:.2f}%)",
         easiest_class=f"{CLASSES[easiest]} ({per_class['accuracy %'][easiest]:.2f}%)",
         ece_plain=f"{100 * plain_ece:.2f}%", ece_tta=f"{100 * ece:.2f}%")
-    filled.table("per_class", per_class, f"`fast`: per-class test accuracy with TTA "
-                                         f"({_scope([record])}).")
+    filled.table("per_class", per_class, f"`fast`, seed {record['seed']}: test accuracy per "
+                                         f"class, with TTA.")
     filled.figure("confusion", plots.confusion_heatmap(counts),
                   "`fast`: confusion matrix (test set, TTA).")
     filled.figure("reliability", plots.reliability_diagram(plain_rows, plain_ece, "no TTA"),
@@ -92,39 +41,22 @@ def _analysis(filled: Filled, record: dict, results_dir: Path):
         names = branch_names(record["model"], w.shape[1])
         filled.values["branch_spread"] = f"{w.std(0).mean():.3f}"
         filled.figure("branch_weights_by_class", plots.branch_weights_by_class(w, labels, names),
-                      "`fast`: mean branch weight per block and true class.")
-        filled.figure("branch_weight_spread", plots.branch_weight_spread(w, names),
-                      "`fast`: distribution of branch weights over test images; under each "
-                      "block, its branches in colour order.")
+                      f"`fast`, seed {record['seed']}: mean branch weight per block and true class (test set).")
 
 
 def fast(filled: Filled, by_config: dict, ref: dict | None, results_dir: Path):
-    """The fast recipe: its final runs (all 50,000 images, test read once), its validation
-    runs against `deep`'s, and airbench94 on the same data as the yardstick."""
+    """The fast recipe: its final runs (all 50,000 images, test read once) and airbench94 on
+    the same data as the yardstick."""
     runs = runs_frame(by_config.get("fast", []))
     if runs.empty:
         return
-    tuning = runs[runs["val_acc_tta"].notna()]
-    deep = runs_frame(by_config.get("deep", []))
-    if len(tuning) and len(deep):
-        filled.values.update(fast_val_tta=mean_std(tuning["val_acc_tta"]),
-                             fast_val_images=f"{tuning['images_seen'].iloc[0]:,}",
-                             deep_val_tta=mean_std(deep["val_acc_tta"]),
-                             deep_val_images=f"{deep['images_seen'].iloc[0]:,}")
     final = runs[runs["test_acc_tta"].notna()]
     if final.empty:
         return
     filled.values.update(fast_tta=mean_std(final["test_acc_tta"]), fast_plain=mean_std(final["test_acc"]),
                          fast_images=f"{final['images_seen'].iloc[0]:,}",
                          fast_minutes=f"{final['wall_minutes'].mean():.1f}",
-                         fast_device=", ".join(sorted(set(final["device"]))))
-    table = final[["seed", "images_seen", "test_acc", "test_acc_tta", "train_minutes",
-                   "wall_minutes", "device", "precision"]]
-    filled.table("fast", table.rename(columns={"images_seen": "images seen", "test_acc": "test %",
-                                               "test_acc_tta": "test % (TTA)", "device": "device"}),
-                 f"The fast recipe's final runs: trained on all 50,000 training images, the test "
-                 f"set read once at the end "
-                 f"({_scope([r for r in by_config['fast'] if r['test_read']])}).")
+                         fast_device=" and ".join(sorted(set(final["device"] + ", " + final["precision"]))))
     analysed = analysed_run(by_config["fast"])
     if analysed:
         _analysis(filled, analysed, results_dir)
@@ -135,43 +67,6 @@ def fast(filled: Filled, by_config: dict, ref: dict | None, results_dir: Path):
             airbench_device=ref["device"]["name"], airbench_runs=str(ref["runs"]),
             fast_gap=_gap_phrase(final["test_acc_tta"], 100 * ref["test_acc_tta"]["mean"],
                                  100 * ref["test_acc_tta"]["std"]))
-
-
-def fast_budget(filled: Filled, records: list[dict], ref: dict | None):
-    """The accuracy-vs-images curve: the recipe's final runs at its own budget and the
-    final sweep `fast_budget` at others; where it reaches airbench94, and what more images buy."""
-    runs = budget_runs(records, FAST_BUDGET)
-    if runs.empty or runs["config"].nunique() < 2:      # a curve needs the sweep and the recipe
-        return
-    curve = budget_curve(runs)
-    filled.values["fast_budget_progress"] = FAST_BUDGET.progress(
-        runs.loc[runs["config"] == FAST_BUDGET.name, ["variant", "seed"]].itertuples(index=False, name=None),
-        records[0]["profile"])
-    tta = runs.groupby("images_seen")["test_acc_tta"]            # smallest budget first
-    points = [f"{mean_std(group)} from {n:,}" for n, group in tta]
-    filled.values["fast_budget_points"] = _spoken_list(points)
-    own = runs.loc[runs["config"] == FAST_BUDGET.base, "images_seen"].iloc[0]
-    if ref:
-        goal = 100 * ref["test_acc_tta"]["mean"]
-        reached = [n for n, mean in tta.mean().items() if mean >= goal]
-        filled.values["fast_budget_reach"] = (
-            f"The smallest budget whose mean with TTA reaches airbench94's {goal:.2f}% is "
-            f"{reached[0]:,} images: {mean_std(tta.get_group(reached[0]))}" if reached else
-            f"No budget measured reaches airbench94's {goal:.2f}% with TTA on average")
-    larger = [n for n in curve.index if n > own]
-    if larger:
-        more, base = tta.get_group(larger[0]), tta.get_group(own)
-        change = (_gap_phrase(more, base.mean(), base.std()) if len(base) > 1 else
-                  f"{more.mean() - base.mean():+.2f} points (one seed each: no spread to judge it by)")
-        filled.values["fast_budget_gain"] = (f"from {own:,} images to {larger[0]:,}, the accuracy "
-                                             f"with TTA changes by {change}")
-    table = curve.reset_index().rename(columns={"images_seen": "images seen"})
-    scope = _scope([r for r in records if r["id"] in set(runs["id"])])
-    filled.table("fast_budget", table, f"`fast`'s final runs by training images seen, test accuracy "
-                 f"mean and std per budget ({scope}).")
-    filled.figure("fast_budget", plots.accuracy_vs_images(runs, ref),
-                  "`fast`: test accuracy against the training images seen, every final run a dot, "
-                  "the mean per budget a line; airbench94 on the same data as the star (mean ± std).")
 
 
 def _gap_phrase(ours: pd.Series, theirs: float, their_std: float) -> str:
@@ -186,13 +81,10 @@ def _gap_phrase(ours: pd.Series, theirs: float, their_std: float) -> str:
 
 
 def gpu(filled: Filled, records: list[dict], ref: dict | None):
-    """The paragraphs about `full`-profile (GPU) runs, when records of them exist: the seed's
-    recipe, `deep`, `fast`'s final runs against airbench94 on the same GPU kind, and both
-    ablations at the full budget."""
+    """The `full`-profile (GPU) runs, where records of them exist: `fast`'s final runs against
+    airbench94 on the same GPU kind, and the coursework's two models at its 50 epochs."""
     if not records:
         return
-    sweep(filled, records, BLOCK_ABLATION, "Block ablation, full profile", "block_ablation_full")
-    sweep(filled, records, FAST_ABLATION, "Fast-recipe ablation, full profile", "fast_ablation_full")
     finals = [r for r in records if r["config_name"] == "fast" and r["test_read"]]
     fast = runs_frame(finals)
     if len(fast):
@@ -212,24 +104,15 @@ def gpu(filled: Filled, records: list[dict], ref: dict | None):
     if "seed_basic" in by_config:
         r = by_config["seed_basic"]
         filled.values.update(basic_full_test=f"{100 * r['final']['test_acc']:.2f}%",
-                             basic_full_device=device_label(r["device"]),
-                             basic_full_minutes=f"{r['train_seconds'] / 60:.1f}",
-                             basic_full_epochs=str(r["config"]["epochs"]))
-        filled.figure("basic_full_curves", plots.learning_curves(history_frame([r])),
-                      f"BasicNet at the full profile: {plots.CURVE_STYLES_TEXT} ({_scope([r])}).")
+                             basic_full_device=device_label(r["device"]))
     if "seed_improved" in by_config:
         r = by_config["seed_improved"]
         filled.values.update(seed_full_test=f"{100 * r['final']['test_acc']:.2f}%",
-                             seed_full_device=device_label(r["device"]),
-                             data_phrase_full=data_phrase(runs_frame([r])))
-        if "seed_basic" in by_config:          # the two coursework models at its own budget
-            gap = r["final"]["test_acc"] - by_config["seed_basic"]["final"]["test_acc"]
+                             seed_full_device=device_label(r["device"]))
+        basic = by_config.get("seed_basic")
+        if basic and device_label(basic["device"]) == device_label(r["device"]):   # one machine
+            gap = r["final"]["test_acc"] - basic["final"]["test_acc"]
             filled.values["improved_over_basic_full"] = f"{100 * gap:.1f}"
-    if "deep" in by_config and "test_acc_tta" in by_config["deep"]["final"]:
-        r = by_config["deep"]
-        filled.values.update(deep_full_tta=f"{100 * r['final']['test_acc_tta']:.2f}%",
-                             deep_full_seconds=f"{r['train_seconds']:.0f}",
-                             deep_full_device=device_label(r["device"]))
 
 
 COURSEWORK_REPORTED_TEST = 87.33   # the coursework's ImprovedNet, official data, 50 epochs
@@ -254,10 +137,33 @@ def tuned_at_coursework_budget(filled: Filled, records: list[dict]):
     # the coursework's recipe at the same epochs (its records at other budgets do not answer)
     seed = next((s for s in reversed(records) if s["config_name"] == "seed_improved"
                  and s["test_read"] and s["config"]["epochs"] == r["config"]["epochs"]), None)
-    if seed is not None:
-        filled.values.update(tuned_50_over_seed=f"{test - 100 * seed['final']['test_acc']:+.2f}",
-                             tuned_50_seed_device=device_label(seed["device"]))
+    if seed is None:
+        return
+    filled.values.update(tuned_50_over_seed=f"{test - 100 * seed['final']['test_acc']:+.2f}",
+                         tuned_50_seed_device=device_label(seed["device"]))
+    history = history_frame([seed, r]).replace(
+        {"config": {"seed_improved": "coursework's recipe", "improved_tuned_50": "tuned recipe"}})
+    filled.figure("improved_50_curves", plots.learning_curves(history),
+                  f"ImprovedNet over 50 epochs, one run per recipe (coursework's: "
+                  f"{device_label(seed['device'])}; tuned: {device_label(r['device'])}). The tuned "
+                  f"recipe's training loss includes label smoothing; validation loss does not.")
 
 
-# The coursework's own questions among the core study's variants (dropout, batch norm, the
-# learning rate, its augmentations), in the order the conclusion answers them.
+def finals(filled: Filled, records: list[dict]):
+    """Appendix: every recipe's final runs (the test set read once each), grouped by the
+    machine and epochs they trained at."""
+    tested = [r for r in records if r["config_name"] in RECIPES and r["test_read"]]
+    if not tested:
+        return
+    runs = runs_frame(tested)
+    table = runs.groupby(["config", "epochs", "device", "precision"], sort=False).agg(
+        runs=("seed", "size"), test=("test_acc", "mean"), test_tta=("test_acc_tta", "mean")).reset_index()
+    order = {name: i for i, name in enumerate(RECIPES)}
+    table = table.sort_values(["config", "epochs"], key=lambda c: c.map(order) if c.name == "config" else c)
+    filled.table("finals", table.rename(columns={"config": "recipe", "test": "test %",
+                                                 "test_tta": "test % (TTA)"}),
+                 "Every recipe's final runs: trained on all 50,000 training images, the test set "
+                 "read once at the end of each (means over runs).")
+
+
+

@@ -1,33 +1,33 @@
-"""The sections on the studies: methods, the basic model, a sweep's table and figure, and
-whether a cheap budget ranks changes as the recipe's does."""
+"""The sections on the studies: methods, one family of the recipe study (its table, forest
+plot and each variant's answer), the runs that failed to train, and the appendix that sets
+the recipe study beside the same changes at 2 epochs."""
 from __future__ import annotations
 
 import re
 
-import math
-
-import numpy as np
 import pandas as pd
 
 from ...study import plots
-from ...study.sweeps import CORE_STUDY, FAST_ABLATION, sweep_records
-from ...study.tables import (budget_agreement, describe_pairing,
-                     history_frame, mean_std, compare_sweep, runs_frame)
+from ...study.stats import budget_interaction, detectable_difference
+from ...study.sweeps import CORE_STUDY, RECIPE_STUDY, sweep_records
+from ...study.tables import compare_sweep, history_frame, mean_std, runs_frame, seed_range
 
-from .common import Filled, LEVEL, RECIPES, _scope, _seeds, _spoken_list, _tta_kind
+from .common import Filled, LEVEL, RECIPES, _spoken_list, _tta_kind, machine_phrase, signed
+
+NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+
 
 def methods(filled: Filled, runs: pd.DataFrame, records: list[dict]):
-    r = records[0]
-    val = r["config"]["val_size"]
+    """The split, the models and recipes, and the study's declared design."""
+    val = records[0]["config"]["val_size"]
     filled.values.update(split="yes", train_size=f"{50000 - val:,}", val_size=f"{val:,}")
     filled.figure("intermediate_block", plots.intermediate_block_diagram(fast=True),
-                  "FastNet's intermediate block, behind the study's results: a 3×3 and a 1×1 "
-                  "convolution of one input, mixed by weights computed from its channel means.")
-    named = runs[runs["sweep"].isna()]    # sweeps vary models (e.g. without batch norm)
+                  "FastNet's intermediate block: a 3×3 and a 1×1 convolution of one input, "
+                  "mixed by weights computed from its channel means.")
+    named = runs[runs["config"].isin(RECIPES)]    # sweeps vary models (e.g. without batch norm)
     models = ((named if len(named) else runs).drop_duplicates("model")[["model", "parameters"]]
               .sort_values("parameters").reset_index(drop=True))
-    filled.table("models", models, "Models: the networks trained in these records and their "
-                                   "parameter counts.")
+    filled.table("models", models, "The networks and their parameter counts.")
     latest = {}
     for rec in records:   # the newest final run of each recipe says what it is (tuning runs vary)
         if rec["config_name"] in RECIPES and rec.get("test_read"):
@@ -39,23 +39,34 @@ def methods(filled: Filled, runs: pd.DataFrame, records: list[dict]):
             for name, c in sorted(latest.items(), key=lambda kv: RECIPES.index(kv[0]))]
     if rows:
         filled.table("recipes", pd.DataFrame(rows).astype({"lr": str, "weight decay": str}),
-                     f"Recipes: every final recipe's settings as its newest `{r['profile']}` "
-                     f"record ran it (epochs at that profile).")
-
-
-def basic(filled: Filled, records: list[dict]):
-    if not records:
-        return
-    runs = runs_frame(records)
-    filled.values.update(basic_test=mean_std(runs["test_acc"]),
-                         basic_epochs=str(runs["epochs"].iloc[0]))
-    filled.figure("basic_curves", plots.learning_curves(history_frame(records)),
-                  f"BasicNet learning curves: {plots.CURVE_STYLES_TEXT} ({_scope(records)}).")
+                     "Each final recipe's settings, as its newest record ran them.")
+    study = RECIPE_STUDY
+    fast = study.config(study.baseline, records[0]["profile"])
+    rotated = next(c for v, c in study.variants.items() if "rotate_degrees" in c)
+    filled.values.update(fast_epochs=str(fast.epochs), fast_batch=f"{fast.batch_size:,}",
+                         fast_smoothing=f"{fast.label_smoothing:g}", fast_crop=str(fast.crop_padding),
+                         rotate_degrees=f"{rotated['rotate_degrees']:g}")
+    families = list(study.groups.values())
+    n = len(study.seeds)
+    filled.values.update(
+        level=LEVEL, study_seeds=seed_range(study.seeds), study_seed_count=NUMBER_WORDS.get(n, str(n)),
+        failure_below=f"{100 * study.failure_below:.0f}%", spread_alpha=f"{study.spread_alpha:g}",
+        study_planned=str(study.planned_runs), study_families=str(len(families)))
+    if study.planned_sd_diff:
+        widest = max(len(f) for f in families)
+        filled.values.update(planned_sd=f"{study.planned_sd_diff:.2f}",
+                             detectable=f"{detectable_difference(study.planned_sd_diff, widest, n):.2f}")
+    mine = sweep_records(records, study)
+    done = {(r["tags"]["variant"], r["seed"]) for r in mine} & set(study.runs())
+    if mine and len(done) < study.planned_runs:
+        filled.values["study_progress"] = (
+            f"{len(done)} of the {study.planned_runs} planned runs are recorded. Tables show the "
+            f"variants that have run; every interval is still adjusted over its whole declared family.")
 
 
 def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
-    filled.values[f"{name}_command"] = sweep.command(records[0]["profile"])
-    filled.values[f"{name}_planned"] = sweep.describe_plan()
+    """One family: `{name}` table and `{name}_sweep` figure, `{name}_base` (the base's
+    accuracy) and `{name}__{variant}` for each variant with a run (effect_phrase)."""
     mine = sweep_records(records, sweep)
     if sweep.baseline not in {r["tags"]["variant"] for r in mine}:
         return                      # nothing to compare with yet: the template says so
@@ -63,52 +74,35 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
     baseline = sweep.baseline
     paired = compare_sweep(sweep, runs)
     filled.paired[name] = paired
-    # what the table rests on: the base's runs on machines where no variant ran are not
-    used = runs["machine"].isin(set(paired.attrs["machines"]))
-    mine, runs = [r for r, u in zip(mine, used) if u], runs[used.to_numpy()]
     if not paired.attrs["machines"]:
         return                      # no variant is paired with the baseline yet: nothing to show
+    base = runs[(runs["variant"] == baseline) & runs["machine"].isin(paired.attrs["machines"])]
+    filled.values[f"{name}_base"] = mean_std(base["val_acc"])
     filled.values.update({f"{name}__{slug(v)}": effect_phrase(row) for v, row in paired.iterrows()
-                          if v != baseline and (row["runs"] > 0)})
+                          if v != baseline and row["runs"] > 0})
     table = paired.reset_index()
     table = table[(table["runs"] > 0) | (table["variant"] == baseline)]
-    base = mine[0]
-    filled.values[f"{name}_setup"] = (
-        f"{_what_changes(sweep)}, and is trained with {_seeds(table['seeds'])} "
-        f"seed{'s' if table['seeds'].max() > 1 else ''} on {base['data']['train_images']:,} training images for "
-        f"{base['config']['epochs']} epochs ({_devices(runs)}); accuracy is measured on "
-        f"{base['data']['val_images']:,} validation images and compared with "
-        f"**{baseline}** {_base_means(runs, baseline)}.")
-    others = table[table["variant"] != baseline]
-    resolved = [f"{v} ({d:+.2f} points, simultaneous {LEVEL} interval {lo:+.2f} to {hi:+.2f})"
-                for v, d, lo, hi in others.loc[others["resolved"],
-                                               ["variant", "diff", "low", "high"]].values]
-    unresolved = list(others.loc[~others["resolved"], "variant"])
-    verdict = (f"Differences the seeds resolve: {'; '.join(resolved)}." if resolved else
-               "No difference is resolved by these seeds.")
-    unresolved_text = (f"Not resolved (the adjusted interval of the difference contains 0): "
-                       f"{', '.join(unresolved)}." if unresolved else "")
-    if others["pairs"].max() < 2:         # one seed pair: a difference, but no spread to test it by
-        verdict, unresolved_text = ("With one seed pair a difference has no interval: these rows "
-                                    "say what each run reached, and resolve nothing."), ""
-    filled.values[f"{name}_result"] = " ".join(
-        part for part in (sweep.progress([(r["tags"]["variant"], r["seed"]) for r in mine], base["profile"]), verdict, unresolved_text) if part)
-    # What a reader needs per variant: its mean, the pairs the difference rests on, the
-    # difference, its adjusted interval and p, and the verdict (spreads are in notebooks).
-    several = len(paired.attrs["devices"]) > 1          # then each row names its machine
-    shown = table[["variant", *["device"] * several, "mean", "pairs", "diff", "low", "high",
-                   "p", "resolved"]]
-    filled.table(name, shown.rename(columns={"mean": "val % mean", "diff": f"diff to {baseline}",
-                                             "p": "p (adjusted)"}),
-        f"{title}: validation accuracy (mean over seeds) and each variant's difference "
-        f"to {baseline}: {describe_pairing(paired)} ({_scope(mine)}).")
-    if sweep.single_comparison:     # by the plan, so the template's figure references hold
+    shown = table[["variant", "mean", "pairs", "diff", "low", "high", "p", "resolved"]].astype({"pairs": object})
+    shown.loc[shown["variant"] == baseline, "pairs"] = ""      # the base is what others pair with
+    where = machine_phrase(paired)
+    filled.table(name, shown.rename(columns={"mean": "val %", "diff": "effect", "p": "p (adj.)"}),
+                 f"{title}: validation accuracy and each variant's paired effect against "
+                 f"`{baseline}` with its simultaneous {LEVEL} interval over {paired.attrs['comparisons']} "
+                 f"comparisons ({where}).")
+    if sweep.single_comparison:     # one row says all a forest plot would
         return
-    filled.figure(f"{name}_sweep", plots.forest_plot(paired, title=title, label=f"difference to {baseline}"),
-                  f"{title}: each variant's paired difference to {baseline} with its simultaneous "
-                  f"{LEVEL} interval (filled: resolved; arrows: an interval cut at the axis; a "
-                  f"difference beyond the axis sits on its edge, its value written beside it); "
-                  f"{describe_pairing(paired)}.")
+    filled.figure(f"{name}_sweep", plots.forest_plot(paired, label=f"effect against {baseline}"),
+                  f"{title}: effects against `{baseline}` with simultaneous {LEVEL} intervals "
+                  f"(filled: resolved; † its own spread).")
+
+
+def pooled_spread(filled: Filled):
+    """The sd of a paired difference pooled within each family that has one, as a range over
+    the families: what the study's power rests on, against what it planned with."""
+    sds = [sd for table in filled.paired.values() for sd in table.attrs["pooled_sd_diff"].values()]
+    if sds:
+        low, high = min(sds), max(sds)
+        filled.values["spread_long"] = f"{low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f}–{high:.2f}"
 
 
 def slug(variant: str) -> str:
@@ -120,105 +114,76 @@ def effect_phrase(row: pd.Series) -> str:
     """One variant's answer as the text cites it: its effect in points with its interval, or
     that it failed to train, or that it has too few seed pairs for an interval."""
     if row["failed"]:
-        return f"failed to train ({int(row['failed'])} of {int(row['runs'])} runs)"
+        return f"failed to train in {int(row['failed'])} of {int(row['runs'])} runs"
     if pd.isna(row["low"]):
-        return f"{row['diff']:+.2f} points ({int(row['pairs'])} seed pair{'s' * (row['pairs'] != 1)}, no interval)"
+        return f"{signed(row['diff'])} points ({int(row['pairs'])} seed pair{'s' * (row['pairs'] != 1)}, no interval yet)"
     unresolved = "" if row["resolved"] else ", not resolved"
     flag = ", its own spread" if row["own_spread"] else ""
-    return f"{row['diff']:+.2f} points ({row['low']:+.2f} to {row['high']:+.2f}{unresolved}{flag})"
+    return f"{signed(row['diff'])} points ({signed(row['low'])} to {signed(row['high'])}{unresolved}{flag})"
 
 
-def _base_means(runs: pd.DataFrame, baseline: str) -> str:
-    """'(80.35%)', or, where the study ran on several machines, the baseline's mean on each
-    ('on the same device (80.35% on the 2-core Intel Xeon, 81.02% on the 2-core AMD EPYC)')."""
-    means = runs[runs["variant"] == baseline].groupby("device", sort=False)["val_acc"].mean()
-    if len(means) == 1:
-        return f"({means.iloc[0]:.2f}%)"
-    return "on the same device (" + ", ".join(f"{m:.2f}% on the {d}" for d, m in means.items()) + ")"
-
-
-def _what_changes(sweep) -> str:
-    """What the sweep's variants change of its base, e.g. "Each variant changes one setting of
-    the `fast` config". Where one changes more (an optimizer with its own rate, a rotation with
-    its angle, a search's best trial), it says which: a table must not claim one factor per
-    variant where a companion came along."""
-    def flat(settings: dict) -> dict:
-        return {**{k: v for k, v in settings.items() if k != "model_args"},
-                **settings.get("model_args", {})}
-
-    def names(keys: list[str]) -> str:
-        words = [k.replace("_", " ") for k in keys]
-        return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
-
-    base = flat(sweep.variants.get(sweep.baseline, {}))
-    several = {}
-    for variant, settings in sweep.variants.items():
-        mine = flat(settings)
-        changed = [k for k in {**base, **mine} if mine.get(k) != base.get(k)]
-        if len(changed) > 1:
-            several[variant] = changed
-    config = f"the `{sweep.base}` config"
-    if len(sweep.variants) == 2 and several:      # one variant, and it changes several settings
-        [(variant, changed)] = several.items()
-        return f"{variant} changes {names(changed)} of {config} together"
-    return (f"Each variant changes one setting of {config}"
-            + ("" if not several else " (" + "; ".join(
-                f"{v} sets {names(c[:1])} together with {names(c[1:])}" for v, c in several.items()) + ")"))
-
-
-def cheap_budget_agreement(filled: Filled, records: list[dict], full_records: list[dict]):
-    """Does the core study's short budget rank the changes it shares with the full-budget
-    ablation as that budget does? The evidence that a cheap base may stand for the recipe."""
-    cheap_runs = runs_frame(sweep_records(records, CORE_STUDY))
-    full_runs = runs_frame(sweep_records(full_records, FAST_ABLATION))
-    if cheap_runs.empty or full_runs.empty or CORE_STUDY.baseline not in set(cheap_runs["variant"]):
+def failures(filled: Filled, records: list[dict]):
+    """The recipe study's runs that failed to train, beside the base's runs of their seeds."""
+    failed = {row["id"]: row for table in filled.paired.values() for row in table.attrs["failed_runs"]}
+    if not failed:
         return
-    cheap = compare_sweep(CORE_STUDY, cheap_runs)
-    full = compare_sweep(FAST_ABLATION, full_runs)
-    counterparts = CORE_STUDY.counterparts[FAST_ABLATION.name]
-    agreement = budget_agreement(cheap, full, counterparts)
-    if agreement.empty:
+    seeds = {row["seed"] for row in failed.values()}
+    variants = sorted({row["variant"] for row in failed.values()})
+    shown = [r for r in sweep_records(records, RECIPE_STUDY)
+             if r["seed"] in seeds and r["tags"]["variant"] in {RECIPE_STUDY.baseline, *variants}]
+    filled.values["failures"] = _spoken_list(variants)
+    filled.figure("failures", plots.learning_curves(history_frame(shown), hue="variant"),
+                  f"Runs that failed to train, beside `{RECIPE_STUDY.baseline}` with the same seeds. "
+                  f"The training loss includes label smoothing; the validation loss does not.")
+
+
+def budget_transfer(filled: Filled, records: list[dict]):
+    """Appendix A: each change of the recipe study against the same change in the core study
+    at 2 epochs, family by family, the change with budget tested over every declared
+    counterpart (Bonferroni)."""
+    counterparts = RECIPE_STUDY.counterparts.get(CORE_STUDY.name, {})
+    counterparts = {v: w for v, w in counterparts.items() if w in CORE_STUDY.variants}
+    short_runs = runs_frame(sweep_records(records, CORE_STUDY))
+    long_runs = runs_frame(sweep_records(records, RECIPE_STUDY))
+    if short_runs.empty or long_runs.empty:
         return
-    a = agreement.attrs
-    opposite = [v for v, row in agreement.iterrows()
-                if np.sign(row["cheap budget"]) != np.sign(row["full budget"])]
-    names = _spoken_list(opposite)
-    same = a["shared"] - len(opposite)
-    sign_text = (f"{same} of the {a['shared']} {'has' if same == 1 else 'have'} the same sign at both"
-                 + (f": {names} {'changes' if len(opposite) == 1 else 'change'} sign" if opposite else ""))
-    if a["shared"] > 2:
-        floor = 2 / math.factorial(a["shared"])     # a perfect ordering's exact p
-        rank_text = (f"Spearman's rank correlation is {a['spearman']:+.2f} (exact p = {a['p']:.2f}; "
-                     f"with {a['shared']} variants even a perfect ordering has p = {floor:.3f}), "
-                     f"so it can flag a disagreement but cannot establish agreement.")
-    else:
-        rank_text = "A rank correlation needs at least three shared variants."
-    cheap_epochs = int(cheap_runs["epochs"].iloc[0])
-    full_epochs = int(full_runs["epochs"].iloc[0])
-    filled.values["budget_agreement"] = (
-        f"The core study trains `fast` for {cheap_epochs} epochs, the full-budget ablation for "
-        f"{full_epochs}. Of the {len(counterparts)} changes both ran, {a['shared']} are measured at "
-        f"both budgets, and {sign_text}")
-    filled.values["budget_rank"] = rank_text
-    # Each budget's difference beside its own verdict (simultaneous over that budget's family).
-    shown = pd.DataFrame({
-        f"{cheap_epochs} epochs": agreement["cheap budget"],
-        f"resolved at {cheap_epochs}": [bool(cheap.loc[v, "resolved"]) for v in agreement.index],
-        f"{full_epochs} epochs": agreement["full budget"],
-        f"resolved at {full_epochs}": [bool(full.loc[counterparts[v], "resolved"]) for v in agreement.index],
-    }, index=agreement.index).round(2).reset_index()
-    filled.table("budget_agreement", shown,
-                 f"The same changes of `fast` at two budgets: each variant's mean paired difference "
-                 f"to `fast`, in points of validation accuracy, and whether its budget's "
-                 f"simultaneous interval excludes 0. {cheap_epochs} epochs: "
-                 f"{describe_pairing(cheap)}. {full_epochs} epochs: {describe_pairing(full)}.")
+    filled.values["transfer_family"] = str(len(counterparts))
+    parts, tables = [], {}
+    for group in RECIPE_STUDY.groups:
+        names = {v: w for v, w in counterparts.items() if v in RECIPE_STUDY.groups[group]}
+        if not names:
+            continue
+        short_sweep = CORE_STUDY.subset([CORE_STUDY.baseline, *names.values()])
+        long_sweep = RECIPE_STUDY.group(group)
+        pair = [compare_sweep(s, r) for s, r in ((short_sweep, short_runs), (long_sweep, long_runs))
+                if s.baseline in set(r["variant"])]
+        if len(pair) == 2:
+            parts.append(budget_interaction(*pair, names, family=len(counterparts)))
+            tables.setdefault("short", []).append(pair[0])
+            tables.setdefault("long", []).append(pair[1])
+    rows = [p for p in parts if len(p)]
+    if not rows:
+        return
+    table = pd.concat(rows)
+    short_epochs, long_epochs = (int(r["epochs"].iloc[0]) for r in (short_runs, long_runs))
+    if table["resolved"].any():
+        filled.values["transfer_changed"] = "yes"
+    filled.values.update(transfer_rows=_count(len(table)), transfer_resolved=_count(table["resolved"].sum()),
+                         short_epochs=str(short_epochs), long_epochs=str(long_epochs))
+    filled.values.update({f"transfer__{slug(v)}": f"{signed(row['short'])} points at {short_epochs} "
+                          f"epochs and {signed(row['long'])} at {long_epochs}" for v, row in table.iterrows()})
+    filled.figure("budget_transfer", plots.budget_transfer(table, f"{short_epochs} epochs", f"{long_epochs} epochs"),
+                  f"Each change's effect at {short_epochs} epochs against its effect at "
+                  f"{long_epochs}, with simultaneous {LEVEL} intervals; on the dashed line a change "
+                  f"does the same at both budgets (filled: the change with budget is resolved).")
+    shown = table[["short", "long", "change", "change_low", "change_high", "p", "resolved"]].reset_index()
+    filled.table("budget_transfer", shown.rename(columns={
+        "short": f"{short_epochs} epochs", "long": f"{long_epochs} epochs", "change_low": "low",
+        "change_high": "high", "p": "p (adj.)"}),
+        f"Effects at two budgets and their change (points), with {LEVEL} intervals over "
+        f"{len(counterparts)} changes. {short_epochs} epochs: {machine_phrase(*tables['short'])}. "
+        f"{long_epochs} epochs: {machine_phrase(*tables['long'])}.")
 
 
-def _devices(runs: pd.DataFrame) -> str:
-    """Where a set of runs trained, e.g. "NVIDIA H200: 18 runs; AMD EPYC (2 cores): 2 runs"."""
-    counts = runs["device"].value_counts()
-    if len(counts) == 1:
-        return f"on {counts.index[0]}"
-    return "on " + "; ".join(f"{device}: {n} run{'s' * (n != 1)}" for device, n in counts.items())
-
-
+def _count(n: int) -> str:
+    return "none" if n == 0 else NUMBER_WORDS.get(int(n), str(int(n)))

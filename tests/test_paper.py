@@ -1,0 +1,274 @@
+"""The written report as a paper: built from a small set of real records, its shape
+(sections, pages, words, captions), every figure embedded, every number read from a record;
+and each section's parts (a family's answers, the budget appendix, the cost) on the
+committed records."""
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from cifar_lib.config import load_config
+from cifar_lib.experiment import run_or_load
+from cifar_lib.predictions import run_predictions
+from cifar_lib.report.build import build_report
+from cifar_lib.report.document import paper_shape
+from cifar_lib.study.analysis import confusion_matrix, reliability
+from cifar_lib.study.runner import run_sweep
+from cifar_lib.study.sweeps import CORE_STUDY, RECIPE_STUDY
+from cifar_lib.study.tables import load_records, runs_frame
+from conftest import tiny_dataset
+
+REPO = Path(__file__).resolve().parent.parent
+# 4 epochs: enough for this small a network to pass the study's failure rule (50%)
+SMALL = {"val_size": 100, "epochs": 4, "eval_subset": 50, "batch_size": 100}
+WIDTHS = {"widths": [8, 8, 16]}
+MAX_PAGES, MAX_WORDS, MAX_CAPTION_WORDS = 15, 5000, 40
+
+
+def tiny(sweep, variants, seeds=(0, 1, 2)):
+    """Some of `sweep`'s own variants (its name and tags, so the report finds them), each at
+    a size that trains in a second."""
+    def small(settings):
+        return {**settings, **SMALL, "model_args": {**WIDTHS, **settings.get("model_args", {})}}
+    names = [sweep.baseline, *variants]
+    return dataclasses.replace(sweep.subset(names), seeds=seeds,
+                               variants={v: small(sweep.variants[v]) for v in names})
+
+
+def check_paper(md: str, pdf: Path):
+    """What every build must hold, whatever the records: a paper's sections, the length limits,
+    short captions, no flag printed as True/False, no placeholder left."""
+    headings = re.findall(r"^#+ (.+)$", md, flags=re.M)
+    for section in ("Abstract", "1 Introduction", "2 Methods", "3 Results", "4 Discussion",
+                    "5 Limitations", "6 Conclusion", "References"):
+        assert section in headings
+    shape = paper_shape(md, pdf)
+    assert shape["pages"] <= MAX_PAGES and shape["words"] <= MAX_WORDS, shape
+    captions = re.findall(r"^\*((?:Figure|Table) \d+\. .+)\*$", md, flags=re.M)
+    assert captions and all(len(c.split()) < MAX_CAPTION_WORDS for c in captions), \
+        [c for c in captions if len(c.split()) >= MAX_CAPTION_WORDS]
+    assert not re.search(r"\| (True|False) \|", md)
+    assert not re.search(r"\{\w+\}|\[\[", md), "a placeholder or a condition was left in the text"
+    # every figure and table is referred to in the text, not only in its caption
+    for label in re.findall(r"^\*((?:Figure|Table) \d+)\. ", md, flags=re.M):
+        assert [line for line in md.splitlines() if re.search(rf"{label}\b", line)
+                and not line.startswith(("*Figure", "*Table", "!["))], f"{label} is never referred to"
+
+
+@pytest.mark.slow
+def test_the_report_is_built_from_a_small_set_of_records_with_every_figure_embedded(tmp_path):
+    results, data = tmp_path / "results", tiny_dataset()
+    kw = dict(results_dir=results, checkpoint_dir=tmp_path / "checkpoints")
+    run_sweep(tiny(RECIPE_STUDY, ["no augmentation", "crop only", "dropout 0.1"]), "cpu", data, **kw)
+    run_sweep(tiny(CORE_STUDY, ["no augmentation", "crop only"]), "cpu", data, **kw)
+    fast, _ = run_or_load(load_config("fast", "cpu", final=True, model_args=WIDTHS, **SMALL),
+                          profile="cpu", data=data, progress=False, **kw)
+    md_path = build_report(results, tmp_path / "figures", tmp_path / "report")
+    md, pdf = md_path.read_text(), tmp_path / "report" / "report.pdf"
+    check_paper(md, pdf)
+    # every figure written is shown: once in the markdown, inline in the HTML, once in the PDF
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    figures = re.findall(r"\]\(\.\./figures/([\w.]+)\)", md)
+    assert {"augmentation_sweep.png", "budget_transfer.png", "intermediate_block.png"} <= set(figures)
+    assert sorted(figures) == sorted(p.name for p in (tmp_path / "figures").glob("*.png"))
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(figures) and "../figures" not in html
+    document = pdfium.PdfDocument(pdf)
+    assert sum(len(list(page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE]))) for page in document) \
+        == len(figures)
+    # the answers come from the tables: the study's progress, each family's effects
+    text = " ".join(md.split())
+    assert "12 of the 76 planned runs are recorded" in text
+    assert re.search(r"Without augmentation: [+−]\d+\.\d\d points \([+−]\d+\.\d\d to [+−]\d+\.\d\d", text)
+    assert "Appendix A" in text and "Of these, two have an interval at both budgets" in text
+    # every percentage is a record's number, a mean or std over a variant's seeds, or computed
+    # from the saved test predictions (per-class accuracy, calibration error)
+    records = load_records(results)
+    allowed = {f"{100 * r['final'][k]:.2f}" for r in records for k in r["final"] if "acc" in k}
+    runs = runs_frame(records).dropna(subset=["variant"])
+    for stat in ("mean", "std"):
+        allowed |= {f"{v:.2f}" for v in runs.groupby(["sweep", "variant"])["val_acc"].agg(stat)}
+    preds = run_predictions(fast, results)
+    counts = confusion_matrix(preds["labels"], preds["probs_tta"].argmax(1))
+    allowed |= {f"{100 * a:.2f}" for a in counts.diagonal() / counts.sum(1)}
+    allowed |= {f"{100 * reliability(preds[k], preds['labels'])[1]:.2f}" for k in ("probs", "probs_tta")}
+    found = set(re.findall(r"(\d+\.\d\d)%", md))
+    assert found and found <= allowed, found - allowed
+    # rebuilt from unchanged records, nothing changes: not the text, not the PDF's bytes
+    pdf_bytes = pdf.read_bytes()
+    build_report(results, tmp_path / "figures", tmp_path / "report")
+    assert md_path.read_text() == md and pdf.read_bytes() == pdf_bytes
+
+
+def test_the_committed_report_is_a_paper_of_at_most_15_pages_and_5000_words():
+    check_paper((REPO / "report" / "report.md").read_text(), REPO / "report" / "report.pdf")
+
+
+def test_the_length_of_a_paper_is_counted_as_a_reviewer_counts_it(tmp_path):
+    from cifar_lib.report.document import Document
+
+    doc = Document()
+    doc.heading(2, "Abstract")
+    doc.text("One two three, see Appendix A.")                  # a mention is no heading
+    doc.heading(2, "References")
+    doc.items(["A. Author. *A title*, 2024."])
+    for _ in range(60):
+        doc.text("filler " * 40)
+    doc.heading(2, "Appendix A: more")
+    doc.text("after")
+    md = doc.markdown(tmp_path)
+    doc.pdf(tmp_path / "a.pdf")
+    shape = paper_shape(md, tmp_path / "a.pdf")
+    assert shape["words"] == 6
+    import pypdfium2 as pdfium
+
+    pages = len(pdfium.PdfDocument(tmp_path / "a.pdf"))
+    assert pages >= 3 and shape["pages"] in (pages - 1, pages)      # the appendix starts late
+
+
+def test_a_family_with_only_its_base_measured_shows_no_table(tmp_path):
+    from cifar_lib.report.sections import Filled, sweep
+
+    records = [r for r in load_records(REPO / "results", profile="cpu")
+               if r.get("tags", {}).get("sweep") == RECIPE_STUDY.name]
+    augmentation = RECIPE_STUDY.group("augmentation")
+    only_base = Filled(tmp_path)
+    sweep(only_base, [r for r in records if r["tags"]["variant"] == "fast"], augmentation, "t", "aug")
+    assert "aug_base" not in only_base.values and not only_base.tables and not only_base.figures
+    measured = Filled(tmp_path)
+    sweep(measured, records, augmentation, "t", "aug")
+    shown, caption = measured.tables["aug"]
+    assert "no augmentation" in set(shown["variant"]) and "aug_sweep" in measured.figures
+    assert "random flips only" not in set(shown["variant"]) or shown.set_index("variant").loc[
+        "random flips only", "pairs"] > 0                    # a variant without runs has no row
+    assert "over 6 comparisons" in caption and len(caption.split()) < MAX_CAPTION_WORDS
+
+
+def test_every_variant_of_a_family_is_cited_by_name_with_its_interval(tmp_path):
+    from cifar_lib.report.sections import Filled, sweep
+    from cifar_lib.report.sections.studies import effect_phrase, slug
+
+    records = [r for r in load_records(REPO / "results", profile="cpu")
+               if r.get("tags", {}).get("sweep") == "core_study"]
+    filled = Filled(tmp_path)
+    sweep(filled, records, CORE_STUDY.group("regularisation"), "t", "reg")
+    table = filled.paired["reg"]
+    assert slug("crop + random flips + rotation") == "crop_random_flips_rotation"
+    sign = lambda x: f"{x:+.2f}".replace("-", "−")
+    for variant, row in table.drop(CORE_STUDY.baseline).iterrows():
+        said = filled.values[f"reg__{slug(variant)}"]
+        assert said == effect_phrase(row)
+        if row["failed"]:                                   # a failure, never an effect
+            assert said == f"failed to train in {int(row['failed'])} of {int(row['runs'])} runs"
+        else:
+            assert said.startswith(f"{sign(row['diff'])} points ({sign(row['low'])} to {sign(row['high'])}")
+            assert ("not resolved" in said) != bool(row["resolved"])
+    assert any(row["failed"] for _, row in table.iterrows())     # no batch norm collapses at 2 epochs
+
+
+def test_one_seed_pair_gives_a_difference_but_no_interval(tmp_path):
+    from cifar_lib.report.sections import Filled, sweep
+
+    records = [r for r in load_records(REPO / "results", profile="cpu")
+               if r.get("tags", {}).get("sweep") == "core_study" and r["seed"] == 0
+               and r["tags"]["variant"] in ("fast", "dropout 0.1")]
+    dropout = next(r for r in records if r["tags"]["variant"] == "dropout 0.1")
+    records = [r for r in records if r["device"]["name"] == dropout["device"]["name"]]
+    filled = Filled(tmp_path)
+    sweep(filled, records, CORE_STUDY.group("regularisation"), "t", "one")
+    row = filled.paired["one"].loc["dropout 0.1"]
+    assert row["pairs"] == 1 and not row["resolved"]
+    assert filled.values["one__dropout_0_1"].endswith("(1 seed pair, no interval yet)")
+
+
+def test_the_appendix_sets_each_change_at_two_budgets_over_the_declared_changes(tmp_path):
+    from cifar_lib.report.sections import Filled, budget_transfer
+    from cifar_lib.study.stats import budget_interaction
+    from cifar_lib.study.tables import compare_sweep
+
+    records = load_records(REPO / "results", profile="cpu")
+    filled = Filled(tmp_path)
+    budget_transfer(filled, records)
+    shown, caption = filled.tables["budget_transfer"]
+    declared = {v: w for v, w in RECIPE_STUDY.counterparts["core_study"].items() if w in CORE_STUDY.variants}
+    assert filled.values["transfer_family"] == str(len(declared)) and f"over {len(declared)} changes" in caption
+    # no augmentation: the same interaction the stats module gives for that family alone
+    group = RECIPE_STUDY.group("augmentation")
+    names = {v: w for v, w in declared.items() if v in group.variants}
+    short = compare_sweep(CORE_STUDY.subset(["fast", *names.values()]),
+                          runs_frame([r for r in records if r.get("tags", {}).get("sweep") == "core_study"]))
+    long = compare_sweep(group, runs_frame([r for r in records if r.get("tags", {}).get("sweep") == "recipe_study"]))
+    expected = budget_interaction(short, long, names, family=len(declared)).loc["no augmentation"]
+    row = shown.set_index("variant").loc["no augmentation"]
+    assert row["change"] == pytest.approx(expected["change"]) and row["low"] == pytest.approx(expected["change_low"])
+    assert filled.values["transfer__no_augmentation"] == (
+        f"{expected['short']:+.2f} points at 2 epochs and {expected['long']:+.2f} at 8".replace("-", "−"))
+
+
+def test_the_cost_is_given_per_kind_of_machine_with_the_plan_projected(tmp_path):
+    from cifar_lib.report.sections import Filled, study_cost
+
+    runs = runs_frame(load_records(REPO / "results", profile="cpu"))
+    filled = Filled(tmp_path)
+    study_cost(filled, runs)
+    table, _ = filled.tables["study_cost"]
+    mine = runs[runs["sweep"] == RECIPE_STUDY.name]
+    assert table["runs"].sum() == len(mine)
+    assert table.groupby(["device", "precision"]).ngroups == len(table)      # no machines pooled
+    top = table.iloc[0]
+    here = mine[(mine["device"] == top["device"]) & (mine["precision"] == top["precision"])]
+    assert filled.values["cost_hours"] == f"{here['wall_minutes'].sum() / 60:.1f}"
+    assert filled.values["cost_projected"] == f"{here['wall_minutes'].median() * 76 / 60:.1f}"
+
+
+def _search_study(results_dir: Path, epochs: int = 2):
+    """An Optuna study of the core study's base as `tune --sweep core_study` stores it, its
+    trials told by hand: 37 complete (their accuracy rising with the lr factor, so lr is what
+    matters), 2 stopped after the first epoch and 1 marked pruned after its last."""
+    import optuna
+
+    from cifar_lib.study.tuning import default_storage
+
+    study = optuna.create_study(study_name="core_study-cpu", direction="maximize",
+                                storage=default_storage(results_dir, "cpu"),
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    for number in range(40):
+        trial = study.ask()
+        lr = trial.suggest_float("lr", 0.25, 4.0, log=True)
+        trial.suggest_float("weight_decay", 1e-5, 1e-2, log=True)
+        trial.suggest_float("label_smoothing", 0.0, 0.3)
+        trial.suggest_float("dropout", 0.0, 0.3)
+        trial.suggest_categorical("batch_size", [1000, 2000, 4000])
+        value = 0.70 + 0.02 * lr
+        trial.report(value - 0.05, 0)
+        if number in (3, 5):
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
+        trial.report(value, epochs - 1)
+        if number == 7:             # ran every epoch, then fell below the median at the last
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
+        study.tell(trial, value)
+    return study
+
+
+def test_the_optuna_search_is_described_from_the_stored_study(tmp_path):
+    from cifar_lib.report.sections import Filled, optuna_search
+    from cifar_lib.study.tuning import read_search
+
+    filled = Filled(tmp_path)
+    optuna_search(filled, [{"profile": "cpu", "tags": {}}], read_search(CORE_STUDY, "cpu", tmp_path))
+    assert "optuna_trials" not in filled.values            # no study stored: nothing to say
+    study = _search_study(tmp_path)
+    optuna_search(filled, [{"profile": "cpu", "tags": {}}], read_search(CORE_STUDY, "cpu", tmp_path))
+    best, values = study.best_trial, filled.values
+    assert (values["optuna_trials"], values["optuna_complete"]) == ("40", "37")
+    assert values["optuna_best"] == f"{100 * best.value:.2f}%"
+    assert values["optuna_best_settings"].startswith(f"lr ×{best.params['lr']:.2g}, weight decay ")
+    assert values["optuna_top"].startswith("lr (")       # the only setting the value follows
+    assert "batch 1000, 2000 or 4000" in values["optuna_space"]
+    assert (tmp_path / "optuna_search.png").is_file()
+    assert len(filled.figures["optuna_search"][1].split()) < MAX_CAPTION_WORDS
