@@ -305,8 +305,11 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 3
     except TrainingInterrupted as e:
-        print(f"interrupted ({e}); the last epoch's checkpoint is kept: add --resume to the "
-              "same command to continue", file=sys.stderr)
+        # train resumes with --resume; a sweep resumes its unfinished run by itself
+        how = {"train": ": add --resume to the same command to continue",
+               "sweep": ": run the same command again to continue (recorded runs are reused "
+                        "and this one resumes from its checkpoint)"}.get(args.command, "")
+        print(f"interrupted ({e}); the last epoch's checkpoint is kept{how}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

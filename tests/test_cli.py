@@ -138,3 +138,20 @@ def test_ones_own_runs_go_to_runs_and_the_studys_to_results():
     assert parse(["sweep", "recipe_study"]).results_dir == RESULTS_DIR
     assert parse(["tune", "fast", "--n-trials", "1"]).results_dir == RESULTS_DIR
     assert parse(["train", "--config", "fast", "--results-dir", "x"]).results_dir == Path("x")
+
+
+def test_an_interrupted_sweep_says_that_running_it_again_resumes(monkeypatch, capsys):
+    """Was: a stopped sweep told the user to add --resume, which `sweep` does not accept."""
+    from cifar_lib import cli
+    from cifar_lib.train import TrainingInterrupted
+
+    def stopped(args):
+        raise TrainingInterrupted("SIGTERM in epoch 2 before step 14")
+
+    monkeypatch.setattr(cli, "cmd_sweep", stopped)
+    assert cli.main(["sweep", "recipe_study", "--profile", "cpu"]) == 130
+    err = capsys.readouterr().err
+    assert "--resume" not in err and "run the same command again to continue" in err
+    monkeypatch.setattr(cli, "cmd_train", stopped)
+    assert cli.main(["train", "--config", "fast"]) == 130
+    assert "add --resume to the same command" in capsys.readouterr().err
