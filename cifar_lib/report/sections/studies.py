@@ -8,7 +8,7 @@ import re
 import pandas as pd
 
 from ...study import plots
-from ...study.stats import budget_interaction, detectable_difference
+from ...study.stats import ALPHA, budget_interaction, detectable_difference
 from ...study.sweeps import CORE_STUDY, RECIPE_STUDY, sweep_records
 from ...study.tables import compare_sweep, history_frame, mean_std, runs_frame, seed_range
 
@@ -49,7 +49,7 @@ def methods(filled: Filled, runs: pd.DataFrame, records: list[dict]):
     families = list(study.groups.values())
     n = len(study.seeds)
     filled.values.update(
-        level=LEVEL, study_seeds=seed_range(study.seeds), study_seed_count=NUMBER_WORDS.get(n, str(n)),
+        level=LEVEL, alpha=f"{ALPHA:g}", study_seeds=seed_range(study.seeds), study_seed_count=NUMBER_WORDS.get(n, str(n)),
         failure_below=f"{100 * study.failure_below:.0f}%", spread_alpha=f"{study.spread_alpha:g}",
         study_planned=str(study.planned_runs), study_families=str(len(families)))
     if study.planned_sd_diff:
