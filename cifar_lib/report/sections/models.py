@@ -141,9 +141,9 @@ def tuned_at_coursework_budget(filled: Filled, records: list[dict]):
         return
     filled.values.update(tuned_50_over_seed=f"{test - 100 * seed['final']['test_acc']:+.2f}",
                          tuned_50_seed_device=device_label(seed["device"]))
-    history = history_frame([seed, r]).replace(
-        {"config": {"seed_improved": "coursework's recipe", "improved_tuned_50": "tuned recipe"}})
-    filled.figure("improved_50_curves", plots.learning_curves(history),
+    history = history_frame([seed, r]).rename(columns={"config": "recipe"}).replace(
+        {"recipe": {"seed_improved": "coursework's", "improved_tuned_50": "tuned"}})
+    filled.figure("improved_50_curves", plots.learning_curves(history, hue="recipe"),
                   f"ImprovedNet over 50 epochs, one run per recipe (coursework's: "
                   f"{device_label(seed['device'])}; tuned: {device_label(r['device'])}). The tuned "
                   f"recipe's training loss includes label smoothing; validation loss does not.")
