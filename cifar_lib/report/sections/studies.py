@@ -20,7 +20,7 @@ NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
 def methods(filled: Filled, runs: pd.DataFrame, records: list[dict]):
     """The split, the models and recipes, and the study's declared design."""
     val = records[0]["config"]["val_size"]
-    filled.values.update(split="yes", train_size=f"{50000 - val:,}", val_size=f"{val:,}")
+    filled.values.update(train_size=f"{50000 - val:,}", val_size=f"{val:,}")
     filled.figure("intermediate_block", plots.intermediate_block_diagram(fast=True),
                   "FastNet's intermediate block: a 3×3 and a 1×1 convolution of one input, "
                   "mixed by weights computed from its channel means.")
@@ -50,8 +50,7 @@ def methods(filled: Filled, runs: pd.DataFrame, records: list[dict]):
     n = len(study.seeds)
     filled.values.update(
         level=LEVEL, alpha=f"{ALPHA:g}", study_seeds=seed_range(study.seeds), study_seed_count=NUMBER_WORDS.get(n, str(n)),
-        failure_below=f"{100 * study.failure_below:.0f}%", spread_alpha=f"{study.spread_alpha:g}",
-        study_planned=str(study.planned_runs), study_families=str(len(families)))
+        failure_below=f"{100 * study.failure_below:.0f}%", spread_alpha=f"{study.spread_alpha:g}")
     if study.planned_sd_diff:
         widest = max(len(f) for f in families)
         filled.values.update(planned_sd=f"{study.planned_sd_diff:.2f}",
