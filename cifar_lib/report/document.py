@@ -71,7 +71,10 @@ class Document:
                 rows = "".join("<tr>" + "".join(f"<td>{inline_html(format_cell(v, str(c)))}</td>"
                                                 for v, c in zip(row, frame.columns))
                                + "</tr>" for row in frame.itertuples(index=False))
-                body.append(f"<table><caption>{inline_html(caption)}</caption><tr>{head}</tr>{rows}</table>")
+                # the caption sits above the table as its own line, as wide as the text (a
+                # <caption> is only as wide as its table), and the two stay on one page
+                body.append(f"<div class='table'><p class='caption'>{inline_html(caption)}</p>"
+                            f"<table><tr>{head}</tr>{rows}</table></div>")
             else:
                 path, caption = rest
                 data = base64.b64encode(path.read_bytes()).decode()
@@ -103,8 +106,8 @@ class Document:
 
 SCREEN_STYLE = (
     "body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.45}"
-    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;"
-    "padding:.25em .6em;text-align:right}caption{font-style:italic;margin-bottom:.3em}"
+    "table{border-collapse:collapse;margin:.3em 0 1em}td,th{border:1px solid #bbb;"
+    "padding:.25em .6em;text-align:right}.caption{font-style:italic;margin:1em 0 .3em}"
     "img{max-width:100%}figcaption{font-style:italic}code{background:#f3f3f3}")
 # Print layout: A4 pages numbered "n / N", tables and figures kept whole on a page,
 # figures scaled to the text width, tables in a smaller type so wide ones fit.
@@ -113,9 +116,9 @@ PAGED_STYLE = (
     "font:9pt sans-serif;color:#555}}"
     "body{font-family:sans-serif;font-size:10pt;line-height:1.4}h1{font-size:18pt}h2{font-size:14pt}"
     "h3{font-size:11.5pt}h2,h3{break-after:avoid}"
-    "table{border-collapse:collapse;margin:.8em 0;font-size:7.5pt;break-inside:avoid;min-width:60%}"
+    "div.table{break-inside:avoid;margin:.8em 0}table{border-collapse:collapse;font-size:7.5pt}"
     "td,th{border:1px solid #bbb;padding:.15em .4em;text-align:right}"
-    "caption{font-style:italic;text-align:left;margin-bottom:.3em;font-size:8.5pt}"
+    ".caption{font-style:italic;margin:0 0 .3em;font-size:8.5pt}"
     "figure{margin:1em 0;break-inside:avoid}img{max-width:100%;max-height:10cm}"
     "ul{padding-left:1.2em}li{margin:.2em 0}"
     "figcaption{font-style:italic;font-size:8.5pt}code{background:#f3f3f3;font-size:90%}")

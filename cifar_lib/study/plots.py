@@ -202,8 +202,11 @@ def budget_transfer(table: pd.DataFrame, short: str = "2 epochs", long: str = "8
                     yerr=[[row["long"] - row["long_low"]], [row["long_high"] - row["long"]]])
         ax.scatter(row["short"], row["long"], s=40, zorder=3, color="C0" if row["resolved"] else "white",
                    edgecolor="C0")
-        ax.annotate(name, (row["short"], row["long"]), xytext=(5, 4), textcoords="offset points",
-                    fontsize=8)
+    placed = []          # a label near an earlier one (from the top) moves down a line
+    for name, row in table.sort_values("long", ascending=False).iterrows():
+        near = sum(abs(row["short"] - x) < 0.2 * edge and abs(row["long"] - y) < 0.1 * edge for x, y in placed)
+        ax.annotate(name, (row["short"], row["long"]), xytext=(5, 4 - 10 * near), textcoords="offset points", fontsize=8)
+        placed.append((row["short"], row["long"]))
     ax.set(xlim=(-edge, edge), ylim=(-edge, edge), aspect="equal",
            xlabel=f"effect at {short} (points)", ylabel=f"effect at {long} (points)")
     ax.scatter([], [], color="C0", s=40, label="changes with budget (resolved)")

@@ -14,7 +14,7 @@ from ...study.tables import compare_sweep, history_frame, mean_std, runs_frame, 
 
 from .common import Filled, LEVEL, RECIPES, _spoken_list, _tta_kind, machine_phrase, signed
 
-NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
 
 
 def methods(filled: Filled, runs: pd.DataFrame, records: list[dict]):
