@@ -218,7 +218,7 @@ def summarise_effects(table: pd.DataFrame) -> str:
             f"{v} ({int(r['failed'])} of {int(r['runs'])} runs)" for v, r in failed.iterrows()) + ".")
     waiting = rows[(rows["runs"] == 0)]
     if len(waiting):
-        parts.append(f"{len(waiting)} of the {len(rows)} declared variants have no runs yet.")
+        parts.append(f"{len(waiting)} of the {len(rows)} declared variants {'has' if len(waiting) == 1 else 'have'} no runs yet.")
     return " ".join(parts) or "No variant has runs paired with the base yet."
 
 
