@@ -46,9 +46,10 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
             sections.sweep(filled, records, RECIPE_STUDY.group(group), title, slug(group))
     sections.pooled_spread(filled)
     sections.failures(filled, records)
-    sections.gpu(filled, full_records, load_airbench_reference(results_dir))
+    airbench = load_airbench_reference(results_dir)      # the yardstick, read once
+    sections.gpu(filled, full_records, airbench)
     sections.tuned_at_coursework_budget(filled, full_records + records)
-    sections.fast(filled, by_config, load_airbench_reference(results_dir), results_dir)
+    sections.fast(filled, by_config, airbench, results_dir)
     sections.finals(filled, records + full_records)
     sections.budget_transfer(filled, records)
     from ..study.tuning import read_search

@@ -49,7 +49,7 @@ def methods(filled: Filled, runs: pd.DataFrame, records: list[dict]):
     families = list(study.groups.values())
     n = len(study.seeds)
     filled.values.update(
-        level=LEVEL, alpha=f"{ALPHA:g}", study_seeds=seed_range(study.seeds), study_seed_count=NUMBER_WORDS.get(n, str(n)),
+        level=LEVEL, alpha=f"{ALPHA:g}", study_seeds=seed_range(study.seeds), study_seed_count=_count(n),
         failure_below=f"{100 * study.failure_below:.0f}%", spread_alpha=f"{study.spread_alpha:g}")
     if study.planned_sd_diff:
         widest = max(len(f) for f in families)
