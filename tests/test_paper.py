@@ -77,8 +77,9 @@ def test_the_report_is_built_from_a_small_set_of_records_with_every_figure_embed
     html = (tmp_path / "report" / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(figures) and "../figures" not in html
     document = pdfium.PdfDocument(pdf)
-    assert sum(len(list(page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE]))) for page in document) \
-        == len(figures)
+    images = sum(len(list(page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE]))) for page in document)
+    document.close()
+    assert images == len(figures)
     # the answers come from the tables: the study's progress, each family's effects
     text = " ".join(md.split())
     assert "12 of the 76 planned runs are recorded" in text
@@ -191,7 +192,7 @@ def test_the_appendix_sets_each_change_at_two_budgets_over_the_declared_changes(
 
     records = load_records(REPO / "results", profile="cpu")
     filled = Filled(tmp_path)
-    budget_transfer(filled, records)
+    budget_transfer(filled, records, RECIPE_STUDY, CORE_STUDY)
     shown, caption = filled.tables["budget_transfer"]
     declared = {v: w for v, w in RECIPE_STUDY.counterparts["core_study"].items() if w in CORE_STUDY.variants}
     assert filled.values["transfer_family"] == str(len(declared)) and f"over {len(declared)} changes" in caption
@@ -213,7 +214,7 @@ def test_the_cost_is_given_per_kind_of_machine_with_the_plan_projected(tmp_path)
 
     runs = runs_frame(load_records(REPO / "results", profile="cpu"))
     filled = Filled(tmp_path)
-    study_cost(filled, runs)
+    study_cost(filled, runs, RECIPE_STUDY)
     table, _ = filled.tables["study_cost"]
     mine = runs[runs["sweep"] == RECIPE_STUDY.name]
     assert table["runs"].sum() == len(mine)
@@ -221,7 +222,7 @@ def test_the_cost_is_given_per_kind_of_machine_with_the_plan_projected(tmp_path)
     top = table.iloc[0]
     here = mine[(mine["device"] == top["device"]) & (mine["precision"] == top["precision"])]
     assert filled.values["cost_hours"] == f"{here['wall_minutes'].sum() / 60:.1f}"
-    assert filled.values["cost_projected"] == f"{here['wall_minutes'].median() * 76 / 60:.1f}"
+    assert filled.values["cost_projected"] == f"{here['wall_minutes'].median() * RECIPE_STUDY.planned_runs / 60:.1f}"
 
 
 def _search_study(results_dir: Path, epochs: int = 2):
@@ -260,10 +261,10 @@ def test_the_optuna_search_is_described_from_the_stored_study(tmp_path):
     from cifar_lib.study.tuning import read_search
 
     filled = Filled(tmp_path)
-    optuna_search(filled, [{"profile": "cpu", "tags": {}}], read_search(CORE_STUDY, "cpu", tmp_path))
+    optuna_search(filled, [{"profile": "cpu", "tags": {}}], CORE_STUDY, read_search(CORE_STUDY, "cpu", tmp_path))
     assert "optuna_trials" not in filled.values            # no study stored: nothing to say
     study = _search_study(tmp_path)
-    optuna_search(filled, [{"profile": "cpu", "tags": {}}], read_search(CORE_STUDY, "cpu", tmp_path))
+    optuna_search(filled, [{"profile": "cpu", "tags": {}}], CORE_STUDY, read_search(CORE_STUDY, "cpu", tmp_path))
     best, values = study.best_trial, filled.values
     assert (values["optuna_trials"], values["optuna_complete"]) == ("40", "37")
     assert values["optuna_best"] == f"{100 * best.value:.2f}%"

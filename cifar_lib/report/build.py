@@ -11,7 +11,7 @@ from .document import Document
 from ..config import ConfigError
 from ..paths import FIGURES_DIR, REPORT_DIR, RESULTS_DIR
 from .sections import Filled, data_phrase, slug
-from ..study.sweeps import CORE_STUDY, RECIPE_STUDY
+from ..study.sweeps import CORE_STUDY, RECIPE_STUDY, Sweep
 from ..study.tables import load_airbench_reference, load_records, runs_frame
 
 TEMPLATE = Path(__file__).with_name("template.md")
@@ -24,9 +24,10 @@ FAMILIES = {"augmentation": "Augmentation", "regularisation": "Dropout and batch
 
 
 def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=REPORT_DIR,
-                 profile: str = "cpu") -> Path:
+                 profile: str = "cpu", study: Sweep = RECIPE_STUDY, short_study: Sweep = CORE_STUDY) -> Path:
     """Rebuild figures/ and report/report.{md,html,pdf} from the `profile` records under
-    results/ (and the `full` records, for the GPU paragraphs)."""
+    results/ (and the `full` records, for the GPU paragraphs): `study` answers the questions,
+    `short_study` asks them at a shorter budget (Appendix A) and holds the Optuna search."""
     results_dir, figures_dir, report_dir = Path(results_dir), Path(figures_dir), Path(report_dir)
     records = load_records(results_dir, profile=profile)
     if not records:
@@ -40,22 +41,22 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     filled = Filled(figures_dir, shown=set(re.findall(r"\[\[figure (\w+)\]\]", TEMPLATE.read_text())))
     filled.values.update(data_phrase=data_phrase(runs))
     # Methods, then the recipe study's families (Section 3), then the models, then the appendices
-    sections.methods(filled, runs, records)
+    sections.methods(filled, runs, records, study)
     for group, title in FAMILIES.items():
-        if group in RECIPE_STUDY.groups:
-            sections.sweep(filled, records, RECIPE_STUDY.group(group), title, slug(group))
+        if group in study.groups:
+            sections.sweep(filled, records, study.group(group), title, slug(group))
     sections.pooled_spread(filled)
-    sections.failures(filled, records)
+    sections.failures(filled, records, study)
     airbench = load_airbench_reference(results_dir)      # the yardstick, read once
     sections.gpu(filled, full_records, airbench)
     sections.tuned_at_coursework_budget(filled, full_records + records)
     sections.fast(filled, by_config, airbench, results_dir)
     sections.finals(filled, records + full_records)
-    sections.budget_transfer(filled, records)
+    sections.budget_transfer(filled, records, study, short_study)
     from ..study.tuning import read_search
-    sections.optuna_search(filled, records, read_search(CORE_STUDY, profile, results_dir))
+    sections.optuna_search(filled, records, short_study, read_search(short_study, profile, results_dir))
     sections.engine(filled, results_dir)
-    sections.study_cost(filled, runs)
+    sections.study_cost(filled, runs, study)
     for stale in set(figures_dir.glob("*.png")) - {path for path, _ in filled.figures.values()}:
         stale.unlink()          # figures/ holds what this report shows, nothing left from older ones
     doc = render(TEMPLATE.read_text(), filled)

@@ -74,6 +74,10 @@ class Sweep:
     def planned_runs(self) -> int:
         return len(self.runs())
 
+    def done(self, recorded) -> set[tuple[str, int]]:
+        """The planned runs among `recorded`, the (variant, seed) of each recorded run."""
+        return set(recorded) & set(self.runs())
+
     def subset(self, variants: list[str], baseline: str | None = None) -> Sweep:
         """Some of this sweep's variants, compared to `baseline` (default: the first named):
         the same runs and records, so one question of a larger sweep gets its own table."""
@@ -103,7 +107,7 @@ class Sweep:
         runs are still to come (a slow machine measures a sweep over several sittings, and its
         tables must say so). `recorded`: the (variant, seed) of each recorded run."""
         planned = self.runs()
-        done = set(recorded) & set(planned)
+        done = self.done(recorded)
         if len(done) == len(planned):
             return ""
         counts = {v: sum((v, s) in done for s in self.seeds) for v in self.variants}

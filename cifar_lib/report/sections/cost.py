@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ...study.sweeps import RECIPE_STUDY
+from ...study.sweeps import Sweep
 from ...study.tables import device_label
 
 from .common import Filled
@@ -31,13 +31,13 @@ def engine(filled: Filled, results_dir: Path):
                  "interleaved repeats; speedups are ratios to the coursework's pipeline in the same run.")
 
 
-def study_cost(filled: Filled, runs: pd.DataFrame):
-    """The recipe study's wall time on each kind of machine, and all its planned runs
-    projected there from the runs it recorded."""
-    mine = runs[runs["sweep"] == RECIPE_STUDY.name]
+def study_cost(filled: Filled, runs: pd.DataFrame, study: Sweep):
+    """`study`'s wall time on each kind of machine, and all its planned runs projected
+    there from the runs it recorded."""
+    mine = runs[runs["sweep"] == study.name]
     if mine.empty:
         return
-    planned = RECIPE_STUDY.planned_runs
+    planned = study.planned_runs
     table = mine.groupby(["device", "precision"]).agg(
         runs=("id", "size"), hours=("wall_minutes", lambda m: m.sum() / 60),
         minutes_per_run=("wall_minutes", "median"),

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from ...study import plots
 from ...records import machine_key
-from ...study.sweeps import CORE_STUDY, sweep_records
+from ...study.sweeps import Sweep, sweep_records
 from ...study.tables import device_label
 
 from .common import Filled
 
 
-def optuna_search(filled: Filled, records: list[dict], search):
-    """The stored search on the core study's base (tuning.read_search; None: nothing said)."""
+def optuna_search(filled: Filled, records: list[dict], sweep: Sweep, search):
+    """The stored search on `sweep`'s base (tuning.read_search; None: nothing said)."""
     from ...study.tuning import describe_settings, describe_space
 
     if search is None:
         return
-    cfg = CORE_STUDY.config(CORE_STUDY.baseline, records[0]["profile"])
+    cfg = sweep.config(sweep.baseline, records[0]["profile"])
     trials, complete, best = search.trials, search.complete, search.study.best_trial
     top, share = next(iter(search.importances.items()))
     filled.values.update(
@@ -31,7 +31,7 @@ def optuna_search(filled: Filled, records: list[dict], search):
     base_label, base_value = "", None
     if len(search.machines) == 1:    # the base's seed-0 run on the machine the trials ran on
         [(device, precision)] = search.machines
-        base = [r for r in sweep_records(records, CORE_STUDY) if r["tags"]["variant"] == CORE_STUDY.baseline
+        base = [r for r in sweep_records(records, sweep) if r["tags"]["variant"] == sweep.baseline
                 and r["seed"] == 0 and machine_key(r) == (device["name"], precision)]
         if base:
             base_value = 100 * base[-1]["final"]["val_acc"]

@@ -9,7 +9,7 @@ import pandas as pd
 
 from ...study import plots
 from ...study.stats import ALPHA, budget_interaction, detectable_difference
-from ...study.sweeps import CORE_STUDY, RECIPE_STUDY, sweep_records
+from ...study.sweeps import Sweep, sweep_records
 from ...study.tables import compare_sweep, history_frame, mean_std, runs_frame, seed_range
 
 from .common import Filled, LEVEL, RECIPES, _spoken_list, _tta_kind, machine_phrase, signed
@@ -17,8 +17,8 @@ from .common import Filled, LEVEL, RECIPES, _spoken_list, _tta_kind, machine_phr
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
 
 
-def methods(filled: Filled, runs: pd.DataFrame, records: list[dict]):
-    """The split, the models and recipes, and the study's declared design."""
+def methods(filled: Filled, runs: pd.DataFrame, records: list[dict], study: Sweep):
+    """The split, the models and recipes, and `study`'s declared design."""
     val = records[0]["config"]["val_size"]
     filled.values.update(train_size=f"{50000 - val:,}", val_size=f"{val:,}")
     filled.figure("intermediate_block", plots.intermediate_block_diagram(fast=True),
@@ -40,7 +40,6 @@ def methods(filled: Filled, runs: pd.DataFrame, records: list[dict]):
     if rows:
         filled.table("recipes", pd.DataFrame(rows).astype({"lr": str, "weight decay": str}),
                      "Each final recipe's settings, as its newest record ran them.")
-    study = RECIPE_STUDY
     fast = study.config(study.baseline, records[0]["profile"])
     rotated = next(c for v, c in study.variants.items() if "rotate_degrees" in c)
     filled.values.update(fast_epochs=str(fast.epochs), fast_batch=f"{fast.batch_size:,}",
@@ -55,9 +54,8 @@ def methods(filled: Filled, runs: pd.DataFrame, records: list[dict]):
         widest = max(len(f) for f in families)
         filled.values.update(planned_sd=f"{study.planned_sd_diff:.2f}",
                              detectable=f"{detectable_difference(study.planned_sd_diff, widest, n):.2f}")
-    mine = sweep_records(records, study)
-    done = {(r["tags"]["variant"], r["seed"]) for r in mine} & set(study.runs())
-    if mine and len(done) < study.planned_runs:
+    done = study.done((r["tags"]["variant"], r["seed"]) for r in sweep_records(records, study))
+    if done and len(done) < study.planned_runs:
         filled.values["study_progress"] = (
             f"{len(done)} of the {study.planned_runs} planned runs are recorded. Tables show the "
             f"variants that have run; every interval is still adjusted over its whole declared family.")
@@ -121,39 +119,39 @@ def effect_phrase(row: pd.Series) -> str:
     return f"{signed(row['diff'])} points ({signed(row['low'])} to {signed(row['high'])}{unresolved}{flag})"
 
 
-def failures(filled: Filled, records: list[dict]):
-    """The recipe study's runs that failed to train, beside the base's runs of their seeds."""
+def failures(filled: Filled, records: list[dict], study: Sweep):
+    """`study`'s runs that failed to train, beside the base's runs of their seeds."""
     failed = {row["id"]: row for table in filled.paired.values() for row in table.attrs["failed_runs"]}
     if not failed:
         return
     seeds = {row["seed"] for row in failed.values()}
     variants = sorted({row["variant"] for row in failed.values()})
-    shown = [r for r in sweep_records(records, RECIPE_STUDY)
-             if r["seed"] in seeds and r["tags"]["variant"] in {RECIPE_STUDY.baseline, *variants}]
+    shown = [r for r in sweep_records(records, study)
+             if r["seed"] in seeds and r["tags"]["variant"] in {study.baseline, *variants}]
     filled.values["failures"] = _spoken_list(variants)
     filled.figure("failures", plots.learning_curves(history_frame(shown), hue="variant"),
-                  f"Runs that failed to train, beside `{RECIPE_STUDY.baseline}` with the same seeds. "
+                  f"Runs that failed to train, beside `{study.baseline}` with the same seeds. "
                   f"The training loss includes label smoothing; the validation loss does not.")
 
 
-def budget_transfer(filled: Filled, records: list[dict]):
-    """Appendix A: each change of the recipe study against the same change in the core study
-    at 2 epochs, family by family, the change with budget tested over every declared
+def budget_transfer(filled: Filled, records: list[dict], study: Sweep, short_study: Sweep):
+    """Appendix A: each change of `study` against the same change in `short_study` at a
+    shorter budget, family by family, the change with budget tested over every declared
     counterpart (Bonferroni)."""
-    counterparts = RECIPE_STUDY.counterparts.get(CORE_STUDY.name, {})
-    counterparts = {v: w for v, w in counterparts.items() if w in CORE_STUDY.variants}
-    short_runs = runs_frame(sweep_records(records, CORE_STUDY))
-    long_runs = runs_frame(sweep_records(records, RECIPE_STUDY))
+    counterparts = study.counterparts.get(short_study.name, {})
+    counterparts = {v: w for v, w in counterparts.items() if w in short_study.variants}
+    short_runs = runs_frame(sweep_records(records, short_study))
+    long_runs = runs_frame(sweep_records(records, study))
     if short_runs.empty or long_runs.empty:
         return
     filled.values["transfer_family"] = str(len(counterparts))
     parts, tables = [], {}
-    for group in RECIPE_STUDY.groups:
-        names = {v: w for v, w in counterparts.items() if v in RECIPE_STUDY.groups[group]}
+    for group in study.groups:
+        names = {v: w for v, w in counterparts.items() if v in study.groups[group]}
         if not names:
             continue
-        short_sweep = CORE_STUDY.subset([CORE_STUDY.baseline, *names.values()])
-        long_sweep = RECIPE_STUDY.group(group)
+        short_sweep = short_study.subset([short_study.baseline, *names.values()])
+        long_sweep = study.group(group)
         pair = [compare_sweep(s, r) for s, r in ((short_sweep, short_runs), (long_sweep, long_runs))
                 if s.baseline in set(r["variant"])]
         if len(pair) == 2:
