@@ -170,6 +170,26 @@ def test_every_variant_of_a_family_is_cited_by_name_with_its_interval(tmp_path):
     assert any(row["failed"] for _, row in table.iterrows())     # no batch norm collapses at 2 epochs
 
 
+def test_each_augmentation_against_none_is_the_same_runs_paired_with_no_augmentation(tmp_path):
+    from cifar_lib.report.sections import Filled, effect_phrase, rebased
+    from cifar_lib.study.tables import compare_sweep
+
+    records = [r for r in load_records(REPO / "results", profile="cpu")
+               if r.get("tags", {}).get("sweep") == RECIPE_STUDY.name]
+    family = RECIPE_STUDY.group("augmentation")
+    against_none = family.subset(list(family.variants), baseline="no augmentation")
+    filled = Filled(tmp_path)
+    rebased(filled, records, against_none, "none")
+    table = compare_sweep(against_none, runs_frame(records))
+    assert table.attrs["comparisons"] == len(family.variants) - 1          # the base is one of them
+    assert filled.values["none_comparisons"] == "six" and not filled.tables
+    assert filled.values["none__rotation_only"] == effect_phrase(table.loc["rotation only"])
+    assert filled.values["none__fast"] == effect_phrase(table.loc["fast"])
+    # the base against none is none against the base, turned round
+    against_base = compare_sweep(family, runs_frame(records))
+    assert table.loc["fast", "diff"] == pytest.approx(-against_base.loc["no augmentation", "diff"])
+
+
 def test_one_seed_pair_gives_a_difference_but_no_interval(tmp_path):
     from cifar_lib.report.sections import Filled, sweep
 

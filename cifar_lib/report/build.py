@@ -45,6 +45,9 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     for group, title in FAMILIES.items():
         if group in study.groups:
             sections.sweep(filled, records, study.group(group), title, slug(group))
+    if "augmentation" in study.groups:      # does an augmentation help at all: each against none
+        family = study.group("augmentation")
+        sections.rebased(filled, records, family.subset(list(family.variants), baseline="no augmentation"), "none")
     sections.pooled_spread(filled)
     sections.failures(filled, records, study)
     airbench = load_airbench_reference(results_dir)      # the yardstick, read once

@@ -93,6 +93,18 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
                   f"(filled: resolved; † its own spread).")
 
 
+def rebased(filled: Filled, records: list[dict], family: Sweep, name: str):
+    """A family's runs paired with one of its own variants instead of the base (its
+    `baseline`), each interval adjusted over this comparison's own variants: the values
+    `{name}__{variant}` and `{name}_comparisons` only, no table (the runs are the family's)."""
+    paired = compare_sweep(family, runs_frame(sweep_records(records, family)))
+    measured = {v: row for v, row in paired.iterrows() if v != family.baseline and row["runs"] > 0}
+    if not measured:
+        return
+    filled.values[f"{name}_comparisons"] = _count(paired.attrs["comparisons"])
+    filled.values.update({f"{name}__{slug(v)}": effect_phrase(row) for v, row in measured.items()})
+
+
 def pooled_spread(filled: Filled):
     """The sd of a paired difference pooled within each family that has one, as a range over
     the families: what the study's power rests on, against what it planned with."""
