@@ -190,6 +190,22 @@ def test_each_augmentation_against_none_is_the_same_runs_paired_with_no_augmenta
     assert table.loc["fast", "diff"] == pytest.approx(-against_base.loc["no augmentation", "diff"])
 
 
+def test_the_power_the_study_has_is_computed_from_the_spread_it_measured(tmp_path):
+    from cifar_lib.report.sections import Filled, pooled_spread, sweep
+    from cifar_lib.study.stats import detectable_difference
+
+    records = [r for r in load_records(REPO / "results", profile="cpu")
+               if r.get("tags", {}).get("sweep") == RECIPE_STUDY.name]
+    filled = Filled(tmp_path)
+    pooled_spread(filled, RECIPE_STUDY)
+    assert "detectable_measured" not in filled.values          # no family measured: nothing said
+    sweep(filled, records, RECIPE_STUDY.group("augmentation"), "t", "aug")
+    pooled_spread(filled, RECIPE_STUDY)
+    [sd] = filled.paired["aug"].attrs["pooled_sd_diff"].values()
+    assert filled.values["spread_long"] == f"{sd:.2f}"
+    assert filled.values["detectable_measured"] == f"{detectable_difference(sd, 6, len(RECIPE_STUDY.seeds)):.2f}"
+
+
 def test_one_seed_pair_gives_a_difference_but_no_interval(tmp_path):
     from cifar_lib.report.sections import Filled, sweep
 

@@ -48,7 +48,7 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     if "augmentation" in study.groups:      # does an augmentation help at all: each against none
         family = study.group("augmentation")
         sections.rebased(filled, records, family.subset(list(family.variants), baseline="no augmentation"), "none")
-    sections.pooled_spread(filled)
+    sections.pooled_spread(filled, study)
     sections.failures(filled, records, study)
     airbench = load_airbench_reference(results_dir)      # the yardstick, read once
     sections.gpu(filled, full_records, airbench)

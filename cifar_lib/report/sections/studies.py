@@ -105,13 +105,18 @@ def rebased(filled: Filled, records: list[dict], family: Sweep, name: str):
     filled.values.update({f"{name}__{slug(v)}": effect_phrase(row) for v, row in measured.items()})
 
 
-def pooled_spread(filled: Filled):
+def pooled_spread(filled: Filled, study: Sweep):
     """The sd of a paired difference pooled within each family that has one, as a range over
-    the families: what the study's power rests on, against what it planned with."""
-    sds = [sd for table in filled.paired.values() for sd in table.attrs["pooled_sd_diff"].values()]
+    the families (`spread_long`), and the effect the largest measured family resolves with
+    80% power at that family's sd (`detectable_measured`): the power the study has, beside
+    the power it planned."""
+    sds = {(table.attrs["comparisons"], sd) for table in filled.paired.values()
+           for sd in table.attrs["pooled_sd_diff"].values()}
     if sds:
-        low, high = min(sds), max(sds)
+        low, high = min(sd for _, sd in sds), max(sd for _, sd in sds)
         filled.values["spread_long"] = f"{low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f}–{high:.2f}"
+        m, sd = max(sds)
+        filled.values["detectable_measured"] = f"{detectable_difference(sd, m, len(study.seeds)):.2f}"
 
 
 def slug(variant: str) -> str:
