@@ -52,7 +52,7 @@ def data_phrase(runs: pd.DataFrame) -> str:
     if kinds == {True}:
         return "the official CIFAR-10 release"
     if kinds == {False}:
-        return "a local JPEG-rebuilt copy of CIFAR-10, NOT the official release"
+        return "a local JPEG-rebuilt copy of CIFAR-10, not the official release"
     return "a mix of the official release and a local copy (see the data column)"
 
 
