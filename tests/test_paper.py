@@ -92,6 +92,7 @@ def test_the_report_is_built_from_a_small_set_of_records_with_every_figure_embed
     runs = runs_frame(records).dropna(subset=["variant"])
     for stat in ("mean", "std"):
         allowed |= {f"{v:.2f}" for v in runs.groupby(["sweep", "variant"])["val_acc"].agg(stat)}
+    allowed |= {f"{v:.2f}" for v in runs.groupby(["sweep", "variant"])["train_acc"].mean()}   # how closely runs fit
     preds = run_predictions(fast, results)
     counts = confusion_matrix(preds["labels"], preds["probs_tta"].argmax(1))
     allowed |= {f"{100 * a:.2f}" for a in counts.diagonal() / counts.sum(1)}
@@ -162,11 +163,15 @@ def test_every_variant_of_a_family_is_cited_by_name_with_its_interval(tmp_path):
     for variant, row in table.drop(CORE_STUDY.baseline).iterrows():
         said = filled.values[f"reg__{slug(variant)}"]
         assert said == effect_phrase(row)
+        flags = {k.rsplit("__", 1)[1] for k in filled.values if k.startswith(f"reg__{slug(variant)}__")}
         if row["failed"]:                                   # a failure, never an effect
             assert said == f"failed to train in {int(row['failed'])} of {int(row['runs'])} runs"
+            assert flags == {"failed"}
         else:
             assert said.startswith(f"{sign(row['diff'])} points ({sign(row['low'])} to {sign(row['high'])}")
             assert ("not resolved" in said) != bool(row["resolved"])
+            # the prose's flag says what the interval says
+            assert flags == ({"up" if row["diff"] > 0 else "down"} if row["resolved"] else {"unresolved"})
     assert any(row["failed"] for _, row in table.iterrows())     # no batch norm collapses at 2 epochs
 
 

@@ -180,6 +180,10 @@ def test_conditional_paragraphs_follow_the_values_the_records_gave(tmp_path):
     doc = render("[[if measured other]] Both.\n\n[[if measured missing]] Not both.\n\n"
                  "[[unless measured missing]] One is missing.", filled)
     assert [text for kind, text in doc.parts] == ["Both.", "One is missing."]
+    # a sentence inside a paragraph, on the same rule; a paragraph left empty is dropped
+    doc = render("Start. [[if measured other:\nBoth: {measured}.]] [[if missing: Gone {missing}.]]\n"
+                 "[[unless missing: No such key.]] End.\n\n[[if missing: Only this.]]", filled)
+    assert [text for kind, text in doc.parts] == ["Start. Both: 88.1%. No such key. End."]
 
 
 def test_report_without_records_says_what_to_do(tmp_path, capsys):

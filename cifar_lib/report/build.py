@@ -45,9 +45,12 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     for group, title in FAMILIES.items():
         if group in study.groups:
             sections.sweep(filled, records, study.group(group), title, slug(group))
-    if "augmentation" in study.groups:      # does an augmentation help at all: each against none
+    if "augmentation" in study.groups:      # the same runs, paired otherwise (not declared in advance)
         family = study.group("augmentation")
+        # does an augmentation help at all: each against none
         sections.rebased(filled, records, family.subset(list(family.variants), baseline="no augmentation"), "none")
+        # does rotation help on top of crops and random flips (the coursework's question)
+        sections.rebased(filled, records, family.subset(["crop + random flips", "crop + random flips + rotation"]), "added")
     sections.pooled_spread(filled, study)
     sections.failures(filled, records, study)
     airbench = load_airbench_reference(results_dir)      # the yardstick, read once
@@ -72,7 +75,8 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
 def render(template: str, filled: Filled) -> Document:
     """The template's blocks in order: headings, paragraphs with placeholders filled,
     tables and figures; an [[if KEY ...]] paragraph only when every KEY's value exists, an
-    [[unless KEY]] one only when it does not."""
+    [[unless KEY]] one only when it does not; inside a paragraph, [[if KEY ...: a sentence]]
+    keeps the sentence on the same rule."""
     doc = Document()
     template = re.sub(r"<!--.*?-->", "", template, flags=re.S)
     values = {**filled.values, **_numbers(template, filled)}
@@ -94,14 +98,23 @@ def render(template: str, filled: Filled) -> Document:
         condition = re.match(r"\[\[(if|unless) ([\w ]+)\]\]\s*", block)
         if condition:
             word, keys = condition.groups()
-            if all(key in values for key in keys.split()) != (word == "if"):
+            if not _holds(word, keys, values):
                 continue
             block = block[condition.end():]
+        block = re.sub(r"\[\[(if|unless) ([\w\s]+?):\s+(.*?)\]\]",      # a sentence inside a paragraph
+                       lambda m: m.group(3) if _holds(m.group(1), m.group(2), values) else "", block, flags=re.S)
+        if not block.strip():
+            continue
         if block.startswith("- "):           # a list: one item a line that starts with "- "
             doc.items([item[2:].format_map(values) for item in re.split(r"\n(?=- )", block)])
         else:
             doc.text(block.format_map(values))
     return doc
+
+
+def _holds(word: str, keys: str, values: dict) -> bool:
+    """[[if A B]]: every key has a value; [[unless A B]]: not every one has."""
+    return all(key in values for key in keys.split()) == (word == "if")
 
 
 def _numbers(template: str, filled: Filled) -> dict[str, str]:

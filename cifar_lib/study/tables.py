@@ -58,7 +58,8 @@ def device_label(device: dict) -> str:
 
 def runs_frame(records: list[dict]) -> pd.DataFrame:
     """One row per run: identity, tags, budget (epochs, training images and the images
-    seen, their product), final accuracies (percent) and timings."""
+    seen, their product), final accuracies and the last epoch's training accuracy (percent)
+    and timings."""
     rows = []
     for r in records:
         tags = r.get("tags", {})
@@ -70,6 +71,8 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
             "images_seen": r["config"]["epochs"] * r["data"]["train_images"],
             "official_data": r["data"]["official"],
             **{m: 100 * r["final"][m] if m in r["final"] else None for m in METRICS},
+            # on the batches as trained (augmented, dropout on): how closely the run fits them
+            "train_acc": 100 * r["history"][-1]["train_acc"] if r.get("history") else None,
             "train_minutes": r["train_seconds"] / 60, "wall_minutes": r["wall_seconds"] / 60,
             # `device` as prose names it; `machine` what pairing compares (records.machine_key)
             "device": device_label(r["device"]), "machine": " · ".join(machine_key(r)),

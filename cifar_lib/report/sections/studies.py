@@ -63,7 +63,7 @@ def methods(filled: Filled, runs: pd.DataFrame, records: list[dict], study: Swee
 
 def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
     """One family: `{name}` table and `{name}_sweep` figure, `{name}_base` (the base's
-    accuracy) and `{name}__{variant}` for each variant with a run (effect_phrase)."""
+    accuracy) and each measured variant's answers (_answers)."""
     mine = sweep_records(records, sweep)
     if sweep.baseline not in {r["tags"]["variant"] for r in mine}:
         return                      # nothing to compare with yet: the template says so
@@ -75,8 +75,12 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
         return                      # no variant is paired with the baseline yet: nothing to show
     base = runs[(runs["variant"] == baseline) & runs["machine"].isin(paired.attrs["machines"])]
     filled.values[f"{name}_base"] = mean_std(base["val_acc"])
-    filled.values.update({f"{name}__{slug(v)}": effect_phrase(row) for v, row in paired.iterrows()
-                          if v != baseline and row["runs"] > 0})
+    _answers(filled, paired, name)
+    # the last epoch's training accuracy of each variant (`{name}_fit__{variant}`, the base's
+    # `{name}_fit__base`): how closely it fits its training batches, beside what it generalises
+    fits = runs[runs["machine"].isin(paired.attrs["machines"])].groupby("variant")["train_acc"].mean().dropna()
+    filled.values.update({f"{name}_fit__{'base' if v == baseline else slug(v)}": f"{acc:.2f}%"
+                          for v, acc in fits.items()})
     table = paired.reset_index()
     table = table[(table["runs"] > 0) | (table["variant"] == baseline)]
     shown = table[["variant", "mean", "pairs", "diff", "low", "high", "p", "resolved"]].astype({"pairs": object})
@@ -96,13 +100,28 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
 def rebased(filled: Filled, records: list[dict], family: Sweep, name: str):
     """A family's runs paired with one of its own variants instead of the base (its
     `baseline`), each interval adjusted over this comparison's own variants: the values
-    `{name}__{variant}` and `{name}_comparisons` only, no table (the runs are the family's)."""
-    paired = compare_sweep(family, runs_frame(sweep_records(records, family)))
-    measured = {v: row for v, row in paired.iterrows() if v != family.baseline and row["runs"] > 0}
-    if not measured:
+    answers (_answers) and `{name}_comparisons` only, no table (the runs are the family's)."""
+    mine = sweep_records(records, family)
+    if family.baseline not in {r["tags"]["variant"] for r in mine}:
         return
-    filled.values[f"{name}_comparisons"] = _count(paired.attrs["comparisons"])
-    filled.values.update({f"{name}__{slug(v)}": effect_phrase(row) for v, row in measured.items()})
+    paired = compare_sweep(family, runs_frame(mine))
+    if _answers(filled, paired, name):
+        filled.values[f"{name}_comparisons"] = _count(paired.attrs["comparisons"])
+
+
+def _answers(filled: Filled, paired: pd.DataFrame, name: str) -> int:
+    """Each measured variant's answer: `{name}__{variant}`, its effect_phrase, and a flag
+    `{name}__{variant}__{verdict}` that lets the template's prose say what the interval says
+    (verdict: up or down when resolved, unresolved, or failed). How many were measured."""
+    measured = {v: row for v, row in paired.iterrows() if v != paired.attrs["base"] and row["runs"] > 0}
+    for variant, row in measured.items():
+        key = f"{name}__{slug(variant)}"
+        filled.values[key] = effect_phrase(row)
+        verdict = ("failed" if row["failed"] else "" if pd.isna(row["low"]) else
+                   ("up" if row["diff"] > 0 else "down") if row["resolved"] else "unresolved")
+        if verdict:
+            filled.values[f"{key}__{verdict}"] = "yes"
+    return len(measured)
 
 
 def pooled_spread(filled: Filled, study: Sweep):
