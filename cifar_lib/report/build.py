@@ -42,6 +42,7 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     filled.values.update(data_phrase=data_phrase(runs))
     # Methods, then the recipe study's families (Section 3), then the models, then the appendices
     sections.methods(filled, runs, records, study)
+    filled.values["core_epochs"] = str(short_study.config(short_study.baseline, profile).epochs)
     for group, title in FAMILIES.items():
         if group in study.groups:
             sections.sweep(filled, records, study.group(group), title, slug(group))
@@ -85,7 +86,7 @@ def render(template: str, filled: Filled) -> Document:
             continue
         if block.startswith("#"):
             level = len(block) - len(block.lstrip("#"))
-            doc.heading(level, block[level:].strip())
+            doc.heading(level, block[level:].strip().format_map(values))
             continue
         artefact = re.fullmatch(r"\[\[(table|figure) (\w+)\]\]", block)
         if artefact:

@@ -113,7 +113,8 @@ def _answers(filled: Filled, paired: pd.DataFrame, name: str) -> int:
     """Each measured variant's answer: `{name}__{variant}`, its effect_phrase, and a flag
     `{name}__{variant}__{verdict}` that lets the template's prose say what the interval says
     (verdict: up or down when resolved, unresolved, or failed). How many were measured."""
-    measured = {v: row for v, row in paired.iterrows() if v != paired.attrs["base"] and row["runs"] > 0}
+    measured = {v: row for v, row in paired.iterrows()
+                if v != paired.attrs["base"] and (row["pairs"] > 0 or row["failed"])}
     for variant, row in measured.items():
         key = f"{name}__{slug(variant)}"
         filled.values[key] = effect_phrase(row)
