@@ -211,6 +211,23 @@ def test_the_power_the_study_has_is_computed_from_the_spread_it_measured(tmp_pat
     assert filled.values["detectable_measured"] == f"{detectable_difference(sd, 6, len(RECIPE_STUDY.seeds)):.2f}"
 
 
+def test_the_conclusion_counts_the_verdicts_the_family_tables_give(tmp_path):
+    from cifar_lib.report.sections import Filled, sweep, tally
+
+    records = [r for r in load_records(REPO / "results", profile="cpu")
+               if r.get("tags", {}).get("sweep") == "core_study"]
+    filled = Filled(tmp_path)
+    sweep(filled, records, CORE_STUDY.group("regularisation"), "t", "reg")
+    tally(filled, CORE_STUDY)
+    flags = [k.rsplit("__", 1)[1] for k in filled.values if k.startswith("reg__") and k.count("__") == 2]
+    words = {0: "none", 1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+    assert filled.values["tally_variants"] == words[len(flags)]
+    for verdict, key in (("up", "tally_up"), ("down", "tally_down"), ("failed", "tally_failed"),
+                         ("unresolved", "tally_unresolved")):
+        assert filled.values[key] == words[flags.count(verdict)]
+    assert "tally_none_helped" not in filled.values     # three of the core study's groups unmeasured
+
+
 def test_one_seed_pair_gives_a_difference_but_no_interval(tmp_path):
     from cifar_lib.report.sections import Filled, sweep
 

@@ -53,6 +53,7 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
         # does rotation help on top of crops and random flips (the coursework's question)
         sections.rebased(filled, records, family.subset(["crop + random flips", "crop + random flips + rotation"]), "added")
     sections.pooled_spread(filled, study)
+    sections.tally(filled, study)
     sections.failures(filled, records, study)
     airbench = load_airbench_reference(results_dir)      # the yardstick, read once
     sections.gpu(filled, full_records, airbench)

@@ -139,6 +139,24 @@ def pooled_spread(filled: Filled, study: Sweep):
         filled.values["detectable_measured"] = f"{detectable_difference(sd, m, len(study.seeds)):.2f}"
 
 
+def tally(filled: Filled, study: Sweep):
+    """How the declared changes came out, counted over the families measured so far
+    (`tally_*`), and `tally_none_helped` once every declared change has an answer and none
+    beat the base."""
+    rows = [row for table in filled.paired.values() for v, row in table.iterrows()
+            if v != table.attrs["base"] and (row["pairs"] > 0 or row["failed"])]
+    if not rows:
+        return
+    failed = sum(bool(r["failed"]) for r in rows)
+    up = sum(bool(not r["failed"] and r["resolved"] and r["diff"] > 0) for r in rows)
+    down = sum(bool(not r["failed"] and r["resolved"] and r["diff"] < 0) for r in rows)
+    filled.values.update(tally_variants=_count(len(rows)), tally_up=_count(up), tally_down=_count(down),
+                         tally_failed=_count(failed), tally_unresolved=_count(len(rows) - up - down - failed))
+    declared = {v for group in study.groups.values() for v in group}
+    if len(rows) == len(declared) and up == 0:
+        filled.values["tally_none_helped"] = "yes"
+
+
 def slug(variant: str) -> str:
     """A variant's name as a placeholder's tail: 'crop + random flips' -> 'crop_random_flips'."""
     return re.sub(r"\W+", "_", variant.lower()).strip("_")
