@@ -42,7 +42,8 @@ def test_committed_notebook_outputs_read_cleanly(path):
 
 
 def test_tidying_keeps_the_last_state_of_each_bar(tmp_path):
-    nb = {"cells": [{"cell_type": "code", "source": [], "metadata": {}, "execution_count": 1,
+    nb = {"cells": [{"cell_type": "code", "source": [], "execution_count": 1,
+                     "metadata": {"execution": {"iopub.status.idle": "2026-12-05T04:50:37Z"}, "tags": ["t"]},
                      "outputs": [{"output_type": "stream", "name": "stderr", "text": [f"\rrun: {p}%|"]}
                                  for p in (0, 50, 100)]
                      + [{"output_type": "stream", "name": "stdout", "text": ["done\n"]}]}],
@@ -50,8 +51,9 @@ def test_tidying_keeps_the_last_state_of_each_bar(tmp_path):
     path = tmp_path / "n.ipynb"
     path.write_text(json.dumps(nb))
     assert tidy_outputs(path) and not tidy_outputs(path)
-    outputs = json.loads(path.read_text())["cells"][0]["outputs"]
-    assert ["".join(o["text"]) for o in outputs] == ["run: 100%|\n", "done\n"]
+    cell = json.loads(path.read_text())["cells"][0]
+    assert ["".join(o["text"]) for o in cell["outputs"]] == ["run: 100%|\n", "done\n"]
+    assert cell["metadata"] == {"tags": ["t"]}          # timestamps gone, the rest kept
 
 
 def test_learning_curve_styles_match_their_captions():

@@ -171,12 +171,14 @@ def _last_state(text: str) -> str:
 
 
 def tidy_outputs(path: Path) -> bool:
-    """Merge each cell's consecutive stream outputs and keep only the final state of
-    every progress bar (what a terminal would show at the end); True if the file changed."""
+    """Merge each cell's consecutive stream outputs, keep only the final state of every
+    progress bar (what a terminal would show at the end) and drop the execution timestamps
+    (they change on every run); True if the file changed."""
     path = Path(path)
     raw = path.read_text()
     nb = json.loads(raw)
     for cell in (c for c in nb["cells"] if c["cell_type"] == "code"):
+        cell["metadata"].pop("execution", None)
         merged = []
         for out in cell.get("outputs", []):
             if (out["output_type"] == "stream" and merged and merged[-1]["output_type"] == "stream"
