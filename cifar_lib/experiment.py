@@ -288,22 +288,28 @@ def run_or_load(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10,
                 results_dir: Path | None = None, read_test: bool = True, tags: dict | None = None,
                 progress: bool | str = "epochs", verbose: bool = True,
                 resume_unfinished: bool = False, checkpoint_dir: Path = CHECKPOINT_DIR,
-                on_this_device: bool = False, **kwargs) -> tuple[dict, Path]:
+                on_this_device: bool = False, reuse_failed: bool = False, **kwargs) -> tuple[dict, Path]:
     """Experiments are data: reuse the record of an identical finished run if there is one
     (so notebooks re-run in seconds), otherwise train and write a new one; with
     `resume_unfinished`, continue a stopped run of the same config if one left a checkpoint.
     With `on_this_device`, only a record made on this device at the precision this config
-    gets here is reused (a run that another run will be paired with must have run here)."""
+    gets here is reused (a run that another run will be paired with must have run here).
+    With `reuse_failed`, so is the record of an identical run that diverged: the same seed
+    diverges again, so a sweep keeps it as its answer."""
     ran_on = running_here(cfg, kwargs.get("device")) if on_this_device else None
     # by default a record of the study's is reused, and a new run is one's own
     folders = record_folders(results_dir)
+    statuses = ("complete", "failed") if reuse_failed else ("complete",)
     found = next(filter(None, (find_record(cfg, profile=profile, seed=seed, data=data,
-                                           results_dir=folder, read_test=read_test, ran_on=ran_on)
+                                           results_dir=folder, read_test=read_test, ran_on=ran_on,
+                                           statuses=statuses)
                                for folder in folders)), None)
     if found is not None:
         if verbose:
-            print(f"{cfg.name} [{profile}] seed {seed}: reusing {found[1].name} (finished "
-                  f"{found[0]['finished_at']}; delete it to train again)")
+            ended = (f"finished {found[0]['finished_at']}" if found[0]["status"] == "complete"
+                     else "it diverged")
+            print(f"{cfg.name} [{profile}] seed {seed}: reusing {found[1].name} ({ended}; "
+                  f"delete it to train again)")
         return found
     resume = resume_unfinished and unfinished_run(cfg, Path(checkpoint_dir),
                                                   run_prefix(cfg.name, profile, seed))

@@ -246,16 +246,18 @@ def machine_key(record: dict) -> tuple[str, str]:
 
 def find_record(cfg: Config, *, profile: str, seed: int, data: CIFAR10,
                 results_dir: Path = RESULTS_DIR, read_test: bool = True,
-                ran_on: tuple[str, str] | None = None) -> tuple[dict, Path] | None:
-    """The newest complete record of exactly this config, profile and seed on the same data
-    (by fingerprint), that read the test set if `read_test` asks for it, and, with `ran_on`
-    = (device name, precision), that ran there; None if there is none."""
+                ran_on: tuple[str, str] | None = None,
+                statuses: tuple[str, ...] = ("complete",)) -> tuple[dict, Path] | None:
+    """The newest record of exactly this config, profile and seed on the same data (by
+    fingerprint) that ended in one of `statuses` ('failed': it diverged), that read the
+    test set if `read_test` asks for it (a failed run read nothing), and, with `ran_on` =
+    (device name, precision), that ran there; None if there is none."""
     folder = run_folder(results_dir, profile, cfg.name)
     for path in sorted(folder.glob(f"{run_prefix(cfg.name, profile, seed)}-*.json"), reverse=True):
         record = read_record(path)
-        if (record.get("status") == "complete" and not changed_settings(record["config"], cfg)
+        if (record.get("status") in statuses and not changed_settings(record["config"], cfg)
                 and record["data"]["fingerprint"] == data.fingerprint
-                and (record["test_read"] or not read_test)
+                and (record["status"] == "failed" or record["test_read"] or not read_test)
                 and (ran_on is None or ran_on == machine_key(record))):
             return record, path
     return None

@@ -86,6 +86,29 @@ def _summary(records):
 
 
 @pytest.mark.slow
+def test_a_run_that_diverges_is_a_failure_the_sweep_reports_and_keeps(tmp_path, monkeypatch, capsys):
+    from cifar_lib.study.tables import compare_sweep, sweep_runs
+
+    tiny = {"epochs": 2, "eval_subset": 200, "train_subset": 500, "batch_size": 100, "val_size": 100,
+            "model_args": {"widths": [8, 8, 8]}}
+    sweep = Sweep(name="diverging", base="seed_improved", seeds=(0, 1), failure_below=0.0,
+                  variants={"base": tiny, "lr 1e6": {**tiny, "lr": 1e6}})
+    kw = dict(results_dir=tmp_path / "results", checkpoint_dir=tmp_path / "checkpoints")
+    records = run_sweep(sweep, "smoke", tiny_dataset(), **kw)          # goes on past each divergence
+    assert [(r["tags"]["variant"], r["seed"], r["status"]) for r in records] == [
+        ("base", 0, "complete"), ("base", 1, "complete"), ("lr 1e6", 0, "failed"), ("lr 1e6", 1, "failed")]
+    assert capsys.readouterr().err.count("recorded as a failure to train") == 2
+    # a rerun trains nothing: the same seed would diverge again
+    monkeypatch.setattr(experiment, "run_experiment", lambda *a, **k: pytest.fail("trained again"))
+    assert [r["id"] for r in run_sweep(sweep, "smoke", tiny_dataset(), **kw)] == [r["id"] for r in records]
+    # the table counts both runs as failures to train, never as an effect
+    table = compare_sweep(sweep, sweep_runs(sweep, "smoke", tmp_path / "results"))
+    row = table.loc["lr 1e6"]
+    assert (row["runs"], row["failed"], row["pairs"]) == (2, 2, 0) and not row["resolved"]
+    assert {f["variant"] for f in table.attrs["failed_runs"]} == {"lr 1e6"}
+
+
+@pytest.mark.slow
 def test_sweep_with_two_jobs_gives_the_records_of_one_job(tmp_path, monkeypatch, cifar_folder):
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, os.cpu_count() // 2))   # what each of 2 workers gets: same maths

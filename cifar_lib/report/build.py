@@ -37,34 +37,36 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     report_dir.mkdir(parents=True, exist_ok=True)
     full_records = load_records(results_dir, profile="full") if profile != "full" else []
     runs = runs_frame(records)
+    # the studies' runs, diverged ones too: a run that failed to train is a result
+    studied = load_records(results_dir, profile=profile, diverged=True)
     by_config = {name: [r for r in records if r["config_name"] == name] for name in runs["config"].unique()}
     filled = Filled(figures_dir, shown=set(re.findall(r"\[\[figure (\w+)\]\]", TEMPLATE.read_text())))
     filled.values.update(data_phrase=data_phrase(runs))
     # Methods, then the recipe study's families (Section 3), then the models, then the appendices
-    sections.methods(filled, runs, records, study)
+    sections.methods(filled, runs, studied, study)
     filled.values["core_epochs"] = str(short_study.config(short_study.baseline, profile).epochs)
     for group, title in FAMILIES.items():
         if group in study.groups:
-            sections.sweep(filled, records, study.group(group), title, slug(group))
+            sections.sweep(filled, studied, study.group(group), title, slug(group))
     if "augmentation" in study.groups:      # the same runs, paired otherwise (not declared in advance)
         family = study.group("augmentation")
         # does an augmentation help at all: each against none
-        sections.rebased(filled, records, family.subset(list(family.variants), baseline="no augmentation"), "none")
+        sections.rebased(filled, studied, family.subset(list(family.variants), baseline="no augmentation"), "none")
         # does rotation help on top of crops and random flips (the coursework's question)
-        sections.rebased(filled, records, family.subset(["crop + random flips", "crop + random flips + rotation"]), "added")
+        sections.rebased(filled, studied, family.subset(["crop + random flips", "crop + random flips + rotation"]), "added")
     sections.pooled_spread(filled, study)
     sections.tally(filled, study)
-    sections.failures(filled, records, study)
+    sections.failures(filled, studied, study)
     airbench = load_airbench_reference(results_dir)      # the yardstick, read once
     sections.gpu(filled, full_records, airbench)
     sections.tuned_at_coursework_budget(filled, full_records + records)
     sections.fast(filled, by_config, airbench, results_dir)
     sections.finals(filled, records + full_records)
-    sections.budget_transfer(filled, records, study, short_study)
+    sections.budget_transfer(filled, studied, study, short_study)
     from ..study.tuning import read_search
     sections.optuna_search(filled, records, short_study, read_search(short_study, profile, results_dir))
     sections.engine(filled, results_dir)
-    sections.study_cost(filled, runs, study)
+    sections.study_cost(filled, runs_frame(studied), study)
     for stale in set(figures_dir.glob("*.png")) - {path for path, _ in filled.figures.values()}:
         stale.unlink()          # figures/ holds what this report shows, nothing left from older ones
     doc = render(TEMPLATE.read_text(), filled)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from ..data import CIFAR10
 from ..experiment import run_or_load, running_here
 from ..paths import RESULTS_DIR
 from ..records import find_record, machine_key
-from ..train import progress_stream
+from ..train import DivergenceError, progress_stream
 from .sweeps import AUGMENTATION, HYPERPARAMETERS, SWEEPS, Sweep  # noqa: F401 (the notebooks' names)
 
 
@@ -78,10 +79,21 @@ def bases_needed_here(sweep: Sweep, profile: str, data: CIFAR10, tasks, kwargs: 
 def _run(sweep: Sweep, profile: str, data: CIFAR10, variant: str, seed: int, kwargs: dict,
          progress: bool | str = False, on_this_device: bool = False) -> dict:
     tags = {"sweep": sweep.name, "variant": variant, "factor": sweep.factor(variant)}
-    record, _ = run_or_load(sweep.config(variant, profile), profile=profile, seed=seed, data=data,
-                            read_test=sweep.final, tags=tags, progress=progress, verbose=False,
-                            resume_unfinished=True, on_this_device=on_this_device, **kwargs)
-    return record
+
+    def run():
+        return run_or_load(sweep.config(variant, profile), profile=profile, seed=seed, data=data,
+                           read_test=sweep.final, tags=tags, progress=progress, verbose=False,
+                           resume_unfinished=True, on_this_device=on_this_device,
+                           reuse_failed=True, **kwargs)[0]
+    try:
+        return run()
+    except DivergenceError as e:
+        # A run that diverges failed to train: a result the tables report, not a reason to
+        # stop the sweep. Its record (status 'failed') is what the sweep gives back, now
+        # and on every rerun.
+        print(f"{sweep.name} {variant} seed {seed}: {e}; recorded as a failure to train",
+              file=sys.stderr)
+        return run()
 
 
 # --------------------------------------------------------------------------- workers
@@ -161,7 +173,7 @@ def run_sweep_shared(sweep: Sweep, profile: str, data: CIFAR10, storage: str, *,
         record = _run(sweep, profile, data, variant, seed, kwargs, progress="epochs",
                       on_this_device=variant == sweep.baseline and seed in here_seeds)
         done.append(record)
-        return record["final"][sweep.metric]
+        return record["final"][sweep.metric] if record["status"] == "complete" else 0.0  # diverged
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study.optimize(objective)

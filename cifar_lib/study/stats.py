@@ -80,9 +80,10 @@ def compare_to_base(runs: pd.DataFrame, base: str, family: list[str], *, by: str
     another's."""
     family = [v for v in family if v != base]
     m = max(len(family), 1)
-    runs = runs.dropna(subset=[metric]).drop_duplicates([by, "seed", "machine"], keep="last")
+    runs = runs.drop_duplicates([by, "seed", "machine"], keep="last")
     runs = runs[runs[by].isin([base, *family])]
-    failed = runs[metric] < 100 * failure_below if failure_below is not None else runs[metric].isna()
+    # a run without a score diverged; one under the sweep's rule collapsed: both failed to train
+    failed = runs[metric].isna() | (runs[metric] < 100 * (failure_below or 0))
     good = runs[~failed]
     base_runs = good[good[by] == base].set_index(["seed", "machine"]).index
     where = {}

@@ -24,14 +24,16 @@ def load_airbench_reference(root=RESULTS_DIR) -> dict | None:
 
 
 def load_records(root=None, *, profile: str | None = None, config: str | None = None,
-                 include_smoke: bool = False) -> list[dict]:
+                 include_smoke: bool = False, diverged: bool = False) -> list[dict]:
     """Complete run records under root (default: the study's results/ and one's own runs/),
-    oldest first, filtered by profile and config name."""
+    oldest first, filtered by profile and config name; with `diverged`, also the records of
+    runs that diverged (status 'failed': no final scores), which a sweep reports as failures."""
     out = []
+    statuses = {"complete", "failed"} if diverged else {"complete"}
     records = (r for folder in record_folders(root) if folder.is_dir()
                for _, r in iter_records(folder, include_smoke=include_smoke or profile == "smoke"))
     for r in records:
-        if r.get("status") != "complete":
+        if r.get("status") not in statuses:
             continue
         if (profile is None or r["profile"] == profile) and (config is None or r["config_name"] == config):
             out.append(r)
@@ -70,7 +72,7 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
             "epochs": r["config"]["epochs"], "train_images": r["data"]["train_images"],
             "images_seen": r["config"]["epochs"] * r["data"]["train_images"],
             "official_data": r["data"]["official"],
-            **{m: 100 * r["final"][m] if m in r["final"] else None for m in METRICS},
+            **{m: 100 * r["final"][m] if m in r.get("final", {}) else None for m in METRICS},
             # on the batches as trained (augmented, dropout on): how closely the run fits them
             "train_acc": 100 * r["history"][-1]["train_acc"] if r.get("history") else None,
             "train_minutes": r["train_seconds"] / 60, "wall_minutes": r["wall_seconds"] / 60,
@@ -247,5 +249,6 @@ def describe_pairing(table: pd.DataFrame) -> str:
 
 
 def sweep_runs(sweep, profile: str, root=RESULTS_DIR) -> pd.DataFrame:
-    """One row per finished run of `sweep` at `profile` under root (empty if none ran)."""
-    return runs_frame(sweep_records(load_records(root, profile=profile), sweep))
+    """One row per finished run of `sweep` at `profile` under root, diverged ones included
+    with no scores (empty if none ran)."""
+    return runs_frame(sweep_records(load_records(root, profile=profile, diverged=True), sweep))
