@@ -34,6 +34,9 @@ def test_committed_notebook_outputs_read_cleanly(path):
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert sum(1 for c in code if c.get("outputs")) >= 3, "the notebook was committed unexecuted"
     for i, cell in enumerate(code):
+        # JupyterLab boxes stderr in red: progress bars and notes go to stdout in a kernel
+        assert not [o for o in cell.get("outputs", []) if o.get("name") == "stderr"], \
+            f"cell {i}: output on stderr, shown as an error"
         text = "\n".join(_texts(cell))
         shown = "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))
         assert len(BAR.findall(shown)) <= 1 and "\r" not in text, f"cell {i}: progress-bar spam"
