@@ -28,10 +28,13 @@ def train_all(tree: Path, sweep: str, seed: int, out: Path) -> dict[str, tuple]:
     its record says of training."""
     env = {**os.environ, "CIFAR10_ROOT": os.environ.get("CIFAR10_ROOT", str(REPO / "data")),
            "PYTHONPATH": str(tree)}          # that tree's cifar_lib, whatever is installed
-    subprocess.run([sys.executable, "-m", "cifar_lib", "sweep", sweep, "--profile", "smoke",
-                    "--seeds", str(seed), "--results-dir", str(out / "results"),
-                    "--checkpoint-dir", str(out / "checkpoints")],
-                   cwd=tree, env=env, check=True, stdout=subprocess.DEVNULL)
+    print(f"training every variant of {sweep} from {tree}", flush=True)
+    done = subprocess.run([sys.executable, "-m", "cifar_lib", "sweep", sweep, "--profile", "smoke",
+                           "--seeds", str(seed), "--results-dir", str(out / "results"),
+                           "--checkpoint-dir", str(out / "checkpoints")],
+                          cwd=tree, env=env, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"the sweep failed in {tree}:\n{done.stderr[-2000:]}")
     trained = {}
     for path in (out / "results").rglob("*.json"):
         r = json.loads(path.read_text())
