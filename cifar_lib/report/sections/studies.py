@@ -99,8 +99,8 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
 
 def rebased(filled: Filled, records: list[dict], family: Sweep, name: str):
     """A family's runs paired with one of its own variants instead of the base (its
-    `baseline`), each interval adjusted over this comparison's own variants: the values
-    answers (_answers) and `{name}_comparisons` only, no table (the runs are the family's)."""
+    `baseline`), each interval adjusted over this comparison's own variants: their answers
+    (_answers) and `{name}_comparisons` only, no table (the runs are the family's)."""
     mine = sweep_records(records, family)
     if family.baseline not in {r["tags"]["variant"] for r in mine}:
         return
@@ -111,18 +111,31 @@ def rebased(filled: Filled, records: list[dict], family: Sweep, name: str):
 
 def _answers(filled: Filled, paired: pd.DataFrame, name: str) -> int:
     """Each measured variant's answer: `{name}__{variant}`, its effect_phrase, and a flag
-    `{name}__{variant}__{verdict}` that lets the template's prose say what the interval says
-    (verdict: up or down when resolved, unresolved, or failed). How many were measured."""
-    measured = {v: row for v, row in paired.iterrows()
-                if v != paired.attrs["base"] and (row["pairs"] > 0 or row["failed"])}
+    `{name}__{variant}__{verdict}` that lets the template's prose say what the interval says.
+    How many were measured."""
+    measured = _measured(paired)
     for variant, row in measured.items():
         key = f"{name}__{slug(variant)}"
         filled.values[key] = effect_phrase(row)
-        verdict = ("failed" if row["failed"] else "" if pd.isna(row["low"]) else
-                   ("up" if row["diff"] > 0 else "down") if row["resolved"] else "unresolved")
-        if verdict:
-            filled.values[f"{key}__{verdict}"] = "yes"
+        if said := verdict(row):
+            filled.values[f"{key}__{said}"] = "yes"
     return len(measured)
+
+
+def _measured(paired: pd.DataFrame) -> dict[str, pd.Series]:
+    """The variants of a paired table that have an answer: a seed pair, or a failure."""
+    return {v: row for v, row in paired.iterrows()
+            if v != paired.attrs["base"] and (row["pairs"] > 0 or row["failed"])}
+
+
+def verdict(row: pd.Series) -> str:
+    """What a variant's row says: 'failed' (to train), 'up' or 'down' (resolved),
+    'unresolved', or '' (no interval yet)."""
+    if row["failed"]:
+        return "failed"
+    if pd.isna(row["low"]):
+        return ""
+    return ("up" if row["diff"] > 0 else "down") if row["resolved"] else "unresolved"
 
 
 def pooled_spread(filled: Filled, study: Sweep):
@@ -141,19 +154,17 @@ def pooled_spread(filled: Filled, study: Sweep):
 
 def tally(filled: Filled, study: Sweep):
     """How the declared changes came out, counted over the families measured so far
-    (`tally_*`), and `tally_none_helped` once every declared change has an answer and none
-    beat the base."""
-    rows = [row for table in filled.paired.values() for v, row in table.iterrows()
-            if v != table.attrs["base"] and (row["pairs"] > 0 or row["failed"])]
-    if not rows:
+    (`tally_*`; a change without an interval yet counts as unresolved), and
+    `tally_none_helped` once every declared change has an answer and none beat the base."""
+    said = [verdict(row) for table in filled.paired.values() for row in _measured(table).values()]
+    if not said:
         return
-    failed = sum(bool(r["failed"]) for r in rows)
-    up = sum(bool(not r["failed"] and r["resolved"] and r["diff"] > 0) for r in rows)
-    down = sum(bool(not r["failed"] and r["resolved"] and r["diff"] < 0) for r in rows)
-    filled.values.update(tally_variants=_count(len(rows)), tally_up=_count(up), tally_down=_count(down),
-                         tally_failed=_count(failed), tally_unresolved=_count(len(rows) - up - down - failed))
+    counts = {v: said.count(v) for v in ("up", "down", "failed")}
+    filled.values.update(tally_variants=_count(len(said)), tally_up=_count(counts["up"]),
+                         tally_down=_count(counts["down"]), tally_failed=_count(counts["failed"]),
+                         tally_unresolved=_count(len(said) - sum(counts.values())))
     declared = {v for group in study.groups.values() for v in group}
-    if len(rows) == len(declared) and up == 0:
+    if len(said) == len(declared) and counts["up"] == 0:
         filled.values["tally_none_helped"] = "yes"
 
 
