@@ -27,7 +27,8 @@ def methods(filled: Filled, runs: pd.DataFrame, records: list[dict], study: Swee
     named = runs[runs["config"].isin(RECIPES)]    # sweeps vary models (e.g. without batch norm)
     models = ((named if len(named) else runs).drop_duplicates("model")[["model", "parameters"]]
               .sort_values("parameters").reset_index(drop=True))
-    filled.table("models", models, "The networks and their parameter counts.")
+    filled.table("models", models, "The networks and the parameters their optimizers train "
+                                    "(FastNet's frozen whitening filters and batch-norm scales left out).")
     latest = {}
     for rec in records:   # the newest final run of each recipe says what it is (tuning runs vary)
         if rec["config_name"] in RECIPES and rec.get("test_read"):
