@@ -184,6 +184,9 @@ def test_conditional_paragraphs_follow_the_values_the_records_gave(tmp_path):
     doc = render("Start. [[if measured other:\nBoth: {measured}.]] [[if missing: Gone {missing}.]]\n"
                  "[[unless missing: No such key.]] End.\n\n[[if missing: Only this.]]", filled)
     assert [text for kind, text in doc.parts] == ["Start. Both: 88.1%. No such key. End."]
+    # a clause left out leaves no space before the full stop
+    doc = render("At 0.1 [[if measured: and at {measured}]]. At 0.2 [[if missing: and more]].", filled)
+    assert [text for kind, text in doc.parts] == ["At 0.1 and at 88.1%. At 0.2."]
 
 
 def test_report_without_records_says_what_to_do(tmp_path, capsys):

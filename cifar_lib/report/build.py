@@ -107,6 +107,7 @@ def render(template: str, filled: Filled) -> Document:
             block = block[condition.end():]
         block = re.sub(r"\[\[(if|unless) ([\w\s]+?):\s+(.*?)\]\]",      # a sentence inside a paragraph
                        lambda m: m.group(3) if _holds(m.group(1), m.group(2), values) else "", block, flags=re.S)
+        block = re.sub(r"\s+(?=[.,;])", "", block)   # a sentence left out leaves no space before the stop
         if not block.strip():
             continue
         if block.startswith("- "):           # a list: one item a line that starts with "- "
