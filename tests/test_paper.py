@@ -83,7 +83,8 @@ def test_the_report_is_built_from_a_small_set_of_records_with_every_figure_embed
     # the answers come from the tables: the study's progress, each family's effects
     text = " ".join(md.split())
     assert "12 of the 76 planned runs are recorded" in text
-    assert re.search(r"Without augmentation: [+−]\d+\.\d\d points \([+−]\d+\.\d\d to [+−]\d+\.\d\d", text)
+    assert re.search(r"Training without any augmentation changes accuracy by [+−]\d+\.\d\d points "
+                     r"\([+−]\d+\.\d\d to [+−]\d+\.\d\d", text)
     assert "Appendix A" in text and "Of these, two have an interval at both budgets" in text
     # every percentage is a record's number, a mean or std over a variant's seeds, or computed
     # from the saved test predictions (per-class accuracy, calibration error)
