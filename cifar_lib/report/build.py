@@ -29,7 +29,10 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     results/ (and the `full` records, for the GPU paragraphs): `study` answers the questions,
     `short_study` asks them at a shorter budget (Appendix A) and holds the Optuna search."""
     results_dir, figures_dir, report_dir = Path(results_dir), Path(figures_dir), Path(report_dir)
-    records = load_records(results_dir, profile=profile)
+    # the studies' runs, diverged ones too (a run that failed to train is a result); the rest
+    # of the report reads the complete ones
+    studied = load_records(results_dir, profile=profile, diverged=True)
+    records = [r for r in studied if r["status"] == "complete"]
     if not records:
         raise ConfigError(f"no complete {profile!r} records under {results_dir}: run the "
                           f"notebooks or `python -m cifar_lib train` first")
@@ -37,8 +40,6 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     report_dir.mkdir(parents=True, exist_ok=True)
     full_records = load_records(results_dir, profile="full") if profile != "full" else []
     runs = runs_frame(records)
-    # the studies' runs, diverged ones too: a run that failed to train is a result
-    studied = load_records(results_dir, profile=profile, diverged=True)
     by_config = {name: [r for r in records if r["config_name"] == name] for name in runs["config"].unique()}
     filled = Filled(figures_dir, shown=set(re.findall(r"\[\[figure (\w+)\]\]", TEMPLATE.read_text())))
     filled.values.update(data_phrase=data_phrase(runs))
