@@ -174,6 +174,15 @@ def test_every_variant_of_a_family_is_cited_by_name_with_its_interval(tmp_path):
             # the prose's flag says what the interval says
             assert flags == ({"up" if row["diff"] > 0 else "down"} if row["resolved"] else {"unresolved"})
     assert any(row["failed"] for _, row in table.iterrows())     # no batch norm collapses at 2 epochs
+    # the table's row says the failure too, rather than leaving a blank effect
+    shown, _ = filled.tables["reg"]
+    for variant, row in table[table["failed"] > 0].iterrows():
+        runs_failed = f"{int(row['failed'])} of {int(row['runs'])} runs"
+        if row["pairs"] == 0:
+            cell = shown.loc[shown["variant"] == variant, "effect"].item()
+            assert cell == f"failed to train ({runs_failed})"
+        else:
+            assert f"{variant} ({runs_failed} failed)" in set(shown["variant"])
 
 
 def test_each_augmentation_against_none_is_the_same_runs_paired_with_no_augmentation(tmp_path):

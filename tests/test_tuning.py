@@ -293,3 +293,12 @@ def test_the_choice_the_best_quarter_of_a_search_agreed_on_is_found_only_where_i
     assert agreed_choice(search([1000, 4000, 1000, 1000, 1000, 1000, 1000, 1000]), cfg) is None
     # agreeing on the recipe's own batch points at nothing new
     assert agreed_choice(search([2000, 2000, 1000, 1000, 1000, 1000, 1000, 1000]), cfg) is None
+
+
+def test_a_trial_s_settings_read_as_print_sets_them():
+    from cifar_lib.study.tuning import describe_settings
+
+    said = describe_settings({"lr": 1.0904, "weight_decay": 0.0016378, "label_smoothing": 0.219,
+                              "dropout": 0.00071461, "batch_size": 1000})
+    assert said == "lr ×1.1, weight decay 0.0016, label smoothing 0.22, dropout 7.1×10⁻⁴, batch 1000"
+    assert describe_settings({"dropout": 0.0}) == "dropout 0"

@@ -165,8 +165,16 @@ def _value(key: str, v) -> str:
     # the learning rate is searched as a factor of the config's own
     if key == "lr":
         return f"×{v:.2g}"
-    # two significant digits, in powers of ten below 0.001 rather than a run of zeros
-    return str(v) if isinstance(v, int) else f"{v:.2g}" if v == 0 or abs(v) >= 1e-3 else f"{v:.1e}"
+    if isinstance(v, int):
+        return str(v)
+    if v == 0 or abs(v) >= 1e-3:
+        return f"{v:.2g}"
+    # below 0.001, a power of ten as print sets it (7.1×10⁻⁴) rather than a run of zeros
+    mantissa, exponent = f"{v:.1e}".split("e")
+    return f"{mantissa}×10{str(int(exponent)).translate(SUPERSCRIPT)}"
+
+
+SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
 def describe_settings(params: dict) -> str:

@@ -85,8 +85,16 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
                           for v, acc in fits.items()})
     table = paired.reset_index()
     table = table[(table["runs"] > 0) | (table["variant"] == baseline)]
-    shown = table[["variant", "mean", "pairs", "diff", "low", "high", "p", "resolved"]].astype({"pairs": object})
+    shown = table[["variant", "mean", "pairs", "diff", "low", "high", "p", "resolved"]].astype(
+        {"variant": object, "pairs": object, "diff": object})
     shown.loc[shown["variant"] == baseline, "pairs"] = ""      # the base is what others pair with
+    # a failure is said in its row, never left as a blank effect (Figure `failures` draws it)
+    for i, row in table[table["failed"] > 0].iterrows():
+        runs_failed = f"{int(row['failed'])} of {int(row['runs'])} runs"
+        if row["pairs"] == 0:
+            shown.loc[i, ["pairs", "diff"]] = ["", f"failed to train ({runs_failed})"]
+        else:
+            shown.loc[i, "variant"] = f"{row['variant']} ({runs_failed} failed)"
     where = machine_phrase(paired)
     filled.table(name, shown.rename(columns={"mean": "val %", "diff": "effect", "p": "p (adj.)"}),
                  f"{title}: validation accuracy and each variant's paired effect against "
