@@ -148,6 +148,12 @@ def test_a_family_with_only_its_base_measured_shows_no_table(tmp_path):
     assert "random flips only" not in set(shown["variant"]) or shown.set_index("variant").loc[
         "random flips only", "pairs"] > 0                    # a variant without runs has no row
     assert "over 6 comparisons" in caption and len(caption.split()) < MAX_CAPTION_WORDS
+    # a family of one variant (from the 2-epoch study's runs) is one comparison
+    core = [r for r in load_records(REPO / "results", profile="cpu")
+            if r.get("tags", {}).get("sweep") == CORE_STUDY.name]
+    alone = Filled(tmp_path)
+    sweep(alone, core, CORE_STUDY.subset(["fast", "dropout 0.1"]), "t", "one")
+    assert "over 1 comparison (" in alone.tables["one"][1]
 
 
 def test_every_variant_of_a_family_is_cited_by_name_with_its_interval(tmp_path):

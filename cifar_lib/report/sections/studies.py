@@ -99,7 +99,7 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
     filled.table(name, shown.rename(columns={"mean": "val %", "diff": "effect", "p": "p (adj.)"}),
                  f"{title}: validation accuracy and each variant's paired effect against "
                  f"`{baseline}` with its simultaneous {LEVEL} interval over {paired.attrs['comparisons']} "
-                 f"comparisons ({where}).")
+                 f"comparison{'s' * (paired.attrs['comparisons'] != 1)} ({where}).")
     if sweep.single_comparison:     # one row says all a forest plot would
         return
     filled.figure(f"{name}_sweep", plots.forest_plot(paired, label=f"effect against {baseline}"),
