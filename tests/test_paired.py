@@ -160,12 +160,14 @@ def test_a_change_of_effect_with_budget_is_tested_with_both_intervals():
     wider = budget_interaction(short, long, {"none": "aug", "d": "drop", "s": "same"})
     assert wider.attrs["comparisons"] == 3
     assert (table["change_high"] - table["change_low"] > wider["change_high"] - wider["change_low"]).all()
-    # the appendix's figure: one point per change, named, on axes that hold every interval
+    # the appendix's figure: one row per change, named (in bold where its change with budget
+    # is resolved), on an axis that holds every interval
     from cifar_lib.study import plots
 
     fig = plots.budget_transfer(table)
     ax = fig.axes[0]
-    assert sorted(t.get_text() for t in ax.texts) == sorted(table.index)
+    labels = {t.get_text(): t.get_fontweight() for t in ax.get_yticklabels()}
+    assert labels == {v: "bold" if table.loc[v, "resolved"] else "normal" for v in table.index}
     low, high = ax.get_xlim()
     assert low <= table["short_low"].min() and table["short_high"].max() <= high
     assert low <= table["long_low"].min() and table["long_high"].max() <= high

@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from cifar_lib.config import load_config
-from cifar_lib.study.tuning import median_pruner, search_space, suggest, trial_records, tune
+from cifar_lib.study.tuning import describe_space, median_pruner, search_space, suggest, trial_records, tune
 
 TINY = """
 model = "improved"
@@ -302,3 +302,5 @@ def test_a_trial_s_settings_read_as_print_sets_them():
                               "dropout": 0.00071461, "batch_size": 1000})
     assert said == "lr ×1.1, weight decay 0.0016, label smoothing 0.22, dropout 7.1×10⁻⁴, batch 1000"
     assert describe_settings({"dropout": 0.0}) == "dropout 0"
+    space = describe_space(load_config("fast", "smoke"))
+    assert space.startswith("lr ×0.25 to ×4 (log scale); weight decay 10⁻⁵ to 0.01 (log scale)")

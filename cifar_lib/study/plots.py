@@ -187,31 +187,33 @@ def forest_plot(table: pd.DataFrame, title: str = "", label: str = "difference t
 
 
 def budget_transfer(table: pd.DataFrame, short: str = "2 epochs", long: str = "8 epochs"):
-    """Each change's effect at a short budget (x) against its effect at the recipe's (y), both
-    with their simultaneous intervals (a `stats.budget_interaction` table): on the diagonal a
-    change does the same at both budgets; a filled dot is a resolved change with budget."""
-    fig, ax = plt.subplots(figsize=(5.6, 5.0))
-    edge = max(1.0, *np.abs(table[["short_low", "short_high", "long_low", "long_high"]].to_numpy()).ravel())
-    edge *= 1.08
-    ax.plot([-edge, edge], [-edge, edge], color="0.6", lw=1, ls="--", zorder=0, label="same effect")
-    ax.axhline(0, color="0.8", lw=0.8, zorder=0)
-    ax.axvline(0, color="0.8", lw=0.8, zorder=0)
-    for name, row in table.iterrows():
-        ax.errorbar(row["short"], row["long"], fmt="none", ecolor="C0", elinewidth=1.2,
-                    xerr=[[row["short"] - row["short_low"]], [row["short_high"] - row["short"]]],
-                    yerr=[[row["long"] - row["long_low"]], [row["long_high"] - row["long"]]])
-        ax.scatter(row["short"], row["long"], s=40, zorder=3, color="C0" if row["resolved"] else "white",
-                   edgecolor="C0")
-    placed = []          # a label near an earlier one (from the top) moves down a line
-    for name, row in table.sort_values("long", ascending=False).iterrows():
-        near = sum(abs(row["short"] - x) < 0.2 * edge and abs(row["long"] - y) < 0.1 * edge for x, y in placed)
-        ax.annotate(name, (row["short"], row["long"]), xytext=(5, 4 - 10 * near), textcoords="offset points", fontsize=8)
-        placed.append((row["short"], row["long"]))
-    ax.set(xlim=(-edge, edge), ylim=(-edge, edge), aspect="equal",
-           xlabel=f"effect at {short} (points)", ylabel=f"effect at {long} (points)")
-    ax.scatter([], [], color="C0", s=40, label="changes with budget (resolved)")
-    ax.scatter([], [], color="white", edgecolor="C0", s=40, label="not resolved")
-    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    """Each change's effect at a short budget and at the recipe's, one row per change, both
+    with their simultaneous intervals (a `stats.budget_interaction` table), an arrow from the
+    one to the other; a change whose effect moves with the budget (resolved) is named in bold.
+    Rows, not a scatter of one against the other: a dozen changes near zero cannot be labelled
+    on a scatter without their names colliding."""
+    rows = table.iloc[::-1]                      # the table's first row at the top
+    fig, ax = plt.subplots(figsize=(7.5, 0.46 * len(rows) + 1.3))
+    y = np.arange(len(rows))
+    ax.axvline(0, color="0.5", lw=1, zorder=0)
+    for offset, budget, style in ((0.17, "short", dict(color="0.55", marker="s", mfc="white")),
+                                  (-0.17, "long", dict(color="C0", marker="o"))):
+        ax.errorbar(rows[budget], y + offset, xerr=[rows[budget] - rows[f"{budget}_low"],
+                                                    rows[f"{budget}_high"] - rows[budget]],
+                    ls="none", elinewidth=1.6, ms=6, zorder=3, **style,
+                    label=f"{short if budget == 'short' else long}")
+    for yi, (a, b) in zip(y, rows[["short", "long"]].to_numpy()):   # how the effect moved
+        ax.annotate("", (b, yi - 0.17), (a, yi + 0.17), zorder=2,
+                    arrowprops=dict(arrowstyle="->", color="0.35", lw=0.9, shrinkA=4, shrinkB=4))
+    ax.set_yticks(y, rows.index)
+    ax.grid(axis="y", visible=False)             # a grid line would run between a row's two marks
+    for label, moved in zip(ax.get_yticklabels(), rows["resolved"].astype(bool)):
+        label.set_fontweight("bold" if moved else "normal")
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.set(xlabel="effect against the base (points of validation accuracy)", ylabel="")
+    # the legend sits above the axes, where it can cover no interval
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, frameon=False, fontsize=8,
+              borderaxespad=0.2)
     fig.tight_layout()
     return _close(fig)
 

@@ -171,7 +171,8 @@ def _value(key: str, v) -> str:
         return f"{v:.2g}"
     # below 0.001, a power of ten as print sets it (7.1×10⁻⁴) rather than a run of zeros
     mantissa, exponent = f"{v:.1e}".split("e")
-    return f"{mantissa}×10{str(int(exponent)).translate(SUPERSCRIPT)}"
+    power = f"10{str(int(exponent)).translate(SUPERSCRIPT)}"
+    return power if mantissa == "1.0" else f"{mantissa}×{power}"
 
 
 SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
@@ -191,7 +192,7 @@ def describe_space(cfg: Config) -> str:
             choices = [str(c) for c in spec[0]]
             parts.append(f"{name} {', '.join(choices[:-1])} or {choices[-1]}")
         else:
-            low, high = (f"×{v:g}" if key == "lr" else f"{v:g}" for v in spec)
+            low, high = (_value(key, float(v)) for v in spec)
             parts.append(f"{name} {low} to {high}" + (" (log scale)" if kind == "log" else ""))
     return "; ".join(parts)
 

@@ -246,9 +246,9 @@ def budget_transfer(filled: Filled, records: list[dict], study: Sweep, short_stu
     filled.values.update({f"transfer__{slug(v)}": f"{signed(row['short'])} points at {short_epochs} "
                           f"epochs and {signed(row['long'])} at {long_epochs}" for v, row in table.iterrows()})
     filled.figure("budget_transfer", plots.budget_transfer(table, f"{short_epochs} epochs", f"{long_epochs} epochs"),
-                  f"Each change's effect at {short_epochs} epochs against its effect at "
-                  f"{long_epochs}, with simultaneous {LEVEL} intervals; on the dashed line a change "
-                  f"does the same at both budgets (filled: the change with budget is resolved).")
+                  f"Each change's effect at {short_epochs} epochs (squares) and at {long_epochs} "
+                  f"(dots), with simultaneous {LEVEL} intervals; bold: the change with budget is "
+                  f"resolved.")
     shown = table[["short", "long", "change", "change_low", "change_high", "p", "resolved"]].reset_index()
     filled.table("budget_transfer", shown.rename(columns={
         "short": f"{short_epochs} epochs", "long": f"{long_epochs} epochs", "change_low": "low",
