@@ -124,6 +124,26 @@ def test_a_variant_whose_spread_is_out_of_line_gets_its_own_interval_and_a_flag(
     assert table.loc["a", "high"] == pytest.approx(without.loc["a", "high"])
 
 
+def test_a_notebook_shows_a_compared_table_as_a_paper_prints_it():
+    from cifar_lib.study.tables import readable
+
+    rng = np.random.default_rng(3)
+    runs = _family({"a": 2.0, "b": 0.0}, noise=0.1, seeds=4, rng=rng)
+    table = compare_to_base(runs, "base", ["a", "b"])
+    shown = readable(table)
+    # one machine: said once above the table, not in every row; no flag column without a flag
+    assert "device" not in shown and "precision" not in shown and "own_spread" not in shown
+    assert shown.loc["a", "resolved"] == "✓" and shown.loc["b", "resolved"] == ""
+    assert shown.loc["a", "p"] == "< 0.0001" and shown.loc["base", "p"] == ""
+    assert shown.loc["b", "p"] == f"{table.loc['b', 'p']:.2g}"
+    assert shown.loc["a", "diff"] == round(table.loc["a", "diff"], 2) and shown.loc["base", "diff"] == ""
+    # c ran on another machine, with the base there: two machines, each row says where it ran
+    other = runs[runs["variant"].isin(["base", "a"])].replace({"variant": {"a": "c"}}).assign(
+        device="cpu B", machine="cpu B · bf16")
+    both = compare_to_base(pd.concat([runs, other]), "base", ["a", "b", "c"])
+    assert both.attrs["devices"] == ["cpu A", "cpu B"] and "device" in readable(both)
+
+
 def test_every_seed_moved_alike_resolves_nothing_but_counts_its_pairs():
     runs = _runs([("base", 0, 85.0), ("base", 1, 86.0), ("v", 0, 86.0), ("v", 1, 87.0)])
     table = compare_to_base(runs, "base", ["v"])

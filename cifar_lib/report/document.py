@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..study.stats import format_p
+
 
 class Document:
     """Headings, paragraphs, tables and figures (saved files), rendered to Markdown and HTML."""
@@ -151,8 +153,8 @@ def format_cell(v, column: str = "") -> str:
     figures, a tick for a true flag and nothing for a false one."""
     if isinstance(v, (bool, np.bool_)):
         return "✓" if v else ""
-    if isinstance(v, float) and column.split(" ")[0] == "p" and not np.isnan(v):
-        return "< 0.0001" if v < 1e-4 else f"{v:.2g}"
+    if isinstance(v, float) and column.split(" ")[0] == "p":
+        return format_p(v)
     if isinstance(v, float):     # a minus sign, not a hyphen, as print sets it
         return "" if np.isnan(v) else f"{v:.2f}".replace("-", "−")
     if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and abs(v) >= 10_000:

@@ -56,7 +56,7 @@ def show_recorded_sweep(sweep, profile: str, title: str, results_dir: Path | Non
 
     from . import plots
     from ..records import RESULTS_DIR
-    from .tables import compare_sweep, describe_pairing, summarise_effects, sweep_runs
+    from .tables import compare_sweep, describe_pairing, readable, summarise_effects, sweep_runs
 
     runs = sweep_runs(sweep, profile, results_dir or RESULTS_DIR)
     if runs.empty:
@@ -74,7 +74,7 @@ def show_recorded_sweep(sweep, profile: str, title: str, results_dir: Path | Non
         print(f"{title}: no variant has a run paired with {sweep.baseline} yet")
         return table
     print(f"{title}: {describe_pairing(table)}.")
-    display(table)
+    display(readable(table))
     print(summarise_effects(table))
     if not sweep.single_comparison and table["low"].notna().any():   # without intervals, nothing to plot
         display(plots.forest_plot(table, title=title, label=f"difference to {sweep.baseline}"))
@@ -92,7 +92,7 @@ def show_budget_transfer(group: str, profile: str, results_dir: Path | None = No
     from ..records import RESULTS_DIR
     from .stats import budget_interaction
     from .sweeps import CORE_STUDY, RECIPE_STUDY
-    from .tables import compare_sweep, sweep_runs
+    from .tables import compare_sweep, readable, sweep_runs
 
     results_dir = results_dir or RESULTS_DIR
     long_sweep = RECIPE_STUDY.group(group)
@@ -108,8 +108,7 @@ def show_budget_transfer(group: str, profile: str, results_dir: Path | None = No
     if table.empty:
         print("no change has an interval at both budgets yet")
         return None
-    shown = table[["short", "long", "change", "change_low", "change_high", "p", "resolved"]]
-    display(shown.round(2))
+    display(readable(table[["short", "long", "change", "change_low", "change_high", "p", "resolved"]]))
     display(plots.budget_transfer(table))
     return table
 

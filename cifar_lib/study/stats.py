@@ -32,6 +32,11 @@ def interval_label(alpha: float = ALPHA) -> str:
     return f"{1 - alpha:.0%}"
 
 
+def format_p(p: float) -> str:
+    """A p-value as a paper prints it: two significant figures, '< 0.0001' below that."""
+    return "" if np.isnan(p) else "< 0.0001" if p < 1e-4 else f"{p:.2g}"
+
+
 def bonferroni(p: float, m: int) -> float:
     """A p-value adjusted over a family of m comparisons."""
     return float(min(1.0, p * m))

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..paths import record_folders
 from ..records import RESULTS_DIR, iter_records, machine_key
-from .stats import ALPHA, compare_to_base, interval_label
+from .stats import ALPHA, compare_to_base, format_p, interval_label
 from .sweeps import sweep_records
 
 METRICS = ("val_acc", "val_acc_tta", "test_acc", "test_acc_tta")
@@ -225,6 +225,25 @@ def summarise_effects(table: pd.DataFrame) -> str:
     if len(waiting):
         parts.append(f"{len(waiting)} of the {len(rows)} declared variants {'has' if len(waiting) == 1 else 'have'} no runs yet.")
     return " ".join(parts) or "No variant has runs paired with the base yet."
+
+
+def readable(table: pd.DataFrame) -> pd.DataFrame:
+    """A compared table (or a budget_interaction one) as a notebook shows it: two decimals,
+    p to two significant figures, a tick for resolved, and no device or precision columns
+    when one machine ran every row (describe_pairing says which, above the table)."""
+    shown = table.copy()
+    one_machine = len(table.attrs.get("devices", [])) == 1 and len(table.attrs.get("precisions", [])) == 1
+    shown = shown.drop(columns=["device", "precision"] if one_machine else [], errors="ignore")
+    if "own_spread" in shown and not shown["own_spread"].any():
+        shown = shown.drop(columns="own_spread")    # no variant has its own interval: nothing to flag
+    for column in shown.columns[shown.dtypes == float]:
+        shown[column] = shown[column].round(2)
+    if "p" in shown:
+        shown["p"] = table["p"].map(format_p)
+    for flag in ("resolved", "own_spread"):
+        if flag in shown:
+            shown[flag] = shown[flag].map({True: "✓", False: ""})
+    return shown.astype(object).where(shown.notna(), "")     # no NaN where nothing was measured
 
 
 def seed_range(seeds) -> str:
