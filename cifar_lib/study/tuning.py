@@ -171,11 +171,8 @@ def _value(key: str, v) -> str:
         return f"{v:.2g}"
     # below 0.001, a power of ten as print sets it (7.1×10⁻⁴) rather than a run of zeros
     mantissa, exponent = f"{v:.1e}".split("e")
-    power = f"10{str(int(exponent)).translate(SUPERSCRIPT)}"
+    power = "10" + str(int(exponent)).translate(str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹"))
     return power if mantissa == "1.0" else f"{mantissa}×{power}"
-
-
-SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
 def describe_settings(params: dict) -> str:
