@@ -271,3 +271,22 @@ def test_an_unchanged_report_rebuilds_a_byte_identical_pdf(tmp_path):
     assert os.environ.get("SOURCE_DATE_EPOCH") == before          # the environment is left as it was
 
 
+
+
+def test_the_appendices_start_on_a_page_of_their_own(tmp_path):
+    import pypdfium2 as pdfium
+
+    from cifar_lib.report.document import Document, paper_shape
+
+    doc = Document()
+    doc.heading(2, "Abstract")
+    doc.text("A short paper.")
+    doc.heading(2, "References")
+    for name in ("Appendix A: one", "Appendix B: two"):
+        doc.heading(2, name)
+        doc.text("More.")
+    pdf = doc.pdf(tmp_path / "paper.pdf")
+    pages = [p.get_textpage().get_text_range() for p in pdfium.PdfDocument(str(pdf))]
+    # the first appendix opens page 2; the second follows it on the same page
+    assert len(pages) == 2 and "Appendix A" in pages[1] and "Appendix B" in pages[1]
+    assert paper_shape(doc.markdown(tmp_path), pdf)["pages"] == 1

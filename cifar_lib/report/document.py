@@ -59,10 +59,14 @@ class Document:
         return "\n\n".join(out) + "\n"
 
     def html(self, paged: bool = False) -> str:
-        body = []
+        body, appendix = [], False
         for kind, *rest in self.parts:
             if kind == "heading":
-                body.append(f"<h{rest[0]}>{html.escape(rest[1])}</h{rest[0]}>")
+                # the appendices start on a page of their own, after the paper
+                first = rest[1].startswith("Appendix") and not appendix
+                appendix |= first
+                mark = ' class="appendix"' if first else ""
+                body.append(f"<h{rest[0]}{mark}>{html.escape(rest[1])}</h{rest[0]}>")
             elif kind == "text":
                 body.append(f"<p>{inline_html(rest[0])}</p>")
             elif kind == "list":
@@ -117,7 +121,7 @@ PAGED_STYLE = (
     "@page{size:A4;margin:2cm 1.8cm 2.2cm;@bottom-center{content:counter(page) ' / ' counter(pages);"
     "font:9pt sans-serif;color:#555}}"
     "body{font-family:sans-serif;font-size:10pt;line-height:1.4}h1{font-size:18pt}h2{font-size:14pt}"
-    "h3{font-size:11.5pt}h2,h3{break-after:avoid}"
+    "h3{font-size:11.5pt}h2,h3{break-after:avoid}.appendix{break-before:page}"
     "div.table{break-inside:avoid;margin:.8em 0}table{border-collapse:collapse;font-size:7.5pt}"
     "td,th{border:1px solid #bbb;padding:.15em .4em;text-align:right}"
     ".caption{font-style:italic;margin:0 0 .3em;font-size:8.5pt}"
