@@ -14,7 +14,8 @@ from cifar_lib.study.notebook import tidy_outputs
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 BAR = re.compile(r"\d+%\|")                                 # a tqdm bar
-LONG_FLOAT = re.compile(r"(?<![\w.])\d+\.\d{5,}(?![\w.])")  # 62.599999
+# 62.599999 or 0.123456, not a small number rounded to two figures (a p of 0.00031)
+LONG_FLOAT = re.compile(r"(?<![\w.])\d+\.(?=\d{5})0*[1-9]\d{3,}(?![\w.])")
 LOCAL_PATH = re.compile(r"(?<![\w.~])/(?:work|home|root|tmp|Users|mnt|content)/")
 
 
