@@ -137,6 +137,7 @@ def test_a_notebook_shows_a_compared_table_as_a_paper_prints_it():
     assert shown.loc["a", "p"] == "< 0.0001" and shown.loc["base", "p"] == ""
     assert shown.loc["b", "p"] == f"{table.loc['b', 'p']:.2g}"
     assert shown.loc["a", "diff"] == round(table.loc["a", "diff"], 2) and shown.loc["base", "diff"] == ""
+    assert shown.loc["a", "pairs"] == 4 and shown.loc["base", "pairs"] == ""
     # c ran on another machine, with the base there: two machines, each row says where it ran
     other = runs[runs["variant"].isin(["base", "a"])].replace({"variant": {"a": "c"}}).assign(
         device="cpu B", machine="cpu B · bf16")

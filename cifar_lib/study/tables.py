@@ -243,7 +243,10 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
     for flag in ("resolved", "own_spread"):
         if flag in shown:
             shown[flag] = shown[flag].map({True: "✓", False: ""})
-    return shown.astype(object).where(shown.notna(), "")     # no NaN where nothing was measured
+    shown = shown.astype(object).where(shown.notna(), "")    # no NaN where nothing was measured
+    if "pairs" in shown and table.attrs.get("base") in shown.index:
+        shown.loc[table.attrs["base"], "pairs"] = ""          # the base is what the others pair with
+    return shown
 
 
 def seed_range(seeds) -> str:
