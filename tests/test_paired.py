@@ -107,6 +107,12 @@ def test_a_run_that_fails_to_train_is_a_failure_not_an_effect():
     assert table.loc["shaky", "failed"] == 1 and table.loc["shaky", "pairs"] == 3
     assert "Failed to train: dead (4 of 4 runs); shaky (1 of 4 runs)" in summarise_effects(table)
     assert {r["variant"] for r in table.attrs["failed_runs"]} == {"dead", "shaky"}
+    # a table as printed says each failure in its row: as the effect when no pair is left,
+    # beside the name when some seeds trained
+    from cifar_lib.study.tables import readable
+    shown = readable(table)
+    assert shown.loc["dead", "diff"] == "failed to train (4 of 4 runs)" and shown.loc["dead", "pairs"] == ""
+    assert shown.loc["shaky (1 of 4 runs failed)", "pairs"] == 3 and "shaky" not in shown.index
 
 
 def test_a_variant_whose_spread_is_out_of_line_gets_its_own_interval_and_a_flag():

@@ -230,7 +230,7 @@ def summarise_effects(table: pd.DataFrame) -> str:
 def readable(table: pd.DataFrame) -> pd.DataFrame:
     """A compared table (or a budget_interaction one) as a notebook shows it, the way the
     report prints one: two decimals, p to two significant figures, a tick for resolved,
-    blanks where nothing was measured, and no device or precision columns when one machine
+    blanks where nothing was measured, a failure said in its row, and no device or precision columns when one machine
     ran every row (describe_pairing says which, above the table)."""
     shown = table.copy()
     one_machine = len(table.attrs.get("devices", [])) == 1 and len(table.attrs.get("precisions", [])) == 1
@@ -247,7 +247,14 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
     shown = shown.astype(object).where(shown.notna(), "")    # no NaN where nothing was measured
     if "pairs" in shown and table.attrs.get("base") in shown.index:
         shown.loc[table.attrs["base"], "pairs"] = ""          # the base is what the others pair with
-    return shown
+    # a failure is said in its row, never left as a blank effect
+    failed = table[table["failed"] > 0] if "failed" in table else table.iloc[:0]
+    for variant, row in failed.iterrows():
+        runs_failed = f"{int(row['failed'])} of {int(row['runs'])} runs"
+        if row["pairs"] == 0:
+            shown.loc[variant, ["pairs", "diff"]] = ["", f"failed to train ({runs_failed})"]
+    return shown.rename(index={v: f"{v} ({int(row['failed'])} of {int(row['runs'])} runs failed)"
+                               for v, row in failed.iterrows() if row["pairs"] > 0})
 
 
 def seed_range(seeds) -> str:

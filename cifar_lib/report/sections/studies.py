@@ -10,7 +10,7 @@ import pandas as pd
 from ...study import plots
 from ...study.stats import ALPHA, budget_interaction, detectable_difference
 from ...study.sweeps import Sweep, sweep_records
-from ...study.tables import compare_sweep, history_frame, mean_std, runs_frame, seed_range
+from ...study.tables import compare_sweep, history_frame, mean_std, readable, runs_frame, seed_range
 
 from .common import Filled, LEVEL, RECIPES, _spoken_list, _tta_kind, machine_phrase, signed
 
@@ -83,18 +83,9 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
     fits = runs[runs["machine"].isin(paired.attrs["machines"])].groupby("variant")["train_acc"].mean().dropna()
     filled.values.update({f"{name}_fit__{'base' if v == baseline else slug(v)}": f"{acc:.2f}%"
                           for v, acc in fits.items()})
-    table = paired.reset_index()
-    table = table[(table["runs"] > 0) | (table["variant"] == baseline)]
-    shown = table[["variant", "mean", "pairs", "diff", "low", "high", "p", "resolved"]].astype(
-        {"variant": object, "pairs": object, "diff": object})
-    shown.loc[shown["variant"] == baseline, "pairs"] = ""      # the base is what others pair with
-    # a failure is said in its row, never left as a blank effect (Figure `failures` draws it)
-    for i, row in table[table["failed"] > 0].iterrows():
-        runs_failed = f"{int(row['failed'])} of {int(row['runs'])} runs"
-        if row["pairs"] == 0:
-            shown.loc[i, ["pairs", "diff"]] = ["", f"failed to train ({runs_failed})"]
-        else:
-            shown.loc[i, "variant"] = f"{row['variant']} ({runs_failed} failed)"
+    ran = ((paired["runs"] > 0) | (paired.index == baseline)).to_numpy()   # the variants that have run
+    shown = readable(paired)[ran].rename_axis("variant").reset_index()
+    shown = shown[["variant", "mean", "pairs", "diff", "low", "high", "p", "resolved"]]
     where = machine_phrase(paired)
     filled.table(name, shown.rename(columns={"mean": "val %", "diff": "effect", "p": "p (adj.)"}),
                  f"{title}: validation accuracy and each variant's paired effect against "
