@@ -189,6 +189,24 @@ def test_every_variant_of_a_family_is_cited_by_name_with_its_interval(tmp_path):
             assert cell == f"failed to train ({runs_failed})"
         else:
             assert f"{variant} ({runs_failed} failed)" in set(shown["variant"])
+    # how each variant starts: its first epoch's validation accuracy over the seeds, and a
+    # flag only where its best seed trails the base's worst
+    from cifar_lib.study.tables import runs_frame
+    runs = runs_frame(records)
+    paired_ids = set(runs.loc[runs["machine"].isin(table.attrs["machines"]), "id"])
+    first = {r["tags"]["variant"]: [] for r in records}
+    for r in records:
+        if r["id"] in paired_ids:     # the runs the table pairs, on the family's machine
+            first[r["tags"]["variant"]].append(100 * r["history"][0]["val_acc"])
+    for variant, accs in first.items():
+        key = f"reg_first__{'base' if variant == CORE_STUDY.baseline else slug(variant)}"
+        if variant not in table.index or len(accs) == 0:
+            continue
+        assert filled.values[key].startswith(f"{min(accs):.0f}")
+        assert filled.values[key].endswith(f"{max(accs):.0f}%")
+        behind = variant != CORE_STUDY.baseline and max(accs) < min(first[CORE_STUDY.baseline])
+        assert (f"{key}__behind" in filled.values) == behind
+    assert "reg_first__no_batch_norm__behind" in filled.values       # at chance from the start
 
 
 def test_each_augmentation_against_none_is_the_same_runs_paired_with_no_augmentation(tmp_path):

@@ -83,6 +83,16 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
     fits = runs[runs["machine"].isin(paired.attrs["machines"])].groupby("variant")["train_acc"].mean().dropna()
     filled.values.update({f"{name}_fit__{'base' if v == baseline else slug(v)}": f"{acc:.2f}%"
                           for v, acc in fits.items()})
+    # the first epoch's validation accuracy over the seeds (`{name}_first__{variant}`): how a
+    # change starts, beside where it ends; `__behind` when its best seed trails the base's worst
+    epochs = history_frame(mine)
+    first = epochs[(epochs["epoch"] == 1) & epochs["id"].isin(runs.loc[runs["machine"].isin(
+        paired.attrs["machines"]), "id"])].groupby("variant")["val_acc"].agg(["min", "max"]).dropna()
+    for v, (low, high) in first.iterrows():
+        key = f"{name}_first__{'base' if v == baseline else slug(v)}"
+        filled.values[key] = f"{low:.0f}–{high:.0f}%" if round(low) != round(high) else f"{low:.0f}%"
+        if v != baseline and baseline in first.index and high < first.loc[baseline, "min"]:
+            filled.values[f"{key}__behind"] = "yes"
     ran = ((paired["runs"] > 0) | (paired.index == baseline)).to_numpy()   # the variants that have run
     shown = readable(paired)[ran].rename_axis("variant").reset_index()
     shown = shown[["variant", "mean", "pairs", "diff", "low", "high", "p", "resolved"]]
