@@ -170,7 +170,7 @@ def test_every_variant_of_a_family_is_cited_by_name_with_its_interval(tmp_path):
     for variant, row in table.drop(CORE_STUDY.baseline).iterrows():
         said = filled.values[f"reg__{slug(variant)}"]
         assert said == effect_phrase(row)
-        flags = {k.rsplit("__", 1)[1] for k in filled.values if k.startswith(f"reg__{slug(variant)}__")}
+        flags = {k.rsplit("__", 1)[1] for k in filled.values if k.startswith(f"reg__{slug(variant)}__")} - {"at_most"}
         if row["failed"]:                                   # a failure, never an effect
             assert said == f"failed to train in {int(row['failed'])} of {int(row['runs'])} runs"
             assert flags == {"failed"}
@@ -179,6 +179,9 @@ def test_every_variant_of_a_family_is_cited_by_name_with_its_interval(tmp_path):
             assert ("not resolved" in said) != bool(row["resolved"])
             # the prose's flag says what the interval says
             assert flags == ({"up" if row["diff"] > 0 else "down"} if row["resolved"] else {"unresolved"})
+            # an unresolved change says the most it can cost: its interval's far end
+            at_most = filled.values.get(f"reg__{slug(variant)}__at_most")
+            assert at_most == (None if row["resolved"] else f"{max(0.0, -row['low']):.2f}")
     assert any(row["failed"] for _, row in table.iterrows())     # no batch norm collapses at 2 epochs
     # the table's row says the failure too, rather than leaving a blank effect
     shown, _ = filled.tables["reg"]
@@ -207,6 +210,14 @@ def test_every_variant_of_a_family_is_cited_by_name_with_its_interval(tmp_path):
         behind = variant != CORE_STUDY.baseline and max(accs) < min(first[CORE_STUDY.baseline])
         assert (f"{key}__behind" in filled.values) == behind
     assert "reg_first__no_batch_norm__behind" in filled.values       # at chance from the start
+    # every unresolved change says the most it can cost (at 2 epochs most augmentations are)
+    aug = Filled(tmp_path)
+    sweep(aug, records, CORE_STUDY.group("augmentation"), "t", "aug")
+    paired = aug.paired["aug"]
+    unresolved = paired[(paired["pairs"] > 0) & ~paired["resolved"].astype(bool)]
+    assert len(unresolved)
+    for variant, row in unresolved.iterrows():
+        assert aug.values[f"aug__{slug(variant)}__at_most"] == f"{max(0.0, -row['low']):.2f}"
 
 
 def test_each_augmentation_against_none_is_the_same_runs_paired_with_no_augmentation(tmp_path):
@@ -253,7 +264,8 @@ def test_the_conclusion_counts_the_verdicts_the_family_tables_give(tmp_path):
     filled = Filled(tmp_path)
     sweep(filled, records, CORE_STUDY.group("regularisation"), "t", "reg")
     tally(filled, CORE_STUDY)
-    flags = [k.rsplit("__", 1)[1] for k in filled.values if k.startswith("reg__") and k.count("__") == 2]
+    flags = [k.rsplit("__", 1)[1] for k in filled.values
+             if k.startswith("reg__") and k.count("__") == 2 and not k.endswith("__at_most")]
     words = {0: "none", 1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
     assert filled.values["tally_variants"] == words[len(flags)]
     for verdict, key in (("up", "tally_up"), ("down", "tally_down"), ("failed", "tally_failed"),

@@ -122,14 +122,16 @@ def rebased(filled: Filled, records: list[dict], family: Sweep, name: str):
 
 def _answers(filled: Filled, paired: pd.DataFrame, name: str) -> int:
     """Each measured variant's answer: `{name}__{variant}`, its effect_phrase, and a flag
-    `{name}__{variant}__{verdict}` that lets the template's prose say what the interval says.
-    How many were measured."""
+    `{name}__{variant}__{verdict}` that lets the template's prose say what the interval says,
+    and for an unresolved one `__at_most`, the most it can cost. How many were measured."""
     measured = _measured(paired)
     for variant, row in measured.items():
         key = f"{name}__{slug(variant)}"
         filled.values[key] = effect_phrase(row)
         if said := verdict(row):
             filled.values[f"{key}__{said}"] = "yes"
+        if said == "unresolved":    # the most the change can cost: the far end of its interval
+            filled.values[f"{key}__at_most"] = f"{max(0.0, -row['low']):.2f}"
     return len(measured)
 
 
