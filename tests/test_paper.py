@@ -377,3 +377,23 @@ def test_the_optuna_search_is_described_from_the_stored_study(tmp_path):
     assert "batch 1000, 2000 or 4000" in values["optuna_space"]
     assert (tmp_path / "optuna_search.png").is_file()
     assert len(filled.figures["optuna_search"][1].split()) < MAX_CAPTION_WORDS
+
+
+def test_the_search_winner_is_cited_with_its_retraining_at_the_declared_seeds(tmp_path):
+    from cifar_lib.records import machine_key
+    from cifar_lib.report.sections import Filled, optuna_search
+    from cifar_lib.study.tuning import read_search
+
+    records = load_records(REPO / "results", profile="cpu")
+    search = read_search(CORE_STUDY, "cpu", REPO / "results")
+    filled = Filled(tmp_path)
+    optuna_search(filled, records, CORE_STUDY, search)
+    # the winner's runs against fast's of the same seed on the same machine, computed here
+    name = f"Optuna trial {search.study.best_trial.number}"
+    core = [r for r in records if r.get("tags", {}).get("sweep") == CORE_STUDY.name]
+    winner = {(r["seed"], machine_key(r)): r["final"]["val_acc"] for r in core if r["tags"]["variant"] == name}
+    base = {(r["seed"], machine_key(r)): r["final"]["val_acc"] for r in core if r["tags"]["variant"] == "fast"}
+    diffs = [100 * (acc - base[key]) for key, acc in winner.items() if key in base]
+    assert len(diffs) == len(CORE_STUDY.seeds)
+    said = filled.values["optuna_confirmed"]
+    assert said.startswith(f"{sum(diffs) / len(diffs):+.2f} points (".replace("-", "−"))

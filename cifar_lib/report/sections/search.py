@@ -5,14 +5,15 @@ from __future__ import annotations
 from ...study import plots
 from ...records import machine_key
 from ...study.sweeps import Sweep, sweep_records
-from ...study.tables import device_label
+from ...study.tables import compare_sweep, device_label, runs_frame
 
 from .common import Filled
+from .studies import effect_phrase
 
 
 def optuna_search(filled: Filled, records: list[dict], sweep: Sweep, search):
     """The stored search on `sweep`'s base (tuning.read_search; None: nothing said)."""
-    from ...study.tuning import describe_settings, describe_space
+    from ...study.tuning import confirmation, describe_settings, describe_space
 
     if search is None:
         return
@@ -28,6 +29,13 @@ def optuna_search(filled: Filled, records: list[dict], sweep: Sweep, search):
         optuna_best_settings=describe_settings(best.params),
         optuna_median=f"{complete['val_acc'].median():.2f}%",
         optuna_top=f"{top} ({share:.2f} of the total)")
+    # the winner retrained with the declared seeds, paired with the base (`optuna_confirmed`)
+    check = confirmation(sweep, search.study, records[0]["profile"])
+    confirmed = sweep_records(records, check)
+    if check.baseline in {r["tags"]["variant"] for r in confirmed}:
+        winner = compare_sweep(check, runs_frame(confirmed)).drop(check.baseline).iloc[0]
+        if winner["pairs"] > 0:
+            filled.values["optuna_confirmed"] = effect_phrase(winner)
     base_label, base_value = "", None
     if len(search.machines) == 1:    # the base's seed-0 run on the machine the trials ran on
         [(device, precision)] = search.machines

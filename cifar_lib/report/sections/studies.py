@@ -166,10 +166,10 @@ def pooled_spread(filled: Filled, study: Sweep):
 
 
 def tally(filled: Filled, study: Sweep):
-    """How the declared changes came out, counted over the families measured so far
-    (`tally_*`; a change without an interval yet counts as unresolved), and
-    `tally_none_helped` once every declared change has an answer and none beat the base."""
-    said = [verdict(row) for table in filled.paired.values() for row in _measured(table).values()]
+    """How the declared changes came out, counted over those with an answer so far (an
+    interval or a failure: `tally_*`), and `tally_none_helped` once every declared change
+    has one and none beat the base."""
+    said = [v for table in filled.paired.values() for row in _measured(table).values() if (v := verdict(row))]
     if not said:
         return
     counts = {v: said.count(v) for v in ("up", "down", "failed")}
