@@ -33,7 +33,7 @@ def engine(filled: Filled, results_dir: Path):
 
 def study_cost(filled: Filled, runs: pd.DataFrame, study: Sweep):
     """`study`'s wall time on each kind of machine, and all its planned runs projected
-    there from the runs it recorded."""
+    there: the recorded hours plus the runs still to go at the median run."""
     mine = runs[runs["sweep"] == study.name]
     if mine.empty:
         return
@@ -43,7 +43,8 @@ def study_cost(filled: Filled, runs: pd.DataFrame, study: Sweep):
         minutes_per_run=("wall_minutes", "median"),
         images_per_second=("images_seen", "sum"), train_minutes=("train_minutes", "sum"))
     table["images_per_second"] = (table["images_per_second"] / (60 * table["train_minutes"])).round().astype(int)
-    table[f"all {planned}, hours"] = table["minutes_per_run"] * planned / 60
+    # what is recorded, plus the runs still to go at the median run
+    table[f"all {planned}, hours"] = table["hours"] + (planned - table["runs"]).clip(lower=0) * table["minutes_per_run"] / 60
     table = table.drop(columns="train_minutes").sort_values("runs", ascending=False)
     (device, precision), most = table.index[0], table.iloc[0]
     filled.values.update(study_cost="yes", cost_runs=str(int(most["runs"])), cost_device=device,
@@ -53,4 +54,4 @@ def study_cost(filled: Filled, runs: pd.DataFrame, study: Sweep):
     filled.table("study_cost", table.reset_index().rename(columns={
         "minutes_per_run": "minutes a run (median)", "images_per_second": "images/s"}).round(1),
         f"The recipe study's cost on each kind of machine: recorded runs and wall hours, and "
-        f"all {planned} planned runs projected from the median run.")
+        f"all {planned} planned runs: those hours plus the runs still to go at the median run.")
