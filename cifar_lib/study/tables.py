@@ -230,8 +230,8 @@ def summarise_effects(table: pd.DataFrame) -> str:
 def readable(table: pd.DataFrame) -> pd.DataFrame:
     """A compared table (or a budget_interaction one) as a notebook shows it, the way the
     report prints one: two decimals, p to two significant figures, a tick for resolved,
-    blanks where nothing was measured, a failure said in its row, and no device or precision columns when one machine
-    ran every row (describe_pairing says which, above the table)."""
+    blanks where nothing was measured, a failure said in its row, and no device or precision
+    columns when one machine ran every row (describe_pairing says which, above the table)."""
     shown = table.copy()
     one_machine = len(table.attrs.get("devices", [])) == 1 and len(table.attrs.get("precisions", [])) == 1
     shown = shown.drop(columns=["device", "precision"] if one_machine else [], errors="ignore")
