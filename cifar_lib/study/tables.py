@@ -249,12 +249,14 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
         shown.loc[table.attrs["base"], "pairs"] = ""          # the base is what the others pair with
     # a failure is said in its row, never left as a blank effect
     failed = table[table["failed"] > 0] if "failed" in table else table.iloc[:0]
+    renamed = {}
     for variant, row in failed.iterrows():
         runs_failed = f"{int(row['failed'])} of {int(row['runs'])} runs"
         if row["pairs"] == 0:
             shown.loc[variant, ["pairs", "diff"]] = ["", f"failed to train ({runs_failed})"]
-    return shown.rename(index={v: f"{v} ({int(row['failed'])} of {int(row['runs'])} runs failed)"
-                               for v, row in failed.iterrows() if row["pairs"] > 0})
+        else:
+            renamed[variant] = f"{variant} ({runs_failed} failed)"
+    return shown.rename(index=renamed)
 
 
 def seed_range(seeds) -> str:

@@ -75,19 +75,19 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
     filled.paired[name] = paired
     if not paired.attrs["machines"]:
         return                      # no variant is paired with the baseline yet: nothing to show
-    base = runs[(runs["variant"] == baseline) & runs["machine"].isin(paired.attrs["machines"])]
-    filled.values[f"{name}_base"] = mean_std(base["val_acc"])
+    here = runs[runs["machine"].isin(paired.attrs["machines"])]     # the runs the table pairs
+    filled.values[f"{name}_base"] = mean_std(here.loc[here["variant"] == baseline, "val_acc"])
     _answers(filled, paired, name)
     # the last epoch's training accuracy of each variant (`{name}_fit__{variant}`, the base's
     # `{name}_fit__base`): how closely it fits its training batches, beside what it generalises
-    fits = runs[runs["machine"].isin(paired.attrs["machines"])].groupby("variant")["train_acc"].mean().dropna()
+    fits = here.groupby("variant")["train_acc"].mean().dropna()
     filled.values.update({f"{name}_fit__{'base' if v == baseline else slug(v)}": f"{acc:.2f}%"
                           for v, acc in fits.items()})
     # the first epoch's validation accuracy over the seeds (`{name}_first__{variant}`): how a
     # change starts, beside where it ends; `__behind` when its best seed trails the base's worst
     epochs = history_frame(mine)
-    first = epochs[(epochs["epoch"] == 1) & epochs["id"].isin(runs.loc[runs["machine"].isin(
-        paired.attrs["machines"]), "id"])].groupby("variant")["val_acc"].agg(["min", "max"]).dropna()
+    first = epochs[(epochs["epoch"] == 1) & epochs["id"].isin(here["id"])].groupby(
+        "variant")["val_acc"].agg(["min", "max"]).dropna()
     for v, (low, high) in first.iterrows():
         key = f"{name}_first__{'base' if v == baseline else slug(v)}"
         filled.values[key] = f"{low:.0f}–{high:.0f}%" if round(low) != round(high) else f"{low:.0f}%"
