@@ -298,8 +298,15 @@ def test_the_appendix_sets_each_change_at_two_budgets_over_the_declared_changes(
     filled = Filled(tmp_path)
     budget_transfer(filled, records, RECIPE_STUDY, CORE_STUDY)
     shown, caption = filled.tables["budget_transfer"]
-    declared = {v: w for v, w in RECIPE_STUDY.counterparts["core_study"].items() if w in CORE_STUDY.variants}
+    declared = RECIPE_STUDY.counterparts["core_study"]      # the Optuna trial's made outside the file
     assert filled.values["transfer_family"] == str(len(declared)) and f"over {len(declared)} changes" in caption
+    # the search's winner, retrained at 2 epochs under the core study's name, has its row
+    winner = shown.set_index("variant").loc["Optuna trial 39"]
+    runs = runs_frame([r for r in records if r.get("tags", {}).get("sweep") == "core_study"
+                       and r["tags"]["variant"] in ("fast", "Optuna trial 39")])
+    trial = runs[runs["variant"] == "Optuna trial 39"]
+    base = runs[(runs["variant"] == "fast") & runs["machine"].isin(trial["machine"])].set_index("seed")
+    assert winner["2 epochs"] == pytest.approx((trial.set_index("seed")["val_acc"] - base["val_acc"]).mean())
     # no augmentation: the same interaction the stats module gives for that family alone
     group = RECIPE_STUDY.group("augmentation")
     names = {v: w for v, w in declared.items() if v in group.variants}

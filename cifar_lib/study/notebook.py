@@ -96,9 +96,9 @@ def show_budget_transfer(group: str, profile: str, results_dir: Path | None = No
 
     results_dir = results_dir or RESULTS_DIR
     long_sweep = RECIPE_STUDY.group(group)
-    names = {v: w for v, w in RECIPE_STUDY.counterparts[CORE_STUDY.name].items()
-             if v in long_sweep.variants}
-    short_sweep = CORE_STUDY.subset([CORE_STUDY.baseline, *names.values()])
+    short_study, names = RECIPE_STUDY.counterparts_in(CORE_STUDY)
+    names = {v: w for v, w in names.items() if v in long_sweep.variants}
+    short_sweep = short_study.subset([short_study.baseline, *names.values()])
     tables = [compare_sweep(s, runs) if not (runs := sweep_runs(s, profile, results_dir)).empty
               and s.baseline in set(runs["variant"]) else None for s in (short_sweep, long_sweep)]
     if any(t is None for t in tables):

@@ -89,6 +89,15 @@ class Sweep:
                                    baseline=baseline or variants[0], is_subset=True, groups={},
                                    counterparts={})
 
+    def counterparts_in(self, other: Sweep) -> tuple[Sweep, dict[str, str]]:
+        """`other` holding every change this sweep declares as its counterpart there, and that
+        map ({variant here: its name there}). A counterpart that `other`'s file lacks was made
+        outside the file under `other`'s name (an Optuna study's best trial, retrained with its
+        seeds): it carries this sweep's settings for it."""
+        names = dict(self.counterparts.get(other.name, {}))
+        made = {w: self.variants[v] for v, w in names.items() if w not in other.variants}
+        return dataclasses.replace(other, variants={**other.variants, **made}), names
+
     def group(self, name: str) -> Sweep:
         """One question of the sweep: its variants beside the baseline, on the same runs."""
         if name not in self.groups:

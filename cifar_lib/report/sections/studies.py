@@ -217,8 +217,7 @@ def budget_transfer(filled: Filled, records: list[dict], study: Sweep, short_stu
     """Appendix A: each change of `study` against the same change in `short_study` at a
     shorter budget, family by family, the change with budget tested over every declared
     counterpart (Bonferroni)."""
-    counterparts = study.counterparts.get(short_study.name, {})
-    counterparts = {v: w for v, w in counterparts.items() if w in short_study.variants}
+    short_study, counterparts = study.counterparts_in(short_study)
     short_runs = runs_frame(sweep_records(records, short_study))
     long_runs = runs_frame(sweep_records(records, study))
     if short_runs.empty or long_runs.empty:
