@@ -320,6 +320,20 @@ def test_the_appendix_sets_each_change_at_two_budgets_over_the_declared_changes(
         f"{expected['short']:+.2f} points at 2 epochs and {expected['long']:+.2f} at 8".replace("-", "−"))
 
 
+def test_the_notebooks_budget_figure_gives_the_appendixs_intervals(tmp_path):
+    from cifar_lib.report.sections import Filled, budget_transfer
+    from cifar_lib.study.notebook import show_budget_transfer
+
+    filled = Filled(tmp_path)
+    budget_transfer(filled, load_records(REPO / "results", profile="cpu"), RECIPE_STUDY, CORE_STUDY)
+    appendix = filled.tables["budget_transfer"][0].set_index("variant")
+    shown = show_budget_transfer("augmentation", "cpu", REPO / "results")
+    assert set(shown.index) == set(RECIPE_STUDY.groups["augmentation"]) & set(appendix.index)
+    for variant, row in shown.iterrows():
+        assert (row["change_low"], row["change_high"], row["resolved"]) == pytest.approx(
+            (appendix.loc[variant, "low"], appendix.loc[variant, "high"], appendix.loc[variant, "resolved"]))
+
+
 def test_the_cost_is_given_per_kind_of_machine_with_the_plan_projected(tmp_path):
     from cifar_lib.report.sections import Filled, study_cost
 

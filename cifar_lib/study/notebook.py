@@ -96,15 +96,16 @@ def show_budget_transfer(group: str, profile: str, results_dir: Path | None = No
 
     results_dir = results_dir or RESULTS_DIR
     long_sweep = RECIPE_STUDY.group(group)
-    short_study, names = RECIPE_STUDY.counterparts_in(CORE_STUDY)
-    names = {v: w for v, w in names.items() if v in long_sweep.variants}
+    short_study, declared = RECIPE_STUDY.counterparts_in(CORE_STUDY)
+    names = {v: w for v, w in declared.items() if v in long_sweep.variants}
     short_sweep = short_study.subset([short_study.baseline, *names.values()])
     tables = [compare_sweep(s, runs) if not (runs := sweep_runs(s, profile, results_dir)).empty
               and s.baseline in set(runs["variant"]) else None for s in (short_sweep, long_sweep)]
     if any(t is None for t in tables):
         print(f"the {group} family has no runs at one of the two budgets at the {profile} profile yet")
         return None
-    table = budget_interaction(*tables, names)     # adjusted over the family's declared changes
+    # adjusted over every change both studies declare, as the report's Appendix A is
+    table = budget_interaction(*tables, names, family=len(declared))
     if table.empty:
         print("no change has an interval at both budgets yet")
         return None
