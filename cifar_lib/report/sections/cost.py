@@ -43,15 +43,18 @@ def study_cost(filled: Filled, runs: pd.DataFrame, study: Sweep):
         minutes_per_run=("wall_minutes", "median"),
         images_per_second=("images_seen", "sum"), train_minutes=("train_minutes", "sum"))
     table["images_per_second"] = (table["images_per_second"] / (60 * table["train_minutes"])).round().astype(int)
-    # what is recorded, plus the runs still to go at the median run
-    table[f"all {planned}, hours"] = table["hours"] + (planned - table["runs"]).clip(lower=0) * table["minutes_per_run"] / 60
     table = table.drop(columns="train_minutes").sort_values("runs", ascending=False)
     (device, precision), most = table.index[0], table.iloc[0]
     filled.values.update(study_cost="yes", cost_runs=str(int(most["runs"])), cost_device=device,
                          cost_precision=precision, cost_hours=f"{most['hours']:.1f}",
-                         cost_minutes=f"{most['minutes_per_run']:.1f}", cost_planned=str(planned),
-                         cost_projected=f"{most[f'all {planned}, hours']:.1f}")
+                         cost_minutes=f"{most['minutes_per_run']:.1f}", cost_planned=str(planned))
+    caption = "The recipe study's cost on each kind of machine: recorded runs and wall hours"
+    if (table["runs"] < planned).any():
+        # what is recorded, plus the runs still to go at the median run
+        projected = f"all {planned}, hours"
+        table[projected] = table["hours"] + (planned - table["runs"]).clip(lower=0) * table["minutes_per_run"] / 60
+        if most["runs"] < planned:
+            filled.values["cost_projected"] = f"{table[projected].iloc[0]:.1f}"
+        caption += f", and all {planned} planned runs: those hours plus the runs still to go at the median run"
     filled.table("study_cost", table.reset_index().rename(columns={
-        "minutes_per_run": "minutes a run (median)", "images_per_second": "images/s"}).round(1),
-        f"The recipe study's cost on each kind of machine: recorded runs and wall hours, and "
-        f"all {planned} planned runs: those hours plus the runs still to go at the median run.")
+        "minutes_per_run": "minutes a run (median)", "images_per_second": "images/s"}).round(1), caption + ".")
