@@ -90,22 +90,15 @@ def show_budget_transfer(group: str, profile: str, results_dir: Path | None = No
 
     from . import plots
     from ..records import RESULTS_DIR
-    from .stats import budget_interaction
     from .sweeps import CORE_STUDY, RECIPE_STUDY
-    from .tables import compare_sweep, readable, sweep_runs
+    from .tables import budget_family, load_records, readable
 
-    results_dir = results_dir or RESULTS_DIR
-    long_sweep = RECIPE_STUDY.group(group)
-    short_study, declared = RECIPE_STUDY.counterparts_in(CORE_STUDY)
-    names = {v: w for v, w in declared.items() if v in long_sweep.variants}
-    short_sweep = short_study.subset([short_study.baseline, *names.values()])
-    tables = [compare_sweep(s, runs) if not (runs := sweep_runs(s, profile, results_dir)).empty
-              and s.baseline in set(runs["variant"]) else None for s in (short_sweep, long_sweep)]
-    if any(t is None for t in tables):
+    records = load_records(results_dir or RESULTS_DIR, profile=profile, diverged=True)
+    found = budget_family(records, RECIPE_STUDY, CORE_STUDY, group)   # adjusted as Appendix A is
+    if found is None:
         print(f"the {group} family has no runs at one of the two budgets at the {profile} profile yet")
         return None
-    # adjusted over every change both studies declare, as the report's Appendix A is
-    table = budget_interaction(*tables, names, family=len(declared))
+    table = found[0]
     if table.empty:
         print("no change has an interval at both budgets yet")
         return None

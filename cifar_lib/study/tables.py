@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..paths import record_folders
 from ..records import RESULTS_DIR, iter_records, machine_key
-from .stats import ALPHA, compare_to_base, format_p, interval_label
+from .stats import ALPHA, budget_interaction, compare_to_base, format_p, interval_label
 from .sweeps import sweep_records
 
 METRICS = ("val_acc", "val_acc_tta", "test_acc", "test_acc_tta")
@@ -173,6 +173,22 @@ def compare_sweep(sweep, runs: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFra
     return compare_to_base(runs, sweep.baseline, [v for v in sweep.variants if v != sweep.baseline],
                            metric=sweep.metric, alpha=alpha, failure_below=sweep.failure_below,
                            spread_alpha=sweep.spread_alpha)
+
+
+def budget_family(records: list[dict], study, short_study, group: str):
+    """One family of `study` beside the same changes in `short_study`, a shorter budget:
+    (budget_interaction's table, adjusted over every change the two studies declare alike,
+    the short budget's compared table, the long one's), or None while the family has no
+    counterpart or either budget lacks its base's runs."""
+    short_study, declared = study.counterparts_in(short_study)
+    names = {v: w for v, w in declared.items() if v in study.groups[group]}
+    tables = []
+    for sweep in (short_study.subset([short_study.baseline, *names.values()]), study.group(group)):
+        runs = runs_frame(sweep_records(records, sweep))
+        if not names or runs.empty or sweep.baseline not in set(runs["variant"]):
+            return None
+        tables.append(compare_sweep(sweep, runs))
+    return budget_interaction(*tables, names, family=len(declared)), *tables
 
 
 def budget_agreement(cheap: pd.DataFrame, full: pd.DataFrame, counterparts: dict[str, str]) -> pd.DataFrame:

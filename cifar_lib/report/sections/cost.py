@@ -49,12 +49,11 @@ def study_cost(filled: Filled, runs: pd.DataFrame, study: Sweep):
                          cost_precision=precision, cost_hours=f"{most['hours']:.1f}",
                          cost_minutes=f"{most['minutes_per_run']:.1f}", cost_planned=str(planned))
     caption = "The recipe study's cost on each kind of machine: recorded runs and wall hours"
-    if (table["runs"] < planned).any():
-        # what is recorded, plus the runs still to go at the median run
-        projected = f"all {planned}, hours"
-        table[projected] = table["hours"] + (planned - table["runs"]).clip(lower=0) * table["minutes_per_run"] / 60
-        if most["runs"] < planned:
-            filled.values["cost_projected"] = f"{table[projected].iloc[0]:.1f}"
+    left = (planned - table["runs"]).clip(lower=0)          # runs still to go on each machine
+    if left.any():          # what is recorded, plus the runs still to go at the median run
+        table[f"all {planned}, hours"] = table["hours"] + left * table["minutes_per_run"] / 60
         caption += f", and all {planned} planned runs: those hours plus the runs still to go at the median run"
+    if left.iloc[0]:
+        filled.values["cost_projected"] = f"{table[f'all {planned}, hours'].iloc[0]:.1f}"
     filled.table("study_cost", table.reset_index().rename(columns={
         "minutes_per_run": "minutes a run (median)", "images_per_second": "images/s"}).round(1), caption + ".")

@@ -8,9 +8,9 @@ import re
 import pandas as pd
 
 from ...study import plots
-from ...study.stats import ALPHA, budget_interaction, detectable_difference
+from ...study.stats import ALPHA, detectable_difference
 from ...study.sweeps import Sweep, sweep_records
-from ...study.tables import compare_sweep, history_frame, mean_std, readable, runs_frame, seed_range
+from ...study.tables import budget_family, compare_sweep, history_frame, mean_std, readable, runs_frame, seed_range
 
 from .common import Filled, LEVEL, RECIPES, _spoken_list, _tta_kind, machine_phrase, signed
 
@@ -217,30 +217,15 @@ def budget_transfer(filled: Filled, records: list[dict], study: Sweep, short_stu
     """Appendix A: each change of `study` against the same change in `short_study` at a
     shorter budget, family by family, the change with budget tested over every declared
     counterpart (Bonferroni)."""
-    short_study, counterparts = study.counterparts_in(short_study)
-    short_runs = runs_frame(sweep_records(records, short_study))
-    long_runs = runs_frame(sweep_records(records, study))
-    if short_runs.empty or long_runs.empty:
-        return
-    filled.values["transfer_family"] = str(len(counterparts))
-    parts, tables = [], {}
-    for group in study.groups:
-        names = {v: w for v, w in counterparts.items() if v in study.groups[group]}
-        if not names:
-            continue
-        short_sweep = short_study.subset([short_study.baseline, *names.values()])
-        long_sweep = study.group(group)
-        pair = [compare_sweep(s, r) for s, r in ((short_sweep, short_runs), (long_sweep, long_runs))
-                if s.baseline in set(r["variant"])]
-        if len(pair) == 2:
-            parts.append(budget_interaction(*pair, names, family=len(counterparts)))
-            tables.setdefault("short", []).append(pair[0])
-            tables.setdefault("long", []).append(pair[1])
-    rows = [p for p in parts if len(p)]
+    families = [f for group in study.groups if (f := budget_family(records, study, short_study, group))]
+    rows = [table for table, *_ in families if len(table)]
     if not rows:
         return
     table = pd.concat(rows)
-    short_epochs, long_epochs = (int(r["epochs"].iloc[0]) for r in (short_runs, long_runs))
+    shorts, longs = [short for _, short, _ in families], [long for *_, long in families]
+    short_epochs, long_epochs = (s.config(s.baseline, records[0]["profile"]).epochs for s in (short_study, study))
+    family = len(study.counterparts[short_study.name])
+    filled.values["transfer_family"] = str(family)
     if table["resolved"].any():
         filled.values["transfer_changed"] = "yes"
     filled.values.update(transfer_rows=_count(len(table)), transfer_resolved=_count(table["resolved"].sum()),
@@ -256,8 +241,8 @@ def budget_transfer(filled: Filled, records: list[dict], study: Sweep, short_stu
         "short": f"{short_epochs} epochs", "long": f"{long_epochs} epochs", "change_low": "low",
         "change_high": "high", "p": "p (adj.)"}),
         f"Effects at two budgets and their change (points), with {LEVEL} intervals over "
-        f"{len(counterparts)} changes. {short_epochs} epochs: {machine_phrase(*tables['short'])}. "
-        f"{long_epochs} epochs: {machine_phrase(*tables['long'])}.")
+        f"{family} changes. {short_epochs} epochs: {machine_phrase(*shorts)}. "
+        f"{long_epochs} epochs: {machine_phrase(*longs)}.")
 
 
 def _count(n: int) -> str:
