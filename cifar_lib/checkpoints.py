@@ -78,11 +78,17 @@ def find_progress(folder: Path, prefix: str, every: bool = False):
     return found[-1] if found else None
 
 
-def unfinished_run(cfg: Config, checkpoint_dir: Path, prefix: str) -> Path | None:
+def unfinished_run(cfg: Config, checkpoint_dir: Path, prefix: str,
+                   ran_on: tuple[str, str] | None = None) -> Path | None:
     """The newest progress checkpoint left by a stopped run of exactly this config (the
-    runs of a sweep share a prefix, so the config decides)."""
+    runs of a sweep share a prefix, so the config decides). With `ran_on` = (device name,
+    precision), only one made there: a run finished on another machine would pair as if
+    it had run here (checkpoints older than this rule name no machine and are taken)."""
     for path in reversed(find_progress(checkpoint_dir, prefix, every=True)):
-        if not changed_settings(load_progress(path, torch.device("cpu"))["config"], cfg):
+        state = load_progress(path, torch.device("cpu"))
+        made_on = tuple(state.get("ran_on") or ()) or None
+        if not changed_settings(state["config"], cfg) and (
+                ran_on is None or made_on is None or made_on == tuple(ran_on)):
             return path
     return None
 

@@ -53,20 +53,27 @@ def _data(args):
 
 
 def cmd_train(args) -> int:
-    from .experiment import run_experiment
+    from .device import pick_device
+    from .experiment import run_experiment, start_point
+    from .runlock import run_lock
 
     profile = resolve_profile(args.profile)
     cfg = load_config(args.config, profile, epochs=args.epochs, lr=args.lr,
                       batch_size=args.batch_size, pipeline=args.pipeline,
                       final=True if args.final else None,
                       compile=True if args.compile else None)
-    data = _data(args)            # after the config: a bad setting costs no data loading
-    print(training_line(cfg, profile, args.seed, data), file=sys.stderr)
-    record, path = run_experiment(cfg, profile=profile, seed=args.seed, data=data,
-                                  device=args.device, results_dir=args.results_dir,
-                                  checkpoint_dir=args.checkpoint_dir,
-                                  progress=not args.quiet, resume=args.resume,
-                                  read_test=not args.tune)
+    # Every check that needs no data comes before the data loads: the run's owner, the
+    # device, what to resume, writable folders.
+    with run_lock(cfg, profile, args.seed, args.checkpoint_dir):
+        start_point(cfg, profile, args.seed, pick_device(args.device), args.resume,
+                    args.results_dir, args.checkpoint_dir)
+        data = _data(args)
+        print(training_line(cfg, profile, args.seed, data), file=sys.stderr)
+        record, path = run_experiment(cfg, profile=profile, seed=args.seed, data=data,
+                                      device=args.device, results_dir=args.results_dir,
+                                      checkpoint_dir=args.checkpoint_dir,
+                                      progress=not args.quiet, resume=args.resume,
+                                      read_test=not args.tune)
     f = record["final"]
     scores = " ".join(f"{k} {_pct(f[k])}" for k in
                       ("val_acc", "val_acc_tta", "test_acc", "test_acc_tta") if k in f)

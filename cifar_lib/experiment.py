@@ -23,6 +23,7 @@ from .models import build_model, count_flops, count_trainable_parameters, engine
 from .paths import CHECKPOINT_DIR, RESULTS_DIR, record_folders
 from .predictions import branch_weights, save_predictions
 from .recipe import make_optimizer, make_scheduler
+from .runlock import run_lock
 from .records import SCHEMA, RunFiles, RunRecord, device_info, find_record, git_commit, run_prefix, versions
 from .train import DivergenceError, Pruned, TrainingInterrupted, fit, stop_on_signals
 
@@ -45,50 +46,60 @@ def run_experiment(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10 | 
     A diverged run writes status 'failed' and raises DivergenceError; SIGINT / SIGTERM stop
     at a step boundary, write 'interrupted' and raise TrainingInterrupted (both keep every epoch).
     """
-    clock = Clock()
-    dev = pick_device(device)
+    # one process per run: a second sweep or a --resume beside a live run is refused
+    with run_lock(cfg, profile, seed, checkpoint_dir):
+        clock = Clock()
+        dev = pick_device(device)
+        state, files = start_point(cfg, profile, seed, dev, resume, results_dir, checkpoint_dir)
+        if state:
+            clock.spent = state["spent"]
+
+        # build
+        data = data or load_cifar10(data_root)
+        run = build(cfg, data, seed, dev, state)
+        record = new_record(cfg, profile, seed, run, data, files, state, tags)
+
+        # fit
+        run_label = f"{cfg.name} {tags['variant']}" if tags and "variant" in tags else cfg.name
+        clock.start_training()
+        try:
+            with stop_on_signals():
+                fit(run.model, run.train_loader, run.val_loader, epochs=cfg.epochs,
+                    optimizer=run.optimizer, scheduler=run.scheduler, precision=run.precision,
+                    scaler=run.scaler, label_smoothing=cfg.label_smoothing,
+                    sum_loss=cfg.loss_reduction == "sum", history=list(record.history),
+                    on_epoch_end=checkpointer(cfg, run, record, files, clock, epoch_callback),
+                    progress=progress, name=f"{run_label} seed {seed}")
+        except (DivergenceError, TrainingInterrupted, Pruned) as e:
+            stopped = {DivergenceError: "failed", TrainingInterrupted: "interrupted", Pruned: "pruned"}[type(e)]
+            if stopped == "pruned":
+                files.progress.unlink(missing_ok=True)     # ended on purpose: nothing to resume
+            record.stop(stopped, str(e), clock.elapsed())
+            raise
+        train_seconds = clock.elapsed()["train_seconds"]
+        save_model(files.model, run.model, cfg, files.run_id, run.model_args)   # nothing can lose it now
+
+        # score
+        final, test = score_run(cfg, run, read_test)
+
+        # record
+        record.complete(final, read_test, {"train_seconds": train_seconds,
+                                           "wall_seconds": clock.elapsed()["wall_seconds"]},
+                        files.model, _now().isoformat(timespec="seconds"))
+        files.progress.unlink(missing_ok=True)       # complete: nothing left to resume
+        if test is not None:
+            save_analysis(cfg, record, files, run, test)
+        return record.fields, files.record
+
+
+def start_point(cfg: Config, profile: str, seed: int, dev: torch.device, resume,
+                results_dir, checkpoint_dir) -> tuple[dict | None, RunFiles]:
+    """Where a run starts (the state to resume, or None) and where its files go: every
+    check that needs no data (a checkpoint to resume, writable folders), so a command
+    can make them before it spends time loading the data."""
     state = resume_state(cfg, resume, Path(checkpoint_dir), run_prefix(cfg.name, profile, seed),
-                          dev) if resume else None
-    files = RunFiles.make(cfg, profile, seed, results_dir, checkpoint_dir, state)
-    if state:
-        clock.spent = state["spent"]
-
-    # build
-    data = data or load_cifar10(data_root)
-    run = build(cfg, data, seed, dev, state)
-    record = new_record(cfg, profile, seed, run, data, files, state, tags)
-
-    # fit
-    run_label = f"{cfg.name} {tags['variant']}" if tags and "variant" in tags else cfg.name
-    clock.start_training()
-    try:
-        with stop_on_signals():
-            fit(run.model, run.train_loader, run.val_loader, epochs=cfg.epochs,
-                optimizer=run.optimizer, scheduler=run.scheduler, precision=run.precision,
-                scaler=run.scaler, label_smoothing=cfg.label_smoothing,
-                sum_loss=cfg.loss_reduction == "sum", history=list(record.history),
-                on_epoch_end=checkpointer(cfg, run, record, files, clock, epoch_callback),
-                progress=progress, name=f"{run_label} seed {seed}")
-    except (DivergenceError, TrainingInterrupted, Pruned) as e:
-        stopped = {DivergenceError: "failed", TrainingInterrupted: "interrupted", Pruned: "pruned"}[type(e)]
-        if stopped == "pruned":
-            files.progress.unlink(missing_ok=True)     # ended on purpose: nothing to resume
-        record.stop(stopped, str(e), clock.elapsed())
-        raise
-    train_seconds = clock.elapsed()["train_seconds"]
-    save_model(files.model, run.model, cfg, files.run_id, run.model_args)   # nothing can lose it now
-
-    # score
-    final, test = score_run(cfg, run, read_test)
-
-    # record
-    record.complete(final, read_test, {"train_seconds": train_seconds,
-                                       "wall_seconds": clock.elapsed()["wall_seconds"]},
-                    files.model, _now().isoformat(timespec="seconds"))
-    files.progress.unlink(missing_ok=True)       # complete: nothing left to resume
-    if test is not None:
-        save_analysis(cfg, record, files, run, test)
-    return record.fields, files.record
+                         dev) if resume else None
+    return state, RunFiles.make(cfg, profile, seed, results_dir, checkpoint_dir, state)
 
 
 # --------------------------------------------------------------------------- build
@@ -223,6 +234,7 @@ def checkpointer(cfg: Config, run: Built, record: RunRecord, files: RunFiles, cl
                       extra={"config": cfg.to_dict(), "model_args": run.model_args,
                              "started_at": record["started_at"],
                              "resumed_at_epochs": record["resumed_at_epochs"],
+                             "ran_on": [record["device"]["name"], record["precision"]],
                              "spent": clock.elapsed()})
         if epoch_callback is not None:
             epoch_callback(epoch, history[-1])
@@ -300,19 +312,29 @@ def run_or_load(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10,
     # by default a record of the study's is reused, and a new run is one's own
     folders = record_folders(results_dir)
     statuses = ("complete", "failed") if reuse_failed else ("complete",)
-    found = next(filter(None, (find_record(cfg, profile=profile, seed=seed, data=data,
-                                           results_dir=folder, read_test=read_test, ran_on=ran_on,
-                                           statuses=statuses)
-                               for folder in folders)), None)
-    if found is not None:
-        if verbose:
-            ended = (f"finished {found[0]['finished_at']}" if found[0]["status"] == "complete"
-                     else "it diverged")
-            print(f"{cfg.name} [{profile}] seed {seed}: reusing {found[1].name} ({ended}; "
-                  f"delete it to train again)")
-        return found
-    resume = resume_unfinished and unfinished_run(cfg, Path(checkpoint_dir),
-                                                  run_prefix(cfg.name, profile, seed))
-    return run_experiment(cfg, profile=profile, seed=seed, data=data, results_dir=folders[-1],
-                          read_test=read_test, tags=tags, progress=progress,
-                          checkpoint_dir=checkpoint_dir, resume=resume or False, **kwargs)
+
+    def recorded():
+        return next(filter(None, (find_record(cfg, profile=profile, seed=seed, data=data,
+                                              results_dir=folder, read_test=read_test,
+                                              ran_on=ran_on, statuses=statuses)
+                                  for folder in folders)), None)
+    found = recorded()
+    if found is None:
+        # Another process may be training this run (RunInProgress), or may have just
+        # finished it: look again once the run is ours.
+        with run_lock(cfg, profile, seed, checkpoint_dir):
+            found = recorded()
+            if found is None:
+                resume = resume_unfinished and unfinished_run(
+                    cfg, Path(checkpoint_dir), run_prefix(cfg.name, profile, seed),
+                    ran_on=running_here(cfg, kwargs.get("device")))
+                return run_experiment(cfg, profile=profile, seed=seed, data=data,
+                                      results_dir=folders[-1], read_test=read_test, tags=tags,
+                                      progress=progress, checkpoint_dir=checkpoint_dir,
+                                      resume=resume or False, **kwargs)
+    if verbose:
+        ended = (f"finished {found[0]['finished_at']}" if found[0]["status"] == "complete"
+                 else "it diverged")
+        print(f"{cfg.name} [{profile}] seed {seed}: reusing {found[1].name} ({ended}; "
+              f"delete it to train again)")
+    return found

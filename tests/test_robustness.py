@@ -188,9 +188,11 @@ def test_a_stopped_fast_run_resumes_as_if_never_stopped(tmp_path, cifar_folder):
 
 @pytest.mark.slow
 def test_two_runs_writing_one_results_folder_lose_nothing(tmp_path, cifar_folder, tiny_config):
-    cmd = train_cmd(tiny_config, tmp_path, cifar_folder, "--epochs", "1")
-    procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]
+    # two seeds: the same run twice at once is refused (test_runlock.py)
+    procs = [subprocess.Popen(train_cmd(tiny_config, tmp_path, cifar_folder, "--epochs", "1",
+                                        "--seed", str(seed)),
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for seed in range(2)]
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err

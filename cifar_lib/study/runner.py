@@ -16,6 +16,7 @@ from ..data import CIFAR10
 from ..experiment import run_or_load, running_here
 from ..paths import RESULTS_DIR
 from ..records import find_record, machine_key
+from ..runlock import RunInProgress
 from ..train import DivergenceError, progress_stream
 from .sweeps import AUGMENTATION, HYPERPARAMETERS, SWEEPS, Sweep  # noqa: F401 (the notebooks' names)
 
@@ -24,6 +25,8 @@ def run_sweep(sweep: Sweep, profile: str, data: CIFAR10, *, seeds=None, jobs: in
               **kwargs) -> list[dict]:
     """Every (variant, seed) run of the sweep, trained or read back from results/, in the
     order variant by variant, seed by seed. `seeds`, where given, replaces every variant's.
+    A run another live process is training is skipped (runlock.py), so two commands of one
+    sweep share its queue; its record is read back by the next call once it lands.
 
     With `jobs` > 1, that many worker processes each take the next run not yet taken, so
     no run is done twice; small CIFAR nets leave a big GPU mostly idle, and N runs at once
@@ -39,9 +42,10 @@ def run_sweep(sweep: Sweep, profile: str, data: CIFAR10, *, seeds=None, jobs: in
     here = bases_needed_here(sweep, profile, data, tasks, kwargs)
     if jobs <= 1:
         # a CPU run takes minutes to an hour: a bar over its epochs shows it is alive
-        return [_run(sweep, profile, data, v, s, kwargs, progress="epochs",
-                     on_this_device=v == sweep.baseline and s in here)
-                for v, s in tqdm(tasks, desc=f"{sweep.name} [{profile}]", file=progress_stream())]
+        records = [_run(sweep, profile, data, v, s, kwargs, progress="epochs",
+                        on_this_device=v == sweep.baseline and s in here)
+                   for v, s in tqdm(tasks, desc=f"{sweep.name} [{profile}]", file=progress_stream())]
+        return [r for r in records if r is not None]     # None: another process holds it
     if not Path(data.root).is_dir():
         raise ConfigError(f"--jobs needs the data on disk for the workers to read; "
                           f"{data.root!r} is not a folder")
@@ -55,7 +59,7 @@ def run_sweep(sweep: Sweep, profile: str, data: CIFAR10, *, seeds=None, jobs: in
         for future in tqdm(as_completed(futures), total=len(futures), file=progress_stream(),
                            desc=f"{sweep.name} [{profile}] x{jobs}"):
             done[futures[future]] = future.result()
-    return [done[t] for t in tasks]
+    return [done[t] for t in tasks if done[t] is not None]   # None: another process holds it
 
 
 def bases_needed_here(sweep: Sweep, profile: str, data: CIFAR10, tasks, kwargs: dict) -> set[int]:
@@ -87,6 +91,11 @@ def _run(sweep: Sweep, profile: str, data: CIFAR10, variant: str, seed: int, kwa
                            reuse_failed=True, **kwargs)[0]
     try:
         return run()
+    except RunInProgress as e:
+        # Two sweeps of one queue share its runs: each skips the run the other holds.
+        print(f"{sweep.name} {variant} seed {seed}: skipped, another process is training it "
+              f"({e.owner}); its record is read back once it lands", file=sys.stderr)
+        return None
     except DivergenceError as e:
         # A run that diverges failed to train: a result the tables report, not a reason to
         # stop the sweep. Its record (status 'failed') is what the sweep gives back, now
@@ -172,6 +181,8 @@ def run_sweep_shared(sweep: Sweep, profile: str, data: CIFAR10, storage: str, *,
         variant, seed = tasks[trial.suggest_int("run", 0, len(tasks) - 1)]
         record = _run(sweep, profile, data, variant, seed, kwargs, progress="epochs",
                       on_this_device=variant == sweep.baseline and seed in here_seeds)
+        if record is None:                 # a local process is training it: not ours
+            raise optuna.TrialPruned("another process on this machine is training this run")
         done.append(record)
         return record["final"][sweep.metric] if record["status"] == "complete" else 0.0  # diverged
 

@@ -41,6 +41,13 @@ class Sweep:
     spread_alpha: float = 0.01       # a variant's own spread out of line with its family's pool
     # the sd of a paired difference (points) the power reasoning planned with (None: none)
     planned_sd_diff: float | None = None
+    # the declared analysis: "two-way" (the variant x seed residual, Bonferroni per family)
+    # or "paired" (the paired differences pooled, screened with Cochran's C; stats.py)
+    analysis: str = "two-way"
+    # seeds a declared second stage adds, for the baseline and the arms stage 1 left unresolved
+    second_stage_seeds: tuple[int, ...] = ()
+    # variant -> the same change made in another sweep ({"sweep", "variant", "against"})
+    transfer: dict[str, dict] = field(default_factory=dict)
 
     def __post_init__(self):
         baseline = self.baseline or next(iter(self.variants))
@@ -152,6 +159,9 @@ def load_sweep(path: Path) -> Sweep:
                  final=bool(table.get("final", False)), failure_below=table.get("failure_below"),
                  spread_alpha=float(table.get("spread_alpha", 0.01)),
                  planned_sd_diff=table.get("planned_sd_diff"),
+                 analysis=table.get("analysis", "two-way"),
+                 second_stage_seeds=tuple(table.get("second_stage_seeds", ())),
+                 transfer={k: dict(v) for k, v in table.get("transfer", {}).items()},
                  groups={g: tuple(vs) for g, vs in table.get("groups", {}).items()},
                  counterparts={k: dict(v) for k, v in table.get("counterparts", {}).items()})
 
