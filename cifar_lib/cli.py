@@ -313,6 +313,13 @@ def main(argv=None) -> int:
         return 3
     except TrainingInterrupted as e:
         # train resumes with --resume; a sweep resumes its unfinished run by itself
+        if not e.resumable:
+            again = {"train": "run the same command again to start it over",
+                     "sweep": "run the same command again: recorded runs are reused and "
+                              "this one starts over"}.get(args.command, "start it again")
+            print(f"interrupted ({e}), before its first epoch ended: there is no checkpoint "
+                  f"to resume from; {again}", file=sys.stderr)
+            return 130
         how = {"train": ": add --resume to the same command to continue",
                "sweep": ": run the same command again to continue (recorded runs are reused "
                         "and this one resumes from its checkpoint)"}.get(args.command, "")

@@ -74,13 +74,21 @@ def run_experiment(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10 | 
             stopped = {DivergenceError: "failed", TrainingInterrupted: "interrupted", Pruned: "pruned"}[type(e)]
             if stopped == "pruned":
                 files.progress.unlink(missing_ok=True)     # ended on purpose: nothing to resume
-            record.stop(stopped, str(e), clock.elapsed())
+            # a stop inside the first epoch leaves no checkpoint: nothing to resume from
+            e.resumable = files.progress.exists()
+            record.stop(stopped, str(e), clock.elapsed(), resumable=e.resumable)
             raise
         train_seconds = clock.elapsed()["train_seconds"]
         save_model(files.model, run.model, cfg, files.run_id, run.model_args)   # nothing can lose it now
 
-        # score
-        final, test = score_run(cfg, run, read_test)
+        # score (Ctrl-C here keeps the trained run: its last checkpoint resumes straight to scoring)
+        try:
+            final, test = score_run(cfg, run, read_test)
+        except KeyboardInterrupt:
+            stop = TrainingInterrupted("SIGINT while scoring the trained run")
+            stop.resumable = True
+            record.stop("interrupted", str(stop), clock.elapsed(), resumable=True)
+            raise stop from None
 
         # record
         record.complete(final, read_test, {"train_seconds": train_seconds,

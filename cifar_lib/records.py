@@ -117,11 +117,11 @@ class RunRecord:
         run stops or completes)."""
         self.fields["history"].append(row)
 
-    def stop(self, status: str, error: str, elapsed: dict) -> None:
+    def stop(self, status: str, error: str, elapsed: dict, resumable: bool = True) -> None:
         """A run that ended early ('failed', 'interrupted', 'pruned'), with every finished
-        epoch; written."""
+        epoch; written. An interrupted run names how to resume it, if it left a checkpoint."""
         self.fields.update(status=status, error=error, **elapsed)
-        if status == "interrupted":
+        if status == "interrupted" and resumable:
             self.fields["resume_with"] = "--resume"
         self.write()
 

@@ -35,7 +35,9 @@ DIVERGED_LOSS = 100.0
 
 
 class TrainingInterrupted(Exception):
-    """SIGINT or SIGTERM arrived; training stopped at a step boundary."""
+    """SIGINT or SIGTERM arrived; training stopped at a step boundary. `resumable`: the
+    run left a checkpoint to continue from (none before its first epoch ends)."""
+    resumable = True
 
 
 class Pruned(Exception):

@@ -155,3 +155,17 @@ def test_an_interrupted_sweep_says_that_running_it_again_resumes(monkeypatch, ca
     monkeypatch.setattr(cli, "cmd_train", stopped)
     assert cli.main(["train", "--config", "fast"]) == 130
     assert "add --resume to the same command" in capsys.readouterr().err
+
+
+def test_a_stop_before_any_checkpoint_says_there_is_nothing_to_resume(monkeypatch, capsys):
+    from cifar_lib import cli
+    from cifar_lib.train import TrainingInterrupted
+
+    def stopped(args):
+        e = TrainingInterrupted("SIGINT in epoch 1 before step 3")
+        e.resumable = False
+        raise e
+    monkeypatch.setattr(cli, "cmd_train", stopped)
+    assert cli.main(["train", "--config", "fast"]) == 130
+    err = capsys.readouterr().err
+    assert "--resume" not in err and "no checkpoint to resume from" in err

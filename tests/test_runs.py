@@ -355,3 +355,84 @@ def test_the_analysis_after_a_run_keeps_the_run_but_hides_no_bug(tmp_path, cifar
         run_experiment(cfg, **{**kw, "seed": 1})
     written = [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("*seed1*.json")]
     assert [r["status"] for r in written] == ["complete"]
+
+
+JOBS_SWEEP = """
+import sys
+from cifar_lib.data import load_cifar10
+from cifar_lib.study.runner import run_sweep
+from cifar_lib.study.sweeps import Sweep
+tiny = {"epochs": 3, "eval_subset": 200, "train_subset": 500, "batch_size": 100,
+        "model_args": {"widths": [8, 8, 8]}}
+sweep = Sweep(name="stop", base="seed_improved", seeds=(0, 1, 2, 3),
+              variants={"flip": {"augment": ["flip"], **tiny}, "none": {"augment": [], **tiny}})
+root, results, checkpoints = sys.argv[1:]
+run_sweep(sweep, "smoke", load_cifar10(root, download=False), jobs=2,
+          results_dir=results, checkpoint_dir=checkpoints)
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_sweep_with_jobs_without_training_the_queued_runs(tmp_path, cifar_folder):
+    """Was: the running runs stopped, then the pool trained every queued run before exiting."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", JOBS_SWEEP, str(cifar_folder.root),
+                             str(tmp_path / "r"), str(tmp_path / "c")], cwd=REPO,
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not list((tmp_path / "c").glob("*.progress.pt")):    # a run is under way
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)                 # Ctrl-C reaches the whole group
+    proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    complete = [r for r in (json.loads(p.read_text()) for p in (tmp_path / "r").rglob("*.json"))
+                if r["status"] == "complete"]
+    assert len(complete) <= 2                          # at most the runs under way: of 8
+
+
+@pytest.mark.slow
+def test_a_stop_in_the_first_epoch_promises_no_resume(tmp_path, monkeypatch):
+    """Was: the message said "add --resume" and the record `resume_with`, and --resume then
+    answered "nothing to resume"."""
+    lr = train._lr
+
+    def stop_at_first_step(optimizer):
+        train.STOP.signal = "SIGINT"               # what the SIGINT handler does
+        return lr(optimizer)
+    monkeypatch.setattr(train, "_lr", stop_at_first_step)
+    cfg = load_config("seed_improved", "smoke", val_size=100, epochs=2, model_args={"widths": [8, 8, 8]})
+    with pytest.raises(train.TrainingInterrupted) as stop:
+        run_experiment(cfg, profile="smoke", data=tiny_dataset(), results_dir=tmp_path,
+                       checkpoint_dir=tmp_path, progress=False)
+    assert stop.value.resumable is False
+    record = json.loads(next(tmp_path.rglob("*.json")).read_text())
+    assert record["status"] == "interrupted" and "resume_with" not in record
+    assert not list(tmp_path.glob("*.progress.pt"))
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_scoring_keeps_the_run_and_resume_only_scores_it(tmp_path, monkeypatch):
+    """Was: a bare "interrupted", exit 130 and no record, though the run had finished training."""
+    cfg = load_config("seed_improved", "smoke", val_size=100, epochs=2, model_args={"widths": [8, 8, 8]})
+    score = experiment.score_run
+
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(experiment, "score_run", ctrl_c)
+    kw = dict(profile="smoke", data=tiny_dataset(), results_dir=tmp_path, checkpoint_dir=tmp_path,
+              progress=False)
+    with pytest.raises(train.TrainingInterrupted, match="while scoring") as stop:
+        run_experiment(cfg, **kw)
+    assert stop.value.resumable is True
+    [path] = tmp_path.rglob("*.json")
+    stopped = json.loads(path.read_text())
+    assert stopped["status"] == "interrupted" and stopped["resume_with"] == "--resume"
+    assert len(stopped["history"]) == 2
+    monkeypatch.setattr(experiment, "score_run", score)
+    monkeypatch.setattr(train, "train_one_epoch", lambda *a, **k: pytest.fail("trained again"))
+    record, _ = run_experiment(cfg, resume=True, **kw)
+    assert record["status"] == "complete" and record["resumed_at_epochs"] == [2]
+    assert record["history"] == stopped["history"] and "test_acc" in record["final"]

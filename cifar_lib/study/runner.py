@@ -52,13 +52,18 @@ def run_sweep(sweep: Sweep, profile: str, data: CIFAR10, *, seeds=None, jobs: in
     context = multiprocessing.get_context("spawn")        # fork and torch's threads do not mix
     counter = context.Value("i", 0)
     done = {}
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
-                             initargs=(str(data.root), jobs, counter)) as pool:
+    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
+                               initargs=(str(data.root), jobs, counter))
+    try:
         futures = {pool.submit(_worker_run, sweep, profile, v, s, kwargs,
                                v == sweep.baseline and s in here): (v, s) for v, s in tasks}
         for future in tqdm(as_completed(futures), total=len(futures), file=progress_stream(),
                            desc=f"{sweep.name} [{profile}] x{jobs}"):
             done[futures[future]] = future.result()
+    finally:
+        # On Ctrl-C (or a run's error) the queued runs are dropped; the running ones got
+        # the signal too and stop at a step boundary, keeping their checkpoints.
+        pool.shutdown(wait=True, cancel_futures=True)
     return [done[t] for t in tasks if done[t] is not None]   # None: another process holds it
 
 
