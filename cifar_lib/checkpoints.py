@@ -31,10 +31,24 @@ def save_model(path: Path, model, cfg: Config, run_id: str, model_args: dict) ->
 
 
 def load_model(path, device: torch.device, make_model) -> tuple[torch.nn.Module, Config]:
+    """The trained model and its config. A model argument this kit no longer has (FastNet's
+    `learn_whitening`, say) is dropped: the weights say what was learned, and if they do not
+    fit today's model the error says so."""
+    from .models import model_arguments
+
     state = _load(path, device)
     cfg = saved_config(state["config"])
-    model = make_model(cfg, device, state["model_args"])
-    model.load_state_dict(state["model_state"])
+    known = model_arguments(cfg.model)
+    retired = sorted(set(state["model_args"]) - set(known))
+    model = make_model(cfg, device, {k: v for k, v in state["model_args"].items() if k in known})
+    try:
+        model.load_state_dict(state["model_state"])
+    except RuntimeError as e:
+        raise ConfigError(f"{path}: its weights do not fit today's {cfg.model} model"
+                          + (f" (it was built with {', '.join(retired)}, which the kit no longer "
+                             f"has)" if retired else "")
+                          + f": {str(e).splitlines()[0]} Evaluate it with the kit version that "
+                          "trained it (the record's git_commit)") from None
     return model, cfg
 
 

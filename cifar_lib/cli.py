@@ -126,6 +126,7 @@ def cmd_sweep(args) -> int:
         raise ConfigError("--storage spreads a sweep over workers already; start one command "
                           "per worker instead of --jobs")
     profile = resolve_profile(args.profile)
+    sweep.check(profile)              # a mistake in the file is named before the data loads
     data = _data(args)
     where = dict(device=args.device, results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir)
     if args.storage:
@@ -159,6 +160,8 @@ def cmd_tune(args) -> int:
     profile = resolve_profile(args.profile)
     # With --sweep the search starts from the sweep's baseline at the sweep's own budget, so
     # its trials and their confirmation stand beside that sweep's runs.
+    if sweep:
+        sweep.check(profile)          # a mistake in the file is named before the data loads
     cfg = sweep.config(sweep.baseline, profile) if sweep else load_config(args.config, profile)
     where = dict(results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir)
     data = _data(args)

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import ConfigError  # noqa: F401 (raised here, imported from here by callers)
 from .loaders import NORMALIZATIONS, PIPELINES, check_augmentations
 from .paths import CONFIG_DIR, tomllib
 
@@ -44,8 +45,6 @@ DEFAULT_PROFILES = {
 }
 
 
-class ConfigError(ValueError):
-    """A config or command-line setting is invalid; the message says what and how to fix it."""
 
 
 @dataclass
@@ -231,17 +230,18 @@ def available_configs() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
 
 
-def load_config(name: str, profile: str = "cpu", **overrides) -> Config:
+def load_config(name: str, profile: str = "cpu", *, source: str = "command line",
+                **overrides) -> Config:
     """Read a config file (on top of the config its `base` key names, if any), apply its
     profile's table, then explicit overrides (None values are ignored, so CLI flags that were
-    not given change nothing)."""
+    not given change nothing); an error in them is blamed on `source`."""
     check_profile(profile)
     path = config_path(name)
     raw, profiles = _read_config(path, seen=())
     cfg = apply(Config(name=path.stem), raw, str(path))
     cfg = apply(cfg, {**DEFAULT_PROFILES[profile], **profiles.get(profile, {})},
                 f"{path} [profiles.{profile}]")
-    cfg = apply(cfg, {k: v for k, v in overrides.items() if v is not None}, "command line")
+    cfg = apply(cfg, {k: v for k, v in overrides.items() if v is not None}, source)
     return validate(cfg)
 
 

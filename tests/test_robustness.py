@@ -262,6 +262,28 @@ def test_a_checkpoint_holding_a_since_removed_setting_still_loads(tmp_path):
     assert torch.equal(loaded(x), model(x))
 
 
+def test_a_checkpoint_with_a_retired_model_argument_evaluates(tmp_path, tiny_cifar, capsys):
+    """Was (D5): a checkpoint whose model_args held `learn_whitening` (the archived
+    fast_ablation runs) raised a TypeError in `evaluate`."""
+    from cifar_lib import cli
+    from cifar_lib.checkpoints import save_model
+    from cifar_lib.config import load_config
+    from cifar_lib.experiment import make_model
+
+    args = {"widths": [8, 16, 16]}
+    cfg = load_config("fast", "smoke", model_args=args)
+    model = make_model(cfg, torch.device("cpu"))
+    save_model(tmp_path / "old.pt", model, cfg, "old-run", {**args, "learn_whitening": True})
+    assert cli.main(["evaluate", str(tmp_path / "old.pt"), "--data-root", str(tiny_cifar.parent)]) == 0
+    assert "test_acc" in capsys.readouterr().out
+    # weights that do not fit today's model: one sentence, exit 2
+    save_model(tmp_path / "wide.pt", model, load_config("fast", "smoke", model_args={"widths": [8, 8, 8]}),
+               "old-run", {"widths": [8, 8, 8], "learn_whitening": True})
+    assert cli.main(["evaluate", str(tmp_path / "wide.pt"), "--data-root", str(tiny_cifar.parent)]) == 2
+    err = capsys.readouterr().err
+    assert "do not fit today's fast model (it was built with learn_whitening" in err
+
+
 def test_checkpoint_that_runs_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"

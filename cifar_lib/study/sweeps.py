@@ -8,6 +8,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import ConfigError
 from ..paths import CONFIG_DIR, tomllib
 
 
@@ -48,13 +49,14 @@ class Sweep:
     second_stage_seeds: tuple[int, ...] = ()
     # variant -> the same change made in another sweep ({"sweep", "variant", "against"})
     transfer: dict[str, dict] = field(default_factory=dict)
+    source: str = ""                 # the file it was read from ('' when built in code)
 
     def __post_init__(self):
         baseline = self.baseline or next(iter(self.variants))
         named = [("baseline", baseline)] + [(f"groups.{g}", v) for g, vs in self.groups.items() for v in vs]
         for what, name in named:
             if name not in self.variants:
-                raise ValueError(f"sweep {self.name}: {what} names {name!r}, which is not one of "
+                raise ConfigError(f"sweep {self.name}: {what} names {name!r}, which is not one of "
                                  f"its variants {list(self.variants)}")
         object.__setattr__(self, "baseline", baseline)         # frozen: set once, here
 
@@ -62,10 +64,21 @@ class Sweep:
         from ..config import load_config
 
         # The sweep's own budget for a profile (if it sets one), then the variant's change.
-        cfg = load_config(self.base, profile, **{**self.profiles.get(profile, {}),
-                                                 **self.variants[variant], "final": self.final})
+        where = f"{self.source or 'sweep ' + self.name}, variant {variant!r}"
+        try:
+            cfg = load_config(self.base, profile, source=where,
+                              **{**self.profiles.get(profile, {}), **self.variants[variant],
+                                 "final": self.final})
+        except ConfigError as e:
+            raise ConfigError(str(e) if where in str(e) else f"{where}: {e}") from None
         # Runs of a sweep live together: results/<profile>/<sweep name>/
         return dataclasses.replace(cfg, name=self.name)
+
+    def check(self, profile: str) -> None:
+        """Every variant's config built and validated, so a mistake in one is named (file
+        and variant) before any data is loaded or any run trains."""
+        for variant in self.variants:
+            self.config(variant, profile)
 
     @property
     def metric(self) -> str:
@@ -145,15 +158,74 @@ class Sweep:
         return self.factors.get(variant, variant)
 
 
-def load_sweep(path: Path) -> Sweep:
-    """The sweep a file describes; its name is the file's."""
-    table = tomllib.loads(Path(path).read_text())
+# Every key a sweep file may hold, and what its value must be (a check, and the words for it).
+def _seeds(v):
+    return isinstance(v, list) and bool(v) and all(isinstance(s, int) and s >= 0 for s in v)
+
+
+def _fraction(v):
+    return isinstance(v, (int, float)) and 0 < v < 1
+
+
+KEYS = {
+    "base": (lambda v: isinstance(v, str), "a config name"),
+    "baseline": (lambda v: isinstance(v, str), "a variant's name"),
+    "seeds": (_seeds, "a list of seeds, e.g. [0, 1, 2]"),
+    "second_stage_seeds": (_seeds, "a list of seeds"),
+    "final": (lambda v: isinstance(v, bool), "true or false"),
+    "failure_below": (_fraction, "a fraction between 0 and 1"),
+    "spread_alpha": (_fraction, "a fraction between 0 and 1"),
+    "planned_sd_diff": (lambda v: isinstance(v, (int, float)) and v > 0, "points, above 0"),
+    "analysis": (lambda v: v in ("two-way", "paired"), '"two-way" or "paired"'),
+    "variants": (lambda v: isinstance(v, dict) and bool(v), "a table of variants"),
+    "groups": (lambda v: isinstance(v, dict), "a table of families"),
+    "factors": (lambda v: isinstance(v, dict), "a table"),
+    "profiles": (lambda v: isinstance(v, dict), "a table of profile tables"),
+    "counterparts": (lambda v: isinstance(v, dict), "a table per other sweep"),
+    "transfer": (lambda v: isinstance(v, dict), "a table of matched changes"),
+}
+
+
+def _check_file(path: Path, table: dict) -> None:
+    """Refuse what a sweep file would otherwise silently get wrong: an unknown key (a typo
+    such as `seed` or `failure_bellow` would drop a declared rule) or a value of the wrong
+    kind."""
     if "variant_seeds" in table:
-        raise ValueError(f"{path}: [variant_seeds] gives some variants more seeds than others; "
-                         "every variant must run the sweep's seeds (declared before it runs), so "
-                         "remove the table and, if more seeds are needed, add them to `seeds`")
+        raise ConfigError(f"{path}: [variant_seeds] gives some variants more seeds than others; "
+                          "every variant must run the sweep's seeds (declared before it runs), so "
+                          "remove the table and, if more seeds are needed, add them to `seeds`")
+    for key, value in table.items():
+        if key not in KEYS:
+            raise ConfigError(f"{path}: unknown key {key!r}; valid keys: {', '.join(KEYS)}")
+        ok, wanted = KEYS[key]
+        if not ok(value):
+            raise ConfigError(f"{path}: {key} = {value!r} should be {wanted}")
+    if "base" not in table or "variants" not in table:
+        raise ConfigError(f"{path}: a sweep names its `base` config and its [variants]")
+    for name, change in table["variants"].items():
+        if not isinstance(change, dict):
+            raise ConfigError(f"{path}: variant {name!r} should be a table of settings, "
+                              f"e.g. {{ lr = 0.1 }}, not {change!r}")
+
+
+def load_sweep(path: Path) -> Sweep:
+    """The sweep a file describes; its name is the file's. A file that is not valid TOML,
+    or holds a key or value a sweep cannot have, is refused with the file's name."""
+    try:
+        table = tomllib.loads(Path(path).read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    _check_file(Path(path), table)
     declared = {"seeds": tuple(table["seeds"])} if "seeds" in table else {}   # else Sweep's default
-    return Sweep(name=Path(path).stem, base=table["base"], variants=dict(table["variants"]),
+    try:
+        return _sweep_from(path, table, declared)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def _sweep_from(path, table: dict, declared: dict) -> Sweep:
+    return Sweep(name=Path(path).stem, source=str(path), base=table["base"],
+                 variants=dict(table["variants"]),
                  factors=dict(table.get("factors", {})), **declared,
                  profiles=dict(table.get("profiles", {})), baseline=table.get("baseline"),
                  final=bool(table.get("final", False)), failure_below=table.get("failure_below"),
@@ -172,25 +244,33 @@ def sweep_records(records: list[dict], sweep: Sweep) -> list[dict]:
             and r["tags"].get("variant") in sweep.variants]
 
 
-def load_sweeps(folder: Path = SWEEPS_DIR) -> dict[str, Sweep]:
-    """Every sweep in `folder`, by name."""
-    return {p.stem: load_sweep(p) for p in sorted(Path(folder).glob("*.toml"))}
+def load_sweeps(folder: Path = SWEEPS_DIR) -> tuple[dict[str, Sweep], dict[str, ConfigError]]:
+    """Every sweep in `folder` by name, and apart, the error of each file that cannot be
+    read: one broken file is refused when it is asked for, and the others still work."""
+    sweeps, broken = {}, {}
+    for path in sorted(Path(folder).glob("*.toml")):
+        try:
+            sweeps[path.stem] = load_sweep(path)
+        except ConfigError as e:
+            broken[path.stem] = e
+    return sweeps, broken
 
 
-SWEEPS = load_sweeps()
+SWEEPS, BROKEN = load_sweeps()
 
 
 def find_sweep(name: str) -> Sweep:
-    """The sweep of configs/sweeps/NAME.toml, or a ConfigError that lists them."""
+    """The sweep of configs/sweeps/NAME.toml, or a ConfigError: what is wrong with its file,
+    or which sweeps there are."""
+    if name in BROKEN:
+        raise BROKEN[name]
     if name not in SWEEPS:
-        from ..config import ConfigError
-
         raise ConfigError(f"unknown sweep {name!r}; valid: {', '.join(SWEEPS)}")
     return SWEEPS[name]
-AUGMENTATION = SWEEPS["augmentation"]          # the 4,000-image demonstrations of budget
-HYPERPARAMETERS = SWEEPS["hyperparameters"]
-RECIPE_STUDY = SWEEPS["recipe_study"]          # notebooks 02-04: the questions at 8 epochs
-CORE_STUDY = SWEEPS["core_study"]              # the same questions at 2 epochs (the appendix)
-FAST_ABLATION = SWEEPS["fast_ablation"]
-BLOCK_ABLATION = SWEEPS["block_ablation"]
-FAST_BUDGET = SWEEPS["fast_budget"]
+AUGMENTATION = find_sweep("augmentation")          # the 4,000-image demonstrations of budget
+HYPERPARAMETERS = find_sweep("hyperparameters")
+RECIPE_STUDY = find_sweep("recipe_study")          # notebooks 02-04: the questions at 8 epochs
+CORE_STUDY = find_sweep("core_study")              # the same questions at 2 epochs (the appendix)
+FAST_ABLATION = find_sweep("fast_ablation")
+BLOCK_ABLATION = find_sweep("block_ablation")
+FAST_BUDGET = find_sweep("fast_budget")
