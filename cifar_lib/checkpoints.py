@@ -4,6 +4,7 @@ against the config that wants to continue it."""
 from __future__ import annotations
 
 import io
+import pickle
 from pathlib import Path
 
 import torch
@@ -36,13 +37,13 @@ def load_model(path, device: torch.device, make_model) -> tuple[torch.nn.Module,
     fit today's model the error says so."""
     from .models import model_arguments
 
-    state = _load(path, device)
+    state = _model_file(Path(path), device)
     cfg = saved_config(state["config"])
     known = model_arguments(cfg.model)
     retired = sorted(set(state["model_args"]) - set(known))
     model = make_model(cfg, device, {k: v for k, v in state["model_args"].items() if k in known})
-    try:
-        model.load_state_dict(state["model_state"])
+    try:    # a progress checkpoint holds the model as it stood after its last epoch
+        model.load_state_dict(state["model_state"] if "model_state" in state else state["model"])
     except RuntimeError as e:
         raise ConfigError(f"{path}: its weights do not fit today's {cfg.model} model"
                           + (f" (it was built with {', '.join(retired)}, which the kit no longer "
@@ -50,6 +51,36 @@ def load_model(path, device: torch.device, make_model) -> tuple[torch.nn.Module,
                           + f": {str(e).splitlines()[0]} Evaluate it with the kit version that "
                           "trained it (the record's git_commit)") from None
     return model, cfg
+
+
+def _model_file(path: Path, device) -> dict:
+    """A final or progress checkpoint's contents; any other file is named for what it is."""
+    if not path.is_file():
+        raise ConfigError(f"no checkpoint file at {path}")
+    if path.suffix == ".json":
+        import json
+        try:
+            named = json.loads(path.read_text()).get("checkpoint")
+        except (ValueError, AttributeError):
+            named = None
+        raise ConfigError(f"{path} is a results record, not a model"
+                          + (f"; its model is {named}" if named else
+                             "; a complete run's record names its model under 'checkpoint'"))
+    if path.name.endswith(".npz"):
+        raise ConfigError(f"{path} holds a run's saved test predictions, not a model; evaluate "
+                          f"the checkpoint its record names under 'checkpoint'")
+    try:
+        state = _load(path, device)
+    except pickle.UnpicklingError:      # not a pickle, or one that would construct objects
+        raise ConfigError(f"{path} is not a checkpoint the kit wrote: it holds something other "
+                          "than tensors and plain values, which is never loaded (it could run "
+                          "code)") from None
+    except (RuntimeError, EOFError) as e:
+        raise ConfigError(f"{path} is not a checkpoint the kit wrote ({str(e).splitlines()[0]})") from None
+    if not isinstance(state, dict) or "config" not in state or not (
+            "model_state" in state or "model" in state):
+        raise ConfigError(f"{path} is not a checkpoint the kit wrote (no model and config in it)")
+    return state
 
 
 def rng_state(device: torch.device) -> dict:

@@ -96,8 +96,6 @@ def cmd_evaluate(args) -> int:
     from .evaluation import score_split
     from .experiment import eval_loader, load_checkpoint
 
-    if not Path(args.checkpoint).is_file():
-        raise ConfigError(f"no checkpoint file at {args.checkpoint}")
     dev = pick_device(args.device)
     model, cfg = load_checkpoint(args.checkpoint, dev)
     data = _data(args)
@@ -112,6 +110,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    from .device import pick_device
     from .study.runner import run_sweep, run_sweep_shared
     from .study.sweeps import find_sweep
     from .study.tables import runs_frame, seed_summary
@@ -127,6 +126,7 @@ def cmd_sweep(args) -> int:
                           "per worker instead of --jobs")
     profile = resolve_profile(args.profile)
     sweep.check(profile)              # a mistake in the file is named before the data loads
+    pick_device(args.device)          # and so is a device this machine lacks
     data = _data(args)
     where = dict(device=args.device, results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir)
     if args.storage:
@@ -144,6 +144,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_tune(args) -> int:
+    from .device import pick_device
     from .study.runner import run_sweep
     from .study.sweeps import find_sweep
     from .study.tables import compare_sweep, runs_frame, summarise_effects
@@ -162,6 +163,7 @@ def cmd_tune(args) -> int:
     # its trials and their confirmation stand beside that sweep's runs.
     if sweep:
         sweep.check(profile)          # a mistake in the file is named before the data loads
+    pick_device(args.device)          # and so is a device this machine lacks
     cfg = sweep.config(sweep.baseline, profile) if sweep else load_config(args.config, profile)
     where = dict(results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir)
     data = _data(args)

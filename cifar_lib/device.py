@@ -12,11 +12,25 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import ConfigError
+
 
 def pick_device(requested: str | None = None) -> torch.device:
-    """CUDA > MPS > CPU unless a device is named."""
+    """CUDA > MPS > CPU unless a device is named; a name this machine cannot use is a
+    ConfigError that says which it can."""
     if requested:
-        return torch.device(requested)
+        try:
+            dev = torch.device(requested)
+        except RuntimeError:
+            dev = None
+        usable = {"cpu": True, "cuda": torch.cuda.is_available(),
+                  "mps": bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()}
+        if dev is None or not usable.get(dev.type, False) or (
+                dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count()):
+            here = ", ".join(d for d, ok in usable.items() if ok)
+            raise ConfigError(f"--device {requested!r} is not a device this machine can train on; "
+                              f"it has: {here} (or leave --device out to take the best)")
+        return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():

@@ -169,3 +169,55 @@ def test_a_stop_before_any_checkpoint_says_there_is_nothing_to_resume(monkeypatc
     assert cli.main(["train", "--config", "fast"]) == 130
     err = capsys.readouterr().err
     assert "--resume" not in err and "no checkpoint to resume from" in err
+
+
+@pytest.mark.parametrize("command", [["train", "--config", "fast"], ["sweep", "recipe_study"],
+                                     ["tune", "fast", "--n-trials", "1"]])
+@pytest.mark.parametrize("device", ["gpu", "cuda:7"])
+def test_a_device_this_machine_lacks_is_one_sentence_before_the_data_loads(command, device,
+                                                                           monkeypatch, capsys):
+    """Was (D7): a raw traceback after the data had loaded."""
+    from cifar_lib import cli
+
+    monkeypatch.setattr(cli, "_data", lambda args: pytest.fail("the data was loaded"))
+    assert cli.main([*command, "--profile", "cpu", "--device", device]) == 2
+    err = capsys.readouterr().err
+    assert f"--device '{device}' is not a device this machine can train on; it has: cpu" in err
+    assert "Traceback" not in err
+
+
+def test_evaluate_names_a_wrong_file_and_scores_a_progress_checkpoint(tmp_path, tiny_cifar, capsys):
+    """Was (D8): a record, a predictions file or a progress checkpoint each gave a traceback."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from cifar_lib import cli
+    from cifar_lib.checkpoints import save_progress
+    from cifar_lib.config import load_config
+    from cifar_lib.experiment import make_model
+
+    data = ["--data-root", str(tiny_cifar.parent)]
+    record = tmp_path / "run.json"
+    record.write_text(json.dumps({"status": "complete", "checkpoint": "checkpoints/run.pt"}))
+    np.savez(tmp_path / "run.predictions.npz", logits=np.zeros((2, 10)))
+    for path, said in [(record, "is a results record, not a model; its model is checkpoints/run.pt"),
+                       (tmp_path / "run.predictions.npz", "holds a run's saved test predictions"),
+                       (tmp_path / "README.md", "no checkpoint file at")]:
+        assert cli.main(["evaluate", str(path), *data]) == 2
+        err = capsys.readouterr().err
+        assert said in err and "Traceback" not in err
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    assert cli.main(["evaluate", str(tmp_path / "junk.pt"), *data]) == 2
+    assert "is not a checkpoint the kit wrote" in capsys.readouterr().err
+
+    args = {"widths": [8, 8, 8]}
+    cfg = load_config("seed_improved", "smoke", model_args=args)
+    model = make_model(cfg, torch.device("cpu"), args)
+    save_progress(tmp_path / "run.progress.pt", run_id="run", epoch=0, model=model,
+                  optimizer=torch.optim.SGD(model.parameters(), lr=0.1), scheduler=None,
+                  scaler=torch.amp.GradScaler("cpu", enabled=False), history=[],
+                  device=torch.device("cpu"), extra={"config": cfg.to_dict(), "model_args": args})
+    assert cli.main(["evaluate", str(tmp_path / "run.progress.pt"), *data]) == 0
+    assert "test_acc" in capsys.readouterr().out

@@ -1,7 +1,6 @@
 """Nothing lost, nothing executed: resume after SIGKILL, clean stop on SIGTERM, atomic
 records under concurrency, divergence guard, unwritable folders, unsafe checkpoints."""
 import json
-import pickle
 import signal
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cifar_lib.config import ConfigError
 from cifar_lib.experiment import load_checkpoint
 from conftest import Evil
 
@@ -288,7 +288,7 @@ def test_checkpoint_that_runs_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
     torch.save({"config": {}, "model_state": Evil(marker)}, path)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(ConfigError, match="never loaded"):
         load_checkpoint(path, torch.device("cpu"))
     assert not marker.exists()
 
