@@ -11,10 +11,17 @@ cd "$(dirname "$0")"
 VENV=${VENV:-.venv}
 
 setup() {
+  # The kit is installed editable, so code changes need no reinstall: skip setup (about
+  # 12 s of pip) while pyproject.toml is the one last installed and the kit imports.
+  local stamp="$VENV/.kit-installed" want
+  want="$(cksum < pyproject.toml)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
+     && "$VENV/bin/python" -c "import cifar_lib, torch, torchvision" 2>/dev/null; then
+    return
+  fi
   if [ ! -x "$VENV/bin/python" ]; then
     "${PYTHON:-python3}" -m venv "$VENV"
   fi
-  # Re-running is cheap: pip skips what is already installed.
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   # Without an NVIDIA GPU, PyPI's default Linux torch is the CUDA build (~5.9 GB of venv), so
   # the CPU builds (~1 GB) come first from PyTorch's own index (CPU_TORCH=1 forces that, 0
@@ -39,6 +46,7 @@ setup() {
     fi
   fi
   "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+  echo "$want" > "$stamp"
 }
 
 case "${1:-train}" in

@@ -97,16 +97,17 @@ def set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
-def save_progress(path: Path, *, run_id: str, epoch: int, model, optimizer, scheduler,
+def save_progress(path: Path, *, run_id: str, epoch: int, model, optimizer, plateau,
                   scaler, history: list[dict], device: torch.device, extra: dict) -> None:
     """Everything needed to continue after `epoch` (0-based) exactly as if never stopped.
 
     The loader needs no state of its own: each batch is drawn from a generator seeded by
-    (seed, epoch, step), so the position (epoch + 1, step 0) determines the rest.
+    (seed, epoch, step), so the position (epoch + 1, step 0) determines the rest; so do
+    step-wise rates (recipe.rate_at). Only the plateau schedule has a state to keep.
     """
     _save({"run_id": run_id, "position": {"epoch": epoch + 1, "step": 0},
            "model": uncompiled(model).state_dict(), "optimizer": optimizer.state_dict(),
-           "scheduler": scheduler.state_dict() if scheduler is not None else None,
+           "scheduler": plateau.state_dict() if plateau is not None else None,
            "scaler": scaler.state_dict(), "history": history, "rng": rng_state(device), **extra}, path)
 
 

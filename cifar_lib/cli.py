@@ -57,6 +57,9 @@ def cmd_train(args) -> int:
     from .experiment import run_experiment, start_point
     from .runlock import run_lock
 
+    if args.final and args.tune:
+        raise ConfigError("--final trains on the validation split too and --tune never reads "
+                          "the test set, so nothing would be scored: drop one of them")
     profile = resolve_profile(args.profile)
     cfg = load_config(args.config, profile, epochs=args.epochs, lr=args.lr,
                       batch_size=args.batch_size, pipeline=args.pipeline,
@@ -87,7 +90,7 @@ def cmd_train(args) -> int:
     print(f"{cfg.name} [{profile}] seed {args.seed}: {scores} | "
           f"train {record['train_seconds']:.1f} s, "
           f"wall {record['wall_seconds']:.1f} s | {record['device']['name']}, "
-          f"{record['precision']} | {data_kind} | record {path}")
+          f"{record['precision']} | {data_kind} | record {path} | model {record['checkpoint']}")
     return 0
 
 
@@ -121,6 +124,8 @@ def cmd_sweep(args) -> int:
             sweep = sweep.subset([sweep.baseline, *[v for v in args.variant if v != sweep.baseline]])
         except ValueError as e:
             raise ConfigError(f"{e}; name them with --variant as written there") from None
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs {args.jobs}: the number of runs at once is 1 or more")
     if args.storage and args.jobs > 1:
         raise ConfigError("--storage spreads a sweep over workers already; start one command "
                           "per worker instead of --jobs")

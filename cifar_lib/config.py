@@ -215,7 +215,8 @@ def config_path(name: str) -> Path:
     p = Path(name)
     if p.suffix == ".toml" and p.exists():
         return p
-    candidate = CONFIG_DIR / f"{name}.toml"
+    # `fast` or `fast.toml`: either names configs/fast.toml
+    candidate = CONFIG_DIR / (p.name if p.suffix == ".toml" and p.parent == Path(".") else f"{name}.toml")
     if candidate.exists():
         return candidate
     if name in RENAMED:

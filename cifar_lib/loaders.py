@@ -238,11 +238,13 @@ def reference_loader(images, labels, batch_size: int, *, train: bool = False, au
 
 
 def make_loader(pipeline: str, images, labels, batch_size: int, *, device="cpu",
-                train: bool = False, seed: int = 0, **augment_args):
-    """A loader of the named pipeline ('tensor' or 'reference')."""
+                train: bool = False, seed: int = 0, num_workers: int = 0, **augment_args):
+    """A loader of the named pipeline ('tensor' or 'reference'); `num_workers` are the
+    reference DataLoader's worker processes (the tensor pipeline augments on the device)."""
     if pipeline == "tensor":
         return TensorLoader(images, labels, batch_size, device=device, train=train, seed=seed,
                             **augment_args)
     if pipeline == "reference":
-        return reference_loader(images, labels, batch_size, train=train, seed=seed, **augment_args)
+        return reference_loader(images, labels, batch_size, train=train, seed=seed,
+                                num_workers=num_workers, **augment_args)
     raise ValueError(f"unknown pipeline {pipeline!r}; valid: {', '.join(PIPELINES)}")

@@ -2,6 +2,8 @@
 loop needs no config), and the Muon optimizer the fast recipe uses."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -108,20 +110,43 @@ def make_muon(cfg: Config, model: nn.Module) -> Muon:
     return Muon([g for g in groups if g["params"]])
 
 
-def make_scheduler(cfg: Config, optimizer, steps_per_epoch: int):
-    """The learning-rate schedule of `cfg` (None for a constant rate)."""
+# --------------------------------------------------------------------------- schedules
+# A step-wise schedule is a formula: each group's rate at global step `step` of `total`,
+# from the group's peak (the rate the config gives it). Nothing of it is stored, so a
+# resumed run recomputes its rates from the config and cannot bring back old ones.
+def rate_at(schedule: str, step: int, total: int, peak: float, warmup: float) -> float:
+    if schedule == "linear":          # airbench: straight down from the peak to 0
+        return peak * max(0.0, 1 - step / total)
+    if schedule == "cosine":          # half a cosine from the peak to 0
+        return peak * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    if schedule == "onecycle":        # up from peak/25 over `warmup` of the steps, then down to peak/250,000
+        turn = float(warmup * total) - 1            # the step at which the rate peaks
+        if step <= turn:
+            return (peak - peak / 25.0) * (step / turn) + peak / 25.0
+        return (peak / 25.0 / 1e4 - peak) * ((step - turn) / (total - 1 - turn)) + peak
+    return peak                       # constant ("plateau" steps on the validation loss instead)
+
+
+def make_lr_schedule(cfg: Config, optimizer, steps_per_epoch: int):
+    """Step -> every group's rate, for the step-wise schedules (None for a constant rate or
+    the plateau schedule). The arithmetic is torch's LambdaLR and OneCycleLR's, step for step."""
+    if cfg.schedule not in ("linear", "cosine", "onecycle"):
+        return None
     total = cfg.epochs * steps_per_epoch
-    if cfg.schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
-    if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            # every group peaks at its own rate (Muon's groups differ 1,000-fold)
-            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total,
-            pct_start=cfg.warmup_fraction,
-            anneal_strategy="linear", cycle_momentum=False)
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-    if cfg.schedule == "linear":         # straight down from every group's rate to 0
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total))
-    return None
+    peaks = [group["lr"] for group in optimizer.param_groups]     # the config's rates
+    return lambda step: [rate_at(cfg.schedule, step, total, peak, cfg.warmup_fraction)
+                         for peak in peaks]
+
+
+def make_plateau(cfg: Config, optimizer):
+    """The coursework's schedule: the rate x `plateau_factor` after `plateau_patience`
+    epochs without a lower validation loss (None for the other schedules)."""
+    if cfg.schedule != "plateau":
+        return None
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+
+
+def set_rates(optimizer, rates: list[float]) -> None:
+    for group, lr in zip(optimizer.param_groups, rates):
+        group["lr"] = lr

@@ -162,9 +162,7 @@ def test_a_stop_before_any_checkpoint_says_there_is_nothing_to_resume(monkeypatc
     from cifar_lib.train import TrainingInterrupted
 
     def stopped(args):
-        e = TrainingInterrupted("SIGINT in epoch 1 before step 3")
-        e.resumable = False
-        raise e
+        raise TrainingInterrupted("SIGINT in epoch 1 before step 3", resumable=False)
     monkeypatch.setattr(cli, "cmd_train", stopped)
     assert cli.main(["train", "--config", "fast"]) == 130
     err = capsys.readouterr().err
@@ -216,8 +214,51 @@ def test_evaluate_names_a_wrong_file_and_scores_a_progress_checkpoint(tmp_path, 
     cfg = load_config("seed_improved", "smoke", model_args=args)
     model = make_model(cfg, torch.device("cpu"), args)
     save_progress(tmp_path / "run.progress.pt", run_id="run", epoch=0, model=model,
-                  optimizer=torch.optim.SGD(model.parameters(), lr=0.1), scheduler=None,
+                  optimizer=torch.optim.SGD(model.parameters(), lr=0.1), plateau=None,
                   scaler=torch.amp.GradScaler("cpu", enabled=False), history=[],
                   device=torch.device("cpu"), extra={"config": cfg.to_dict(), "model_args": args})
     assert cli.main(["evaluate", str(tmp_path / "run.progress.pt"), *data]) == 0
     assert "test_acc" in capsys.readouterr().out
+
+
+def test_cli_edges_are_one_sentence_before_the_data_loads(tmp_path, monkeypatch, capsys):
+    """Was (D11): `--final --tune` trained and printed no score, `--jobs 0` meant 1, and the
+    report's empty-results advice named `train`, whose records the report never reads."""
+    from cifar_lib import cli
+    from cifar_lib.config import config_path
+
+    assert config_path("fast.toml") == config_path("fast")       # was: fast.toml.toml
+    monkeypatch.setattr(cli, "_data", lambda args: pytest.fail("the data was loaded"))
+    for argv, said in [(["train", "--config", "fast", "--final", "--tune"], "nothing would be scored"),
+                       (["sweep", "recipe_study", "--jobs", "0"], "--jobs 0: the number of runs"),
+                       (["report", "--results-dir", str(tmp_path), "--figures-dir", str(tmp_path / "f"),
+                         "--report-dir", str(tmp_path / "r")], "sweep recipe_study --profile cpu")]:
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert said in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_setup_skips_the_install_while_pyproject_is_unchanged(tmp_path):
+    """Was (D11): every `bash run.sh` command reinstalled the kit (about 12 s)."""
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    log = tmp_path / "calls"
+    fake = venv / "bin" / "python"          # records how it is called, and succeeds
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
+    fake.chmod(0o755)
+    stamp = subprocess.run("cksum < pyproject.toml", shell=True, cwd=repo, capture_output=True,
+                           text=True).stdout
+    (venv / ".kit-installed").write_text(stamp)
+    subprocess.run(["bash", "run.sh", "setup"], cwd=repo, env={"VENV": str(venv), "PATH": "/usr/bin:/bin"},
+                   check=True, timeout=60)
+    assert "pip" not in log.read_text()     # only the import check ran
+    (venv / ".kit-installed").write_text("an older pyproject\n")
+    subprocess.run(["bash", "run.sh", "setup"], cwd=repo, env={"VENV": str(venv), "PATH": "/usr/bin:/bin"},
+                   check=True, timeout=60)
+    assert "pip install --quiet -e .[dev]" in log.read_text()
+    assert (venv / ".kit-installed").read_text() == stamp

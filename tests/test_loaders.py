@@ -119,3 +119,16 @@ def test_reference_pipeline_yields_the_same_shapes_and_scale():
     plain = make_loader("reference", x, y, 20)
     expected = next(iter(TensorLoader(x, y, 20)))[0]
     torch.testing.assert_close(next(iter(plain))[0], expected)
+
+
+def test_num_workers_reaches_the_reference_dataloader():
+    """Was (D10): `num_workers` was validated but never reached the DataLoader."""
+    import torch
+
+    from cifar_lib.config import load_config
+    from cifar_lib.experiment import make_loaders
+    from conftest import tiny_dataset
+
+    cfg = load_config("seed_improved", "smoke", pipeline="reference", num_workers=2, val_size=100)
+    _, train_loader, val_loader = make_loaders(cfg, tiny_dataset(), 0, torch.device("cpu"))
+    assert train_loader.num_workers == 2 and val_loader.num_workers == 2

@@ -259,3 +259,14 @@ def test_every_recorded_variant_run_has_a_base_run_of_its_seed_on_its_device():
     bases = {where(r) for r in records if is_base(r)}
     unpaired = [(r["tags"]["variant"], *where(r)) for r in records if not is_base(r) and where(r) not in bases]
     assert not unpaired, unpaired
+
+
+def test_one_seed_pair_is_summarised_as_a_difference_without_an_interval():
+    """Was (D12): the table showed +1.2 and the sentence under it said that no variant had
+    runs paired with the base yet."""
+    runs = _runs([("base", 0, 85.0), ("a", 0, 86.2)])
+    table = compare_to_base(runs, "base", ["a"])
+    assert table.loc["a", "diff"] == pytest.approx(1.2) and np.isnan(table.loc["a", "low"])
+    said = summarise_effects(table)
+    assert "Too few seed pairs for an interval: a +1.20 (1 pair)." in said
+    assert "No variant has runs paired" not in said

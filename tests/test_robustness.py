@@ -313,3 +313,15 @@ def test_a_run_is_dirty_when_code_changed_but_not_when_results_did(tmp_path, mon
     assert records.git_commit() == clean
     (tmp_path / "model.py").write_text("width = 128\n")               # the code changed
     assert records.git_commit() == clean + "-dirty"
+
+
+@pytest.mark.slow
+def test_train_says_it_is_scoring_and_its_last_line_names_the_model(tmp_path, cifar_folder, tiny_config):
+    """Was (D11): a silent minute while the test set was scored with TTA, and a last line
+    that never named the trained model's file."""
+    cmd = [c for c in train_cmd(tiny_config, tmp_path, cifar_folder, "--epochs", "1") if c != "--quiet"]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "scoring the validation split and the test set" in out.stderr
+    model = out.stdout.strip().rsplit("| model ", 1)[1]
+    assert Path(model).is_file() and Path(model).parent == tmp_path / "ckpt"

@@ -136,7 +136,7 @@ def test_a_cpu_that_cannot_be_asked_about_bf16_says_so(monkeypatch):
 
 @pytest.mark.slow
 def test_the_plateau_schedule_lowers_the_rate_when_validation_loss_stops_falling():
-    from cifar_lib.recipe import make_scheduler
+    from cifar_lib.recipe import make_plateau
     from cifar_lib.train import fit
 
     torch.manual_seed(0)
@@ -148,8 +148,8 @@ def test_the_plateau_schedule_lowers_the_rate_when_validation_loss_stops_falling
     noise = torch.Generator().manual_seed(1)
     # Validation images the model cannot learn from (labels shuffled): its loss stalls.
     val = TensorLoader(x, y[torch.randperm(len(y), generator=noise).numpy()], 128)
-    history = fit(model, TensorLoader(x, y, 32, train=True), val, epochs=6, optimizer=opt,
-                  scheduler=make_scheduler(cfg, opt, 4), precision=precision, progress=False)
+    history = list(fit(model, TensorLoader(x, y, 32, train=True), val, epochs=6, optimizer=opt,
+                       plateau=make_plateau(cfg, opt), precision=precision, progress=False))
     rates = [h["lr"] for h in history]
     assert rates[0] == 1e-3 and min(rates) < rates[0]
     # Each drop follows an epoch whose validation loss was no new low, and halves the rate.
@@ -199,3 +199,61 @@ def test_progress_bars_go_to_stdout_in_a_notebook_and_stderr_in_a_terminal(monke
     assert progress_stream() is sys.stderr
     monkeypatch.setitem(sys.modules, "IPython", kernel)
     assert progress_stream() is sys.stdout
+
+
+def _torch_rates(cfg, optimizer, steps_per_epoch: int) -> list[list[float]]:
+    """Every group's rate at every step of a whole run, as torch's LambdaLR and OneCycleLR
+    (what the kit stepped until its schedules became formulas) give them."""
+    total = cfg.epochs * steps_per_epoch
+    if cfg.schedule == "linear":
+        sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total))
+    else:
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total,
+            pct_start=cfg.warmup_fraction, anneal_strategy="linear", cycle_momentum=False)
+    rates = [[g["lr"] for g in optimizer.param_groups]]
+    for _ in range(total - 1):
+        optimizer.step()
+        sched.step()
+        rates.append([g["lr"] for g in optimizer.param_groups])
+    return rates
+
+
+@pytest.mark.parametrize("name", ["fast", "deep_sgd", "improved_tuned", "improved_tuned_50"])
+def test_the_schedule_formulas_give_torchs_rates_exactly_over_a_whole_run(name):
+    """Every group's rate at every step of the whole run (45,000 images, the cpu profile)
+    equals, bit for bit, the rate torch's scheduler gave: runs made before the schedules
+    became formulas pair with runs made after."""
+    from cifar_lib.recipe import make_lr_schedule
+
+    cfg = load_config(name, "cpu")
+    steps = -(-45_000 // cfg.batch_size)
+    model = build_model(cfg.model, **({"widths": (8, 16, 16)} if cfg.model == "fast" else {}))
+    reference = _torch_rates(cfg, make_optimizer(cfg, model), steps)
+    rates = make_lr_schedule(cfg, make_optimizer(cfg, model), steps)
+    assert len(reference) == cfg.epochs * steps
+    assert [rates(step) for step in range(len(reference))] == reference
+
+
+def test_a_resumed_run_takes_its_rates_from_the_config_not_from_the_checkpoint():
+    """Was (D9): resuming a checkpoint made before the onecycle fix brought its old peaks back
+    (OneCycleLR kept max_lr = lr for every group in the optimizer's param groups)."""
+    from cifar_lib.checkpoints import rng_state
+    from cifar_lib.device import Precision
+    from cifar_lib.experiment import restore
+    from cifar_lib.recipe import make_lr_schedule
+
+    cfg = load_config("fast", "smoke", schedule="onecycle", epochs=4)
+    model = build_model("fast", widths=(8, 16, 16))
+    optimizer = make_optimizer(cfg, model)
+    rates = make_lr_schedule(cfg, optimizer, steps_per_epoch=10)
+    scaler = Precision("fp32", torch.device("cpu")).scaler()
+    old = optimizer.state_dict()
+    for group in old["param_groups"]:        # the old peaks: every group at the filters' rate
+        group.update(lr=cfg.lr, max_lr=cfg.lr, initial_lr=cfg.lr / 25)
+    state = {"model": model.state_dict(), "optimizer": old, "scheduler": None,
+             "scaler": scaler.state_dict(), "rng": rng_state(torch.device("cpu")),
+             "position": {"epoch": 2, "step": 0}}
+    restore(state, model, optimizer, rates, None, scaler, torch.device("cpu"), 10)
+    assert [g["lr"] for g in optimizer.param_groups] == rates(20)
+    assert optimizer.param_groups[2]["lr"] < 1e-3          # the mixers' rate, not 0.24

@@ -34,8 +34,10 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     studied = load_records(results_dir, profile=profile, diverged=True)
     records = [r for r in studied if r["status"] == "complete"]
     if not records:
-        raise ConfigError(f"no complete {profile!r} records under {results_dir}: run the "
-                          f"notebooks or `python -m cifar_lib train` first")
+        raise ConfigError(f"no complete {profile!r} records under {results_dir}: the report "
+                          f"reads the study's records, which `python -m cifar_lib sweep "
+                          f"recipe_study --profile {profile}` writes there (`train` writes to "
+                          f"runs/, which the report never reads)")
     figures_dir.mkdir(parents=True, exist_ok=True)
     report_dir.mkdir(parents=True, exist_ok=True)
     full_records = load_records(results_dir, profile="full") if profile != "full" else []

@@ -233,6 +233,11 @@ def summarise_effects(table: pd.DataFrame) -> str:
     if len(unresolved):
         parts.append("Not resolved (the interval contains 0): " + "; ".join(
             f"{v} {r['diff']:+.2f}" for v, r in unresolved.iterrows()) + ".")
+    measured = rows[rows["low"].isna() & rows["diff"].notna()]
+    if len(measured):       # one seed pair: a difference, but no spread to judge it by
+        parts.append("Too few seed pairs for an interval: " + "; ".join(
+            f"{v} {r['diff']:+.2f} ({int(r['pairs'])} pair{'s' if r['pairs'] != 1 else ''})"
+            for v, r in measured.iterrows()) + ".")
     failed = rows[rows["failed"] > 0]
     if len(failed):
         parts.append("Failed to train: " + "; ".join(
