@@ -1,5 +1,7 @@
-"""The coursework's building blocks: the intermediate block (L convolutions mixed by
-input-dependent weights) in a readable and a fused form, and the output block."""
+"""The coursework's building blocks, in data-flow order: the mixer and the intermediate
+block (L convolutions of the same input, mixed by weights computed from it), then the
+output block; after them the engine's faster forms of the same maths (a fused block, a
+cheap dropout mask) and FastNet's block."""
 from __future__ import annotations
 
 import torch
@@ -10,57 +12,6 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "identity": nn
 # How the L mixing weights come from the mixer's outputs; "equal" ignores them (every
 # branch weighs 1/L), the ablation that asks what the learned weights are worth.
 GATES = ("sigmoid", "softmax", "equal")
-
-
-class _MaskedScale(torch.autograd.Function):
-    """x * scale where keep, else 0; saves only the boolean mask for the backward pass."""
-
-    @staticmethod
-    def forward(ctx, x, drop, scale):
-        ctx.save_for_backward(drop)
-        ctx.scale = scale
-        return torch.where(drop, 0.0, x).mul_(scale)   # where keeps x's memory layout
-
-    @staticmethod
-    def backward(ctx, grad):
-        (drop,) = ctx.saved_tensors
-        return torch.where(drop, 0.0, grad).mul_(ctx.scale), None, None
-
-
-class FastDropout(nn.Module):
-    """Dropout whose random mask is cheap on a CPU.
-
-    torch draws one random number per element for its mask, which costs about as much as
-    a convolution here. This draws 64 random bits and cuts them into four 16-bit numbers,
-    so an element is dropped with probability round(p * 2^16) / 2^16 (p to within 1e-5),
-    from the same global generator (seeding and checkpoints work as usual). Other devices
-    use torch's own fused dropout.
-    """
-
-    def __init__(self, p: float):
-        super().__init__()
-        if not 0 <= p < 1:
-            raise ValueError(f"dropout must lie in [0, 1), got {p}")
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return x
-        if x.device.type != "cpu":
-            return F.dropout(x, self.p, training=True)
-        n = x.numel()
-        # The full signed range: plain random_() on int64 never sets the sign bit.
-        bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2**63, None)
-        drop = bits.view(torch.int16)[:n] < -32768 + round(self.p * 65536)
-        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-            b, c, h, w = x.shape        # lay the mask out in x's memory order
-            drop = drop.view(b, h, w, c).permute(0, 3, 1, 2)
-        else:
-            drop = drop.view(x.shape)
-        return _MaskedScale.apply(x, drop, 1.0 / (1.0 - self.p))
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
 
 
 class Mixer(nn.Linear):
@@ -76,7 +27,7 @@ class Mixer(nn.Linear):
         self.requires_grad_(gate != "equal")             # fixed weights: nothing to learn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = super().forward(x.mean(dim=(2, 3)))
+        logits = super().forward(x.mean(dim=(2, 3)))           # [B, C_in] channel means -> [B, L]
         if self.gate == "equal":
             return torch.full_like(logits, 1.0 / logits.shape[1])
         return torch.sigmoid(logits) if self.gate == "sigmoid" else torch.softmax(logits, dim=1)
@@ -124,13 +75,52 @@ class IntermediateBlock(nn.Module):
         """sum_l a[:, l] * branch_l(x)."""
         out = 0
         for l, (conv, norm) in enumerate(zip(self.convs, self.norms)):
-            out = out + a[:, l, None, None, None] * norm(conv(x))
+            out = out + a[:, l, None, None, None] * norm(conv(x))     # [B, 1, 1, 1] * [B, C_out, H, W]
         return out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.dropout(self.activation(self.mix(x, self.branch_weights(x)))))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:                # x: [B, C_in, H, W]
+        mixed = self.mix(x, self.branch_weights(x))                    # [B, C_out, H, W]
+        return self.pool(self.dropout(self.activation(mixed)))        # [B, C_out, H/pool, W/pool]
 
 
+class OutputBlock(nn.Module):
+    """Global pooling to a channel vector, then fully connected layers to logits.
+
+    `pool` is "avg" or "max". With `scale`, the last layer has no bias, starts with
+    unit-variance weights and its output is multiplied by `scale` (airbench's head: the
+    logits start small, and the weights' own learning rate sets how fast they grow).
+    """
+
+    def __init__(self, in_channels: int, hidden: tuple[int, ...] = (), num_classes: int = 10,
+                 activation: str = "relu", dropout: float = 0.0, pool: str = "avg",
+                 scale: float | None = None):
+        super().__init__()
+        if pool not in ("avg", "max"):
+            raise ValueError(f"pool must be 'avg' or 'max', got {pool!r}")
+        self.pool, self.scale = pool, scale
+        layers: list[nn.Module] = []
+        width = in_channels
+        for h in hidden:
+            layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = h
+        last = nn.Linear(width, num_classes, bias=scale is None)
+        if scale is not None:
+            nn.init.normal_(last.weight)
+        layers.append(last)
+        self.classifier = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:                # x: [B, C, H, W]
+        pooled = F.adaptive_max_pool2d(x, 1) if self.pool == "max" else F.adaptive_avg_pool2d(x, 1)
+        logits = self.classifier(torch.flatten(pooled, 1))             # [B, C] -> [B, 10]
+        return logits if self.scale is None else logits * self.scale
+
+
+# --------------------------------------------------------------------------- the engine
+# Faster forms of the blocks above: the same maths, arranged for the hardware. A fused
+# block (one wide convolution instead of L), a dropout mask that is cheap on a CPU, and
+# FastNet's block (branches of different kernel sizes, one batch norm after the mix).
 class FusedIntermediateBlock(IntermediateBlock):
     """The same function as `IntermediateBlock`, computed as ONE convolution with
     L*out_channels filters and ONE batch norm over them (batch norm is per channel, so
@@ -187,38 +177,55 @@ class FusedIntermediateBlock(IntermediateBlock):
         return fused.to(block.mixer.weight.device).train(block.training)
 
 
-class OutputBlock(nn.Module):
-    """Global pooling to a channel vector, then fully connected layers to logits.
+class _MaskedScale(torch.autograd.Function):
+    """x * scale where keep, else 0; saves only the boolean mask for the backward pass."""
 
-    `pool` is "avg" or "max". With `scale`, the last layer has no bias, starts with
-    unit-variance weights and its output is multiplied by `scale` (airbench's head: the
-    logits start small, and the weights' own learning rate sets how fast they grow).
+    @staticmethod
+    def forward(ctx, x, drop, scale):
+        ctx.save_for_backward(drop)
+        ctx.scale = scale
+        return torch.where(drop, 0.0, x).mul_(scale)   # where keeps x's memory layout
+
+    @staticmethod
+    def backward(ctx, grad):
+        (drop,) = ctx.saved_tensors
+        return torch.where(drop, 0.0, grad).mul_(ctx.scale), None, None
+
+
+class FastDropout(nn.Module):
+    """Dropout whose random mask is cheap on a CPU.
+
+    torch draws one random number per element for its mask, which costs about as much as
+    a convolution here. This draws 64 random bits and cuts them into four 16-bit numbers,
+    so an element is dropped with probability round(p * 2^16) / 2^16 (p to within 1e-5),
+    from the same global generator (seeding and checkpoints work as usual). Other devices
+    use torch's own fused dropout.
     """
 
-    def __init__(self, in_channels: int, hidden: tuple[int, ...] = (), num_classes: int = 10,
-                 activation: str = "relu", dropout: float = 0.0, pool: str = "avg",
-                 scale: float | None = None):
+    def __init__(self, p: float):
         super().__init__()
-        if pool not in ("avg", "max"):
-            raise ValueError(f"pool must be 'avg' or 'max', got {pool!r}")
-        self.pool, self.scale = pool, scale
-        layers: list[nn.Module] = []
-        width = in_channels
-        for h in hidden:
-            layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            width = h
-        last = nn.Linear(width, num_classes, bias=scale is None)
-        if scale is not None:
-            nn.init.normal_(last.weight)
-        layers.append(last)
-        self.classifier = nn.Sequential(*layers)
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout must lie in [0, 1), got {p}")
+        self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = F.adaptive_max_pool2d(x, 1) if self.pool == "max" else F.adaptive_avg_pool2d(x, 1)
-        logits = self.classifier(torch.flatten(pooled, 1))
-        return logits if self.scale is None else logits * self.scale
+        if not self.training or self.p == 0:
+            return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, training=True)
+        n = x.numel()
+        # The full signed range: plain random_() on int64 never sets the sign bit.
+        bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2**63, None)
+        drop = bits.view(torch.int16)[:n] < -32768 + round(self.p * 65536)
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            b, c, h, w = x.shape        # lay the mask out in x's memory order
+            drop = drop.view(b, h, w, c).permute(0, 3, 1, 2)
+        else:
+            drop = drop.view(x.shape)
+        return _MaskedScale.apply(x, drop, 1.0 / (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 class FrozenScaleBatchNorm(nn.BatchNorm2d):

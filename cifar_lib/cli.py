@@ -114,6 +114,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_sweep(args) -> int:
     from .device import pick_device
+    from .records import check_writable
     from .study.runner import run_sweep, run_sweep_shared
     from .study.sweeps import find_sweep
     from .study.tables import runs_frame, seed_summary
@@ -130,8 +131,10 @@ def cmd_sweep(args) -> int:
         raise ConfigError("--storage spreads a sweep over workers already; start one command "
                           "per worker instead of --jobs")
     profile = resolve_profile(args.profile)
-    sweep.check(profile)              # a mistake in the file is named before the data loads
-    pick_device(args.device)          # and so is a device this machine lacks
+    sweep.check(profile)              # a mistake in the file is named before the data loads,
+    pick_device(args.device)          # and so are a device this machine lacks
+    check_writable(args.results_dir)  # and folders it cannot write
+    check_writable(args.checkpoint_dir)
     data = _data(args)
     where = dict(device=args.device, results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir)
     if args.storage:

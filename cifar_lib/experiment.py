@@ -12,18 +12,18 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import load_model, resume_state, save_model, save_progress, set_rng_state, unfinished_run
+from .checkpoints import load_model, resume_state, save_model, save_progress, set_rng_state
 from .config import Config, ConfigError
 from .data import CIFAR10, load_cifar10, split_data
 from .device import Precision, keep_freed_memory, malloc_mode, pick_device
 from .evaluation import EVAL_BATCH, score_split
 from .loaders import make_loader
-from .models import build_model, count_flops, count_trainable_parameters, engine_defaults, uncompiled
-from .paths import CHECKPOINT_DIR, RESULTS_DIR, record_folders
+from .models import build_model, count_flops, count_trainable_parameters, engine_defaults
+from .paths import CHECKPOINT_DIR, RESULTS_DIR
 from .predictions import branch_weights, save_predictions
 from .recipe import make_lr_schedule, make_optimizer, make_plateau, set_rates
 from .runlock import run_lock
-from .records import SCHEMA, RunFiles, RunRecord, device_info, find_record, git_commit, run_prefix, versions
+from .records import SCHEMA, RunFiles, RunRecord, device_info, git_commit, run_prefix, versions
 from .train import DivergenceError, Pruned, TrainingInterrupted, fit, progress_stream, stop_on_signals
 
 
@@ -283,57 +283,6 @@ def save_analysis(cfg: Config, record: RunRecord, files: RunFiles, model, splits
     record.write()
 
 
-# --------------------------------------------------------------------------- reuse
-def running_here(cfg: Config, device: str | None = None) -> tuple[str, str]:
-    """(device name, precision) as a record of `cfg` trained in this process would say them."""
-    dev = pick_device(device)
-    return device_info(dev)["name"], Precision.resolve(cfg.precision, dev).name
-
-
 def load_checkpoint(path, device: torch.device) -> tuple[torch.nn.Module, Config]:
     """Model and config from a final checkpoint; weights_only=True, so loading runs no code."""
     return load_model(path, device, make_model)
-
-
-def run_or_load(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10,
-                results_dir: Path | None = None, read_test: bool = True, tags: dict | None = None,
-                progress: bool | str = "epochs", verbose: bool = True,
-                resume_unfinished: bool = False, checkpoint_dir: Path = CHECKPOINT_DIR,
-                on_this_device: bool = False, reuse_failed: bool = False, **kwargs) -> tuple[dict, Path]:
-    """Experiments are data: reuse the record of an identical finished run if there is one
-    (so notebooks re-run in seconds), otherwise train and write a new one; with
-    `resume_unfinished`, continue a stopped run of the same config if one left a checkpoint.
-    With `on_this_device`, only a record made on this device at the precision this config
-    gets here is reused (a run that another run will be paired with must have run here).
-    With `reuse_failed`, so is the record of an identical run that diverged: the same seed
-    diverges again, so a sweep keeps it as its answer."""
-    ran_on = running_here(cfg, kwargs.get("device")) if on_this_device else None
-    # by default a record of the study's is reused, and a new run is one's own
-    folders = record_folders(results_dir)
-    statuses = ("complete", "failed") if reuse_failed else ("complete",)
-
-    def recorded():
-        return next(filter(None, (find_record(cfg, profile=profile, seed=seed, data=data,
-                                              results_dir=folder, read_test=read_test,
-                                              ran_on=ran_on, statuses=statuses)
-                                  for folder in folders)), None)
-    found = recorded()
-    if found is None:
-        # Another process may be training this run (RunInProgress), or may have just
-        # finished it: look again once the run is ours.
-        with run_lock(cfg, profile, seed, checkpoint_dir):
-            found = recorded()
-            if found is None:
-                resume = resume_unfinished and unfinished_run(
-                    cfg, Path(checkpoint_dir), run_prefix(cfg.name, profile, seed),
-                    ran_on=running_here(cfg, kwargs.get("device")))
-                return run_experiment(cfg, profile=profile, seed=seed, data=data,
-                                      results_dir=folders[-1], read_test=read_test, tags=tags,
-                                      progress=progress, checkpoint_dir=checkpoint_dir,
-                                      resume=resume or False, **kwargs)
-    if verbose:
-        ended = (f"finished {found[0]['finished_at']}" if found[0]["status"] == "complete"
-                 else "it diverged")
-        print(f"{cfg.name} [{profile}] seed {seed}: reusing {found[1].name} ({ended}; "
-              f"delete it to train again)")
-    return found

@@ -12,15 +12,11 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
-from .config import Config, changed_settings
 from .paths import REPO_ROOT, RESULTS_DIR
 
-if TYPE_CHECKING:
-    from .data import CIFAR10
 
 SCHEMA = 1
 
@@ -236,28 +232,3 @@ def device_info(device: torch.device) -> dict:
         units = f", {info['cpu_units']}" if info["cpu_units"] else ""
         info["name"] = f"{info['cpu']} ({os.cpu_count()} cores{units})"
     return info
-
-
-def machine_key(record: dict) -> tuple[str, str]:
-    """Where a run ran, as pairing needs it: (device name, precision). Two runs are compared
-    only when their keys are equal; a CPU's name carries its model, cores and matrix units."""
-    return record["device"]["name"], record["precision"]
-
-
-def find_record(cfg: Config, *, profile: str, seed: int, data: CIFAR10,
-                results_dir: Path = RESULTS_DIR, read_test: bool = True,
-                ran_on: tuple[str, str] | None = None,
-                statuses: tuple[str, ...] = ("complete",)) -> tuple[dict, Path] | None:
-    """The newest record of exactly this config, profile and seed on the same data (by
-    fingerprint) that ended in one of `statuses` ('failed': it diverged), that read the
-    test set if `read_test` asks for it (a failed run read nothing), and, with `ran_on` =
-    (device name, precision), that ran there; None if there is none."""
-    folder = run_folder(results_dir, profile, cfg.name)
-    for path in sorted(folder.glob(f"{run_prefix(cfg.name, profile, seed)}-*.json"), reverse=True):
-        record = read_record(path)
-        if (record.get("status") in statuses and not changed_settings(record["config"], cfg)
-                and record["data"]["fingerprint"] == data.fingerprint
-                and (record["status"] == "failed" or record["test_read"] or not read_test)
-                and (ran_on is None or ran_on == machine_key(record))):
-            return record, path
-    return None

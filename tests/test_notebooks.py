@@ -205,3 +205,7 @@ def test_a_one_epoch_learning_curve_is_drawn_with_markers_not_as_empty_axes():
     fig = plots.learning_curves(one)
     drawn = [line for ax in fig.axes for line in ax.get_lines() if len(line.get_xdata())]
     assert drawn and all(line.get_marker() not in (None, "", "None") for line in drawn)
+
+
+def test_the_readme_fits_its_limit_of_180_lines():
+    assert len((REPO / "README.md").read_text().splitlines()) <= 180

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cifar_lib.config import load_config
-from cifar_lib.experiment import run_or_load
+from cifar_lib.study.reuse import run_or_load
 from cifar_lib.predictions import run_predictions
 from cifar_lib.report.build import build_report
 from cifar_lib.report.document import paper_shape
@@ -415,7 +415,7 @@ def test_the_optuna_search_is_described_from_the_stored_study(tmp_path):
 
 
 def test_the_search_winner_is_cited_with_its_retraining_at_the_declared_seeds(tmp_path):
-    from cifar_lib.records import machine_key
+    from cifar_lib.study.reuse import machine_key
     from cifar_lib.report.sections import Filled, optuna_search
     from cifar_lib.study.tuning import read_search
 

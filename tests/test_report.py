@@ -9,7 +9,7 @@ import pandas as pd
 
 from cifar_lib.cli import main
 from cifar_lib.config import ConfigError, load_config
-from cifar_lib.experiment import find_record, run_or_load
+from cifar_lib.study.reuse import find_record, run_or_load
 from cifar_lib.study.notebook import notebook_profile, show_recorded_sweep
 from cifar_lib.study.runner import Sweep, run_sweep
 from cifar_lib.study.sweeps import load_sweep

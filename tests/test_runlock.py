@@ -10,6 +10,7 @@ import time
 import pytest
 
 import cifar_lib.experiment as experiment
+import cifar_lib.study.reuse as reuse
 from cifar_lib.config import load_config
 from cifar_lib.runlock import RunInProgress, lock_path, run_lock
 from cifar_lib.study.runner import run_sweep
@@ -55,7 +56,7 @@ def test_a_second_sweep_skips_the_run_the_first_is_training(tmp_path, monkeypatc
     def fake_train(cfg, **kw):                  # records what would train, trains nothing
         trained.append(list(cfg.augment))
         return {"tags": kw["tags"], "status": "complete"}, None
-    monkeypatch.setattr(experiment, "run_experiment", fake_train)
+    monkeypatch.setattr(reuse, "run_experiment", fake_train)
     try:
         records = run_sweep(sweep, "smoke", tiny_dataset(), results_dir=tmp_path / "r",
                             checkpoint_dir=tmp_path / "ck")

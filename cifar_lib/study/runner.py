@@ -13,9 +13,8 @@ from tqdm import tqdm
 
 from ..config import ConfigError
 from ..data import CIFAR10
-from ..experiment import run_or_load, running_here
 from ..paths import RESULTS_DIR
-from ..records import find_record, machine_key
+from .reuse import find_record, machine_key, run_or_load, running_here
 from ..runlock import RunInProgress
 from ..train import DivergenceError, progress_stream
 from .sweeps import AUGMENTATION, HYPERPARAMETERS, SWEEPS, Sweep  # noqa: F401 (the notebooks' names)

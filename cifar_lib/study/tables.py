@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from ..paths import record_folders
-from ..records import RESULTS_DIR, iter_records, machine_key
+from ..records import RESULTS_DIR, iter_records
+from .reuse import machine_key
 from .stats import ALPHA, budget_interaction, compare_to_base, format_p, interval_label
 from .sweeps import sweep_records
 
@@ -76,7 +77,7 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
             # on the batches as trained (augmented, dropout on): how closely the run fits them
             "train_acc": 100 * r["history"][-1]["train_acc"] if r.get("history") else None,
             "train_minutes": r["train_seconds"] / 60, "wall_minutes": r["wall_seconds"] / 60,
-            # `device` as prose names it; `machine` what pairing compares (records.machine_key)
+            # `device` as prose names it; `machine` what pairing compares (reuse.machine_key)
             "device": device_label(r["device"]), "machine": " · ".join(machine_key(r)),
             "device_type": r["device"]["type"],
             "precision": r["precision"],
@@ -167,12 +168,14 @@ def mean_std(values) -> str:
     return f"{values.mean():.2f} ± {values.std():.2f}% ({len(values)} seeds)"
 
 
-def compare_sweep(sweep, runs: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
+def compare_sweep(sweep, runs: pd.DataFrame, alpha: float = ALPHA,
+                  metric: str | None = None) -> pd.DataFrame:
     """A sweep (or one of its groups) as its table: every declared variant against the
-    baseline, with the sweep's failure rule (stats.compare_to_base)."""
+    baseline, with the sweep's failure rule (stats.compare_to_base), on the sweep's metric
+    or another (`val_acc_tta`, say)."""
     return compare_to_base(runs, sweep.baseline, [v for v in sweep.variants if v != sweep.baseline],
-                           metric=sweep.metric, alpha=alpha, failure_below=sweep.failure_below,
-                           spread_alpha=sweep.spread_alpha)
+                           metric=metric or sweep.metric, alpha=alpha,
+                           failure_below=sweep.failure_below, spread_alpha=sweep.spread_alpha)
 
 
 def budget_family(records: list[dict], study, short_study, group: str):

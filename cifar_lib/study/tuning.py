@@ -17,7 +17,7 @@ import optuna
 from ..config import Config, ConfigError, validate
 from ..data import CIFAR10
 from ..paths import CHECKPOINT_DIR, RESULTS_DIR
-from ..records import machine_key
+from .reuse import machine_key
 
 if TYPE_CHECKING:
     import pandas as pd

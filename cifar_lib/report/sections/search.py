@@ -3,7 +3,7 @@ importances. Its winner's answer at 8 epochs is a family of the recipe study."""
 from __future__ import annotations
 
 from ...study import plots
-from ...records import machine_key
+from ...study.reuse import machine_key
 from ...study.sweeps import Sweep, sweep_records
 from ...study.tables import compare_sweep, device_label, runs_frame
 
