@@ -238,6 +238,19 @@ class FrozenScaleBatchNorm(nn.BatchNorm2d):
         self.weight.requires_grad_(False)
 
 
+class ChannelAffine(nn.Module):
+    """A learned per-channel gain and shift: what a batch norm leaves when its statistics
+    are taken away (FastNet's norm "affine"; FastNet.init_gains sets it from the data)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight[:, None, None] + self.bias[:, None, None]
+
+
 class FastBlock(nn.Module):
     """An intermediate block shaped for speed: branches of different kernel sizes, then
     max-pool, ONE batch norm and the activation after the mix.
@@ -256,7 +269,7 @@ class FastBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_sizes=(3, 1), *,
                  pool: int = 1, gate: str = "sigmoid", activation: str = "gelu",
-                 batch_norm: bool = True, dropout: float = 0.0):
+                 batch_norm: bool = True, dropout: float = 0.0, norm: str = "batch"):
         super().__init__()
         self.kernel_sizes = tuple(kernel_sizes)
         # Odd kernels keep the size ("same" padding); even ones (the 2x2 whitening block)
@@ -275,7 +288,10 @@ class FastBlock(nn.Module):
         nn.init.zeros_(self.mixer.weight)
         nn.init.zeros_(self.mixer.bias)
         self.pool = nn.MaxPool2d(pool) if pool > 1 else nn.Identity()
-        self.norm = FrozenScaleBatchNorm(out_channels) if batch_norm else nn.Identity()
+        if norm == "affine":          # no statistics: a learned gain and shift (ChannelAffine)
+            self.norm = ChannelAffine(out_channels)
+        else:
+            self.norm = FrozenScaleBatchNorm(out_channels) if batch_norm else nn.Identity()
         self.activation = ACTIVATIONS[activation]()
         # the cheap mask: FastNet trains on CPUs too (see FastDropout)
         self.dropout = FastDropout(dropout) if dropout > 0 else nn.Identity()

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import FastBlock, FusedIntermediateBlock, IntermediateBlock, OutputBlock
+from .blocks import ChannelAffine, FastBlock, FusedIntermediateBlock, IntermediateBlock, OutputBlock
 
 
 class Residual(nn.Module):
@@ -93,16 +93,22 @@ class FastNet(nn.Module):
 
     def __init__(self, widths=(64, 256, 256), kernel_sizes=(3, 1), gate: str = "sigmoid",
                  whiten_kernel: int = 2, num_classes: int = 10, *, depth: int = 2,
-                 residual: bool = False,
-                 batch_norm: bool = True, dropout: float = 0.0):
+                 residual: bool = False, batch_norm: bool = True, dropout: float = 0.0,
+                 norm: str = "batch", head_scale: float | None = None):
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth is the number of blocks per width, at least 1; got {depth}")
+        if norm not in ("batch", "affine"):
+            raise ValueError(f'norm must be "batch" or "affine", got {norm!r}')
         whiten_width = 2 * 3 * whiten_kernel ** 2          # +- each patch eigenvector
-        blocks = [FastBlock(3, whiten_width, (whiten_kernel, whiten_kernel), gate=gate)]
+        # norm "affine": no batch norm anywhere, the whitening block's too; in its place a
+        # learned per-channel gain and shift, set from the data at the start (init_from_data)
+        affine = dict(norm="affine") if norm == "affine" else {}
+        blocks = [FastBlock(3, whiten_width, (whiten_kernel, whiten_kernel), gate=gate, **affine)]
         # `batch_norm` and `dropout` are the coursework's two regularisers, for its
-        # questions; the whitening block has neither (its first branch is frozen).
-        kw = dict(gate=gate, batch_norm=batch_norm, dropout=dropout)
+        # questions; the whitening block has neither (its first branch is frozen), so
+        # batch_norm=False alone leaves that block's norm in place.
+        kw = dict(gate=gate, batch_norm=batch_norm, dropout=dropout, **affine)
         for cin, cout in zip((whiten_width, *widths[:-1]), widths):
             blocks.append(FastBlock(cin, cout, kernel_sizes, pool=2, **kw))
             for _ in range(depth - 1):
@@ -112,8 +118,9 @@ class FastNet(nn.Module):
         # Frozen from the start, not when the filters are set: a resumed run skips
         # init_from_data, and its optimizer must hold the same parameters as the first.
         self.blocks[0].convs[0].weight.requires_grad_(False)
+        # the logits start small: scaled by 1/width (airbench's head) unless told
         self.head = OutputBlock(widths[-1], num_classes=num_classes, pool="max",
-                                scale=1 / widths[-1])
+                                scale=1 / widths[-1] if head_scale is None else head_scale)
 
     @torch.no_grad()
     def init_from_data(self, images: torch.Tensor, eps: float = 5e-4) -> None:
@@ -130,6 +137,26 @@ class FastNet(nn.Module):
         eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
         filters = (eigenvectors.T / (eigenvalues[:, None] + eps).sqrt()).view(-1, conv.in_channels, k, k)
         conv.weight.copy_(torch.cat([filters, -filters]))
+        self.init_gains(images[:1000])
+
+    @torch.no_grad()
+    def init_gains(self, images: torch.Tensor) -> None:
+        """Without batch norm (norm "affine"): set each block's gain and shift so that, on
+        `images`, every channel leaves the block's norm with mean 0 and variance 1, as a
+        batch norm's would at the start; block by block, each seeing the ones before it set.
+        Muon holds each layer's filter norm, so without this the signal shrinks block by block."""
+        x = images.float()
+        for block in self.blocks:
+            norm = getattr(block, "norm", None)
+            if isinstance(norm, ChannelAffine):
+                seen = []
+                handle = norm.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+                block(x)
+                handle.remove()
+                mean, std = seen[0].mean(dim=(0, 2, 3)), seen[0].std(dim=(0, 2, 3))
+                norm.weight.copy_(1 / (std + 1e-5))
+                norm.bias.copy_(-mean / (std + 1e-5))
+            x = block(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(x))

@@ -139,3 +139,25 @@ def test_every_ablation_variant_builds_what_it_names_and_takes_a_step():
         assert abs(flops[f"L={L}, equal compute"] / flops["L=1"] - 1) < 0.02, L
     assert sum(isinstance(b, Residual) for b in build_model(
         "fast", kernel_sizes=(3, 3), residual=True, depth=3).blocks) == 6
+
+
+def test_fastnet_without_batch_norm_has_gains_set_from_the_data():
+    """norm "affine": no batch norm anywhere (the whitening block's included); each block's
+    gain and shift make its channels leave with mean 0 and variance 1 on the init images."""
+    torch.manual_seed(0)
+    net = FastNet(widths=(8, 16, 16), norm="affine", head_scale=1 / 9)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    assert net.head.scale == pytest.approx(1 / 9)
+    images = torch.as_tensor(learnable_images(200)[0]).permute(0, 3, 1, 2).float() / 255
+    net.init_from_data(images)
+    outputs = []
+    hooks = [b.norm.register_forward_hook(lambda m, i, o: outputs.append(o)) for b in net.blocks]
+    net.eval()(images)
+    for h in hooks:
+        h.remove()
+    assert len(outputs) == 7
+    for out in outputs:
+        assert out.mean(dim=(0, 2, 3)).abs().max() < 1e-3
+        assert (out.std(dim=(0, 2, 3)) - 1).abs().max() < 1e-2
+    # `fast` itself is untouched: its norms are batch norms
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in FastNet(widths=(8, 16, 16)).modules()) == 7
