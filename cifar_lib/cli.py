@@ -96,14 +96,14 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .device import Precision, pick_device
-    from .evaluation import score_split
+    from .evaluation import score
     from .experiment import eval_loader, load_checkpoint
 
     dev = pick_device(args.device)
     model, cfg = load_checkpoint(args.checkpoint, dev)
     data = _data(args)
     # The same scoring as the end of a training run: TTA only if the config asks for it.
-    test = score_split(model, eval_loader(cfg, data.test_images, data.test_labels, dev),
+    test = score(model, eval_loader(cfg, data.test_images, data.test_labels, dev),
                        precision=Precision.resolve(cfg.precision, dev), tta=cfg.tta,
                        tta_shift=cfg.tta_shift)
     tta = f" test_acc_tta {_pct(test['acc_tta'])}" if "acc_tta" in test else ""

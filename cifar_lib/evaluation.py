@@ -1,6 +1,6 @@
-"""Scoring a model on a split: predictions (optionally with test-time augmentation),
-accuracy and loss. Training (per-epoch validation), final runs and `evaluate` all score
-through here, with one evaluation batch size."""
+"""Scoring a model on a split: `predict` gives the logits (optionally with test-time
+augmentation), `score` accuracy and loss. Training (per-epoch validation), final runs and
+the `evaluate` command all score through `score`, with one evaluation batch size."""
 from __future__ import annotations
 
 import torch
@@ -43,22 +43,19 @@ def predict(model, loader, *, precision: Precision, tta: bool = False, tta_shift
     return torch.cat(outs), torch.cat(labels)
 
 
-def score(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+def _accuracy_and_loss(logits: torch.Tensor, labels: torch.Tensor) -> dict:
     return {"loss": F.cross_entropy(logits, labels).item(),
             "acc": (logits.argmax(1) == labels).float().mean().item()}
 
 
-def evaluate(model, loader, *, precision: Precision, tta: bool = False, tta_shift: int = 0) -> dict:
-    return score(*predict(model, loader, precision=precision, tta=tta, tta_shift=tta_shift))
-
-
-def score_split(model, loader, *, precision: Precision, tta: bool, tta_shift: int = 0) -> dict:
-    """{"acc", "loss"} on the split, plus "acc_tta" when `tta`; "logits", "logits_tta" and
-    "labels" keep the raw outputs for whoever saves predictions."""
+def score(model, loader, *, precision: Precision, tta: bool = False, tta_shift: int = 0) -> dict:
+    """The one way the kit scores a model on a split: {"acc", "loss"}, plus "acc_tta" with
+    `tta`; "logits", "logits_tta" (None without `tta`) and "labels" keep the raw outputs
+    for whoever saves predictions. Loss is always that of the plain view."""
     logits, labels = predict(model, loader, precision=precision)
-    out = {**score(logits, labels), "logits": logits, "labels": labels, "logits_tta": None}
+    out = {**_accuracy_and_loss(logits, labels), "logits": logits, "labels": labels, "logits_tta": None}
     if tta:
         out["logits_tta"], _ = predict(model, loader, precision=precision, tta=True,
                                        tta_shift=tta_shift)
-        out["acc_tta"] = score(out["logits_tta"], labels)["acc"]
+        out["acc_tta"] = _accuracy_and_loss(out["logits_tta"], labels)["acc"]
     return out

@@ -16,7 +16,7 @@ from .checkpoints import load_model, resume_state, save_model, save_progress, se
 from .config import Config, ConfigError
 from .data import CIFAR10, load_cifar10, split_data
 from .device import Precision, keep_freed_memory, malloc_mode, pick_device
-from .evaluation import EVAL_BATCH, score_split
+from .evaluation import EVAL_BATCH, score
 from .loaders import make_loader
 from .models import build_model, count_flops, count_trainable_parameters, engine_defaults
 from .paths import CHECKPOINT_DIR, RESULTS_DIR
@@ -247,11 +247,11 @@ def score_run(cfg: Config, model, val_loader, splits, precision: Precision,
               file=progress_stream())
     final = {}
     if val_loader:
-        val = score_split(model, val_loader, precision=precision, tta=tta[0], tta_shift=tta[1])
+        val = score(model, val_loader, precision=precision, tta=tta[0], tta_shift=tta[1])
         final.update(val_acc=val["acc"], val_loss=val["loss"], **_tta_only(val, "val"))
     if not read_test:
         return final, None
-    test = score_split(model, eval_loader(cfg, *splits.test, precision.device),
+    test = score(model, eval_loader(cfg, *splits.test, precision.device),
                        precision=precision, tta=tta[0], tta_shift=tta[1])
     final.update(test_acc=test["acc"], test_loss=test["loss"], **_tta_only(test, "test"))
     return final, test

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from tqdm import tqdm   # plain text bars: they read the same in a terminal and a saved notebook
 
 from .device import Precision
-from .evaluation import evaluate
+from .evaluation import score
 from .recipe import set_rates
 
 
@@ -202,7 +202,7 @@ def fit(model, train_loader, val_loader, *, epochs: int, optimizer, lr_schedule=
         stats = train_one_epoch(model, train_loader, optimizer, precision=precision,
                                 scaler=scaler, label_smoothing=label_smoothing, sum_loss=sum_loss,
                                 lr_schedule=lr_schedule, epoch=epoch, progress=progress is True)
-        val = evaluate(model, val_loader, precision=precision) if val_loader else \
+        val = score(model, val_loader, precision=precision) if val_loader else \
             {"loss": None, "acc": None}
         if plateau is not None:
             plateau.step(val["loss"])

@@ -11,7 +11,7 @@ from cifar_lib.loaders import TensorLoader
 from cifar_lib.models import build_model
 from cifar_lib.records import iter_records, read_record
 from cifar_lib.device import Precision
-from cifar_lib.evaluation import evaluate
+from cifar_lib.evaluation import score
 from cifar_lib.recipe import make_optimizer
 from cifar_lib.train import train_one_epoch
 from conftest import learnable_images, tiny_dataset
@@ -27,12 +27,12 @@ def test_a_few_epochs_lower_the_loss(model_name):
     opt = make_optimizer(cfg, model)
     precision = Precision("fp32", torch.device("cpu"))
     loader = TensorLoader(x, y, 32, train=True, augment=("flip",))
-    before = evaluate(model, TensorLoader(x, y, 128), precision=precision)["loss"]
+    before = score(model, TensorLoader(x, y, 128), precision=precision)["loss"]
     for epoch in range(3):
         loader.set_epoch(epoch)
         stats = train_one_epoch(model, loader, opt, precision=precision, scaler=precision.scaler(),
                                 progress=False)
-    after = evaluate(model, TensorLoader(x, y, 128), precision=precision)["loss"]
+    after = score(model, TensorLoader(x, y, 128), precision=precision)["loss"]
     assert after < 0.7 * before
     assert stats["images_per_second"] > 0 and 0 <= stats["train_acc"] <= 1
 
@@ -171,13 +171,13 @@ def test_fp16_training_steps_through_the_gradient_scaler():
     scaler = precision.scaler()
     assert scaler.is_enabled()
     loader = TensorLoader(x, y, 32, train=True)
-    before = evaluate(model, TensorLoader(x, y, 128), precision=precision)["loss"]
+    before = score(model, TensorLoader(x, y, 128), precision=precision)["loss"]
     for epoch in range(3):
         loader.set_epoch(epoch)
         train_one_epoch(model, loader, opt, precision=precision, scaler=scaler, progress=False)
     # The scaler took part: it holds a scale and its growth tracker counted the steps.
     assert scaler.get_scale() > 0 and scaler._get_growth_tracker() > 0
-    assert evaluate(model, TensorLoader(x, y, 128), precision=precision)["loss"] < before
+    assert score(model, TensorLoader(x, y, 128), precision=precision)["loss"] < before
 
 
 def test_progress_bars_go_to_stdout_in_a_notebook_and_stderr_in_a_terminal(monkeypatch):
