@@ -362,6 +362,8 @@ def test_the_cost_is_given_per_kind_of_machine_with_the_plan_projected_while_run
     table, caption = filled.tables["study_cost"]
     assert "cost_projected" not in filled.values and "planned runs" not in caption
     assert filled.values["cost_hours"] == f"{here['wall_minutes'].sum() / 60:.1f}"
+    # printed with the one decimal it is rounded to (was 9.90 for a median of 9.85)
+    assert table["minutes a run (median)"].iloc[0] == f"{here['wall_minutes'].median():.1f}"
 
 
 def _search_study(results_dir: Path, epochs: int = 2):
@@ -406,6 +408,7 @@ def test_the_optuna_search_is_described_from_the_stored_study(tmp_path):
     optuna_search(filled, [{"profile": "cpu", "tags": {}}], CORE_STUDY, read_search(CORE_STUDY, "cpu", tmp_path))
     best, values = study.best_trial, filled.values
     assert (values["optuna_trials"], values["optuna_complete"]) == ("40", "37")
+    assert values["optuna_full"] == "38"     # was "ran to the end": 37, missing trial 7
     assert values["optuna_best"] == f"{100 * best.value:.2f}%"
     assert values["optuna_best_settings"].startswith(f"lr ×{best.params['lr']:.2g}, weight decay ")
     assert values["optuna_top"].startswith("lr (")       # the only setting the value follows

@@ -55,5 +55,9 @@ def study_cost(filled: Filled, runs: pd.DataFrame, study: Sweep):
         caption += f", and all {planned} planned runs: those hours plus the runs still to go at the median run"
     if left.iloc[0]:
         filled.values["cost_projected"] = f"{table[f'all {planned}, hours'].iloc[0]:.1f}"
+    # hours and minutes printed with the one decimal they are rounded to (9.85 is "9.8",
+    # never "9.90" from a number rounded once and printed with two)
+    for column in [c for c in table.columns if c != "images_per_second" and c != "runs"]:
+        table[column] = table[column].map(lambda v: f"{v:.1f}")
     filled.table("study_cost", table.reset_index().rename(columns={
-        "minutes_per_run": "minutes a run (median)", "images_per_second": "images/s"}).round(1), caption + ".")
+        "minutes_per_run": "minutes a run (median)", "images_per_second": "images/s"}), caption + ".")

@@ -22,6 +22,8 @@ def optuna_search(filled: Filled, records: list[dict], sweep: Sweep, search):
     top, share = next(iter(search.importances.items()))
     filled.values.update(
         optuna_trials=str(len(trials)), optuna_complete=str(len(complete)),
+        # a pruned trial may have run every epoch: stopped after its last one
+        optuna_full=str(int((trials["epochs"] == cfg.epochs).sum())),
         optuna_epochs=str(cfg.epochs), optuna_space=describe_space(cfg),
         optuna_device="; ".join(f"{device_label(device)}, {precision}"
                                 for device, precision in search.machines),
