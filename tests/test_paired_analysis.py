@@ -95,3 +95,37 @@ def test_the_recipe_study_keeps_its_declared_analysis_with_the_paired_one_beside
     assert table.attrs["agree"] == int((table["declared_resolved"] == table["paired_resolved"]).sum())
     tta = beside_declared(RECIPE_STUDY, runs, metric="val_acc_tta")
     assert tta.attrs["metric"] == "val_acc_tta" and (tta["diff"] != table["diff"]).any()
+
+
+def test_the_transfer_table_sets_each_change_on_both_models_beside_each_other():
+    """Two studies on two machines: ImprovedNet's paired effects and FastNet's contrasts
+    (a variant against the base, or against another variant), their signs, rank
+    correlation and the interaction, recomputed by hand."""
+    from cifar_lib.study.sweeps import Sweep
+    from cifar_lib.study.transfer import transfer_table
+
+    rng = np.random.default_rng(3)
+    big = {"base": 0.0, "no aug": -3.0, "no drop": 0.4, "lr x2": -1.0}
+    rows = [(v, s, 80 + shift + rng.normal(0, 0.3)) for v, shift in big.items() for s in range(2)]
+    improved = _runs(rows)
+    small = {"fast": 0.0, "none": -3.5, "dropout 0.1": -1.5, "rates x2": -0.6}
+    rows = [(v, s, 90 + shift + rng.normal(0, 0.2)) for v, shift in small.items() for s in range(4)]
+    fast = _runs(rows).assign(machine="cpu B · bf16")
+    study = Sweep(name="cw", base="seed_improved", seeds=(0, 1), variants={v: {} for v in big},
+                  groups={"q": ["no aug", "no drop", "lr x2"]},
+                  transfer={"no aug": {"variant": "none"},
+                            "no drop": {"variant": "fast", "against": "dropout 0.1"},
+                            "lr x2": {"variant": "rates x2"}})
+    other = Sweep(name="recipe_study", base="fast", seeds=(0, 1, 2, 3), variants={v: {} for v in small})
+    paired = paired_table(improved, "base", dict(study.groups))
+    table = transfer_table(study, paired, {"recipe_study": fast}, {"recipe_study": other})
+    acc = fast.set_index(["variant", "seed"])["val_acc"]
+    d = np.array([acc["fast", s] - acc["dropout 0.1", s] for s in range(4)])
+    assert table.loc["no drop", "fast"] == pytest.approx(d.mean())
+    half = stats.t.ppf(1 - 0.05 / 6, 3) * d.std(ddof=1) / 2
+    assert table.loc["no drop", "fast_high"] - table.loc["no drop", "fast"] == pytest.approx(half)
+    assert table.loc["no aug", "improved"] == pytest.approx(paired.loc["no aug", "diff"])
+    assert table.loc["no aug", "interaction"] == pytest.approx(
+        table.loc["no aug", "improved"] - table.loc["no aug", "fast"])
+    assert table.attrs["signs_agree"] == 3 and table.attrs["changes"] == 3
+    assert table.attrs["spearman"] == pytest.approx(stats.spearmanr(table["improved"], table["fast"])[0])
