@@ -7,6 +7,9 @@
 # official archive downloaded). It uses the machine's own python3 and torch (PYTHON
 # overrides; no venv, no internet needed) and the kit from this checkout (PYTHONPATH=.).
 # Stages, in order of value, each writing records under results/ (RESULTS overrides):
+#   0. the coursework study: ImprovedNet's no-batch-norm pilot, then its 50-epoch study
+#      (about 134 s a run on an H200), N runs at a time; a study of its own beside the
+#      CPU's, never paired with it
 #   1. the recipe study (notebooks 02-04) at the full profile: 19 variants of `fast` x the
 #      sweep file's 4 seeds at the recipe's 8 epochs, N runs at a time (--jobs); a study of
 #      its own beside the CPU's, each variant paired only with the GPU's own base runs
@@ -60,6 +63,9 @@ TRAIN=("$PY" -m cifar_lib train --profile full --quiet --results-dir "$RESULTS"
 SWEEP=("$PY" -m cifar_lib sweep --jobs "$JOBS" --device cuda
        --results-dir "$RESULTS" --checkpoint-dir "$CHECKPOINTS")
 
+stage "coursework pilot (ImprovedNet without batch norm, 8 epochs), x$JOBS" \
+  "${SWEEP[@]}" coursework_pilot --profile full
+stage "coursework study (ImprovedNet, 50 epochs), x$JOBS" "${SWEEP[@]}" coursework_study --profile full
 stage "recipe study, full profile, x$JOBS" "${SWEEP[@]}" recipe_study --profile full
 stage "core study, 2 epochs, x$JOBS" "${SWEEP[@]}" core_study --profile cpu
 stage "block ablation, full profile, x$JOBS" "${SWEEP[@]}" block_ablation --profile full
