@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .config import Config, ConfigError, changed_settings, saved_config
-from .models import uncompiled
+from .models import build_model, model_arguments, uncompiled
 from .records import atomic_write_bytes
 
 
@@ -31,17 +31,17 @@ def save_model(path: Path, model, cfg: Config, run_id: str, model_args: dict) ->
            "model_state": uncompiled(model).state_dict()}, path)
 
 
-def load_model(path, device: torch.device, make_model) -> tuple[torch.nn.Module, Config]:
-    """The trained model and its config. A model argument this kit no longer has (FastNet's
+def load_model(path, device: torch.device) -> tuple[torch.nn.Module, Config]:
+    """The trained model and its config, from a final or a progress checkpoint
+    (weights_only: loading runs no code). A model argument this kit no longer has (FastNet's
     `learn_whitening`, say) is dropped: the weights say what was learned, and if they do not
     fit today's model the error says so."""
-    from .models import model_arguments
-
     state = _model_file(Path(path), device)
     cfg = saved_config(state["config"])
     known = model_arguments(cfg.model)
     retired = sorted(set(state["model_args"]) - set(known))
-    model = make_model(cfg, device, {k: v for k, v in state["model_args"].items() if k in known})
+    model = build_model(cfg.model, device=device, channels_last=cfg.channels_last,
+                        **{k: v for k, v in state["model_args"].items() if k in known})
     try:    # a progress checkpoint holds the model as it stood after its last epoch
         model.load_state_dict(state["model_state"] if "model_state" in state else state["model"])
     except RuntimeError as e:

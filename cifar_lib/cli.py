@@ -97,10 +97,11 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from .device import Precision, pick_device
     from .evaluation import score
-    from .experiment import eval_loader, load_checkpoint
+    from .checkpoints import load_model
+    from .experiment import eval_loader
 
     dev = pick_device(args.device)
-    model, cfg = load_checkpoint(args.checkpoint, dev)
+    model, cfg = load_model(args.checkpoint, dev)
     data = _data(args)
     # The same scoring as the end of a training run: TTA only if the config asks for it.
     test = score(model, eval_loader(cfg, data.test_images, data.test_labels, dev),

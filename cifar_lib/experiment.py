@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import load_model, resume_state, save_model, save_progress, set_rng_state
+from .checkpoints import resume_state, save_model, save_progress, set_rng_state
 from .config import Config, ConfigError
 from .data import CIFAR10, load_cifar10, split_data
 from .device import Precision, keep_freed_memory, malloc_mode, pick_device
@@ -53,7 +53,7 @@ def run_experiment(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10 | 
         torch.manual_seed(seed)          # weight initialisation; restored below when resuming
         splits, train_loader, val_loader = make_loaders(cfg, data, seed, dev)
         model_args = state["model_args"] if state else resolved_model_args(cfg, dev)
-        model = make_model(cfg, dev, model_args)
+        model = build_model(cfg.model, device=dev, channels_last=cfg.channels_last, **model_args)
         if not state and hasattr(model, "init_from_data"):    # e.g. FastNet's whitening filters
             model.init_from_data(train_loader.normalized(5000))
         optimizer = make_optimizer(cfg, model)
@@ -137,14 +137,6 @@ def resolved_model_args(cfg: Config, device: torch.device) -> dict:
     config leaves one open. Records and checkpoints keep the result, so a model trained
     on one device rebuilds identically on another."""
     return {**engine_defaults(device, cfg.model), **cfg.model_args}
-
-
-def make_model(cfg: Config, device: torch.device, model_args: dict | None = None):
-    args = resolved_model_args(cfg, device) if model_args is None else model_args
-    model = build_model(cfg.model, **args).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
 
 
 def make_loaders(cfg: Config, data: CIFAR10, seed: int, dev: torch.device):
@@ -281,8 +273,3 @@ def save_analysis(cfg: Config, record: RunRecord, files: RunFiles, model, splits
     except OSError as e:        # a full disk or a folder gone: the record says so
         record.warn(f"predictions not saved: {e}")
     record.write()
-
-
-def load_checkpoint(path, device: torch.device) -> tuple[torch.nn.Module, Config]:
-    """Model and config from a final checkpoint; weights_only=True, so loading runs no code."""
-    return load_model(path, device, make_model)

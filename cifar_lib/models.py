@@ -145,6 +145,11 @@ class FastNet(nn.Module):
         `images`, every channel leaves the block's norm with mean 0 and variance 1, as a
         batch norm's would at the start; block by block, each seeing the ones before it set.
         Muon holds each layer's filter norm, so without this the signal shrinks block by block."""
+        affine = [b for b in self.blocks if isinstance(getattr(b, "norm", None), ChannelAffine)]
+        if not affine:
+            return              # batch norms set themselves (and a forward pass would move their statistics)
+        was_training = self.training
+        self.eval()             # no dropout; nothing here keeps statistics
         x = images.float()
         for block in self.blocks:
             norm = getattr(block, "norm", None)
@@ -157,6 +162,7 @@ class FastNet(nn.Module):
                 norm.weight.copy_(1 / (std + 1e-5))
                 norm.bias.copy_(-mean / (std + 1e-5))
             x = block(x)
+        self.train(was_training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(x))
@@ -175,10 +181,18 @@ def model_arguments(name: str) -> list[str]:
     return [n for n, p in params.items() if p.kind is not p.VAR_KEYWORD]
 
 
-def build_model(name: str, **overrides) -> nn.Module:
+def build_model(name: str, *, device: torch.device | str | None = None, channels_last: bool = False,
+                **args) -> nn.Module:
+    """The one way the kit builds a model: model `name` with `args`, on `device`, in
+    channels-last memory if asked (the engine's layout for convolutions)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
-    return MODELS[name](**overrides)
+    model = MODELS[name](**args)
+    if device is not None:
+        model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
 
 
 def engine_defaults(device: torch.device, name: str = "improved") -> dict:

@@ -194,7 +194,7 @@ def test_evaluate_names_a_wrong_file_and_scores_a_progress_checkpoint(tmp_path, 
     from cifar_lib import cli
     from cifar_lib.checkpoints import save_progress
     from cifar_lib.config import load_config
-    from cifar_lib.experiment import make_model
+    from cifar_lib.models import build_model
 
     data = ["--data-root", str(tiny_cifar.parent)]
     record = tmp_path / "run.json"
@@ -212,7 +212,7 @@ def test_evaluate_names_a_wrong_file_and_scores_a_progress_checkpoint(tmp_path, 
 
     args = {"widths": [8, 8, 8]}
     cfg = load_config("seed_improved", "smoke", model_args=args)
-    model = make_model(cfg, torch.device("cpu"), args)
+    model = build_model(cfg.model, device="cpu", channels_last=cfg.channels_last, **args)
     save_progress(tmp_path / "run.progress.pt", run_id="run", epoch=0, model=model,
                   optimizer=torch.optim.SGD(model.parameters(), lr=0.1), plateau=None,
                   scaler=torch.amp.GradScaler("cpu", enabled=False), history=[],

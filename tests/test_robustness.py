@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cifar_lib.config import ConfigError
-from cifar_lib.experiment import load_checkpoint
+from cifar_lib.checkpoints import load_model
 from conftest import Evil
 
 REPO = Path(__file__).resolve().parent.parent
@@ -246,16 +246,16 @@ def test_a_checkpoint_holding_a_since_removed_setting_still_loads(tmp_path):
     the way resume reads it (config.saved_config)."""
     from cifar_lib.checkpoints import save_model
     from cifar_lib.config import load_config
-    from cifar_lib.experiment import make_model
+    from cifar_lib.models import build_model
 
     cfg = load_config("seed_improved", "smoke", model_args={"widths": [8, 8, 8]})
-    model = make_model(cfg, torch.device("cpu"))
+    model = build_model(cfg.model, device="cpu", channels_last=cfg.channels_last, **cfg.model_args)
     path = tmp_path / "old.pt"
     save_model(path, model, cfg, "old-run", {"widths": [8, 8, 8]})
     state = torch.load(path, weights_only=True)
     state["config"]["a_setting_since_removed"] = 3
     torch.save(state, path)
-    loaded, loaded_cfg = load_checkpoint(path, torch.device("cpu"))
+    loaded, loaded_cfg = load_model(path, torch.device("cpu"))
     assert loaded_cfg.lr == cfg.lr and not hasattr(loaded_cfg, "a_setting_since_removed")
     x = torch.randn(2, 3, 32, 32)
     model.eval(), loaded.eval()
@@ -268,11 +268,11 @@ def test_a_checkpoint_with_a_retired_model_argument_evaluates(tmp_path, tiny_cif
     from cifar_lib import cli
     from cifar_lib.checkpoints import save_model
     from cifar_lib.config import load_config
-    from cifar_lib.experiment import make_model
+    from cifar_lib.models import build_model
 
     args = {"widths": [8, 16, 16]}
     cfg = load_config("fast", "smoke", model_args=args)
-    model = make_model(cfg, torch.device("cpu"))
+    model = build_model(cfg.model, device="cpu", channels_last=cfg.channels_last, **cfg.model_args)
     save_model(tmp_path / "old.pt", model, cfg, "old-run", {**args, "learn_whitening": True})
     assert cli.main(["evaluate", str(tmp_path / "old.pt"), "--data-root", str(tiny_cifar.parent)]) == 0
     assert "test_acc" in capsys.readouterr().out
@@ -289,7 +289,7 @@ def test_checkpoint_that_runs_code_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"config": {}, "model_state": Evil(marker)}, path)
     with pytest.raises(ConfigError, match="never loaded"):
-        load_checkpoint(path, torch.device("cpu"))
+        load_model(path, torch.device("cpu"))
     assert not marker.exists()
 
 

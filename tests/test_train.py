@@ -6,7 +6,8 @@ import torch
 
 from cifar_lib.blocks import FusedIntermediateBlock
 from cifar_lib.config import load_config
-from cifar_lib.experiment import load_checkpoint, run_experiment
+from cifar_lib.checkpoints import load_model
+from cifar_lib.experiment import run_experiment
 from cifar_lib.loaders import TensorLoader
 from cifar_lib.models import build_model
 from cifar_lib.records import iter_records, read_record
@@ -65,7 +66,7 @@ def test_results_record_round_trips(tmp_path, fused):
     assert list(iter_records(tmp_path / "results")) == []
     assert len(list(iter_records(tmp_path / "results", include_smoke=True))) == 1
     # the checkpoint reloads (weights only) into the same model
-    model, cfg2 = load_checkpoint(record["checkpoint"], torch.device("cpu"))
+    model, cfg2 = load_model(record["checkpoint"], torch.device("cpu"))
     assert cfg2 == cfg
     assert sum(p.numel() for p in model.parameters()) == record["model"]["parameters"]
     assert isinstance(model.blocks[0], FusedIntermediateBlock) is fused
