@@ -161,3 +161,13 @@ def test_fastnet_without_batch_norm_has_gains_set_from_the_data():
         assert (out.std(dim=(0, 2, 3)) - 1).abs().max() < 1e-2
     # `fast` itself is untouched: its norms are batch norms
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in FastNet(widths=(8, 16, 16)).modules()) == 7
+
+
+def test_setting_the_whitening_filters_leaves_the_batch_norm_statistics_alone():
+    """`fast` must train exactly as before gains existed: init_from_data may not run the
+    blocks (a forward pass in training mode moves every batch norm's running statistics)."""
+    net = FastNet(widths=(8, 16, 16))
+    before = {k: v.clone() for k, v in net.state_dict().items() if "running" in k or "num_batches" in k}
+    net.init_from_data(torch.as_tensor(learnable_images(200)[0]).permute(0, 3, 1, 2).float() / 255)
+    after = net.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
