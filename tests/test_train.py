@@ -242,7 +242,7 @@ def test_a_resumed_run_takes_its_rates_from_the_config_not_from_the_checkpoint()
     from cifar_lib.checkpoints import rng_state
     from cifar_lib.device import Precision
     from cifar_lib.experiment import restore
-    from cifar_lib.recipe import make_lr_schedule
+    from cifar_lib.recipe import make_lr_schedule, set_rates
 
     cfg = load_config("fast", "smoke", schedule="onecycle", epochs=4)
     model = build_model("fast", widths=(8, 16, 16))
@@ -255,6 +255,26 @@ def test_a_resumed_run_takes_its_rates_from_the_config_not_from_the_checkpoint()
     state = {"model": model.state_dict(), "optimizer": old, "scheduler": None,
              "scaler": scaler.state_dict(), "rng": rng_state(torch.device("cpu")),
              "position": {"epoch": 2, "step": 0}}
-    restore(state, model, optimizer, rates, None, scaler, torch.device("cpu"), 10)
+    restore(state, model, optimizer, None, scaler, torch.device("cpu"))
+    set_rates(optimizer, rates(20))                          # as run_experiment does at the resume step
     assert [g["lr"] for g in optimizer.param_groups] == rates(20)
     assert optimizer.param_groups[2]["lr"] < 1e-3          # the mixers' rate, not 0.24
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("schedule", ["onecycle", "linear"])
+def test_a_run_starts_at_the_schedules_first_rate(tmp_path, schedule):
+    """Was: with the schedules as formulas, a new run took its first step at the peak rate,
+    where OneCycleLR had set peak/25 at construction (deep and improved_tuned trained
+    differently): every epoch's recorded rate is the formula's at that epoch's first step."""
+    from cifar_lib.recipe import rate_at
+    from conftest import tiny_dataset
+
+    cfg = load_config("seed_improved", "smoke", schedule=schedule, optimizer="sgd", lr=0.05,
+                      epochs=3, val_size=100, batch_size=100, model_args={"widths": [8, 8, 8]})
+    record, _ = run_experiment(cfg, profile="smoke", data=tiny_dataset(), results_dir=tmp_path,
+                               checkpoint_dir=tmp_path, progress=False)
+    steps = 4                                   # 400 training images, batch 100
+    assert [h["lr"] for h in record["history"]] == [
+        rate_at(schedule, e * steps, 3 * steps, 0.05, cfg.warmup_fraction) for e in range(3)]
+    assert record["history"][0]["lr"] == (0.05 / 25 if schedule == "onecycle" else 0.05)
