@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from .config import PROFILES, ConfigError, available_configs, load_config, resolve_profile
@@ -142,6 +143,14 @@ def cmd_sweep(args) -> int:
         records = run_sweep_shared(sweep, profile, data, args.storage, seeds=args.seeds, **where)
     else:
         records = run_sweep(sweep, profile, data, seeds=args.seeds, jobs=args.jobs, **where)
+        # --wait: runs another process holds are waited for, so two terminals running the
+        # same command share the queue and both end only when the whole sweep is recorded
+        while args.wait and len(records) < len(sweep.runs(args.seeds)):
+            held = len(sweep.runs(args.seeds)) - len(records)
+            print(f"{_plural(held, 'run')} of {sweep.name} held by other processes: checking "
+                  f"again in {args.wait_seconds} s", file=sys.stderr)
+            time.sleep(args.wait_seconds)
+            records = run_sweep(sweep, profile, data, seeds=args.seeds, jobs=args.jobs, **where)
     runs = runs_frame(records)
     if runs.empty:
         print("every planned run was taken by other workers")
@@ -278,6 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--jobs", type=int, default=1,
                    help="runs at once, in worker processes sharing the device (or one GPU "
                         "each when several are visible); a rerun resumes unfinished runs")
+    w.add_argument("--wait", action="store_true",
+                   help="when another process is training some of the sweep's runs, wait for "
+                        "them and go on until every planned run is recorded")
+    w.add_argument("--wait-seconds", type=int, default=120, help=argparse.SUPPRESS)
     w.add_argument("--storage", default=None,
                    help="share the sweep with workers on other machines through an Optuna "
                         "storage (journal:PATH on a shared disk, sqlite:///PATH, postgresql://...): "

@@ -119,3 +119,38 @@ def test_train_resume_beside_a_live_run_exits_2_and_a_killed_owner_frees_it(tmp_
         except RunInProgress:
             assert time.time() < deadline
             time.sleep(0.1)
+
+
+def test_sweep_wait_trains_what_another_process_held_once_it_is_free(tmp_path, monkeypatch, capsys):
+    """Two terminals running `sweep NAME --wait` share one queue and both end only when the
+    whole sweep is recorded."""
+    import pandas as pd
+
+    from cifar_lib import cli
+    from cifar_lib.study import sweeps, tables
+
+    sweep = _sweep()
+    monkeypatch.setitem(sweeps.SWEEPS, "locks", sweep)
+    monkeypatch.setattr(cli, "_data", lambda args: tiny_dataset())
+    monkeypatch.setattr(tables, "runs_frame", lambda records: pd.DataFrame())
+    done = {}
+
+    def fake_train(cfg, **kw):                  # records what trains; its record then exists
+        done[kw["tags"]["variant"]] = {"tags": kw["tags"], "status": "complete"}
+        return done[kw["tags"]["variant"]], None
+    def recorded(cfg, **kw):                    # a trained run's record is found again
+        variant = "no aug" if list(cfg.augment) == [] else "base"
+        return (done[variant], None) if variant in done else None
+    monkeypatch.setattr(reuse, "run_experiment", fake_train)
+    monkeypatch.setattr(reuse, "find_record", recorded)
+    fd = _hold(lock_path(sweep.config("base", "cpu"), "cpu", 0, tmp_path / "ck"))
+    naps = []
+
+    def nap(seconds):                           # the other process finishes while we wait
+        naps.append(seconds)
+        os.close(fd)
+    monkeypatch.setattr(cli.time, "sleep", nap)
+    assert cli.main(["sweep", "locks", "--profile", "cpu", "--wait", "--checkpoint-dir",
+                     str(tmp_path / "ck"), "--results-dir", str(tmp_path / "r")]) == 0
+    assert naps == [120] and set(done) == {"base", "no aug"}
+    assert "1 run of locks held by other processes" in capsys.readouterr().err
