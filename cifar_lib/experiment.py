@@ -232,7 +232,7 @@ def score_run(cfg: Config, model, val_loader, splits, precision: Precision,
     after every training decision). Scored on the uncompiled module: compiling pays for
     training, not for a few forward passes. Returns (final, the test outputs or None)."""
     tta = (cfg.tta, cfg.tta_shift)
-    if progress:        # a minute or more on a CPU with test-time augmentation: say what runs
+    if progress is True:    # a minute or more on a CPU with TTA: say what runs (bars on, as in `train`)
         splits_read = " and ".join(n for n, used in (("the validation split", val_loader),
                                                      ("the test set", read_test)) if used)
         print(f"scoring {splits_read}" + (" with test-time augmentation" if cfg.tta else ""),
