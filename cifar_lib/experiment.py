@@ -62,10 +62,7 @@ def run_experiment(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10 | 
         precision = Precision.resolve(cfg.precision, dev)
         scaler = precision.scaler()
         if state:
-            restore(state, model, optimizer, plateau, scaler, dev)
-        if lr_schedule is not None:     # every group's rate at the step training starts from
-            start = state["position"]["epoch"] if state else 0
-            set_rates(optimizer, lr_schedule(start * len(train_loader)))
+            restore(state, model, optimizer, lr_schedule, plateau, scaler, dev, len(train_loader))
         trained = compiled(cfg, model)   # the module trained: torch.compile's when cfg.compile
         record = new_record(cfg, profile, seed, splits, precision, model, model_args, data,
                             files, state, tags)
@@ -181,12 +178,15 @@ def save_epoch(files: RunFiles, record: RunRecord, cfg: Config, model, model_arg
                          "spent": seconds})
 
 
-def restore(state: dict, model, optimizer, plateau, scaler, dev) -> None:
-    """Put a stopped run back where its checkpoint left it. Step-wise rates are not taken
-    from it: run_experiment recomputes them from the config at the resume step (one made
-    before a schedule was fixed would bring its old rates back)."""
+def restore(state: dict, model, optimizer, lr_schedule, plateau, scaler, dev,
+            steps_per_epoch: int) -> None:
+    """Put a stopped run back where its checkpoint left it. Step-wise rates are recomputed
+    from the config at the resume step (a checkpoint's stored rates are never trusted: one
+    made before a schedule was fixed would bring its old rates back)."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
+    if lr_schedule is not None:
+        set_rates(optimizer, lr_schedule(state["position"]["epoch"] * steps_per_epoch))
     if plateau is not None:
         plateau.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])

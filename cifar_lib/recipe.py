@@ -129,13 +129,17 @@ def rate_at(schedule: str, step: int, total: int, peak: float, warmup: float) ->
 
 def make_lr_schedule(cfg: Config, optimizer, steps_per_epoch: int):
     """Step -> every group's rate, for the step-wise schedules (None for a constant rate or
-    the plateau schedule). The arithmetic is torch's LambdaLR and OneCycleLR's, step for step."""
+    the plateau schedule), with the optimizer set to the first step's rates. The arithmetic
+    is torch's LambdaLR and OneCycleLR's, step for step."""
     if cfg.schedule not in ("linear", "cosine", "onecycle"):
         return None
     total = cfg.epochs * steps_per_epoch
     peaks = [group["lr"] for group in optimizer.param_groups]     # the config's rates
-    return lambda step: [rate_at(cfg.schedule, step, total, peak, cfg.warmup_fraction)
-                         for peak in peaks]
+
+    def rates(step: int) -> list[float]:
+        return [rate_at(cfg.schedule, step, total, peak, cfg.warmup_fraction) for peak in peaks]
+    set_rates(optimizer, rates(0))      # as a torch scheduler does when made: the first step's
+    return rates
 
 
 def make_plateau(cfg: Config, optimizer):

@@ -242,7 +242,7 @@ def test_a_resumed_run_takes_its_rates_from_the_config_not_from_the_checkpoint()
     from cifar_lib.checkpoints import rng_state
     from cifar_lib.device import Precision
     from cifar_lib.experiment import restore
-    from cifar_lib.recipe import make_lr_schedule, set_rates
+    from cifar_lib.recipe import make_lr_schedule
 
     cfg = load_config("fast", "smoke", schedule="onecycle", epochs=4)
     model = build_model("fast", widths=(8, 16, 16))
@@ -255,8 +255,7 @@ def test_a_resumed_run_takes_its_rates_from_the_config_not_from_the_checkpoint()
     state = {"model": model.state_dict(), "optimizer": old, "scheduler": None,
              "scaler": scaler.state_dict(), "rng": rng_state(torch.device("cpu")),
              "position": {"epoch": 2, "step": 0}}
-    restore(state, model, optimizer, None, scaler, torch.device("cpu"))
-    set_rates(optimizer, rates(20))                          # as run_experiment does at the resume step
+    restore(state, model, optimizer, rates, None, scaler, torch.device("cpu"), 10)
     assert [g["lr"] for g in optimizer.param_groups] == rates(20)
     assert optimizer.param_groups[2]["lr"] < 1e-3          # the mixers' rate, not 0.24
 
