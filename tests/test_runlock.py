@@ -56,7 +56,7 @@ def test_a_second_sweep_skips_the_run_the_first_is_training(tmp_path, monkeypatc
     def fake_train(cfg, **kw):                  # records what would train, trains nothing
         trained.append(list(cfg.augment))
         return {"tags": kw["tags"], "status": "complete"}, None
-    monkeypatch.setattr(reuse, "run_experiment", fake_train)
+    monkeypatch.setattr(experiment, "run_experiment", fake_train)
     try:
         records = run_sweep(sweep, "smoke", tiny_dataset(), results_dir=tmp_path / "r",
                             checkpoint_dir=tmp_path / "ck")
@@ -141,7 +141,7 @@ def test_sweep_wait_trains_what_another_process_held_once_it_is_free(tmp_path, m
     def recorded(cfg, **kw):                    # a trained run's record is found again
         variant = "no aug" if list(cfg.augment) == [] else "base"
         return (done[variant], None) if variant in done else None
-    monkeypatch.setattr(reuse, "run_experiment", fake_train)
+    monkeypatch.setattr(experiment, "run_experiment", fake_train)
     monkeypatch.setattr(reuse, "find_record", recorded)
     fd = _hold(lock_path(sweep.config("base", "cpu"), "cpu", 0, tmp_path / "ck"))
     naps = []

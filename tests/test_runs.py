@@ -12,7 +12,6 @@ import pytest
 import torch
 
 import cifar_lib.experiment as experiment
-import cifar_lib.study.reuse as reuse
 from cifar_lib import train
 from cifar_lib.predictions import run_predictions
 from cifar_lib.config import load_config
@@ -100,7 +99,7 @@ def test_a_run_that_diverges_is_a_failure_the_sweep_reports_and_keeps(tmp_path, 
         ("base", 0, "complete"), ("base", 1, "complete"), ("lr 1e6", 0, "failed"), ("lr 1e6", 1, "failed")]
     assert capsys.readouterr().err.count("recorded as a failure to train") == 2
     # a rerun trains nothing: the same seed would diverge again
-    monkeypatch.setattr(reuse, "run_experiment", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(experiment, "run_experiment", lambda *a, **k: pytest.fail("trained again"))
     assert [r["id"] for r in run_sweep(sweep, "smoke", tiny_dataset(), **kw)] == [r["id"] for r in records]
     # the table counts both runs as failures to train, never as an effect
     table = compare_sweep(sweep, sweep_runs(sweep, "smoke", tmp_path / "results"))

@@ -9,7 +9,6 @@ from ..checkpoints import unfinished_run
 from ..config import Config, changed_settings
 from ..data import CIFAR10
 from ..device import Precision, pick_device
-from ..experiment import run_experiment
 from ..paths import CHECKPOINT_DIR, RESULTS_DIR, record_folders
 from ..records import device_info, read_record, run_folder, run_prefix
 from ..runlock import run_lock
@@ -70,6 +69,8 @@ def run_or_load(cfg: Config, *, profile: str, seed: int = 0, data: CIFAR10,
                                   for folder in folders)), None)
     found = recorded()
     if found is None:
+        from ..experiment import run_experiment   # training loads only when a run must train
+
         # Another process may be training this run (RunInProgress), or may have just
         # finished it: look again once the run is ours.
         with run_lock(cfg, profile, seed, checkpoint_dir):
