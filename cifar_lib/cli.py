@@ -114,6 +114,9 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+WAIT_SECONDS = 120      # sweep --wait: how often to look again for runs other processes hold
+
+
 def cmd_sweep(args) -> int:
     from .device import pick_device
     from .records import check_writable
@@ -148,8 +151,8 @@ def cmd_sweep(args) -> int:
         while args.wait and len(records) < len(sweep.runs(args.seeds)):
             held = len(sweep.runs(args.seeds)) - len(records)
             print(f"{_plural(held, 'run')} of {sweep.name} held by other processes: checking "
-                  f"again in {args.wait_seconds} s", file=sys.stderr)
-            time.sleep(args.wait_seconds)
+                  f"again in {WAIT_SECONDS} s", file=sys.stderr)
+            time.sleep(WAIT_SECONDS)
             records = run_sweep(sweep, profile, data, seeds=args.seeds, jobs=args.jobs, **where)
     runs = runs_frame(records)
     if runs.empty:
@@ -290,7 +293,6 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--wait", action="store_true",
                    help="when another process is training some of the sweep's runs, wait for "
                         "them and go on until every planned run is recorded")
-    w.add_argument("--wait-seconds", type=int, default=120, help=argparse.SUPPRESS)
     w.add_argument("--storage", default=None,
                    help="share the sweep with workers on other machines through an Optuna "
                         "storage (journal:PATH on a shared disk, sqlite:///PATH, postgresql://...): "
