@@ -151,6 +151,29 @@ def test_a_notebook_shows_a_compared_table_as_a_paper_prints_it():
     assert both.attrs["devices"] == ["cpu A", "cpu B"] and "device" in readable(both)
 
 
+def test_an_exact_tie_rounds_to_the_even_digit_wherever_a_number_is_printed():
+    from cifar_lib.report.document import format_cell
+    from cifar_lib.report.sections.common import signed
+    from cifar_lib.study.stats import fixed
+    from cifar_lib.study.tables import readable
+
+    # accuracies are multiples of 0.02 points, so a mean of paired differences often ends in
+    # 5: −1.665 and −5.235 are ties, stored as floats just above and just below them
+    runs = _runs([("base", 0, 89.12), ("base", 1, 89.10), ("a", 0, 87.46), ("a", 1, 87.43),
+                  ("b", 0, 83.88), ("b", 1, 83.87)])
+    table = compare_to_base(runs, "base", ["a", "b"])
+    assert table.loc["a", "diff"] == pytest.approx(-1.665) and table.loc["b", "diff"] == pytest.approx(-5.235)
+    shown = readable(table)
+    assert (shown.loc["a", "diff"], shown.loc["b", "diff"]) == (-1.66, -5.24)
+    assert (signed(table.loc["a", "diff"]), signed(table.loc["b", "diff"])) == ("−1.66", "−5.24")
+    assert (format_cell(table.loc["a", "diff"]), format_cell(table.loc["b", "diff"])) == ("−1.66", "−5.24")
+    # a tie as float32 accuracies deliver it (the 2-epoch dropout 0.1 effect's record value)
+    assert fixed(-5.2349999547004415) == "-5.24" and fixed(-1.5100017189978985) == "-1.51"
+    # away from a tie, the nearest value; no negative zero
+    assert (fixed(0.126), fixed(0.134), fixed(-0.004), fixed(0.125, 1), fixed(3.0, plus=True)) == \
+        ("0.13", "0.13", "0.00", "0.1", "+3.00")
+
+
 def test_every_seed_moved_alike_resolves_nothing_but_counts_its_pairs():
     runs = _runs([("base", 0, 85.0), ("base", 1, 86.0), ("v", 0, 86.0), ("v", 1, 87.0)])
     table = compare_to_base(runs, "base", ["v"])

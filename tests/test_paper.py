@@ -15,6 +15,7 @@ from cifar_lib.report.build import build_report
 from cifar_lib.report.document import paper_shape
 from cifar_lib.study.analysis import confusion_matrix, reliability
 from cifar_lib.study.runner import run_sweep
+from cifar_lib.study.stats import fixed
 from cifar_lib.study.sweeps import CORE_STUDY, RECIPE_STUDY
 from cifar_lib.study.tables import load_records, runs_frame
 from conftest import tiny_dataset
@@ -23,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 # 4 epochs: enough for this small a network to pass the study's failure rule (50%)
 SMALL = {"val_size": 100, "epochs": 4, "eval_subset": 50, "batch_size": 100}
 WIDTHS = {"widths": [8, 8, 16]}
-MAX_PAGES, MAX_WORDS, MAX_CAPTION_WORDS = 15, 5000, 40
+MAX_PAGES, MAX_WORDS, MAX_CAPTION_WORDS, MAX_ABSTRACT_WORDS = 15, 5000, 40, 220
 
 
 def tiny(sweep, variants, seeds=(0, 1, 2)):
@@ -43,6 +44,8 @@ def check_paper(md: str, pdf: Path):
     for section in ("Abstract", "1 Introduction", "2 Methods", "3 Results", "4 Discussion",
                     "5 Limitations", "6 Conclusion", "References"):
         assert section in headings
+    abstract = md.split("## Abstract", 1)[1].split("\n## ", 1)[0]
+    assert len([w for w in abstract.split() if re.search(r"\w", w)]) <= MAX_ABSTRACT_WORDS
     shape = paper_shape(md, pdf)
     assert shape["pages"] <= MAX_PAGES and shape["words"] <= MAX_WORDS, shape
     captions = re.findall(r"^\*((?:Figure|Table) \d+\. .+)\*$", md, flags=re.M)
@@ -110,6 +113,25 @@ def test_the_committed_report_is_a_paper_of_at_most_15_pages_and_5000_words():
     check_paper((REPO / "report" / "report.md").read_text(), REPO / "report" / "report.pdf")
 
 
+def test_every_figure_of_the_report_prints_legibly_at_a4_width(tmp_path):
+    import matplotlib.pyplot as plt
+    import warnings
+
+    from cifar_lib.report.document import smallest_printed_font
+
+    # 9-pt labels print at about 9.5 pt from a 7.5-inch figure (PNGs at 130 dpi are laid out
+    # at 96, then shrunk to the text width), under 6 pt from a 14-inch one
+    def labelled(width):
+        fig, ax = plt.subplots(figsize=(width, 3))
+        ax.set_xlabel("x", fontsize=9)
+        return fig
+    assert 8.5 < smallest_printed_font(labelled(7.5)) < 10.5 and smallest_printed_font(labelled(14)) < 6
+    # the committed records' report: no figure's text under 7 pt
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="figures whose smallest text")
+        build_report(REPO / "results", tmp_path / "figures", tmp_path / "report")
+
+
 def test_the_length_of_a_paper_is_counted_as_a_reviewer_counts_it(tmp_path):
     from cifar_lib.report.document import Document
 
@@ -166,7 +188,7 @@ def test_every_variant_of_a_family_is_cited_by_name_with_its_interval(tmp_path):
     sweep(filled, records, CORE_STUDY.group("regularisation"), "t", "reg")
     table = filled.paired["reg"]
     assert slug("crop + random flips + rotation") == "crop_random_flips_rotation"
-    sign = lambda x: f"{x:+.2f}".replace("-", "−")
+    sign = lambda x: fixed(x, plus=True).replace("-", "−")
     for variant, row in table.drop(CORE_STUDY.baseline).iterrows():
         said = filled.values[f"reg__{slug(variant)}"]
         assert said == effect_phrase(row)
@@ -317,7 +339,8 @@ def test_the_appendix_sets_each_change_at_two_budgets_over_the_declared_changes(
     row = shown.set_index("variant").loc["no augmentation"]
     assert row["change"] == pytest.approx(expected["change"]) and row["low"] == pytest.approx(expected["change_low"])
     assert filled.values["transfer__no_augmentation"] == (
-        f"{expected['short']:+.2f} points at 2 epochs and {expected['long']:+.2f} at 8".replace("-", "−"))
+        f"{fixed(expected['short'], plus=True)} points at 2 epochs and "
+        f"{fixed(expected['long'], plus=True)} at 8".replace("-", "−"))
 
 
 def test_the_notebooks_budget_figure_gives_the_appendixs_intervals(tmp_path):
@@ -399,7 +422,7 @@ def _search_study(results_dir: Path, epochs: int = 2):
 
 def test_the_optuna_search_is_described_from_the_stored_study(tmp_path):
     from cifar_lib.report.sections import Filled, optuna_search
-    from cifar_lib.study.tuning import read_search
+    from cifar_lib.study.search import read_search
 
     filled = Filled(tmp_path)
     optuna_search(filled, [{"profile": "cpu", "tags": {}}], CORE_STUDY, read_search(CORE_STUDY, "cpu", tmp_path))
@@ -410,8 +433,10 @@ def test_the_optuna_search_is_described_from_the_stored_study(tmp_path):
     assert (values["optuna_trials"], values["optuna_complete"]) == ("40", "37")
     assert values["optuna_full"] == "38"     # was "ran to the end": 37, missing trial 7
     assert values["optuna_best"] == f"{100 * best.value:.2f}%"
-    assert values["optuna_best_settings"].startswith(f"lr ×{best.params['lr']:.2g}, weight decay ")
-    assert values["optuna_top"].startswith("lr (")       # the only setting the value follows
+    # the search scales Muon's filter rate alone, and says so
+    assert values["optuna_best_settings"].startswith(f"filter lr ×{best.params['lr']:.2g}, weight decay ")
+    assert values["optuna_top"].startswith("filter lr (")       # the only setting the value follows
+    assert values["optuna_top_trials"] == "four"    # the best tenth of 37 complete, cut as PED-ANOVA cuts it
     assert "batch 1000, 2000 or 4000" in values["optuna_space"]
     assert (tmp_path / "optuna_search.png").is_file()
     assert len(filled.figures["optuna_search"][1].split()) < MAX_CAPTION_WORDS
@@ -420,7 +445,7 @@ def test_the_optuna_search_is_described_from_the_stored_study(tmp_path):
 def test_the_search_winner_is_cited_with_its_retraining_at_the_declared_seeds(tmp_path):
     from cifar_lib.study.reuse import machine_key
     from cifar_lib.report.sections import Filled, optuna_search
-    from cifar_lib.study.tuning import read_search
+    from cifar_lib.study.search import read_search
 
     records = load_records(REPO / "results", profile="cpu")
     search = read_search(CORE_STUDY, "cpu", REPO / "results")
@@ -435,3 +460,12 @@ def test_the_search_winner_is_cited_with_its_retraining_at_the_declared_seeds(tm
     assert len(diffs) == len(CORE_STUDY.seeds)
     said = filled.values["optuna_confirmed"]
     assert said.startswith(f"{sum(diffs) / len(diffs):+.2f} points (".replace("-", "−"))
+    # decomposed: 34 of 40 trials chose batch 1000, as the winner did; paired with the variant
+    # that makes that change alone, the winner's other settings add what is computed here
+    assert filled.values["optuna_agreed"] == "batch 1000" and filled.values["optuna_alone"] == "batch 1000"
+    batch = {(r["seed"], machine_key(r)): r["final"]["val_acc"] for r in core if r["tags"]["variant"] == "batch 1000"}
+    beyond = [100 * (acc - batch[key]) for key, acc in winner.items() if key in batch]
+    assert len(beyond) == len(CORE_STUDY.seeds)
+    assert filled.values["optuna_beyond_alone"].startswith(
+        f"{fixed(sum(beyond) / len(beyond), plus=True)} points (".replace("-", "−"))
+    assert filled.values["optuna_agreed_trials"] == f"{(search.trials['batch_size'] == 1000).sum()} of 40"

@@ -8,7 +8,8 @@ import optuna
 import pytest
 
 from cifar_lib.config import load_config
-from cifar_lib.study.tuning import describe_space, median_pruner, search_space, suggest, trial_records, tune
+from cifar_lib.study.search import describe_space, trial_records
+from cifar_lib.study.tuning import median_pruner, search_space, suggest, tune
 
 TINY = """
 model = "improved"
@@ -278,7 +279,7 @@ def test_a_trial_is_never_pruned_after_its_last_epoch(tmp_path, cifar_folder):
 def test_the_choice_the_best_quarter_of_a_search_agreed_on_is_found_only_where_it_differs():
     import pandas as pd
 
-    from cifar_lib.study.tuning import Search, agreed_choice
+    from cifar_lib.study.search import Search, agreed_choice
 
     cfg = load_config("fast", "cpu")                      # batch 2000
 
@@ -296,11 +297,14 @@ def test_the_choice_the_best_quarter_of_a_search_agreed_on_is_found_only_where_i
 
 
 def test_a_trial_s_settings_read_as_print_sets_them():
-    from cifar_lib.study.tuning import describe_settings
+    from cifar_lib.study.search import describe_settings
 
     said = describe_settings({"lr": 1.0904, "weight_decay": 0.0016378, "label_smoothing": 0.219,
                               "dropout": 0.00071461, "batch_size": 1000})
     assert said == "lr ×1.1, weight decay 0.0016, label smoothing 0.22, dropout 7.1×10⁻⁴, batch 1000"
     assert describe_settings({"dropout": 0.0}) == "dropout 0"
+    # under Muon the searched rate is the filters' alone (the head's, shifts' and mixers' stay)
     space = describe_space(load_config("fast", "smoke"))
-    assert space.startswith("lr ×0.25 to ×4 (log scale); weight decay 10⁻⁵ to 0.01 (log scale)")
+    assert space.startswith("filter lr ×0.25 to ×4 (log scale); weight decay 10⁻⁵ to 0.01 (log scale)")
+    assert describe_settings({"lr": 1.0904}, load_config("fast")) == "filter lr ×1.1"
+    assert describe_settings({"lr": 1.0904}, load_config("seed_improved")) == "lr ×1.1"

@@ -4,6 +4,7 @@ report/report.md, a self-contained report/report.html and report/report.pdf."""
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 from . import sections
@@ -15,6 +16,7 @@ from ..study.sweeps import CORE_STUDY, RECIPE_STUDY, Sweep
 from ..study.tables import load_airbench_reference, load_records, runs_frame
 
 TEMPLATE = Path(__file__).with_name("template.md")
+MIN_PRINTED_POINTS = 7        # no label of a printed figure smaller (A4, the text width)
 
 # The recipe study's families in the order Section 3 shows them, with their titles; each
 # family's placeholders are named after its group (sections.slug).
@@ -46,7 +48,7 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     filled = Filled(figures_dir, shown=set(re.findall(r"\[\[figure (\w+)\]\]", TEMPLATE.read_text())))
     filled.values.update(data_phrase=data_phrase(runs))
     # Methods, then the recipe study's families (Section 3), then the models, then the appendices
-    sections.methods(filled, runs, studied, study)
+    sections.methods(filled, runs, studied, study, finals=records + full_records)
     filled.values["core_epochs"] = str(short_study.config(short_study.baseline, profile).epochs)
     for group, title in FAMILIES.items():
         if group in study.groups:
@@ -57,6 +59,9 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
         sections.rebased(filled, studied, family.subset(list(family.variants), baseline="no augmentation"), "none")
         # does rotation help on top of crops and random flips (the coursework's question)
         sections.rebased(filled, studied, family.subset(["crop + random flips", "crop + random flips + rotation"]), "added")
+    if "search" in study.groups and "batch 1000" in study.variants:
+        # the search's winner against batch 1000 alone, the choice its best trials agreed on
+        sections.rebased(filled, studied, study.subset(["batch 1000", *study.groups["search"]]), "beyond_batch")
     sections.pooled_spread(filled, study)
     sections.tally(filled, study)
     sections.failures(filled, studied, study)
@@ -66,10 +71,15 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     sections.fast(filled, by_config, airbench, results_dir)
     sections.finals(filled, records + full_records)
     sections.budget_transfer(filled, studied, study, short_study)
-    from ..study.tuning import read_search
+    from ..study.search import read_search
     sections.optuna_search(filled, records, short_study, read_search(short_study, profile, results_dir))
-    sections.engine(filled, results_dir)
+    sections.engine(filled, results_dir, models=set(runs.loc[runs["config"].isin(sections.RECIPES), "model"]),
+                    study_machines=set(runs_frame(studied).query("sweep == @study.name")["device"]))
     sections.study_cost(filled, runs_frame(studied), study)
+    if small := {name: round(pt, 1) for name, pt in filled.printed_font.items() if pt < MIN_PRINTED_POINTS}:
+        warnings.warn(f"figures whose smallest text prints under {MIN_PRINTED_POINTS} pt on A4 (points "
+                      f"as printed): {small}; draw them narrower (7.5 in fills the text width) or "
+                      f"with larger text", stacklevel=2)
     for stale in set(figures_dir.glob("*.png")) - {path for path, _ in filled.figures.values()}:
         stale.unlink()          # figures/ holds what this report shows, nothing left from older ones
     doc = render(TEMPLATE.read_text(), filled)

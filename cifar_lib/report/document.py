@@ -9,8 +9,9 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from ..study.stats import format_p
+from ..study.stats import fixed, format_p
 
 
 class Document:
@@ -48,7 +49,8 @@ class Document:
                     [format_cell(v, str(c)) for v, c in zip(row, frame.columns)]
                     for row in frame.itertuples(index=False)]
                 lines = ["| " + " | ".join(r) + " |" for r in cells]
-                lines.insert(1, "|" + "---|" * len(frame.columns))
+                lines.insert(1, "|" + "".join("---|" if numeric else ":---|"
+                                              for numeric in _numeric_columns(frame)))
                 out.append(f"*{caption}*\n\n" + "\n".join(lines))
             else:
                 path, caption = rest
@@ -73,9 +75,11 @@ class Document:
                 body.append("<ul>" + "".join(f"<li>{inline_html(item)}</li>" for item in rest[0]) + "</ul>")
             elif kind == "table":
                 frame, caption = rest
-                head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-                rows = "".join("<tr>" + "".join(f"<td>{inline_html(format_cell(v, str(c)))}</td>"
-                                                for v, c in zip(row, frame.columns))
+                # text columns read from the left, numbers line up on the right
+                align = ["" if numeric else " class='text'" for numeric in _numeric_columns(frame)]
+                head = "".join(f"<th{a}>{html.escape(str(c))}</th>" for c, a in zip(frame.columns, align))
+                rows = "".join("<tr>" + "".join(f"<td{a}>{inline_html(format_cell(v, str(c)))}</td>"
+                                                for v, c, a in zip(row, frame.columns, align))
                                + "</tr>" for row in frame.itertuples(index=False))
                 # the caption sits above the table as its own line, as wide as the text (a
                 # <caption> is only as wide as its table), and the two stay on one page
@@ -110,24 +114,45 @@ class Document:
         return Path(path)
 
 
+# The print page's geometry, as PAGED_STYLE sets it: A4 less the side margins, and the
+# tallest a figure may be; a PNG saved at SAVE_DPI is laid out at CSS's 96 pixels an inch.
+SIDE_MARGIN_CM = 1.8
+TEXT_WIDTH_CM, FIGURE_MAX_HEIGHT_CM, SAVE_DPI, CSS_DPI = 21.0 - 2 * SIDE_MARGIN_CM, 10.0, 130, 96
+
+
 SCREEN_STYLE = (
     "body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.45}"
     "table{border-collapse:collapse;margin:.3em 0 1em}td,th{border:1px solid #bbb;"
-    "padding:.25em .6em;text-align:right}.caption{font-style:italic;margin:1em 0 .3em}"
+    "padding:.25em .6em;text-align:right}.text{text-align:left}.caption{font-style:italic;margin:1em 0 .3em}"
     "img{max-width:100%}figcaption{font-style:italic}code{background:#f3f3f3}")
 # Print layout: A4 pages numbered "n / N", tables and figures kept whole on a page,
 # figures scaled to the text width, tables in a smaller type so wide ones fit.
 PAGED_STYLE = (
-    "@page{size:A4;margin:2cm 1.8cm 2.2cm;@bottom-center{content:counter(page) ' / ' counter(pages);"
+    f"@page{{size:A4;margin:2cm {SIDE_MARGIN_CM:g}cm 2.2cm;@bottom-center{{content:counter(page) ' / ' counter(pages);"
     "font:9pt sans-serif;color:#555}}"
     "body{font-family:sans-serif;font-size:10pt;line-height:1.4}h1{font-size:18pt}h2{font-size:14pt}"
     "h3{font-size:11.5pt}h2,h3{break-after:avoid}.appendix{break-before:page}"
     "div.table{break-inside:avoid;margin:.8em 0}table{border-collapse:collapse;font-size:7.5pt}"
-    "td,th{border:1px solid #bbb;padding:.15em .4em;text-align:right}"
+    "td,th{border:1px solid #bbb;padding:.15em .4em;text-align:right}.text{text-align:left}"
     ".caption{font-style:italic;margin:0 0 .3em;font-size:8.5pt}"
-    "figure{margin:1em 0;break-inside:avoid}img{max-width:100%;max-height:10cm}"
+    f"figure{{margin:1em 0;break-inside:avoid}}img{{max-width:100%;max-height:{FIGURE_MAX_HEIGHT_CM:g}cm}}"
     "ul{padding-left:1.2em}li{margin:.2em 0}"
     "figcaption{font-style:italic;font-size:8.5pt}code{background:#f3f3f3;font-size:90%}")
+
+
+def smallest_printed_font(fig) -> float:
+    """The smallest text of a figure in points as the PDF prints it: scaled down to the text
+    width or the height limit, whichever binds (a label under 7 pt is hard to read)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    box = fig.get_tightbbox(canvas.get_renderer())          # inches, as savefig crops it
+    width, height = (box.width * SAVE_DPI / CSS_DPI, box.height * SAVE_DPI / CSS_DPI)
+    shrink = min(1.0, TEXT_WIDTH_CM / 2.54 / width, FIGURE_MAX_HEIGHT_CM / 2.54 / height)
+    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    return min(sizes) * shrink * width / box.width
 
 
 def paper_shape(markdown: str, pdf: Path, first: str = "Abstract", last: str = "References",
@@ -152,6 +177,23 @@ def paper_shape(markdown: str, pdf: Path, first: str = "Abstract", last: str = "
     return {"words": words, "pages": pages}
 
 
+def _numeric_columns(frame: pd.DataFrame) -> list[bool]:
+    """Which columns hold numbers, as opposed to text such as names and settings: most
+    filled cells a number (or a number as text, or a flag), or a p-value column."""
+    def number(v) -> bool:
+        if isinstance(v, (bool, int, float, np.number)) or v == "✓":
+            return True
+        try:
+            float(str(v).replace("−", "-"))
+        except ValueError:
+            return False
+        return True
+    def mostly_numbers(column) -> bool:
+        filled = [v for v in column if v != "" and not (isinstance(v, float) and np.isnan(v))]
+        return 2 * sum(map(number, filled)) >= len(filled)
+    return [str(c).split(" ")[0] == "p" or mostly_numbers(frame[c]) for c in frame.columns]
+
+
 def format_cell(v, column: str = "") -> str:
     """A table cell as a paper prints it: two decimals, p-values to two significant
     figures, a tick for a true flag and nothing for a false one."""
@@ -160,7 +202,7 @@ def format_cell(v, column: str = "") -> str:
     if isinstance(v, float) and column.split(" ")[0] == "p":
         return format_p(v)
     if isinstance(v, float):     # a minus sign, not a hyphen, as print sets it
-        return "" if np.isnan(v) else f"{v:.2f}".replace("-", "−")
+        return "" if np.isnan(v) else fixed(v).replace("-", "−")
     if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and abs(v) >= 10_000:
         return f"{v:,}"
     return str(v)

@@ -12,6 +12,7 @@ from .. import config
 from ..config import ConfigError
 from ..data import CIFAR10, load_cifar10
 from ..records import device_info
+from .stats import fixed
 from .tables import device_label
 from ..device import pick_device
 
@@ -124,7 +125,8 @@ def show_search(sweep, profile: str, results_dir: Path | None = None):
 
     from . import plots
     from ..records import RESULTS_DIR
-    from .tuning import against_one_setting, agreed_choice, confirmation, describe_settings, read_search
+    from .search import against_one_setting, agreed_choice, describe_settings, read_search
+    from .tuning import confirmation
 
     results_dir = results_dir or RESULTS_DIR
     search = read_search(sweep, profile, results_dir)
@@ -137,9 +139,9 @@ def show_search(sweep, profile: str, results_dir: Path | None = None):
     where = "".join(f"; {device_label(device)}, {precision}" for device, precision in search.machines)
     states = trials["state"].value_counts()
     print(f"{len(trials)} trials ({', '.join(f'{n} {s}' for s, n in states.items())}; one seed each"
-          f"{where}): best validation accuracy {100 * study.best_value:.2f}% "
-          f"(trial {study.best_trial.number}) with {describe_settings(study.best_params)}; the "
-          f"median complete trial {search.complete['val_acc'].median():.2f}%")
+          f"{where}): best validation accuracy {fixed(100 * study.best_value)}% "
+          f"(trial {study.best_trial.number}) with {describe_settings(study.best_params, sweep.config(sweep.baseline, profile))}; the "
+          f"median complete trial {fixed(search.complete['val_acc'].median())}%")
     display(plots.optuna_search(trials, search.importances))
     with warnings.catch_warnings():       # optuna marks its matplotlib plots experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -1,16 +1,16 @@
 """Figures for the notebooks and the report: each function takes data (arrays, data frames)
-and returns a matplotlib Figure with labelled axes and units."""
+and returns a matplotlib Figure with labelled axes and units (grids of images: pictures.py)."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-import torch
 from matplotlib.patches import FancyBboxPatch
 from matplotlib.ticker import MaxNLocator
 
 from ..data import CLASSES
+from .stats import fixed
 
 sns.set_theme(style="whitegrid", context="notebook")
 
@@ -22,28 +22,8 @@ def _close(fig):
     return fig
 
 
-def image_grid(images: np.ndarray, titles=None, columns: int = 8, size: float = 1.2,
-               title_colors=None):
-    """uint8 NHWC images in a grid, with optional titles under each."""
-    rows = int(np.ceil(len(images) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * size * 1.15),
-                             squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i < len(images):
-            ax.imshow(images[i], interpolation="nearest")
-            if titles is not None:
-                ax.set_title(titles[i], fontsize=7,
-                             color="black" if title_colors is None else title_colors[i])
-    fig.tight_layout()
-    return _close(fig)
 
 
-def class_grid(images: np.ndarray, labels: np.ndarray, per_class: int = 8):
-    """The first `per_class` images of each class, one class per row."""
-    picks = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(len(CLASSES))])
-    fig = image_grid(images[picks], [CLASSES[labels[i]] for i in picks], columns=per_class)
-    return fig
 
 
 def intermediate_block_diagram(num_convs: int = 3, fast: bool = False):
@@ -92,7 +72,8 @@ def intermediate_block_diagram(num_convs: int = 3, fast: bool = False):
     for l, y in enumerate(ys, start=1):   # each weight wired to its branch's multiplication
         arrow((6.9 - 0.4 * (l - 2), 0.6), (mix_x + 0.05, y - 0.26), style="--", color="#b05a00",
               rad=-0.15)
-    box(9.4, 3.4, "max-pool,\nbatch norm,\nGELU" if fast else "activation\n(dropout, pool)",
+    # FastNet pools only after the first block of each pair (3 of its 7 blocks)
+    box(9.4, 3.4, "(max-pool,)\nbatch norm,\nGELU" if fast else "activation\n(dropout, pool)",
         "#eeeeee", w=1.8, h=1.1 if fast else 0.8)
     arrow((sum_xy[0] + 0.3, sum_xy[1]), (8.5, 3.4))
     ax.text(7.9, 3.9, "$\\sum_l a_l\\, \\mathrm{conv}_l(x)$", ha="center", va="bottom", fontsize=10)
@@ -110,7 +91,7 @@ CURVE_STYLES_TEXT = ", ".join(f"{split} ({name})" for split, (name, _) in CURVE_
 def learning_curves(history: pd.DataFrame, hue: str = "config", x: str = "epoch"):
     """Loss and accuracy per split (styles: CURVE_STYLES) against epochs or minutes, one
     colour per `hue` value, mean and std over the seeds of each."""
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(7.5, 3.4))
     history = history.assign(**{hue: history[hue].astype(str)})
     ids = list(dict.fromkeys([hue, "seed", x]))
     dashes = {split: dash for split, (_, dash) in CURVE_STYLES.items()}
@@ -127,13 +108,13 @@ def learning_curves(history: pd.DataFrame, hue: str = "config", x: str = "epoch"
     if x == "epoch":                                   # epochs are whole numbers
         for ax in (loss_ax, acc_ax):
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    # one legend, beside the plots, where it covers no curve
+    # one legend, below the plots, where it covers no curve and keeps the figure A4-wide
     handles, labels = acc_ax.get_legend_handles_labels()
     for ax in (loss_ax, acc_ax):
         ax.get_legend().remove()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
-               fontsize=9)
     fig.tight_layout()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False,
+               fontsize=9, ncol=2)      # seaborn's entries: hue title and values, then style's
     return _close(fig)
 
 
@@ -193,15 +174,22 @@ def budget_transfer(table: pd.DataFrame, short: str = "2 epochs", long: str = "8
     Rows, not a scatter of one against the other: a dozen changes near zero cannot be labelled
     on a scatter without their names colliding."""
     rows = table.iloc[::-1]                      # the table's first row at the top
-    fig, ax = plt.subplots(figsize=(7.5, 0.46 * len(rows) + 1.3))
+    fig, ax = plt.subplots(figsize=(7.5, 0.3 * len(rows) + 1.1))
     y = np.arange(len(rows))
     ax.axvline(0, color="0.5", lw=1, zorder=0)
+    # The axis holds every effect; an interval reaching past it (a wide short-budget one)
+    # is cut at the edge with an arrowhead, so a few wide ones do not squeeze the rest.
+    points = rows[["short", "long"]].to_numpy()
+    x0, x1 = min(points.min(), 0) - 1.5, max(points.max(), 0) + 1.5
     for offset, budget, style in ((0.17, "short", dict(color="0.55", marker="s", mfc="white")),
                                   (-0.17, "long", dict(color="C0", marker="o"))):
-        ax.errorbar(rows[budget], y + offset, xerr=[rows[budget] - rows[f"{budget}_low"],
-                                                    rows[f"{budget}_high"] - rows[budget]],
+        low, high = rows[f"{budget}_low"].clip(x0, x1), rows[f"{budget}_high"].clip(x0, x1)
+        ax.errorbar(rows[budget], y + offset, xerr=[rows[budget] - low, high - rows[budget]],
                     ls="none", elinewidth=1.6, ms=6, zorder=3, **style,
                     label=f"{short if budget == 'short' else long}")
+        for edge, cut, marker in ((x0, rows[f"{budget}_low"] < x0, "<"), (x1, rows[f"{budget}_high"] > x1, ">")):
+            cut = cut.to_numpy()
+            ax.scatter(np.full(cut.sum(), edge), (y + offset)[cut], marker=marker, color=style["color"], s=30)
     for yi, (a, b) in zip(y, rows[["short", "long"]].to_numpy()):   # how the effect moved
         ax.annotate("", (b, yi - 0.17), (a, yi + 0.17), zorder=2,
                     arrowprops=dict(arrowstyle="->", color="0.35", lw=0.9, shrinkA=4, shrinkB=4))
@@ -210,9 +198,10 @@ def budget_transfer(table: pd.DataFrame, short: str = "2 epochs", long: str = "8
     for label, moved in zip(ax.get_yticklabels(), rows["resolved"].astype(bool)):
         label.set_fontweight("bold" if moved else "normal")
     ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.set_xlim(x0 - 0.02 * (x1 - x0), x1 + 0.02 * (x1 - x0))     # edge markers drawn whole
     ax.set(xlabel="effect against the base (points of validation accuracy)", ylabel="")
     # the legend sits above the axes, where it can cover no interval
-    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, frameon=False, fontsize=8,
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, frameon=False, fontsize=10,
               borderaxespad=0.2)
     fig.tight_layout()
     return _close(fig)
@@ -220,13 +209,13 @@ def budget_transfer(table: pd.DataFrame, short: str = "2 epochs", long: str = "8
 
 def optuna_search(trials: pd.DataFrame, importances: dict[str, float], base: float | None = None,
                   base_label: str = "the base"):
-    """An Optuna search (a `tuning.trials_frame`): left, each complete trial's validation
+    """An Optuna search (a `search.trials_frame`): left, each complete trial's validation
     accuracy in the order it ran (hollow: pruned at its last epoch, so a final accuracy too),
     the best so far as a step line, the base as a dashed line and the trials stopped early as
     ticks along the bottom (an accuracy halfway through a schedule is not comparable with a
     final one, so it is not drawn as one); right, each setting's importance
     (optuna.importance, normalised to sum to 1)."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), width_ratios=[1.8, 1])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(7.5, 3.8), width_ratios=[1.8, 1])
     complete = trials[trials["state"] == "complete"]
     # a trial pruned at its last epoch ran its whole budget: its accuracy is a final one
     late = trials[(trials["state"] == "pruned") & (trials["epochs"] == complete["epochs"].max())]
@@ -243,7 +232,8 @@ def optuna_search(trials: pd.DataFrame, importances: dict[str, float], base: flo
     left.scatter(late["trial"], late["val_acc"].clip(lower=low), facecolor="white", edgecolor="C0",
                  s=28, zorder=3, label="ran to the end, marked pruned" if len(late) else None)
     left.scatter(below["trial"], np.full(len(below), low), marker="v", color="C0", s=30, zorder=3,
-                 label=f"complete, below the axis ({len(below)})" if len(below) else None)
+                 label=f"complete, below the axis ({len(below)}: {below['val_acc'].min():.0f}–"
+                       f"{below['val_acc'].max():.0f}%)" if len(below) else None)
     # drawn half a trial past the last one, so that a best found by the last trial shows
     left.step([*complete["trial"], trials["trial"].max() + 0.5],
               [*complete["best so far"], complete["best so far"].iloc[-1]], where="post", color="C1",
@@ -255,7 +245,7 @@ def optuna_search(trials: pd.DataFrame, importances: dict[str, float], base: flo
     left.set_ylim(low - 0.8, values.max() + 1)
     left.set(xlabel="trial (in the order it ran)", ylabel="validation accuracy (%)")
     left.xaxis.set_major_locator(MaxNLocator(integer=True))
-    left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8, frameon=False)
+    left.legend(loc="upper center", bbox_to_anchor=(0.6, -0.2), ncol=2, fontsize=9, frameon=False)
     names = list(importances)[::-1]
     right.barh(names, [importances[n] for n in names], color="C0")
     right.set(xlabel="importance (share of the total)", xlim=(0, 1))
@@ -321,26 +311,34 @@ def reliability_diagram(rows: np.ndarray, ece: float, label: str = ""):
     """Accuracy against confidence per bin; the diagonal is perfect calibration."""
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 100], [0, 100], color="grey", ls="--", lw=1, label="perfectly calibrated")
-    ax.plot(100 * rows[:, 0], 100 * rows[:, 1], marker="o", label=f"{label} (ECE {100 * ece:.2f}%)")
+    ax.plot(100 * rows[:, 0], 100 * rows[:, 1], marker="o", label=f"{label} (ECE {fixed(100 * ece)}%)")
     ax.set(xlabel="confidence (%)", ylabel="accuracy (%)", xlim=(0, 100), ylim=(0, 100),
            title="Reliability diagram (test set)")
-    # below the diagonal's far end: an under-confident model's curve runs above the diagonal
+    # a curve above the diagonal: accuracy above confidence, an under-confident model
     ax.legend(loc="lower right", fontsize=9)
     fig.tight_layout()
     return _close(fig)
 
 
 def branch_weights_by_class(weights: np.ndarray, labels: np.ndarray, names=None):
-    """Mean branch weight a_l per true class, one row per (block, branch); `names[b][l]`
-    says what branch l of block b is (analysis.branch_names)."""
+    """How each class's mean branch weight a_l departs from the mean over all images, one
+    row per (block, branch): the variation between classes, with the (larger) differences
+    between blocks taken out. `names[b][l]` says what branch l of block b is
+    (analysis.branch_names)."""
     blocks, branches = weights.shape[1:]
     names = names or [[f"a{l + 1}" for l in range(branches)]] * blocks
     table = np.stack([weights[labels == c].mean(0).reshape(-1) for c in range(len(CLASSES))], 1)
-    rows = [f"block {b + 1}: {names[b][l]}" for b in range(blocks) for l in range(branches)]
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.6))
-    sns.heatmap(pd.DataFrame(table, index=rows, columns=CLASSES), annot=True, fmt=".2f",
-                cmap="viridis", cbar_kws={"label": "mean branch weight"}, ax=ax)
-    ax.set(xlabel="true class", ylabel="", title="Branch weights by class (test set)")
+    table = table - weights.mean(0).reshape(-1, 1)
+    short = {"2×2 whitening (frozen)": "whitening", "2×2 learned": "learned"}
+    columns = [f"{b + 1}: {short.get(names[b][l], names[b][l])}" for b in range(blocks)
+               for l in range(branches)]
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    # a diverging map centred on 0 (above the branch's mean red, below blue); colour, not
+    # printed numbers: 140 cells of two decimals would not be legible at A4 width
+    sns.heatmap(pd.DataFrame(table.T, index=CLASSES, columns=columns), cmap="RdBu_r", center=0,
+                linewidths=0.5, cbar_kws={"label": "class mean − overall mean"}, ax=ax)
+    ax.set(xlabel="block: branch", ylabel="true class",
+           title="Branch weights by class, against each branch's mean (test set)")
     fig.tight_layout()
     return _close(fig)
 
@@ -364,36 +362,5 @@ def branch_weight_spread(weights: np.ndarray, names=None):
     ax.set(xlabel="", ylabel="branch weight a (sigmoid gate)",
            title="How much the weights vary from image to image (test set)")
     ax.legend(title="branch", loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    fig.tight_layout()
-    return _close(fig)
-
-
-def mistakes_grid(images: np.ndarray, probs: np.ndarray, labels: np.ndarray):
-    """Images with their predicted class and confidence over the true class (red)."""
-    predicted = probs.argmax(1)
-    titles = [f"{CLASSES[p]} {100 * probs[i, p]:.0f}%\n(true: {CLASSES[t]})"
-              for i, (p, t) in enumerate(zip(predicted, labels))]
-    return image_grid(images, titles, columns=8, size=1.35)
-
-
-def augmentation_examples(images: np.ndarray, variants: dict[str, list[str]], *,
-                          crop_padding: int = 4, rotate_degrees: float = 10.0, seed: int = 0):
-    """The same images under each augmentation set, one row per set, as training sees them."""
-    from ..loaders import TensorLoader
-
-    rows = []
-    for augment in variants.values():
-        loader = TensorLoader(images, np.zeros(len(images), dtype=np.int64), len(images),
-                              train=True, augment=augment, crop_padding=crop_padding,
-                              rotate_degrees=rotate_degrees, normalize="half", seed=seed)
-        x, _ = loader.batch(0, order=torch.arange(len(images)))
-        rows.append(((x * 0.5 + 0.5).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
-    fig, axes = plt.subplots(len(rows), len(images), figsize=(1.2 * len(images), 1.3 * len(rows)),
-                             squeeze=False)
-    for r, (name, batch) in enumerate(zip(variants, rows)):
-        for c, ax in enumerate(axes[r]):
-            ax.imshow(batch[c], interpolation="nearest")
-            ax.set_xticks([]), ax.set_yticks([])
-        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
     fig.tight_layout()
     return _close(fig)

@@ -18,6 +18,8 @@ a variant whose own paired spread is out of line with the pool (an F test at
 """
 from __future__ import annotations
 
+from decimal import ROUND_HALF_EVEN, Decimal
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -30,6 +32,28 @@ COLUMNS = ["device", "precision", "mean", "std", "seeds", "runs", "pairs", "fail
 def interval_label(alpha: float = ALPHA) -> str:
     """'95%' for alpha 0.05: the family-wise level of a table's intervals."""
     return f"{1 - alpha:.0%}"
+
+
+def half_even(x: float, places: int = 2) -> float:
+    """x rounded as a printer rounds: a tie goes to the even digit, judged on the decimal the
+    float stands for (an effect of −5.235 arrives as −5.2349999…, −1.665 as −1.6650…1; both
+    are ties)."""
+    if not np.isfinite(x):
+        return x
+    # two places more strip the noise (accuracies are stored as float32, ~1e-6 points off):
+    # they are multiples of 0.02 points, and their means of a few seeds tie only exactly
+    return float(Decimal(repr(round(float(x), places + 2))).quantize(Decimal(1).scaleb(-places), ROUND_HALF_EVEN)) + 0.0   # + 0.0: no −0.00
+
+
+def fixed(x: float, places: int = 2, plus: bool = False) -> str:
+    """x printed to `places` decimals (with its sign if `plus`), rounded half-even: the one
+    rounding rule of every number the report and notebooks print."""
+    return f"{half_even(x, places):{'+' if plus else ''}.{places}f}"
+
+
+def rounded(table: pd.DataFrame, places: int = 2) -> pd.DataFrame:
+    """A table's float columns rounded half-even (counts stay integers)."""
+    return table.apply(lambda c: c.map(lambda x: half_even(x, places)) if c.dtype == float else c)
 
 
 def format_p(p: float) -> str:

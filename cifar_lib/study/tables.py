@@ -11,7 +11,8 @@ import pandas as pd
 from ..paths import record_folders
 from ..records import RESULTS_DIR, iter_records
 from .reuse import machine_key
-from .stats import ALPHA, budget_interaction, compare_to_base, format_p, interval_label
+from .stats import (ALPHA, budget_interaction, compare_to_base, fixed, format_p, half_even,
+                    interval_label, rounded)
 from .sweeps import sweep_records
 
 METRICS = ("val_acc", "val_acc_tta", "test_acc", "test_acc_tta")
@@ -140,7 +141,7 @@ def seed_summary(runs: pd.DataFrame, by: str = "variant", metric: str = "val_acc
              .rename(columns={"count": "seeds"}))
     if order is not None:
         table = table.reindex([o for o in order if o in table.index])
-    return table.round(2)
+    return rounded(table)
 
 
 def budget_runs(records: list[dict], sweep) -> pd.DataFrame:
@@ -157,15 +158,15 @@ def budget_curve(runs: pd.DataFrame) -> pd.DataFrame:
              (("test %", "test_acc"), ("test % (TTA)", "test_acc_tta")) for agg in ("mean", "std")}
     table = runs.groupby("images_seen").agg(epochs=("epochs", "first"), seeds=("seed", "count"),
                                             **stats)
-    return table.sort_index().round(2)
+    return rounded(table.sort_index())
 
 
 def mean_std(values) -> str:
     """'mean ± std% (n seeds)' of accuracies in percent, as the report and notebooks quote them."""
     values = pd.Series(values, dtype=float).dropna()
     if len(values) == 1:
-        return f"{values.iloc[0]:.2f}% (1 seed)"
-    return f"{values.mean():.2f} ± {values.std():.2f}% ({len(values)} seeds)"
+        return f"{fixed(values.iloc[0])}% (1 seed)"
+    return f"{fixed(values.mean())} ± {fixed(values.std())}% ({len(values)} seeds)"
 
 
 def compare_sweep(sweep, runs: pd.DataFrame, alpha: float = ALPHA,
@@ -230,16 +231,16 @@ def summarise_effects(table: pd.DataFrame) -> str:
     resolved = tested[tested["resolved"]].sort_values("diff")
     if len(resolved):
         parts.append("Resolved: " + "; ".join(
-            f"{v} {r['diff']:+.2f} points ({r['low']:+.2f} to {r['high']:+.2f})"
+            f"{v} {fixed(r['diff'], plus=True)} points ({fixed(r['low'], plus=True)} to {fixed(r['high'], plus=True)})"
             for v, r in resolved.iterrows()) + ".")
     unresolved = tested[~tested["resolved"]].sort_values("diff")
     if len(unresolved):
         parts.append("Not resolved (the interval contains 0): " + "; ".join(
-            f"{v} {r['diff']:+.2f}" for v, r in unresolved.iterrows()) + ".")
+            f"{v} {fixed(r['diff'], plus=True)}" for v, r in unresolved.iterrows()) + ".")
     measured = rows[rows["low"].isna() & rows["diff"].notna()]
     if len(measured):       # one seed pair: a difference, but no spread to judge it by
         parts.append("Too few seed pairs for an interval: " + "; ".join(
-            f"{v} {r['diff']:+.2f} ({int(r['pairs'])} pair{'s' if r['pairs'] != 1 else ''})"
+            f"{v} {fixed(r['diff'], plus=True)} ({int(r['pairs'])} pair{'s' if r['pairs'] != 1 else ''})"
             for v, r in measured.iterrows()) + ".")
     failed = rows[rows["failed"] > 0]
     if len(failed):
@@ -262,7 +263,7 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
     if "own_spread" in shown and not shown["own_spread"].any():
         shown = shown.drop(columns="own_spread")    # no variant has its own interval: nothing to flag
     for column in shown.columns[shown.dtypes == float]:
-        shown[column] = shown[column].round(2)
+        shown[column] = shown[column].map(half_even)
     if "p" in shown:
         shown["p"] = table["p"].map(format_p)
     for flag in ("resolved", "own_spread"):

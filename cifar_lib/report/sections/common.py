@@ -7,7 +7,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ...study.stats import ALPHA, interval_label
+from ...study.stats import ALPHA, fixed, interval_label
+from ..document import SAVE_DPI, smallest_printed_font
 from ...study.tables import seed_range
 
 
@@ -26,6 +27,7 @@ class Filled:
         self.tables: dict[str, tuple[pd.DataFrame, str]] = {}
         self.figures: dict[str, tuple[Path, str]] = {}
         self.paired: dict[str, pd.DataFrame] = {}          # each sweep section's paired table
+        self.printed_font: dict[str, float] = {}           # each figure's smallest text on A4, pt
         self.figures_dir = figures_dir
         self.shown = shown              # the figures the template shows (None: all of them)
 
@@ -38,8 +40,9 @@ class Filled:
             return
         path = self.figures_dir / f"{name}.png"
         # No timestamps in the file, so an unchanged figure gives unchanged bytes.
-        fig.savefig(path, dpi=130, bbox_inches="tight", metadata={"Software": None})
+        fig.savefig(path, dpi=SAVE_DPI, bbox_inches="tight", metadata={"Software": None})
         self.figures[name] = (path, caption)
+        self.printed_font[name] = smallest_printed_font(fig)
 
 
 def _spoken_list(items: list[str]) -> str:
@@ -58,7 +61,7 @@ def data_phrase(runs: pd.DataFrame) -> str:
 
 def signed(x: float) -> str:
     """An effect as print sets it: '+0.37', '−3.33' (a minus sign, not a hyphen)."""
-    return f"{x:+.2f}".replace("-", "−")
+    return fixed(x, plus=True).replace("-", "−")
 
 
 def machine_phrase(*tables: pd.DataFrame) -> str:
@@ -74,4 +77,5 @@ def machine_phrase(*tables: pd.DataFrame) -> str:
 def _tta_kind(config: dict) -> str:
     if not config["tta"]:
         return "none"
-    return f"flips + {config['tta_shift']} px shifts" if config.get("tta_shift") else "flips"
+    # written as the augmentation column writes its parts, so the column stays narrow
+    return "flip+shift" if config.get("tta_shift") else "flip"   # Methods says by how much

@@ -8,23 +8,28 @@ from pathlib import Path
 import pandas as pd
 
 from ...study.sweeps import Sweep
-from ...study.tables import device_label
+from ...study.tables import device_label, prose_cpu_name
 
 from .common import Filled
 
 
-def engine(filled: Filled, results_dir: Path):
-    """The newest throughput benchmark of each machine: images/s of the coursework's pipeline
-    and the engine, and their ratio measured in the same run."""
+def engine(filled: Filled, results_dir: Path, models: set[str], study_machines: set[str] = frozenset()):
+    """The newest throughput benchmark of each machine that names its processor: images/s
+    of the coursework's pipeline and the engine for the report's `models`, and their ratio
+    measured in the same run; `engine_missing` names the study's machines without one."""
     newest = {}
     for f in sorted((results_dir / "benchmarks").glob("throughput-*.json")):    # oldest first
         b = json.loads(f.read_text())
+        if b["device"]["type"] == "cpu" and not prose_cpu_name(b["device"]):
+            continue        # a machine that recorded no processor model compares with nothing
         newest[device_label(b["device"]) if "type" in b["device"] else b["device"]["name"]] = b
+    if missing := sorted(study_machines - set(newest)):
+        filled.values["engine_missing"] = " and ".join(f"the {m}" for m in missing)
     if not newest:
         return
     rows = [{"device": device, "model": r["model"], "variant": r["variant"].strip(),
              "precision": r["precision"], "images/s": round(r["median_img_s"]), "speedup": r["speedup"]}
-            for device, b in newest.items() for r in b["rows"]]
+            for device, b in newest.items() for r in b["rows"] if r["model"] in models]
     filled.values["engine"] = "yes"
     filled.table("engine", pd.DataFrame(rows),
                  "Training throughput, the newest benchmark of each machine: median images/s over "

@@ -11,6 +11,7 @@ from ...study import plots
 from ...data import CLASSES
 from ...predictions import run_predictions
 from ...study.analysis import branch_names, confusion_matrix, reliability
+from ...study.stats import fixed
 from ...study.tables import analysed_run, device_label, history_frame, mean_std, newest_finals, runs_frame
 
 from .common import Filled, RECIPES, signed
@@ -27,9 +28,15 @@ def _analysis(filled: Filled, record: dict, results_dir: Path):
     hardest, easiest = per_class["accuracy %"].idxmin(), per_class["accuracy %"].idxmax()
     filled.values.update(
         analysed_seed=str(record["seed"]),
-        hardest_class=f"{CLASSES[hardest]} ({per_class['accuracy %'][hardest]:.2f}%)",
-        easiest_class=f"{CLASSES[easiest]} ({per_class['accuracy %'][easiest]:.2f}%)",
-        ece_plain=f"{100 * plain_ece:.2f}%", ece_tta=f"{100 * ece:.2f}%")
+        hardest_class=f"{CLASSES[hardest]} ({fixed(per_class['accuracy %'][hardest])}%)",
+        easiest_class=f"{CLASSES[easiest]} ({fixed(per_class['accuracy %'][easiest])}%)",
+        ece_plain=f"{fixed(100 * plain_ece)}%", ece_tta=f"{fixed(100 * ece)}%")
+    # calibration's direction, measured: mean top-class probability against accuracy (no TTA)
+    confidence = 100 * preds["probs"].max(1).mean()
+    accuracy = 100 * (preds["probs"].argmax(1) == labels).mean()
+    filled.values.update(mean_confidence=f"{fixed(confidence)}%", plain_accuracy=f"{fixed(accuracy)}%")
+    if confidence < accuracy:
+        filled.values["underconfident"] = "yes"
     filled.table("per_class", per_class, f"`fast`, seed {record['seed']}: test accuracy per "
                                          f"class, with TTA.")
     filled.figure("confusion", plots.confusion_heatmap(counts),
@@ -41,7 +48,8 @@ def _analysis(filled: Filled, record: dict, results_dir: Path):
         names = branch_names(record["model"], w.shape[1])
         filled.values["branch_spread"] = f"{w.std(0).mean():.3f}"
         filled.figure("branch_weights_by_class", plots.branch_weights_by_class(w, labels, names),
-                      f"`fast`, seed {record['seed']}: mean branch weight per block and true class (test set).")
+                      f"`fast`, seed {record['seed']}: each true class's mean branch weight minus the "
+                      f"branch's mean over all test images.")
 
 
 def fast(filled: Filled, by_config: dict, ref: dict | None, results_dir: Path):
@@ -62,7 +70,7 @@ def fast(filled: Filled, by_config: dict, ref: dict | None, results_dir: Path):
         _analysis(filled, analysed, results_dir)
     if ref:
         filled.values.update(
-            airbench_tta=f"{100 * ref['test_acc_tta']['mean']:.2f} ± {100 * ref['test_acc_tta']['std']:.2f}%",
+            airbench_tta=f"{fixed(100 * ref['test_acc_tta']['mean'])} ± {fixed(100 * ref['test_acc_tta']['std'])}%",
             airbench_seconds=f"{ref['train_seconds']['mean']:.1f}",
             airbench_device=ref["device"]["name"], airbench_runs=str(ref["runs"]),
             fast_gap=_gap_phrase(final["test_acc_tta"], 100 * ref["test_acc_tta"]["mean"],
@@ -75,9 +83,9 @@ def _gap_phrase(ours: pd.Series, theirs: float, their_std: float) -> str:
     gap, spread = ours.mean() - theirs, max(their_std, ours.std() if len(ours) > 1 else 0.0)
     seeds = f"{len(ours)} seed{'s' * (len(ours) > 1)}"
     if abs(gap) <= spread:
-        return (f"{signed(gap)} points ({seeds}), within the {spread:.2f}-point run-to-run spread: "
+        return (f"{signed(gap)} points ({seeds}), within the {fixed(spread)}-point run-to-run spread: "
                 f"the runs do not tell the two apart")
-    return f"{signed(gap)} points ({seeds}), more than the {spread:.2f}-point run-to-run spread"
+    return f"{signed(gap)} points ({seeds}), more than the {fixed(spread)}-point run-to-run spread"
 
 
 def gpu(filled: Filled, records: list[dict], ref: dict | None):
@@ -101,11 +109,11 @@ def gpu(filled: Filled, records: list[dict], ref: dict | None):
     by_config = newest_finals(records)
     if "seed_basic" in by_config:
         r = by_config["seed_basic"]
-        filled.values.update(basic_full_test=f"{100 * r['final']['test_acc']:.2f}%",
+        filled.values.update(basic_full_test=f"{fixed(100 * r['final']['test_acc'])}%",
                              basic_full_device=device_label(r["device"]))
     if "seed_improved" in by_config:
         r = by_config["seed_improved"]
-        filled.values.update(seed_full_test=f"{100 * r['final']['test_acc']:.2f}%",
+        filled.values.update(seed_full_test=f"{fixed(100 * r['final']['test_acc'])}%",
                              seed_full_device=device_label(r["device"]))
         basic = by_config.get("seed_basic")
         if basic and device_label(basic["device"]) == device_label(r["device"]):   # one machine
@@ -120,13 +128,13 @@ def tuned_at_coursework_budget(filled: Filled, records: list[dict]):
     """ImprovedNet with the kit's tuned recipe at the coursework's 50 epochs (one final run,
     from any profile: the config trains 50 epochs at each), beside the coursework's recipe
     at the same budget and the coursework's reported accuracy."""
-    filled.values["coursework_reported"] = f"{COURSEWORK_REPORTED_TEST:.2f}%"
+    filled.values["coursework_reported"] = f"{fixed(COURSEWORK_REPORTED_TEST)}%"
     finals = newest_finals(records)
     if "improved_tuned_50" not in finals:
         return
     r = finals["improved_tuned_50"]
     test = 100 * r["final"]["test_acc"]
-    filled.values.update(tuned_50_test=f"{test:.2f}%", tuned_50_device=device_label(r["device"]))
+    filled.values.update(tuned_50_test=f"{fixed(test)}%", tuned_50_device=device_label(r["device"]))
     # the coursework's recipe at the same epochs (its records at other budgets do not answer)
     seed = next((s for s in reversed(records) if s["config_name"] == "seed_improved"
                  and s["test_read"] and s["config"]["epochs"] == r["config"]["epochs"]), None)
@@ -148,14 +156,14 @@ def finals(filled: Filled, records: list[dict]):
     if not tested:
         return
     runs = runs_frame(tested)
-    table = runs.groupby(["config", "epochs", "device", "precision"], sort=False).agg(
+    table = runs.groupby(["config", "epochs", "train_images", "device", "precision"], sort=False).agg(
         runs=("seed", "size"), test=("test_acc", "mean"), test_tta=("test_acc_tta", "mean")).reset_index()
     order = {name: i for i, name in enumerate(RECIPES)}
     table = table.sort_values(["config", "epochs"], key=lambda c: c.map(order) if c.name == "config" else c)
-    filled.table("finals", table.rename(columns={"config": "recipe", "test": "test %",
-                                                 "test_tta": "test % (TTA)"}),
-                 "Every recipe's final runs: trained on all 50,000 training images, the test set "
-                 "read once at the end of each (means over runs).")
+    filled.table("finals", table.rename(columns={"config": "recipe", "train_images": "trained on",
+                                                 "test": "test %", "test_tta": "test % (TTA)"}),
+                 "Every recipe's final runs, the test set read once at the end of each (means "
+                 "over runs); fewer than all 50,000 training images: the validation split was held out.")
 
 
 

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from ...study import plots
 from ...study.reuse import machine_key
+from ...study.stats import fixed
 from ...study.sweeps import Sweep, sweep_records
 from ...study.tables import compare_sweep, device_label, runs_frame
 
 from .common import Filled
-from .studies import effect_phrase
+from .studies import _count, effect_phrase
 
 
 def optuna_search(filled: Filled, records: list[dict], sweep: Sweep, search):
-    """The stored search on `sweep`'s base (tuning.read_search; None: nothing said)."""
-    from ...study.tuning import confirmation, describe_settings, describe_space
+    """The stored search on `sweep`'s base (search.read_search; None: nothing said)."""
+    from ...study.search import against_one_setting, agreed_choice, describe_settings, describe_space
+    from ...study.tuning import confirmation
 
     if search is None:
         return
@@ -27,10 +29,10 @@ def optuna_search(filled: Filled, records: list[dict], sweep: Sweep, search):
         optuna_epochs=str(cfg.epochs), optuna_space=describe_space(cfg),
         optuna_device="; ".join(f"{device_label(device)}, {precision}"
                                 for device, precision in search.machines),
-        optuna_best=f"{100 * best.value:.2f}%", optuna_best_trial=str(best.number),
-        optuna_best_settings=describe_settings(best.params),
-        optuna_median=f"{complete['val_acc'].median():.2f}%",
-        optuna_top=f"{top} ({share:.2f} of the total)")
+        optuna_best=f"{fixed(100 * best.value)}%", optuna_best_trial=str(best.number),
+        optuna_best_settings=describe_settings(best.params, cfg),
+        optuna_median=f"{fixed(complete['val_acc'].median())}%",
+        optuna_top=f"{top} ({fixed(share)} of the total)", optuna_top_trials=_count(search.top_tenth))
     # the winner retrained with the declared seeds, paired with the base (`optuna_confirmed`)
     check = confirmation(sweep, search.study, records[0]["profile"])
     confirmed = sweep_records(records, check)
@@ -38,6 +40,22 @@ def optuna_search(filled: Filled, records: list[dict], sweep: Sweep, search):
         winner = compare_sweep(check, runs_frame(confirmed)).drop(check.baseline).iloc[0]
         if winner["pairs"] > 0:
             filled.values["optuna_confirmed"] = effect_phrase(winner)
+    # the winner decomposed: the one choice the best trials agreed on, made alone by a declared
+    # variant, against the winner's settings, paired seed by seed (what its other settings add)
+    agreed = agreed_choice(search, cfg)
+    alone = agreed and against_one_setting(sweep, check, agreed)
+    if alone:
+        (key, value), = agreed.items()
+        filled.values.update(optuna_agreed=f"{describe_settings(agreed, cfg)}",
+                             optuna_agreed_trials=f"{int((trials[key] == value).sum())} of {len(trials)}")
+        mine = sweep_records(records, alone)
+        if alone.baseline in {r["tags"]["variant"] for r in mine}:
+            beyond = compare_sweep(alone, runs_frame(mine)).drop(alone.baseline)
+            if len(beyond) and beyond.iloc[0]["pairs"] > 0:
+                filled.values.update(optuna_alone=alone.baseline,
+                                     optuna_beyond_alone=effect_phrase(beyond.iloc[0]))
+                if not beyond.iloc[0]["resolved"]:
+                    filled.values["optuna_beyond_alone__unresolved"] = "yes"
     base_label, base_value = "", None
     if len(search.machines) == 1:    # the base's seed-0 run on the machine the trials ran on
         [(device, precision)] = search.machines
@@ -45,7 +63,7 @@ def optuna_search(filled: Filled, records: list[dict], sweep: Sweep, search):
                 and r["seed"] == 0 and machine_key(r) == (device["name"], precision)]
         if base:
             base_value = 100 * base[-1]["final"]["val_acc"]
-            base_label = f"fast, seed 0 ({base_value:.2f}%)"
+            base_label = f"fast, seed 0 ({fixed(base_value)}%)"
     filled.figure("optuna_search", plots.optuna_search(trials, search.importances, base_value, base_label),
                   f"The Optuna search at {cfg.epochs} epochs. Left: each complete trial's validation "
                   f"accuracy in run order, the best so far, and trials stopped early as ticks. "

@@ -7,8 +7,9 @@ import re
 
 import pandas as pd
 
+from ...config import load_config
 from ...study import plots
-from ...study.stats import ALPHA, detectable_difference
+from ...study.stats import ALPHA, detectable_difference, fixed
 from ...study.sweeps import Sweep, sweep_records
 from ...study.tables import budget_family, compare_sweep, history_frame, mean_std, readable, runs_frame, seed_range
 
@@ -18,20 +19,24 @@ from .common import Filled, LEVEL, RECIPES, _spoken_list, _tta_kind, machine_phr
 NUMBER_WORDS = dict(enumerate("one two three four five six seven eight nine ten".split(), 1))
 
 
-def methods(filled: Filled, runs: pd.DataFrame, records: list[dict], study: Sweep):
-    """The split, the models and recipes, and `study`'s declared design."""
+def methods(filled: Filled, runs: pd.DataFrame, records: list[dict], study: Sweep,
+            finals: list[dict] = ()):
+    """The split, the models and recipes (each as its newest run in `finals`, any profile,
+    ran it), and `study`'s declared design."""
     val = records[0]["config"]["val_size"]
     filled.values.update(train_size=f"{50000 - val:,}", val_size=f"{val:,}")
     filled.figure("intermediate_block", plots.intermediate_block_diagram(fast=True),
                   "FastNet's intermediate block: a 3×3 and a 1×1 convolution of one input, "
-                  "mixed by weights computed from its channel means.")
+                  "mixed by weights computed from its channel means; the first block of each "
+                  "pair max-pools.")
     named = runs[runs["config"].isin(RECIPES)]    # sweeps vary models (e.g. without batch norm)
     models = ((named if len(named) else runs).drop_duplicates("model")[["model", "parameters"]]
               .sort_values("parameters").reset_index(drop=True))
     filled.table("models", models, "The networks and the parameters their optimizers train "
                                     "(FastNet's frozen whitening filters and batch-norm scales left out).")
     latest = {}
-    for rec in records:   # the newest final run of each recipe says what it is (tuning runs vary)
+    # the newest final run of each recipe says what it is (tuning runs vary)
+    for rec in sorted(finals or records, key=lambda r: r["started_at"]):
         if rec["config_name"] in RECIPES and rec.get("test_read"):
             latest[rec["config_name"]] = rec["config"]
     rows = [{"recipe": name, "model": c["model"], "optimizer": c["optimizer"], "lr": c["lr"],
@@ -41,12 +46,13 @@ def methods(filled: Filled, runs: pd.DataFrame, records: list[dict], study: Swee
             for name, c in sorted(latest.items(), key=lambda kv: RECIPES.index(kv[0]))]
     if rows:
         filled.table("recipes", pd.DataFrame(rows).astype({"lr": str, "weight decay": str}),
-                     "Each final recipe's settings, as its newest record ran them.")
+                     "Each final recipe's settings, as its newest final run ran them.")
     fast = study.config(study.baseline, records[0]["profile"])
     rotated = next(c for v, c in study.variants.items() if "rotate_degrees" in c)
     filled.values.update(fast_epochs=str(fast.epochs), fast_batch=f"{fast.batch_size:,}",
                          fast_smoothing=f"{fast.label_smoothing:g}", fast_crop=str(fast.crop_padding),
-                         rotate_degrees=f"{rotated['rotate_degrees']:g}")
+                         rotate_degrees=f"{rotated['rotate_degrees']:g}",
+                         coursework_crop=str(load_config("seed_improved").crop_padding))
     families = list(study.groups.values())
     n = len(study.seeds)
     filled.values.update(
@@ -54,8 +60,8 @@ def methods(filled: Filled, runs: pd.DataFrame, records: list[dict], study: Swee
         failure_below=f"{100 * study.failure_below:.0f}%", spread_alpha=f"{study.spread_alpha:g}")
     if study.planned_sd_diff:
         widest = max(len(f) for f in families)
-        filled.values.update(planned_sd=f"{study.planned_sd_diff:.2f}",
-                             detectable=f"{detectable_difference(study.planned_sd_diff, widest, n):.2f}")
+        filled.values.update(planned_sd=f"{fixed(study.planned_sd_diff)}",
+                             detectable=f"{fixed(detectable_difference(study.planned_sd_diff, widest, n))}")
     done = study.done((r["tags"]["variant"], r["seed"]) for r in sweep_records(records, study))
     if done and len(done) < study.planned_runs:
         filled.values["study_progress"] = (
@@ -81,7 +87,7 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
     # the last epoch's training accuracy of each variant (`{name}_fit__{variant}`, the base's
     # `{name}_fit__base`): how closely it fits its training batches, beside what it generalises
     fits = here.groupby("variant")["train_acc"].mean().dropna()
-    filled.values.update({f"{name}_fit__{'base' if v == baseline else slug(v)}": f"{acc:.2f}%"
+    filled.values.update({f"{name}_fit__{'base' if v == baseline else slug(v)}": f"{fixed(acc)}%"
                           for v, acc in fits.items()})
     # the first epoch's validation accuracy over the seeds (`{name}_first__{variant}`): how a
     # change starts, beside where it ends; `__behind` when its best seed trails the base's worst
@@ -103,9 +109,11 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
                  f"comparison{'s' * (paired.attrs['comparisons'] != 1)} ({where}).")
     if sweep.single_comparison:     # one row says all a forest plot would
         return
+    failed = [v for v, row in paired.iterrows() if row["failed"]]
     filled.figure(f"{name}_sweep", plots.forest_plot(paired, label=f"effect against {baseline}"),
                   f"{title}: effects against `{baseline}` with simultaneous {LEVEL} intervals "
-                  f"(filled: resolved; † its own spread).")
+                  f"(filled: resolved; † its own spread)"
+                  + (f"; {_spoken_list(failed)} failed to train and has no interval." if failed else "."))
 
 
 def rebased(filled: Filled, records: list[dict], family: Sweep, name: str):
@@ -131,7 +139,7 @@ def _answers(filled: Filled, paired: pd.DataFrame, name: str) -> int:
         if said := verdict(row):
             filled.values[f"{key}__{said}"] = "yes"
         if said == "unresolved":    # the most the change can cost: the far end of its interval
-            filled.values[f"{key}__at_most"] = f"{max(0.0, -row['low']):.2f}"
+            filled.values[f"{key}__at_most"] = f"{fixed(max(0.0, -row['low']))}"
     return len(measured)
 
 
@@ -160,9 +168,13 @@ def pooled_spread(filled: Filled, study: Sweep):
            for sd in table.attrs["pooled_sd_diff"].values()}
     if sds:
         low, high = min(sd for _, sd in sds), max(sd for _, sd in sds)
-        filled.values["spread_long"] = f"{low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f}–{high:.2f}"
+        filled.values["spread_long"] = f"{fixed(low)}" if f"{fixed(low)}" == f"{fixed(high)}" else f"{fixed(low)}–{fixed(high)}"
         m, sd = max(sds)
-        filled.values["detectable_measured"] = f"{detectable_difference(sd, m, len(study.seeds)):.2f}"
+        filled.values["detectable_measured"] = f"{fixed(detectable_difference(sd, m, len(study.seeds)))}"
+        # each family at its own size and spread: the smallest effect it finds 80% of the time
+        each = sorted(detectable_difference(sd, m, len(study.seeds)) for m, sd in sds)
+        filled.values["detectable_range"] = (fixed(each[0]) if fixed(each[0]) == fixed(each[-1])
+                                             else f"{fixed(each[0])} to {fixed(each[-1])}")
 
 
 def tally(filled: Filled, study: Sweep):
@@ -232,6 +244,8 @@ def budget_transfer(filled: Filled, records: list[dict], study: Sweep, short_stu
                          short_epochs=str(short_epochs), long_epochs=str(long_epochs))
     filled.values.update({f"transfer__{slug(v)}": f"{signed(row['short'])} points at {short_epochs} "
                           f"epochs and {signed(row['long'])} at {long_epochs}" for v, row in table.iterrows()})
+    filled.values.update({f"transfer__{slug(v)}__short_unresolved": "yes" for v, row in table.iterrows()
+                          if row["short_low"] <= 0 <= row["short_high"]})
     filled.figure("budget_transfer", plots.budget_transfer(table, f"{short_epochs} epochs", f"{long_epochs} epochs"),
                   f"Each change's effect at {short_epochs} epochs (squares) and at {long_epochs} "
                   f"(dots), with simultaneous {LEVEL} intervals; bold: the change with budget is "
