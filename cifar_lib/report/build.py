@@ -12,7 +12,7 @@ from .document import Document
 from ..config import ConfigError
 from ..paths import FIGURES_DIR, REPORT_DIR, RESULTS_DIR
 from .sections import Filled, data_phrase, slug
-from ..study.sweeps import CORE_STUDY, RECIPE_STUDY, Sweep
+from ..study.sweeps import CORE_STUDY, COURSEWORK_STUDY, RECIPE_STUDY, Sweep
 from ..study.tables import load_airbench_reference, load_records, runs_frame
 
 TEMPLATE = Path(__file__).with_name("template.md")
@@ -26,10 +26,12 @@ FAMILIES = {"augmentation": "Augmentation", "regularisation": "Dropout and batch
 
 
 def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=REPORT_DIR,
-                 profile: str = "cpu", study: Sweep = RECIPE_STUDY, short_study: Sweep = CORE_STUDY) -> Path:
+                 profile: str = "cpu", study: Sweep = RECIPE_STUDY, short_study: Sweep = CORE_STUDY,
+                 coursework_study: Sweep = COURSEWORK_STUDY) -> Path:
     """Rebuild figures/ and report/report.{md,html,pdf} from the `profile` records under
     results/ (and the `full` records, for the GPU paragraphs): `study` answers the questions,
-    `short_study` asks them at a shorter budget (Appendix A) and holds the Optuna search."""
+    `short_study` asks them at a shorter budget (Appendix A) and holds the Optuna search,
+    `coursework_study` asks them of ImprovedNet at 50 epochs, beside `study`'s answers."""
     results_dir, figures_dir, report_dir = Path(results_dir), Path(figures_dir), Path(report_dir)
     # the studies' runs, diverged ones too (a run that failed to train is a result); the rest
     # of the report reads the complete ones
@@ -62,6 +64,9 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     if "search" in study.groups and "batch 1000" in study.variants:
         # the search's winner against batch 1000 alone, the choice its best trials agreed on
         sections.rebased(filled, studied, study.subset(["batch 1000", *study.groups["search"]]), "beyond_batch")
+    # the coursework's own model at its own budget, and whether FastNet's answers carry to it
+    answered = sections.coursework(filled, studied, coursework_study)
+    sections.transfer(filled, studied, coursework_study, answered)
     sections.pooled_spread(filled, study)
     sections.tally(filled, study)
     sections.failures(filled, studied, study)
@@ -91,7 +96,7 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
 
 def render(template: str, filled: Filled) -> Document:
     """The template's blocks in order: headings, paragraphs with placeholders filled,
-    tables and figures; an [[if KEY ...]] paragraph only when every KEY's value exists, an
+    tables and figures; an [[if KEY ...]] paragraph or heading only when every KEY's value exists, an
     [[unless KEY]] one only when it does not; inside a paragraph, [[if KEY ...: a sentence]]
     keeps the sentence on the same rule."""
     doc = Document()
@@ -99,10 +104,6 @@ def render(template: str, filled: Filled) -> Document:
     values = {**filled.values, **_numbers(template, filled)}
     for block in (b.strip() for b in template.split("\n\n")):
         if not block:
-            continue
-        if block.startswith("#"):
-            level = len(block) - len(block.lstrip("#"))
-            doc.heading(level, block[level:].strip().format_map(values))
             continue
         artefact = re.fullmatch(r"\[\[(table|figure) (\w+)\]\]", block)
         if artefact:
@@ -118,6 +119,10 @@ def render(template: str, filled: Filled) -> Document:
             if not _holds(word, keys, values):
                 continue
             block = block[condition.end():]
+        if block.startswith("#"):           # a heading, which a condition may hold back too
+            level = len(block) - len(block.lstrip("#"))
+            doc.heading(level, block[level:].strip().format_map(values))
+            continue
         block = re.sub(r"\[\[(if|unless) ([\w\s]+?):\s+(.*?)\]\]",      # a sentence inside a paragraph
                        lambda m: m.group(3) if _holds(m.group(1), m.group(2), values) else "", block, flags=re.S)
         block = re.sub(r"\s+(?=[.,;])", "", block)   # a sentence left out leaves no space before the stop

@@ -108,6 +108,74 @@ def show_budget_transfer(group: str, profile: str, results_dir: Path | None = No
     return table
 
 
+def show_sensitivity(family: str, profile: str, results_dir: Path | None = None):
+    """One family of the recipe study under its declared analysis (the two-way layout) and,
+    beside it, the paired one (differences pooled, Cochran-screened, Holm over the whole
+    study): each arm's interval under both and whether the verdicts agree. Both are
+    computed over the whole study; the rows shown are the family's."""
+    from IPython.display import display
+
+    from ..records import RESULTS_DIR
+    from .paired import beside_declared
+    from .stats import rounded
+    from .sweeps import RECIPE_STUDY
+    from .tables import sweep_runs
+
+    runs = sweep_runs(RECIPE_STUDY, profile, results_dir or RESULTS_DIR)
+    if RECIPE_STUDY.baseline not in set(runs["variant"] if len(runs) else ()):
+        print(f"no {RECIPE_STUDY.name} records with its baseline at the {profile} profile yet")
+        return None
+    table = beside_declared(RECIPE_STUDY, runs)
+    mine = table[table["family"] == family].drop(columns="family")
+    display(rounded(mine).replace({True: "✓", False: ""}))
+    screened = ", ".join(table.attrs["screened"]) or "none"
+    print(f"over the whole study, {table.attrs['agree']} of {table.attrs['arms']} verdicts agree; "
+          f"arms screened out of the pool (Cochran's C): {screened}; the smallest effect this "
+          f"family finds 80% of the time: {fixed(table.attrs['detectable'][family])} points")
+    return mine
+
+
+def show_coursework_study(profile: str, results_dir: Path | None = None):
+    """The coursework study (ImprovedNet at 50 epochs) under its declared paired analysis,
+    and each change beside the same change on FastNet at 8 epochs (study/transfer.py).
+    Without records, the command that measures them. Returns the two tables."""
+    from IPython.display import display
+
+    from . import plots
+    from ..records import RESULTS_DIR
+    from .paired import declared_table, stage_alpha
+    from .stats import format_p, interval_label, rounded
+    from .sweeps import COURSEWORK_STUDY
+    from .tables import sweep_runs
+    from .transfer import counterpart_sweeps, transfer_table
+
+    study, root = COURSEWORK_STUDY, results_dir or RESULTS_DIR
+    runs = sweep_runs(study, profile, root)
+    if runs.empty or study.baseline not in set(runs["variant"]):
+        print(f"no {study.name} records with its baseline at the {profile} profile yet "
+              f"({study.planned_runs} runs planned): `{study.command(profile)}` measures them")
+        return None, None
+    if note := study.progress(zip(runs["variant"], runs["seed"]), profile):
+        print(note)
+    table = declared_table(study, runs)
+    print(f"ImprovedNet, each change against {study.baseline}: "
+          f"{interval_label(stage_alpha(study))} intervals within each family, p_holm over the study")
+    shown = ["family", "pairs", "failed", "diff", "low", "high", "p", "p_holm", "resolved"]
+    display(rounded(table[shown]).assign(p=table["p"].map(format_p), p_holm=table["p_holm"].map(format_p))
+            .replace({True: "✓", False: ""}))
+    if table["low"].notna().any():
+        display(plots.forest_plot(table.assign(device=table["machine"]), label=f"difference to {study.baseline}"))
+    others = counterpart_sweeps(study)
+    carried = transfer_table(study, table, {name: sweep_runs(other, profile, root) for name, other in others.items()},
+                             others, alpha=stage_alpha(study))
+    carried = carried.dropna(subset=["improved", "fast"])
+    if len(carried):
+        display(rounded(carried[["improved", "improved_low", "improved_high", "fast", "fast_low",
+                                 "fast_high", "interaction", "interaction_low", "interaction_high"]]))
+        print(f"signs agree for {carried.attrs['signs_agree']} of {carried.attrs['changes']} changes")
+    return table, carried
+
+
 def show_search(sweep, profile: str, results_dir: Path | None = None):
     """An Optuna search on a sweep's baseline (`tune --sweep NAME`), read from results/: what
     it ran and found, each trial's accuracy with the settings' importances, Optuna's slice

@@ -139,6 +139,20 @@ def paired_table(runs: pd.DataFrame, base: str, families: dict[str, list[str]], 
     return table
 
 
+def stage_alpha(sweep) -> float:
+    """The error rate of one look at a study: one with a declared second stage spends half
+    of it at each stage (97.5% intervals at each), so the two looks together keep 95%."""
+    return ALPHA / 2 if sweep.second_stage_seeds else ALPHA
+
+
+def declared_table(sweep, runs: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
+    """A study declared with `analysis = "paired"` analysed as declared: paired_table over
+    its families, its failure rule and screen, at its stage's error rate."""
+    return paired_table(runs, sweep.baseline, dict(sweep.groups), metric=metric or sweep.metric,
+                        alpha=stage_alpha(sweep), failure_below=sweep.failure_below,
+                        spread_alpha=sweep.spread_alpha)
+
+
 def beside_declared(sweep, runs: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """A sweep analysed as declared (stats.compare_to_base per family) beside the paired
     analysis: one row per arm with an interval under both, each verdict, and whether they

@@ -31,7 +31,7 @@ COLUMNS = ["device", "precision", "mean", "std", "seeds", "runs", "pairs", "fail
 
 def interval_label(alpha: float = ALPHA) -> str:
     """'95%' for alpha 0.05: the family-wise level of a table's intervals."""
-    return f"{1 - alpha:.0%}"
+    return f"{100 * (1 - alpha):.3g}%"       # 95%, 97.5%
 
 
 def half_even(x: float, places: int = 2) -> float:

@@ -274,3 +274,4 @@ CORE_STUDY = find_sweep("core_study")              # the same questions at 2 epo
 FAST_ABLATION = find_sweep("fast_ablation")
 BLOCK_ABLATION = find_sweep("block_ablation")
 FAST_BUDGET = find_sweep("fast_budget")
+COURSEWORK_STUDY = find_sweep("coursework_study")  # ImprovedNet at 50 epochs (notebook 04, the report)

@@ -32,6 +32,15 @@ def contrast(runs: pd.DataFrame, variant: str, against: str, *, metric: str = "v
             "pairs": n, "failed": failed, "machine": machine}
 
 
+def counterpart_sweeps(study) -> dict:
+    """The sweeps `study.transfer` draws FastNet's side from (default: recipe_study), by
+    name, those whose file exists (fastnet_without_bn is written after its pilot)."""
+    from .sweeps import SWEEPS
+
+    names = {spec.get("sweep", "recipe_study") for spec in study.transfer.values()}
+    return {name: SWEEPS[name] for name in sorted(names) if name in SWEEPS}
+
+
 def transfer_table(study, paired: pd.DataFrame, other_runs: dict[str, pd.DataFrame],
                    other_sweeps: dict, alpha: float = ALPHA) -> pd.DataFrame:
     """One row per change in `study.transfer`: ImprovedNet's effect (from `paired`, the

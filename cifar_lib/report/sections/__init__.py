@@ -5,3 +5,4 @@ from .studies import budget_transfer, effect_phrase, failures, methods, pooled_s
 from .models import COURSEWORK_REPORTED_TEST, fast, finals, gpu, tuned_at_coursework_budget  # noqa: F401
 from .search import optuna_search  # noqa: F401
 from .cost import engine, study_cost  # noqa: F401
+from .coursework import coursework, transfer  # noqa: F401

@@ -1,0 +1,100 @@
+"""The coursework study: the coursework's questions asked of its own ImprovedNet at its own
+50 epochs (the study's declared paired analysis, one table and forest plot), and the
+transfer, each change's effect on ImprovedNet at 50 epochs beside the same change on
+FastNet at 8 (study/transfer.py), with the model x change interaction."""
+from __future__ import annotations
+
+import pandas as pd
+
+from ...study import plots
+from ...study.paired import declared_table, stage_alpha
+from ...study.stats import fixed, format_p, interval_label
+from ...study.sweeps import Sweep, sweep_records
+from ...study.tables import mean_std, runs_frame, seed_range
+from ...study.transfer import counterpart_sweeps, transfer_table
+
+from .common import Filled, machine_phrase, signed
+from .studies import _count, effect_phrase, slug, verdict
+
+
+def coursework(filled: Filled, records: list[dict], study: Sweep):
+    """`study`'s answers as `coursework__{arm}` (with verdict flags), its table and forest
+    plot, and how far along it is (`coursework_runs` of `coursework_planned`)."""
+    mine = sweep_records(records, study)
+    if not mine:
+        return None
+    runs = runs_frame(mine)
+    paired = declared_table(study, runs).assign(runs=lambda t: t["pairs"] + t["failed"])
+    base = runs.loc[runs["variant"] == study.baseline, "val_acc"]
+    level = interval_label(stage_alpha(study))
+    filled.values.update(coursework_runs=str(len(mine)), coursework_planned=str(study.planned_runs),
+                         coursework_level=level, coursework_seeds=seed_range(study.seeds))
+    if len(base):
+        filled.values["coursework_base"] = mean_std(base)
+    measured = paired[(paired["pairs"] > 0) | (paired["failed"] > 0)]
+    for arm, row in measured.iterrows():
+        key = f"coursework__{slug(arm)}"
+        filled.values[key] = effect_phrase(row)
+        if said := verdict(row):
+            filled.values[f"{key}__{said}"] = "yes"
+    if measured.empty:
+        return paired
+    means = runs.groupby("variant")["val_acc"].mean()
+    shown = pd.DataFrame({
+        "change": measured.index, "val %": measured.index.map(means),
+        "pairs": measured["pairs"].astype(int), "effect": measured["diff"],
+        "low": measured["low"], "high": measured["high"],
+        "p (Holm)": measured["p_holm"].map(format_p),
+        "resolved": measured["resolved"].map({True: "✓", False: ""})})
+    where = machine_phrase(_where(runs))
+    filled.table("coursework", shown,
+                 f"ImprovedNet at {study.config(study.baseline, 'cpu').epochs} epochs: each change's "
+                 f"paired effect against the coursework's recipe, {level} intervals within its "
+                 f"family, p adjusted over the study (Holm) ({where}).")
+    filled.figure("coursework_sweep", plots.forest_plot(paired.assign(device=paired["machine"]),
+                                                       label="effect against the coursework's recipe"),
+                  f"ImprovedNet at its own budget: effects with {level} intervals (filled: resolved).")
+    return paired
+
+
+def _where(runs: pd.DataFrame) -> pd.DataFrame:
+    """An empty table whose attrs say where `runs` trained, as machine_phrase reads them."""
+    table = pd.DataFrame()
+    table.attrs.update(devices=sorted(set(runs["device"])), precisions=sorted(set(runs["precision"])),
+                       seeds=sorted(set(runs["seed"])))
+    return table
+
+
+def transfer(filled: Filled, records: list[dict], study: Sweep, paired: pd.DataFrame | None):
+    """Each change of `study.transfer` on ImprovedNet beside FastNet: the table, the figure,
+    sign agreement, rank correlation and the resolved interactions (`transfer_*`)."""
+    if paired is None or not study.transfer:
+        return
+    others = counterpart_sweeps(study)
+    other_runs = {name: runs_frame(sweep_records(records, sweep)) for name, sweep in others.items()}
+    table = transfer_table(study, paired, other_runs, others, alpha=stage_alpha(study))
+    both = table.dropna(subset=["improved_low", "fast_low"])
+    if both.empty:
+        return
+    level = interval_label(stage_alpha(study))
+    filled.values.update(transfer_changes=_count(len(both)),
+                         transfer_signs=f"{table.attrs['signs_agree']} of {table.attrs['changes']}",
+                         transfer_interactions=_count(int(both["interaction_resolved"].sum())),
+                         transfer_declared=_count(table.attrs["comparisons"]))
+    if len(both) >= 3:
+        filled.values["transfer_spearman"] = fixed(table.attrs["spearman"])
+    def effect(side):
+        return [f"{signed(r[side])} ({signed(r[f'{side}_low'])} to {signed(r[f'{side}_high'])})"
+                for _, r in both.iterrows()]
+    filled.table("transfer", pd.DataFrame({
+        "change": both.index, "ImprovedNet, 50 epochs": effect("improved"),
+        "FastNet, 8 epochs": effect("fast"), "difference": effect("interaction"),
+        "resolved": both["interaction_resolved"].map({True: "✓", False: ""}).to_numpy()}),
+        f"Each change on ImprovedNet and on FastNet, and their difference (points), with "
+        f"{level} intervals over {table.attrs['comparisons']} declared changes.")
+    drawn = both.rename(columns={"fast": "short", "fast_low": "short_low", "fast_high": "short_high",
+                                 "improved": "long", "improved_low": "long_low",
+                                 "improved_high": "long_high", "interaction_resolved": "resolved"})
+    filled.figure("transfer", plots.budget_transfer(drawn, "FastNet, 8 epochs", "ImprovedNet, 50 epochs"),
+                  f"Each change on FastNet at 8 epochs (squares) and on ImprovedNet at 50 (dots), "
+                  f"with {level} intervals; bold: the two models' effects differ.")

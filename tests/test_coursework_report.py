@@ -1,0 +1,100 @@
+"""The report's answers for the coursework's own model: the coursework study's declared paired
+analysis (its stage's 97.5% intervals), and the transfer from FastNet at 8 epochs, on the
+committed recipe study's records beside ImprovedNet records made from a real one."""
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cifar_lib.report.build import render
+from cifar_lib.report.sections import Filled, coursework, transfer
+from cifar_lib.report.sections.common import signed
+from cifar_lib.study.sweeps import COURSEWORK_STUDY, RECIPE_STUDY
+from cifar_lib.study.tables import load_records
+
+REPO = Path(__file__).resolve().parent.parent
+# validation accuracy (%) of each arm at seeds 0 and 1
+ACCURACY = {"coursework recipe": (85.0, 85.4), "no augmentation": (80.0, 80.6),
+            "no rotation": (85.4, 85.6), "no dropout": (85.3, 85.5), "no batch norm": (75.0, 76.0),
+            "learning rate x2": (84.0, 84.6), "learning rate x0.5": (84.8, 85.0)}
+
+
+def _improved_records():
+    """One record per arm and seed, each a copy of the committed pilot record (an ImprovedNet
+    run on this kind of machine) with the study's tags, seed and accuracy."""
+    real = next(r for f in sorted((REPO / "results/cpu/coursework_pilot").glob("*.json"))
+                if (r := json.loads(f.read_text()))["status"] == "complete")
+    records = []
+    for variant, accs in ACCURACY.items():
+        for seed, acc in enumerate(accs):
+            r = copy.deepcopy(real)
+            r.update(id=f"coursework_study-cpu-seed{seed}-{len(records)}", config_name="coursework_study", seed=seed,
+                     tags={"sweep": COURSEWORK_STUDY.name, "variant": variant,
+                           "factor": COURSEWORK_STUDY.factors[variant]})
+            r["final"]["val_acc"] = acc / 100
+            records.append(r)
+    return records
+
+
+def _fast_contrast(records, variant, against):
+    """FastNet's effect of a change, paired seed by seed on one machine, computed here."""
+    runs = [r for r in records if r.get("tags", {}).get("sweep") == RECIPE_STUDY.name]
+    acc = {(r["tags"]["variant"], r["seed"]): 100 * r["final"]["val_acc"] for r in runs}
+    diffs = [acc[(variant, s)] - acc[(against, s)] for s in RECIPE_STUDY.seeds]
+    return np.mean(diffs)
+
+
+def test_the_coursework_model_is_answered_by_its_declared_analysis_and_set_beside_fastnet(tmp_path):
+    improved = _improved_records()
+    recipe = load_records(REPO / "results", profile="cpu", diverged=True)
+    filled = Filled(tmp_path)
+    paired = coursework(filled, improved + recipe, COURSEWORK_STUDY)
+    values = filled.values
+    # each arm's effect is its mean paired difference, at the stage's level
+    diff = np.mean(np.subtract(ACCURACY["no augmentation"], ACCURACY["coursework recipe"]))
+    assert values["coursework__no_augmentation"].startswith(f"{signed(diff)} points (")
+    assert values["coursework__no_augmentation__down"] == "yes"
+    assert values["coursework_level"] == "97.5%" and values["coursework_runs"] == str(len(improved))
+    table, caption = filled.tables["coursework"]
+    assert list(table["change"]) == [v for v in COURSEWORK_STUDY.groups["the coursework's questions"]]
+    assert "97.5%" in caption and (tmp_path / "coursework_sweep.png").is_file()
+    # the transfer: FastNet's side computed here from the recipe study's records
+    transfer(filled, improved + recipe, COURSEWORK_STUDY, paired)
+    changes = {c: s for c, s in COURSEWORK_STUDY.transfer.items()
+               if s.get("sweep", "recipe_study") == "recipe_study" and c in ACCURACY}
+    same = sum(np.sign(np.mean(np.subtract(ACCURACY[c], ACCURACY["coursework recipe"])))
+               == np.sign(_fast_contrast(recipe, s["variant"], s.get("against", RECIPE_STUDY.baseline)))
+               for c, s in changes.items())
+    assert values["transfer_signs"] == f"{same} of {len(changes)}"
+    shown, caption = filled.tables["transfer"]
+    assert list(shown["change"]) == list(changes) and "97.5%" in caption
+    assert (tmp_path / "transfer.png").is_file()
+
+
+def test_a_section_heading_appears_only_once_its_answers_exist(tmp_path):
+    template = "[[if answer]] ### 3.9 A question\n\n[[if answer]] It is {answer}.\n\n## 4 Next"
+    filled = Filled(tmp_path)
+    assert "3.9" not in render(template, filled).markdown(tmp_path)
+    filled.values["answer"] = "yes"
+    md = render(template, filled).markdown(tmp_path)
+    assert "### 3.9 A question" in md and "It is yes." in md
+
+
+def test_without_a_record_of_the_coursework_study_the_report_says_nothing_of_it(tmp_path):
+    filled = Filled(tmp_path)
+    recipe = load_records(REPO / "results", profile="cpu", diverged=True)
+    assert coursework(filled, recipe, COURSEWORK_STUDY) is None
+    transfer(filled, recipe, COURSEWORK_STUDY, None)
+    assert not [k for k in filled.values if k.startswith(("coursework", "transfer_"))]
+
+
+@pytest.mark.parametrize("stage_seeds, level", [((2,), "97.5%"), ((), "95%")])
+def test_a_declared_second_stage_halves_each_looks_error_rate(stage_seeds, level):
+    import dataclasses
+
+    from cifar_lib.study.paired import stage_alpha
+    from cifar_lib.study.stats import interval_label
+
+    assert interval_label(stage_alpha(dataclasses.replace(COURSEWORK_STUDY, second_stage_seeds=stage_seeds))) == level
