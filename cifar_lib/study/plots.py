@@ -193,7 +193,8 @@ def budget_transfer(table: pd.DataFrame, short: str = "2 epochs", long: str = "8
     for yi, (a, b) in zip(y, rows[["short", "long"]].to_numpy()):   # how the effect moved
         ax.annotate("", (b, yi - 0.17), (a, yi + 0.17), zorder=2,
                     arrowprops=dict(arrowstyle="->", color="0.35", lw=0.9, shrinkA=4, shrinkB=4))
-    ax.set_yticks(y, rows.index)
+    own = rows["own_spread"].astype(bool) if "own_spread" in rows else [False] * len(rows)
+    ax.set_yticks(y, [f"{v} †" if o else v for v, o in zip(rows.index, own)])
     ax.grid(axis="y", visible=False)             # a grid line would run between a row's two marks
     for label, moved in zip(ax.get_yticklabels(), rows["resolved"].astype(bool)):
         label.set_fontweight("bold" if moved else "normal")

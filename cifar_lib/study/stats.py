@@ -132,12 +132,15 @@ def compare_to_base(runs: pd.DataFrame, base: str, family: list[str], *, by: str
         fits[machine] = pooled
         for v in members:
             own = v in alone or pooled["df"] < 1
-            rows[v] = {**_effect(layout, v, base, by, metric, None if own else pooled), "own_spread": own}
+            rows[v] = {**_effect(layout, v, base, by, metric, None if own else pooled), "own_spread": own,
+                       # the family's only variant on its machine: its pool is its own spread
+                       "pooled_alone": len(members) == 1 < len(family)}
     table = []
     for v in [base, *family]:
         used = good[(good[by] == v) & ((good["machine"] == where[v]) if v != base
                                        else good["machine"].isin(fits))]
-        row = rows.get(v, {"pairs": 0, "diff": np.nan, "se": np.nan, "df": np.nan, "own_spread": False})
+        row = rows.get(v, {"pairs": 0, "diff": np.nan, "se": np.nan, "df": np.nan, "own_spread": False,
+                           "pooled_alone": False})
         table.append({by: v, "device": " / ".join(sorted(set(used["device"]))),
                       "precision": " / ".join(sorted(set(used["precision"]))),
                       "mean": used[metric].mean(), "std": used[metric].std(),
@@ -152,7 +155,7 @@ def compare_to_base(runs: pd.DataFrame, base: str, family: list[str], *, by: str
     table.loc[tested, "p"] = [bonferroni(2 * stats.t.sf(abs(d) / s, df), m) for d, s, df in
                               table.loc[tested, ["diff", "se", "df"]].itertuples(index=False)]
     table["resolved"] = (table["low"] > 0) | (table["high"] < 0)
-    standard_errors = table[["se", "df"]].to_dict("index")     # for budget_interaction
+    standard_errors = table[["se", "df", "pooled_alone"]].to_dict("index")     # for budget_interaction
     table = table[COLUMNS]
     used = good[good[by].isin([base, *family]) & good["machine"].isin(fits)]
     table.attrs.update(
@@ -202,11 +205,11 @@ def _out_of_line(layout, variant, base, by, metric, spread_alpha) -> bool:
 
 
 def detectable_difference(sd_diff: float, m: int, n: int, *, alpha: float = ALPHA,
-                          power: float = 0.8) -> float:
+                          power: float = 0.8, df: int | None = None) -> float:
     """The smallest effect a family of m variants with n seeds each finds with `power`:
-    (t[1 - alpha/(2m), df] + t[power, df]) * sd_diff / sqrt(n), df = m (n - 1), the pooled
-    residual's degrees of freedom."""
-    df = m * (n - 1)
+    (t[1 - alpha/(2m), df] + t[power, df]) * sd_diff / sqrt(n), df the pooled residual's
+    degrees of freedom: m (n - 1) as planned, fewer where a variant stands alone."""
+    df = df or m * (n - 1)
     return float((stats.t.ppf(1 - alpha / (2 * m), df) + stats.t.ppf(power, df))
                  * sd_diff / np.sqrt(n))
 
@@ -230,9 +233,13 @@ def budget_interaction(short: pd.DataFrame, long: pd.DataFrame, counterparts: di
                              "long_high": b["high"], "change": b["diff"] - a["diff"],
                              "se": np.hypot(a["se"], b["se"]),
                              "df": (a["se"] ** 2 + b["se"] ** 2) ** 2
-                             / (a["se"] ** 4 / a["df"] + b["se"] ** 4 / b["df"])})
-    table = pd.DataFrame(rows, columns=["variant", "short", "short_low", "short_high", "long",
-                                        "long_low", "long_high", "change", "se", "df"]).set_index("variant")
+                             / (a["se"] ** 4 / a["df"] + b["se"] ** 4 / b["df"]),
+                             # either effect's interval from its own spread (compare_to_base),
+                             # or from a pool it was alone in on its machine
+                             "own_spread": bool(a["own_spread"] or b["own_spread"]
+                                                or a["pooled_alone"] or b["pooled_alone"])})
+    table = pd.DataFrame(rows, columns=["variant", "short", "short_low", "short_high", "long", "long_low",
+                                        "long_high", "change", "se", "df", "own_spread"]).set_index("variant")
     m = family or max(len(counterparts), 1)     # what was declared, not what has run
     half = stats.t.ppf(1 - alpha / (2 * m), table["df"]) * table["se"]
     table["change_low"], table["change_high"] = table["change"] - half, table["change"] + half

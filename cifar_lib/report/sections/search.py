@@ -40,6 +40,11 @@ def optuna_search(filled: Filled, records: list[dict], sweep: Sweep, search):
         winner = compare_sweep(check, runs_frame(confirmed)).drop(check.baseline).iloc[0]
         if winner["pairs"] > 0:
             filled.values["optuna_confirmed"] = effect_phrase(winner)
+        # a declared seed that the winning trial itself trained with repeats the selection's
+        # run, so its retraining keeps part of the selection's optimism: said, not hidden
+        chosen = {r["seed"] for r in search.records if r["tags"].get("trial") == best.number}
+        if repeated := sorted(chosen & set(check.seeds)):
+            filled.values["optuna_selection_seed"] = ", ".join(map(str, repeated))
     # the winner decomposed: the one choice the best trials agreed on, made alone by a declared
     # variant, against the winner's settings, paired seed by seed (what its other settings add)
     agreed = agreed_choice(search, cfg)

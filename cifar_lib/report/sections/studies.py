@@ -112,7 +112,7 @@ def sweep(filled: Filled, records: list[dict], sweep, title: str, name: str):
     failed = [v for v, row in paired.iterrows() if row["failed"]]
     filled.figure(f"{name}_sweep", plots.forest_plot(paired, label=f"effect against {baseline}"),
                   f"{title}: effects against `{baseline}` with simultaneous {LEVEL} intervals "
-                  f"(filled: resolved; † its own spread)"
+                  f"(filled: resolved{'; † its own spread' * bool(paired['own_spread'].any())})"
                   + (f"; {_spoken_list(failed)} failed to train and has no interval." if failed else "."))
 
 
@@ -164,15 +164,16 @@ def pooled_spread(filled: Filled, study: Sweep):
     the families (`spread_long`), and the effect the largest measured family resolves with
     80% power at that family's sd (`detectable_measured`): the power the study has, beside
     the power it planned."""
-    sds = {(table.attrs["comparisons"], sd) for table in filled.paired.values()
-           for sd in table.attrs["pooled_sd_diff"].values()}
+    # (m, sd, df) of each family's pool on each machine: the df its intervals used
+    sds = {(table.attrs["comparisons"], sd, table.attrs["pooled_df"][machine])
+           for table in filled.paired.values() for machine, sd in table.attrs["pooled_sd_diff"].items()}
     if sds:
-        low, high = min(sd for _, sd in sds), max(sd for _, sd in sds)
+        low, high = min(sd for _, sd, _ in sds), max(sd for _, sd, _ in sds)
         filled.values["spread_long"] = f"{fixed(low)}" if f"{fixed(low)}" == f"{fixed(high)}" else f"{fixed(low)}–{fixed(high)}"
-        m, sd = max(sds)
-        filled.values["detectable_measured"] = f"{fixed(detectable_difference(sd, m, len(study.seeds)))}"
-        # each family at its own size and spread: the smallest effect it finds 80% of the time
-        each = sorted(detectable_difference(sd, m, len(study.seeds)) for m, sd in sds)
+        m, sd, df = max(sds)
+        filled.values["detectable_measured"] = fixed(detectable_difference(sd, m, len(study.seeds), df=df))
+        # each family at its own size, spread and df: the smallest effect it finds 80% of the time
+        each = sorted(detectable_difference(sd, m, len(study.seeds), df=df) for m, sd, df in sds)
         filled.values["detectable_range"] = (fixed(each[0]) if fixed(each[0]) == fixed(each[-1])
                                              else f"{fixed(each[0])} to {fixed(each[-1])}")
 
@@ -238,6 +239,10 @@ def budget_transfer(filled: Filled, records: list[dict], study: Sweep, short_stu
     short_epochs, long_epochs = (s.config(s.baseline, records[0]["profile"]).epochs for s in (short_study, study))
     family = len(study.counterparts[short_study.name])
     filled.values["transfer_family"] = str(family)
+    short_machines = {d for t in shorts for d in t.attrs["devices"]}
+    if short_machines != {d for t in longs for d in t.attrs["devices"]}:
+        # pairs never cross machines, but the two budgets did
+        filled.values["budget_machines"] = _count(len(short_machines))
     if table["resolved"].any():
         filled.values["transfer_changed"] = "yes"
     filled.values.update(transfer_rows=_count(len(table)), transfer_resolved=_count(table["resolved"].sum()),
@@ -249,14 +254,16 @@ def budget_transfer(filled: Filled, records: list[dict], study: Sweep, short_stu
     filled.figure("budget_transfer", plots.budget_transfer(table, f"{short_epochs} epochs", f"{long_epochs} epochs"),
                   f"Each change's effect at {short_epochs} epochs (squares) and at {long_epochs} "
                   f"(dots), with simultaneous {LEVEL} intervals; bold: the change with budget is "
-                  f"resolved.")
+                  f"resolved{'; †: own spread' * bool(table['own_spread'].any())}.")
     shown = table[["short", "long", "change", "change_low", "change_high", "p", "resolved"]].reset_index()
+    if table["own_spread"].any():     # where an effect's interval rests on its own spread
+        shown["†"] = table["own_spread"].to_numpy()
     filled.table("budget_transfer", shown.rename(columns={
         "short": f"{short_epochs} epochs", "long": f"{long_epochs} epochs", "change_low": "low",
         "change_high": "high", "p": "p (adj.)"}),
-        f"Effects at two budgets and their change (points), with {LEVEL} intervals over "
-        f"{family} changes. {short_epochs} epochs: {machine_phrase(*shorts)}. "
-        f"{long_epochs} epochs: {machine_phrase(*longs)}.")
+        f"Effects at two budgets and their change (points), {LEVEL} intervals over "
+        f"{family} changes{' (†: an effect with its own spread)' * bool(table['own_spread'].any())}. "
+        f"{short_epochs} epochs: {machine_phrase(*shorts)}. {long_epochs} epochs: {machine_phrase(*longs)}.")
 
 
 def _count(n: int) -> str:
