@@ -46,7 +46,7 @@ def test_a_balanced_family_gets_the_two_way_residual_and_bonferroni_intervals():
     assert table.loc["a", "diff"] == pytest.approx(diff_a)
     assert table.loc["a", "low"] == pytest.approx(diff_a - half)
     assert table.loc["a", "high"] == pytest.approx(diff_a + half)
-    assert table.attrs["standard_errors"]["a"] == {"se": pytest.approx(se), "df": df}
+    assert table.attrs["standard_errors"]["a"] == {"se": pytest.approx(se), "df": df, "pooled_alone": False}
     assert table.attrs["comparisons"] == 3
     assert table.attrs["pooled_sd_diff"]["cpu A · bf16"] == pytest.approx(np.sqrt(2 * variance))
     assert table.loc["a", "resolved"]
@@ -221,6 +221,19 @@ def test_a_change_of_effect_with_budget_is_tested_with_both_intervals():
     low, high = ax.get_xlim()
     assert low <= table["short_low"].min() and table["short_high"].max() <= high
     assert low <= table["long_low"].min() and table["long_high"].max() <= high
+
+
+def test_a_variant_alone_on_its_machine_is_marked_in_the_budget_table():
+    rng = np.random.default_rng(5)
+    runs = _family({"a": -1.0, "b": 0.5, "c": 0.0}, noise=0.2, seeds=4, rng=rng)
+    # b ran on another machine, with the base there: its pool there is its own spread
+    other = runs[runs["variant"].isin(["base", "b"])].assign(device="cpu B", machine="cpu B · bf16")
+    both = pd.concat([runs[runs["variant"] != "b"], other])
+    long = compare_to_base(both, "base", ["a", "b", "c"])
+    assert long.attrs["standard_errors"]["b"]["pooled_alone"] and not long.attrs["standard_errors"]["a"]["pooled_alone"]
+    short = compare_to_base(runs, "base", ["a", "b", "c"])     # one machine: a pool of three
+    table = budget_interaction(short, long, {"a": "a", "b": "b", "c": "c"})
+    assert table.loc["b", "own_spread"] and not table.loc["a", "own_spread"]
 
 
 def test_devices_are_named_as_prose_names_them():

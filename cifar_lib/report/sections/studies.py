@@ -62,6 +62,8 @@ def methods(filled: Filled, runs: pd.DataFrame, records: list[dict], study: Swee
         widest = max(len(f) for f in families)
         filled.values.update(planned_sd=f"{fixed(study.planned_sd_diff)}",
                              detectable=f"{fixed(detectable_difference(study.planned_sd_diff, widest, n))}")
+    if resumed := [r for r in sweep_records(records, study) if r.get("resumed_at_epochs")]:
+        filled.values["resumed_runs"] = _count(len(resumed))
     done = study.done((r["tags"]["variant"], r["seed"]) for r in sweep_records(records, study))
     if done and len(done) < study.planned_runs:
         filled.values["study_progress"] = (
