@@ -60,12 +60,22 @@ def test_tidying_keeps_the_last_state_of_each_bar(tmp_path):
     assert cell["metadata"] == {"tags": ["t"]}          # timestamps gone, the rest kept
 
 
+def test_committed_notebooks_name_their_kernel_as_jupyterlab_does():
+    """Opening a notebook in JupyterLab's kernel and letting it autosave changes nothing."""
+    from ipykernel.kernelspec import get_kernel_dict
+
+    for path in NOTEBOOKS:
+        kernel = json.loads(path.read_text())["metadata"]["kernelspec"]
+        assert kernel == {"display_name": get_kernel_dict()["display_name"], "language": "python",
+                          "name": "python3"}, path.name
+
+
 def test_learning_curve_styles_match_their_captions():
     history = pd.DataFrame({"config": "c", "seed": 0, "epoch": [1, 2],
                             "train_loss": [2.0, 1.0], "val_loss": [2.1, 1.2],
                             "train_acc": [30.0, 50.0], "val_acc": [28.0, 45.0]})
     fig = plots.learning_curves(history)
-    # one legend for both panels, beside them (it covers no curve), saying what each line is
+    # one legend for both panels, below them (it covers no curve), saying what each line is
     assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
     legend = {t.get_text(): h for t, h in zip(fig.legends[0].get_texts(), fig.legends[0].legend_handles)}
     for split, (name, _) in plots.CURVE_STYLES.items():

@@ -233,13 +233,19 @@ def _last_state(text: str) -> str:
     return "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))
 
 
+KERNEL_DISPLAY_NAME = "Python 3 (ipykernel)"     # ipykernel.kernelspec.get_kernel_dict()'s
+
+
 def tidy_outputs(path: Path) -> bool:
     """Merge each cell's consecutive stream outputs, keep only the final state of every
-    progress bar (what a terminal would show at the end) and drop the execution timestamps
-    (they change on every run); True if the file changed."""
+    progress bar (what a terminal would show at the end), drop the execution timestamps
+    (they change on every run) and name the kernel as ipykernel does; True if the file changed."""
     path = Path(path)
     raw = path.read_text()
     nb = json.loads(raw)
+    # the kernel's name as JupyterLab's own kernel gives it, so opening a notebook there and
+    # letting it autosave changes nothing
+    nb["metadata"]["kernelspec"] = {"display_name": KERNEL_DISPLAY_NAME, "language": "python", "name": "python3"}
     for cell in (c for c in nb["cells"] if c["cell_type"] == "code"):
         cell["metadata"].pop("execution", None)
         merged = []
