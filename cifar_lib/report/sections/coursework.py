@@ -10,7 +10,7 @@ from ...study import plots
 from ...study.paired import declared_table, stage_alpha
 from ...study.stats import fixed, format_p, interval_label
 from ...study.sweeps import Sweep, sweep_records
-from ...study.tables import mean_std, runs_frame, seed_range
+from ...study.tables import mean_std, runs_frame
 from ...study.transfer import counterpart_sweeps, transfer_table
 
 from .common import Filled, machine_phrase, signed
@@ -28,7 +28,7 @@ def coursework(filled: Filled, records: list[dict], study: Sweep):
     base = runs.loc[runs["variant"] == study.baseline, "val_acc"]
     level = interval_label(stage_alpha(study))
     filled.values.update(coursework_runs=str(len(mine)), coursework_planned=str(study.planned_runs),
-                         coursework_level=level, coursework_seeds=seed_range(study.seeds))
+                         coursework_level=level)
     if len(base):
         filled.values["coursework_base"] = mean_std(base)
     measured = paired[(paired["pairs"] > 0) | (paired["failed"] > 0)]
