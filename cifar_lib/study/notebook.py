@@ -147,7 +147,7 @@ def show_coursework_study(profile: str, results_dir: Path | None = None):
     from .stats import format_p, interval_label, rounded
     from .sweeps import COURSEWORK_STUDY
     from .tables import sweep_runs
-    from .transfer import counterpart_sweeps, transfer_table
+    from .transfer import study_transfer
 
     study, root = COURSEWORK_STUDY, results_dir or RESULTS_DIR
     runs = sweep_runs(study, profile, root)
@@ -165,9 +165,7 @@ def show_coursework_study(profile: str, results_dir: Path | None = None):
             .replace({True: "✓", False: ""}))
     if table["low"].notna().any():
         display(plots.forest_plot(table.assign(device=table["machine"]), label=f"difference to {study.baseline}"))
-    others = counterpart_sweeps(study)
-    carried = transfer_table(study, table, {name: sweep_runs(other, profile, root) for name, other in others.items()},
-                             others, alpha=stage_alpha(study))
+    carried = study_transfer(study, table, lambda other: sweep_runs(other, profile, root))
     carried = carried.dropna(subset=["improved", "fast"])
     if len(carried):
         display(rounded(carried[["improved", "improved_low", "improved_high", "fast", "fast_low",

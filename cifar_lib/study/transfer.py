@@ -41,6 +41,16 @@ def counterpart_sweeps(study) -> dict:
     return {name: SWEEPS[name] for name in sorted(names) if name in SWEEPS}
 
 
+def study_transfer(study, paired: pd.DataFrame, runs_of) -> pd.DataFrame:
+    """transfer_table for a study as declared: FastNet's side from each counterpart sweep,
+    its runs given by `runs_of(sweep)`, at the study's stage error rate (paired.stage_alpha)."""
+    from .paired import stage_alpha
+
+    others = counterpart_sweeps(study)
+    return transfer_table(study, paired, {name: runs_of(other) for name, other in others.items()},
+                          others, alpha=stage_alpha(study))
+
+
 def transfer_table(study, paired: pd.DataFrame, other_runs: dict[str, pd.DataFrame],
                    other_sweeps: dict, alpha: float = ALPHA) -> pd.DataFrame:
     """One row per change in `study.transfer`: ImprovedNet's effect (from `paired`, the

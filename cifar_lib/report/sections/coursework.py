@@ -11,7 +11,7 @@ from ...study.paired import declared_table, stage_alpha
 from ...study.stats import fixed, format_p, interval_label
 from ...study.sweeps import Sweep, sweep_records
 from ...study.tables import mean_std, runs_frame
-from ...study.transfer import counterpart_sweeps, transfer_table
+from ...study.transfer import study_transfer
 
 from .common import Filled, machine_phrase, signed
 from .studies import _count, effect_phrase, slug, verdict
@@ -70,9 +70,7 @@ def transfer(filled: Filled, records: list[dict], study: Sweep, paired: pd.DataF
     sign agreement, rank correlation and the resolved interactions (`transfer_*`)."""
     if paired is None or not study.transfer:
         return
-    others = counterpart_sweeps(study)
-    other_runs = {name: runs_frame(sweep_records(records, sweep)) for name, sweep in others.items()}
-    table = transfer_table(study, paired, other_runs, others, alpha=stage_alpha(study))
+    table = study_transfer(study, paired, lambda other: runs_frame(sweep_records(records, other)))
     both = table.dropna(subset=["improved_low", "fast_low"])
     if both.empty:
         return

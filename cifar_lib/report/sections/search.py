@@ -51,7 +51,7 @@ def optuna_search(filled: Filled, records: list[dict], sweep: Sweep, search):
     alone = agreed and against_one_setting(sweep, check, agreed)
     if alone:
         (key, value), = agreed.items()
-        filled.values.update(optuna_agreed=f"{describe_settings(agreed, cfg)}",
+        filled.values.update(optuna_agreed=describe_settings(agreed, cfg),
                              optuna_agreed_trials=f"{int((trials[key] == value).sum())} of {len(trials)}")
         mine = sweep_records(records, alone)
         if alone.baseline in {r["tags"]["variant"] for r in mine}:

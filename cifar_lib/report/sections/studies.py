@@ -60,8 +60,8 @@ def methods(filled: Filled, runs: pd.DataFrame, records: list[dict], study: Swee
         failure_below=f"{100 * study.failure_below:.0f}%", spread_alpha=f"{study.spread_alpha:g}")
     if study.planned_sd_diff:
         widest = max(len(f) for f in families)
-        filled.values.update(planned_sd=f"{fixed(study.planned_sd_diff)}",
-                             detectable=f"{fixed(detectable_difference(study.planned_sd_diff, widest, n))}")
+        filled.values.update(planned_sd=fixed(study.planned_sd_diff),
+                             detectable=fixed(detectable_difference(study.planned_sd_diff, widest, n)))
     if resumed := [r for r in sweep_records(records, study) if r.get("resumed_at_epochs")]:
         filled.values["resumed_runs"] = _count(len(resumed))
     done = study.done((r["tags"]["variant"], r["seed"]) for r in sweep_records(records, study))
@@ -141,7 +141,7 @@ def _answers(filled: Filled, paired: pd.DataFrame, name: str) -> int:
         if said := verdict(row):
             filled.values[f"{key}__{said}"] = "yes"
         if said == "unresolved":    # the most the change can cost: the far end of its interval
-            filled.values[f"{key}__at_most"] = f"{fixed(max(0.0, -row['low']))}"
+            filled.values[f"{key}__at_most"] = fixed(max(0.0, -row['low']))
     return len(measured)
 
 
@@ -171,7 +171,7 @@ def pooled_spread(filled: Filled, study: Sweep):
            for table in filled.paired.values() for machine, sd in table.attrs["pooled_sd_diff"].items()}
     if sds:
         low, high = min(sd for _, sd, _ in sds), max(sd for _, sd, _ in sds)
-        filled.values["spread_long"] = f"{fixed(low)}" if f"{fixed(low)}" == f"{fixed(high)}" else f"{fixed(low)}–{fixed(high)}"
+        filled.values["spread_long"] = fixed(low) if fixed(low) == fixed(high) else f"{fixed(low)}–{fixed(high)}"
         m, sd, df = max(sds)
         filled.values["detectable_measured"] = fixed(detectable_difference(sd, m, len(study.seeds), df=df))
         # each family at its own size, spread and df: the smallest effect it finds 80% of the time
