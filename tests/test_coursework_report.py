@@ -103,3 +103,25 @@ def test_a_declared_second_stage_halves_each_looks_error_rate(stage_seeds, level
     from cifar_lib.study.stats import interval_label
 
     assert interval_label(stage_alpha(dataclasses.replace(COURSEWORK_STUDY, second_stage_seeds=stage_seeds))) == level
+
+
+def test_notebook_04_shows_only_the_changes_that_have_paired_runs(tmp_path, monkeypatch, capsys):
+    import IPython.display
+
+    from cifar_lib.study.notebook import show_coursework_study
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    folder = tmp_path / "results" / "cpu" / COURSEWORK_STUDY.name
+    folder.mkdir(parents=True)
+    landed = [r for r in _improved_records() if r["tags"]["variant"] in ("coursework recipe", "no augmentation")]
+    for r in landed[:2]:        # the base's two seeds, no change yet
+        (folder / f"{r['id']}.json").write_text(json.dumps(r))
+    table, carried = show_coursework_study("cpu", tmp_path / "results")
+    assert "no change has a run paired with coursework recipe yet" in capsys.readouterr().out
+    assert not shown and carried is None and (table["pairs"] == 0).all()
+    for r in landed[2:]:        # no augmentation lands: its row alone is shown, with its figure
+        (folder / f"{r['id']}.json").write_text(json.dumps(r))
+    table, carried = show_coursework_study("cpu", tmp_path / "results")
+    assert list(shown[0].index) == ["no augmentation"] and shown[0].loc["no augmentation", "pairs"] == 2
+    assert len(shown) == 2 and carried.empty     # no recipe-study records here: nothing to set beside

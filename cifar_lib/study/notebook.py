@@ -158,10 +158,14 @@ def show_coursework_study(profile: str, results_dir: Path | None = None):
     if note := study.progress(zip(runs["variant"], runs["seed"]), profile):
         print(note)
     table = declared_table(study, runs)
+    paired = table[(table["pairs"] > 0) | (table["failed"] > 0)]
+    if paired.empty:
+        print(f"no change has a run paired with {study.baseline} yet")
+        return table, None
     print(f"ImprovedNet, each change against {study.baseline}: "
           f"{interval_label(stage_alpha(study))} intervals within each family, p_holm over the study")
     shown = ["family", "pairs", "failed", "diff", "low", "high", "p", "p_holm", "resolved"]
-    display(rounded(table[shown]).assign(p=table["p"].map(format_p), p_holm=table["p_holm"].map(format_p))
+    display(rounded(paired[shown]).assign(p=paired["p"].map(format_p), p_holm=paired["p_holm"].map(format_p))
             .replace({True: "✓", False: ""}))
     if table["low"].notna().any():
         display(plots.forest_plot(table.assign(device=table["machine"]), label=f"difference to {study.baseline}"))
