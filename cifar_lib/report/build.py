@@ -12,7 +12,7 @@ from .document import Document
 from ..config import ConfigError
 from ..paths import FIGURES_DIR, REPORT_DIR, RESULTS_DIR
 from .sections import Filled, data_phrase, slug
-from ..study.sweeps import CORE_STUDY, COURSEWORK_STUDY, RECIPE_STUDY, Sweep
+from ..study.sweeps import CORE_STUDY, COURSEWORK_STUDY, RECIPE_STUDY, SWEEPS, Sweep
 from ..study.tables import load_airbench_reference, load_records, runs_frame
 
 TEMPLATE = Path(__file__).with_name("template.md")
@@ -67,6 +67,10 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     # the coursework's own model at its own budget, and whether FastNet's answers carry to it
     answered = sections.coursework(filled, studied, coursework_study)
     sections.transfer(filled, studied, coursework_study, answered)
+    # the settings chosen by measuring: the pilots of the arms without batch norm, the rate curve
+    sections.pilot(filled, studied, SWEEPS.get("coursework_pilot"), "coursework_pilot")
+    sections.pilot(filled, studied, SWEEPS.get("fastnet_bn_pilot"), "fast_bn_pilot")
+    sections.learning_rate_curve(filled, studied, SWEEPS.get("fastnet_lr_curve"))
     sections.pooled_spread(filled, study)
     sections.tally(filled, study)
     sections.failures(filled, studied, study)

@@ -178,6 +178,58 @@ def show_coursework_study(profile: str, results_dir: Path | None = None):
     return table, carried
 
 
+def show_pilot(name: str, profile: str, results_dir: Path | None = None):
+    """A recorded pilot (a sweep that chooses a removed component's settings) under the rule
+    its file declares: each setting's validation accuracy, its failures and the one chosen.
+    Without records, the command that runs it. Returns the table."""
+    from IPython.display import display
+
+    from ..records import RESULTS_DIR
+    from .stats import rounded
+    from .sweeps import SWEEPS
+    from .tables import pilot_choice, sweep_runs
+
+    sweep = SWEEPS[name]
+    runs = sweep_runs(sweep, profile, results_dir or RESULTS_DIR)
+    if runs.empty:
+        print(f"no {name} records at the {profile} profile yet: `{sweep.command(profile)}` runs the pilot")
+        return None
+    table = pilot_choice(sweep, runs)
+    display(rounded(table).replace({True: "✓", False: ""}))
+    return table
+
+
+def show_rate_curve(profile: str, results_dir: Path | None = None):
+    """FastNet's learning-rate curve (fastnet_lr_curve, study/curve.py): each multiplier's
+    paired effect, the quadratic in log rate with its best multiplier, and where training
+    collapses. Without records, the command that measures it. Returns the curve."""
+    import numpy as np
+    from IPython.display import display
+
+    from ..records import RESULTS_DIR
+    from .curve import rate_curve, rate_curve_figure
+    from .stats import rounded
+    from .sweeps import SWEEPS
+    from .tables import sweep_runs
+
+    sweep = SWEEPS["fastnet_lr_curve"]
+    runs = sweep_runs(sweep, profile, results_dir or RESULTS_DIR)
+    if runs.empty or sweep.baseline not in set(runs["variant"]):
+        print(f"no {sweep.name} records with its baseline at the {profile} profile yet "
+              f"({sweep.planned_runs} runs planned): `{sweep.command(profile)}` measures them")
+        return None
+    curve = rate_curve(sweep, runs, profile)
+    display(rounded(curve).replace({True: "✓", False: ""}))
+    a = curve.attrs
+    if not np.isnan(a["best"]):
+        bounds = (f"{fixed(a['best_low'])} to {fixed(a['best_high'])}" if not np.isnan(a["best_low"])
+                  else "unbounded: the curvature is not resolved")
+        print(f"best multiplier {fixed(a['best'])} (95% interval {bounds})")
+    print(f"collapses below x1 at: {a['collapse_low']:.3g}; above x1 at: {a['collapse_high']:.3g} (nan: none)")
+    display(rate_curve_figure(curve))
+    return curve
+
+
 def show_search(sweep, profile: str, results_dir: Path | None = None):
     """An Optuna search on a sweep's baseline (`tune --sweep NAME`), read from results/: what
     it ran and found, each trial's accuracy with the settings' importances, Optuna's slice

@@ -309,3 +309,22 @@ def sweep_runs(sweep, profile: str, root=RESULTS_DIR) -> pd.DataFrame:
     """One row per finished run of `sweep` at `profile` under root, diverged ones included
     with no scores (empty if none ran)."""
     return runs_frame(sweep_records(load_records(root, profile=profile, diverged=True), sweep))
+
+
+def pilot_choice(sweep, runs: pd.DataFrame) -> pd.DataFrame:
+    """A recorded pilot under the rule its file declares: one row per setting (in the file's
+    order) with its final validation accuracy over its seeds and its failed runs; `chosen`
+    marks the highest that did not fail (none while a setting has no run yet)."""
+    threshold = 100 * (sweep.failure_below or 0)
+    rows = []
+    for variant in sweep.variants:
+        acc = runs.loc[runs["variant"] == variant, "val_acc"]
+        failed = int((acc.isna() | (acc < threshold)).sum())
+        rows.append({"setting": variant, "runs": len(acc), "failed": failed,
+                     "val_acc": acc.mean() if len(acc) > failed else np.nan})
+    table = pd.DataFrame(rows).set_index("setting")
+    trained = table[(table["failed"] == 0) & (table["runs"] > 0)]
+    table["chosen"] = False
+    if (table["runs"] > 0).all() and len(trained):
+        table.loc[trained["val_acc"].idxmax(), "chosen"] = True
+    return table

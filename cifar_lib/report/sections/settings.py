@@ -1,0 +1,81 @@
+"""Settings chosen by measuring: each recorded pilot under the rule its file declares (the
+rate ImprovedNet without batch norm trains at, the head scale and warm-up of FastNet
+without it), and FastNet's learning-rate curve with its best multiplier (study/curve.py)."""
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+
+from ...study.curve import COLLAPSE_POINTS, rate_curve, rate_curve_figure
+from ...study.stats import fixed
+from ...study.sweeps import Sweep, sweep_records
+from ...study.tables import pilot_choice, runs_frame
+from .common import LEVEL, _spoken_list
+from .studies import _count
+
+
+def _short_names(names: list[str]) -> list[str]:
+    """The settings without the words they all start with, cut back to a ', ' (or else a
+    space): 'no batch norm, rate x1' and '..., rate x3' -> 'rate ×1' and 'rate ×3'."""
+    common = os.path.commonprefix(names)
+    cut = (common.rfind(", ") + 2 if ", " in common else common.rfind(" ") + 1) if len(names) > 1 else 0
+    return [re.sub(r"(^|\s)x(?=\d)", r"\1×", n[cut:]) for n in names]
+
+
+def pilot(filled, records: list[dict], sweep: Sweep | None, key: str):
+    """`key`: each setting's validation accuracy (or its failure), the chosen one marked,
+    once every setting has run; `key_chosen`: the chosen setting's name."""
+    mine = sweep_records(records, sweep) if sweep else []
+    if not mine:
+        return
+    table = pilot_choice(sweep, runs_frame(mine))
+    if not (table["runs"] > 0).all():
+        return
+    said = []
+    for name, (_, row) in zip(_short_names(list(table.index)), table.iterrows()):
+        result = "failed to train" if row["failed"] else f"{fixed(row['val_acc'])}%"
+        said.append(f"{name} {result}" + (" (chosen)" if row["chosen"] else ""))
+    filled.values[key] = _spoken_list(said)
+    seeds = len(sweep.seeds)
+    filled.values[f"{key}_budget"] = (f"{sweep.config(sweep.baseline, 'cpu').epochs} epochs, "
+                                      f"{_count(seeds)} seed{'s' * (seeds > 1)}")
+    if table["chosen"].any():
+        filled.values[f"{key}_chosen"] = table.index[table["chosen"]][0]
+
+
+def _times(m: float) -> str:
+    return f"×{m:.3g}"
+
+
+def learning_rate_curve(filled, records: list[dict], sweep: Sweep | None):
+    """`lr_curve_*`: the multipliers measured, the best one with its interval (or why there
+    is none), where training collapses, and the figure."""
+    mine = sweep_records(records, sweep) if sweep else []
+    runs = runs_frame(mine) if mine else None
+    if runs is None or sweep.baseline not in set(runs["variant"]):
+        return
+    curve = rate_curve(sweep, runs)
+    measured = curve[curve["pairs"] + curve["failed"] > 0]
+    if len(measured) < 2:
+        return
+    a = curve.attrs
+    filled.values.update(lr_curve_points=str(len(measured)), lr_curve_lowest=_times(measured["multiplier"].min()),
+                         lr_curve_highest=_times(measured["multiplier"].max()),
+                         lr_curve_seeds=str(len(sweep.seeds)))
+    if not np.isnan(a["best"]):
+        filled.values["lr_curve_best"] = f"×{fixed(a['best'])}"
+        filled.values["lr_curve_interval"] = (
+            f"95% interval ×{fixed(a['best_low'])} to ×{fixed(a['best_high'])}" if not np.isnan(a["best_low"])
+            else "its 95% interval has no bounds: the curvature is not resolved")
+    elif a["vertex"] is not None:
+        filled.values["lr_curve_flat"] = "yes"
+    sides = [f"at {_times(a[k])} and {way}" for k, way in (("collapse_low", "below"), ("collapse_high", "above"))
+             if not np.isnan(a[k])]
+    filled.values["lr_curve_collapse"] = " and ".join(sides) if sides else "at no multiplier tested"
+    filled.values["lr_curve_collapse_points"] = f"{COLLAPSE_POINTS:g}"
+    filled.figure("lr_curve", rate_curve_figure(curve),
+                  f"FastNet's learning-rate curve at {sweep.config(sweep.baseline, 'cpu').epochs} epochs: "
+                  f"each multiplier's effect against ×1 with {LEVEL} intervals over the multipliers, "
+                  f"the quadratic in log rate, and the best multiplier's 95% interval (shaded).")

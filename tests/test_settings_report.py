@@ -1,0 +1,101 @@
+"""The settings the studies chose by measuring, as the report says them: each recorded pilot
+under its declared rule (on the committed pilot's records), and FastNet's learning-rate
+curve on records made from a real `fast` run."""
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+
+from cifar_lib.report.build import TEMPLATE, render
+from cifar_lib.report.sections import Filled, learning_rate_curve, pilot
+from cifar_lib.study.curve import multipliers
+from cifar_lib.study.sweeps import SWEEPS
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _committed(folder):
+    return [json.loads(f.read_text()) for f in sorted((REPO / "results/cpu" / folder).glob("*.json"))]
+
+
+def test_a_pilot_is_said_setting_by_setting_with_the_one_its_rule_chose(tmp_path):
+    records = _committed("coursework_pilot")
+    sweep = SWEEPS["coursework_pilot"]
+    acc = {r["tags"]["variant"]: r["final"]["val_acc"] if r["status"] == "complete" else None for r in records}
+    best = max((v for v in acc if acc[v] is not None and acc[v] >= sweep.failure_below), key=acc.get)
+    filled = Filled(tmp_path)
+    pilot(filled, records, sweep, "coursework_pilot")
+    said = filled.values["coursework_pilot"]
+    for variant, a in acc.items():
+        rate = variant.split("rate ")[1].replace("x", "×")
+        shown = "failed to train" if a is None or a < sweep.failure_below else f"{100 * a:.2f}%"
+        assert f"rate {rate} {shown}" in said
+    assert said.count("(chosen)") == 1 and filled.values["coursework_pilot_chosen"] == best
+    assert filled.values["coursework_pilot_budget"] == "8 epochs, one seed"
+    # a setting that has not run yet: nothing is said, and nothing is chosen
+    filled = Filled(tmp_path)
+    pilot(filled, records[:1], sweep, "coursework_pilot")
+    assert "coursework_pilot" not in filled.values
+
+
+def _curve_records(rng):
+    """Two seeds a multiplier of fastnet_lr_curve, each a copy of a committed `fast` run:
+    accuracy on a quadratic in log rate peaking at 2^0.3, x4 failing to train."""
+    sweep = SWEEPS["fastnet_lr_curve"]
+    real = next(r for r in _committed("recipe_study") if r["tags"]["variant"] == "fast")
+    records = []
+    for variant, m in multipliers(sweep).items():
+        for seed in sweep.seeds:
+            r = copy.deepcopy(real)
+            acc = 0.10 if m > 3 else 0.90 - 0.006 * (np.log2(m) - 0.3) ** 2 + rng.normal(0, 0.003)
+            r.update(id=f"{sweep.name}-cpu-seed{seed}-{len(records)}", config_name=sweep.name, seed=seed,
+                     tags={"sweep": sweep.name, "variant": variant, "factor": sweep.factors[variant]})
+            r["final"]["val_acc"] = float(acc)
+            records.append(r)
+    return sweep, records
+
+
+def test_the_learning_rate_curve_gives_its_best_multiplier_and_where_it_collapses(tmp_path):
+    sweep, records = _curve_records(np.random.default_rng(0))
+    filled = Filled(tmp_path)
+    learning_rate_curve(filled, records, sweep)
+    values = filled.values
+    assert values["lr_curve_points"] == "7" and values["lr_curve_lowest"] == "×0.25"
+    assert abs(np.log2(float(values["lr_curve_best"].lstrip("×"))) - 0.3) < 0.25
+    low, high = (float(x.removesuffix(" to ")) for x in values["lr_curve_interval"].split("×")[1:])
+    assert low < 2 ** 0.3 < high
+    assert values["lr_curve_collapse"] == "at ×4 and above"
+    assert (tmp_path / "lr_curve.png").is_file()
+    paragraph = next(b for b in TEMPLATE.read_text().split("\n\n") if b.startswith("[[if lr_curve_points"))
+    md = render(paragraph + "\n\n[[figure lr_curve]]", filled).markdown(tmp_path)
+    assert f"puts the best multiplier at {values['lr_curve_best']}" in md
+
+
+def test_without_its_records_the_report_says_nothing_of_the_curve_or_the_pilots(tmp_path):
+    filled = Filled(tmp_path)
+    learning_rate_curve(filled, _committed("coursework_pilot"), SWEEPS["fastnet_lr_curve"])
+    pilot(filled, [], SWEEPS["fastnet_bn_pilot"], "fast_bn_pilot")
+    assert not filled.values and not filled.figures
+
+
+def test_notebooks_show_a_pilot_and_the_curve_from_the_records_under_results(tmp_path, monkeypatch, capsys):
+    import IPython.display
+
+    from cifar_lib.study.notebook import show_pilot, show_rate_curve
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    assert show_rate_curve("cpu", tmp_path) is None and show_pilot("fastnet_bn_pilot", "cpu", tmp_path) is None
+    out = capsys.readouterr().out
+    assert "python -m cifar_lib sweep fastnet_lr_curve --profile cpu" in out and "runs the pilot" in out
+    table = show_pilot("coursework_pilot", "cpu", REPO / "results")
+    assert table["chosen"].sum() == 1 and shown[-1].index.tolist() == list(SWEEPS["coursework_pilot"].variants)
+    sweep, records = _curve_records(np.random.default_rng(0))
+    folder = tmp_path / "cpu" / sweep.name
+    folder.mkdir(parents=True)
+    for r in records:
+        (folder / f"{r['id']}.json").write_text(json.dumps(r))
+    curve = show_rate_curve("cpu", tmp_path)
+    assert len(curve) == 7 and curve.attrs["collapse_high"] == curve.loc["rates x4", "multiplier"]
+    assert "best multiplier" in capsys.readouterr().out and len(shown[-1].axes) == 1
