@@ -125,3 +125,53 @@ def test_notebook_04_shows_only_the_changes_that_have_paired_runs(tmp_path, monk
     table, carried = show_coursework_study("cpu", tmp_path / "results")
     assert list(shown[0].index) == ["no augmentation"] and shown[0].loc["no augmentation", "pairs"] == 2
     assert len(shown) == 2 and carried.empty     # no recipe-study records here: nothing to set beside
+
+
+@pytest.mark.slow
+def test_with_the_coursework_study_complete_the_report_leads_with_improvednet_within_its_limits(tmp_path):
+    import shutil
+
+    from cifar_lib.report.build import build_report
+    from test_paper import check_paper
+
+    results = tmp_path / "results"
+    shutil.copytree(REPO / "results", results, ignore=shutil.ignore_patterns(COURSEWORK_STUDY.name))
+    folder = results / "cpu" / COURSEWORK_STUDY.name
+    folder.mkdir()
+    for r in _improved_records():
+        (folder / f"{r['id']}.json").write_text(json.dumps(r))
+    md = build_report(results, tmp_path / "figures", tmp_path / "report").read_text()
+    check_paper(md, tmp_path / "report" / "report.pdf")
+    assert md.startswith("# Intermediate-block CNNs on CIFAR-10: the coursework's questions asked of its own model")
+    abstract = md.split("## Abstract", 1)[1].split("\n## ", 1)[0]
+    for arm in ("no augmentation", "no rotation", "no dropout", "no batch norm"):
+        diff = np.mean(np.subtract(ACCURACY[arm], ACCURACY["coursework recipe"]))
+        assert f"{signed(diff)} points (" in abstract
+    assert "ImprovedNet itself, trained with the coursework's recipe for its 50 epochs" in abstract
+    # the conclusion counts the verdicts of the study's table, and says what carried over
+    from cifar_lib.report.sections.studies import NUMBER_WORDS
+
+    rows = md.split("ImprovedNet at 50 epochs: each change's", 1)[1].split("\n\n", 2)[1].splitlines()[2:]
+    down = sum(row.endswith("✓ |") and row.split("|")[4].strip().startswith("−") for row in rows)
+    conclusion = md.split("## 6 Conclusion", 1)[1].split("\n## ", 1)[0]
+    assert f"of the six changes, {NUMBER_WORDS[down]} cost ImprovedNet accuracy" in conclusion
+    assert sum(s in conclusion for s in ("answers for the long one", "not how much it matters",
+                                         "do not stand in for")) == 1
+
+
+def test_the_cost_table_gives_each_study_its_own_rows_and_projection(tmp_path):
+    from cifar_lib.report.sections import study_cost
+    from cifar_lib.study.tables import runs_frame
+
+    improved = _improved_records()[:-3]                     # three runs still to go
+    recipe = _without_coursework(load_records(REPO / "results", profile="cpu", diverged=True))
+    filled = Filled(tmp_path)
+    study_cost(filled, runs_frame(improved + recipe), {"cost": RECIPE_STUDY, "coursework_cost": COURSEWORK_STUDY})
+    table, caption = filled.tables["study_cost"]
+    assert list(table["study"]) == ["recipe study", "coursework study"]
+    row = table.set_index("study").loc["coursework study"]
+    minutes = [r["wall_seconds"] / 60 for r in improved]
+    assert row["runs"] == len(improved) and row["planned"] == COURSEWORK_STUDY.planned_runs
+    left = COURSEWORK_STUDY.planned_runs - len(improved)
+    assert row["all planned, hours"] == f"{(sum(minutes) + left * np.median(minutes)) / 60:.1f}"
+    assert filled.values["coursework_cost_one_thread"] == "yes" and "cost_projected" not in filled.values

@@ -84,7 +84,9 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     sections.optuna_search(filled, records, short_study, read_search(short_study, profile, results_dir))
     sections.engine(filled, results_dir, models=set(runs.loc[runs["config"].isin(sections.RECIPES), "model"]),
                     study_machines=set(runs_frame(studied).query("sweep == @study.name")["device"]))
-    sections.study_cost(filled, runs_frame(studied), study)
+    # the coursework study's cost once its answers are shown
+    costed = {"cost": study, **({"coursework_cost": coursework_study} if "coursework" in filled.tables else {})}
+    sections.study_cost(filled, runs_frame(studied), costed)
     if small := {name: round(pt, 1) for name, pt in filled.printed_font.items() if pt < MIN_PRINTED_POINTS}:
         warnings.warn(f"figures whose smallest text prints under {MIN_PRINTED_POINTS} pt on A4 (points "
                       f"as printed): {small}; draw them narrower (7.5 in fills the text width) or "

@@ -80,7 +80,7 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
             "train_minutes": r["train_seconds"] / 60, "wall_minutes": r["wall_seconds"] / 60,
             # `device` as prose names it; `machine` what pairing compares (reuse.machine_key)
             "device": device_label(r["device"]), "machine": " · ".join(machine_key(r)),
-            "device_type": r["device"]["type"],
+            "device_type": r["device"]["type"], "threads": r["device"].get("threads"),
             "precision": r["precision"],
         })
     return pd.DataFrame(rows)

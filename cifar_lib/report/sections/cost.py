@@ -36,33 +36,48 @@ def engine(filled: Filled, results_dir: Path, models: set[str], study_machines: 
                  "interleaved repeats; speedups are ratios to the coursework's pipeline in the same run.")
 
 
-def study_cost(filled: Filled, runs: pd.DataFrame, study: Sweep):
-    """`study`'s wall time on each kind of machine, and all its planned runs projected
-    there: the recorded hours plus the runs still to go at the median run."""
-    mine = runs[runs["sweep"] == study.name]
-    if mine.empty:
+def study_cost(filled: Filled, runs: pd.DataFrame, studies: dict[str, Sweep]):
+    """Each study's wall time on each kind of machine (one row each), and all its planned
+    runs projected there: the recorded hours plus the runs still to go at the median run.
+    `studies`: placeholder prefix -> study; `{prefix}_runs`, `_device`, `_hours`, ... say
+    the machine that ran most of it."""
+    tables = []
+    for prefix, study in studies.items():
+        mine = runs[runs["sweep"] == study.name]
+        if mine.empty:
+            continue
+        planned = study.planned_runs
+        table = mine.groupby(["device", "precision"]).agg(
+            runs=("id", "size"), hours=("wall_minutes", lambda m: m.sum() / 60),
+            minutes_per_run=("wall_minutes", "median"),
+            images_per_second=("images_seen", "sum"), train_minutes=("train_minutes", "sum"))
+        table["images_per_second"] = (table["images_per_second"] / (60 * table["train_minutes"])).round().astype(int)
+        table = table.drop(columns="train_minutes").sort_values("runs", ascending=False)
+        (device, precision), most = table.index[0], table.iloc[0]
+        filled.values.update({prefix: "yes", f"{prefix}_runs": str(int(most["runs"])), f"{prefix}_device": device,
+                              f"{prefix}_precision": precision, f"{prefix}_hours": f"{most['hours']:.1f}",
+                              f"{prefix}_minutes": f"{most['minutes_per_run']:.1f}", f"{prefix}_planned": str(planned)})
+        if (mine["threads"] == 1).all() and mine["device_type"].eq("cpu").all():
+            filled.values[f"{prefix}_one_thread"] = "yes"
+        left = (planned - table["runs"]).clip(lower=0)          # runs still to go on each machine
+        # what is recorded, plus the runs still to go at the median run
+        table["planned"] = planned
+        table["all planned, hours"] = table["hours"] + left * table["minutes_per_run"] / 60
+        if left.iloc[0]:
+            filled.values[f"{prefix}_projected"] = f"{table['all planned, hours'].iloc[0]:.1f}"
+        tables.append(table.reset_index().assign(study=study.name.replace("_", " "))[["study", *table.index.names, *table.columns]])
+    if not tables:
         return
-    planned = study.planned_runs
-    table = mine.groupby(["device", "precision"]).agg(
-        runs=("id", "size"), hours=("wall_minutes", lambda m: m.sum() / 60),
-        minutes_per_run=("wall_minutes", "median"),
-        images_per_second=("images_seen", "sum"), train_minutes=("train_minutes", "sum"))
-    table["images_per_second"] = (table["images_per_second"] / (60 * table["train_minutes"])).round().astype(int)
-    table = table.drop(columns="train_minutes").sort_values("runs", ascending=False)
-    (device, precision), most = table.index[0], table.iloc[0]
-    filled.values.update(study_cost="yes", cost_runs=str(int(most["runs"])), cost_device=device,
-                         cost_precision=precision, cost_hours=f"{most['hours']:.1f}",
-                         cost_minutes=f"{most['minutes_per_run']:.1f}", cost_planned=str(planned))
-    caption = "The recipe study's cost on each kind of machine: recorded runs and wall hours"
-    left = (planned - table["runs"]).clip(lower=0)          # runs still to go on each machine
-    if left.any():          # what is recorded, plus the runs still to go at the median run
-        table[f"all {planned}, hours"] = table["hours"] + left * table["minutes_per_run"] / 60
-        caption += f", and all {planned} planned runs: those hours plus the runs still to go at the median run"
-    if left.iloc[0]:
-        filled.values["cost_projected"] = f"{table[f'all {planned}, hours'].iloc[0]:.1f}"
+    table = pd.concat(tables, ignore_index=True)
+    caption = "Each study's cost on each kind of machine: recorded runs and wall hours"
+    if (table["planned"] > table["runs"]).any():
+        caption += ", and its planned runs: those hours plus the runs still to go at the median run"
+    else:
+        table = table.drop(columns=["planned", "all planned, hours"])
     # hours and minutes printed with the one decimal they are rounded to (9.85 is "9.8",
     # never "9.90" from a number rounded once and printed with two)
-    for column in [c for c in table.columns if c != "images_per_second" and c != "runs"]:
-        table[column] = table[column].map(lambda v: f"{v:.1f}")
-    filled.table("study_cost", table.reset_index().rename(columns={
+    for column in ("hours", "minutes_per_run", "all planned, hours"):
+        if column in table:
+            table[column] = table[column].map(lambda v: f"{v:.1f}")
+    filled.table("study_cost", table.rename(columns={
         "minutes_per_run": "minutes a run (median)", "images_per_second": "images/s"}), caption + ".")

@@ -10,7 +10,7 @@ from ...study import plots
 from ...study.paired import declared_table, stage_alpha
 from ...study.stats import fixed, format_p, interval_label
 from ...study.sweeps import Sweep, sweep_records
-from ...study.tables import mean_std, runs_frame
+from ...study.tables import mean_std, runs_frame, seed_range
 from ...study.transfer import study_transfer
 
 from .common import Filled, machine_phrase, signed
@@ -31,12 +31,14 @@ def coursework(filled: Filled, records: list[dict], study: Sweep):
                          coursework_level=level)
     if len(base):
         filled.values["coursework_base"] = mean_std(base)
+        _protocol(filled, study)
     measured = paired[(paired["pairs"] > 0) | (paired["failed"] > 0)]
     for arm, row in measured.iterrows():
         key = f"coursework__{slug(arm)}"
         filled.values[key] = effect_phrase(row)
         if said := verdict(row):
             filled.values[f"{key}__{said}"] = "yes"
+    _answered(filled, study, paired, runs)
     if measured.empty:
         return paired
     means = runs.groupby("variant")["val_acc"].mean()
@@ -55,6 +57,35 @@ def coursework(filled: Filled, records: list[dict], study: Sweep):
                                                        label="effect against the coursework's recipe"),
                   f"ImprovedNet at its own budget: effects with {level} intervals (filled: resolved).")
     return paired
+
+
+def _protocol(filled: Filled, study: Sweep):
+    """What Methods says of the study: its recipe, budget, seeds and declared analysis."""
+    cfg = study.config(study.baseline, "cpu")
+    filled.values.update(coursework_epochs=str(cfg.epochs), coursework_lr=f"{cfg.lr:g}",
+                         coursework_batch=str(cfg.batch_size), coursework_seeds=seed_range(study.seeds),
+                         coursework_spread_alpha=f"{study.spread_alpha:g}",
+                         coursework_seed_count=_count(len(study.seeds)))
+    if study.second_stage_seeds:
+        filled.values["coursework_stage2"] = seed_range(study.second_stage_seeds)
+
+
+def _answered(filled: Filled, study: Sweep, paired: pd.DataFrame, runs: pd.DataFrame):
+    """`coursework_complete` once the recipe and every change of the study's first family
+    (the coursework's questions) have run with every declared seed; then how they came out
+    (`coursework_tally_*`) and the smallest effect that family finds 80% of the time."""
+    family = next(iter(study.groups))
+    seeds = set(study.seeds)
+    ran = runs.groupby("variant")["seed"].agg(set)
+    if not all(seeds <= ran.get(v, set()) for v in (study.baseline, *study.groups[family])):
+        return
+    said = [verdict(row) for _, row in paired.loc[list(study.groups[family])].iterrows()]
+    counts = {v: said.count(v) for v in ("up", "down", "failed")}
+    filled.values.update(coursework_complete="yes", coursework_changes=_count(len(said)),
+                         coursework_tally_up=_count(counts["up"]), coursework_tally_down=_count(counts["down"]),
+                         coursework_tally_failed=_count(counts["failed"]),
+                         coursework_tally_unresolved=_count(len(said) - sum(counts.values())),
+                         coursework_detectable=fixed(paired.attrs["detectable"][family]))
 
 
 def _where(runs: pd.DataFrame) -> pd.DataFrame:
@@ -81,6 +112,11 @@ def transfer(filled: Filled, records: list[dict], study: Sweep, paired: pd.DataF
                          transfer_declared=_count(table.attrs["comparisons"]))
     if len(both) >= 3:
         filled.values["transfer_spearman"] = fixed(table.attrs["spearman"])
+    # what the conclusion may say: the direction carries (every sign agrees) and the size too
+    # (no interaction resolved), only the direction, or not even that
+    agree = table.attrs["signs_agree"] == table.attrs["changes"]
+    differ = bool(both["interaction_resolved"].any())
+    filled.values["transfer_" + ("signs_differ" if not agree else "sizes_differ" if differ else "carries")] = "yes"
     def effect(side):
         return [f"{signed(r[side])} ({signed(r[f'{side}_low'])} to {signed(r[f'{side}_high'])})"
                 for _, r in both.iterrows()]
