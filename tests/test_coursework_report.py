@@ -133,6 +133,7 @@ def test_with_the_coursework_study_complete_the_report_leads_with_improvednet_wi
 
     from cifar_lib.report.build import build_report
     from test_paper import check_paper
+    from test_settings_report import _curve_records
 
     results = tmp_path / "results"
     shutil.copytree(REPO / "results", results, ignore=shutil.ignore_patterns(COURSEWORK_STUDY.name))
@@ -140,6 +141,10 @@ def test_with_the_coursework_study_complete_the_report_leads_with_improvednet_wi
     folder.mkdir()
     for r in _improved_records():
         (folder / f"{r['id']}.json").write_text(json.dumps(r))
+    curve, records = _curve_records(np.random.default_rng(0))      # FastNet's curve, too
+    (results / "cpu" / curve.name).mkdir()
+    for r in records:
+        (results / "cpu" / curve.name / f"{r['id']}.json").write_text(json.dumps(r))
     md = build_report(results, tmp_path / "figures", tmp_path / "report").read_text()
     check_paper(md, tmp_path / "report" / "report.pdf")
     assert md.startswith("# Intermediate-block CNNs on CIFAR-10: the coursework's questions asked of its own model")
@@ -147,7 +152,8 @@ def test_with_the_coursework_study_complete_the_report_leads_with_improvednet_wi
     for arm in ("no augmentation", "no rotation", "no dropout", "no batch norm"):
         diff = np.mean(np.subtract(ACCURACY[arm], ACCURACY["coursework recipe"]))
         assert f"{signed(diff)} points (" in abstract
-    assert "ImprovedNet itself, trained with the coursework's recipe for its 50 epochs" in abstract
+    assert "FastNet's learning-rate curve peaks at ×" in abstract
+    assert "We ask them of ImprovedNet, trained with the coursework's recipe for its 50 epochs" in abstract
     # the conclusion counts the verdicts of the study's table, and says what carried over
     from cifar_lib.report.sections.studies import NUMBER_WORDS
 

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 from cifar_lib.report.build import TEMPLATE, render
 from cifar_lib.report.sections import Filled, learning_rate_curve, pilot
+from cifar_lib.report.sections.common import signed
 from cifar_lib.study.curve import multipliers
 from cifar_lib.study.sweeps import SWEEPS
 
@@ -99,3 +101,33 @@ def test_notebooks_show_a_pilot_and_the_curve_from_the_records_under_results(tmp
     curve = show_rate_curve("cpu", tmp_path)
     assert len(curve) == 7 and curve.attrs["collapse_high"] == curve.loc["rates x4", "multiplier"]
     assert "best multiplier" in capsys.readouterr().out and len(shown[-1].axes) == 1
+
+
+def test_fastnet_without_batch_norm_is_said_against_fast_once_every_seed_has_run(tmp_path):
+    from cifar_lib.report.sections import without_batch_norm
+    from cifar_lib.study.sweeps import Sweep
+
+    arm = "no batch norm, best settings"
+    sweep = Sweep(name="fastnet_without_bn", base="fast", baseline="fast", seeds=(0, 1, 2, 3),
+                  variants={"fast": {}, arm: {"model_args": {"norm": "affine"}}},
+                  groups={"batch norm": (arm,)}, failure_below=0.5, analysis="paired")
+    real = next(r for r in _committed("recipe_study") if r["tags"]["variant"] == "fast")
+    accuracy = {"fast": [89.1, 89.3, 88.9, 89.2], arm: [87.0, 87.6, 86.5, 87.4]}
+    records = []
+    for variant, accs in accuracy.items():
+        for seed, acc in enumerate(accs):
+            r = copy.deepcopy(real)
+            r.update(id=f"{sweep.name}-{variant}-{seed}", config_name=sweep.name, seed=seed,
+                     tags={"sweep": sweep.name, "variant": variant})
+            r["final"]["val_acc"] = acc / 100
+            records.append(r)
+    filled = Filled(tmp_path)
+    without_batch_norm(filled, records[:-1], sweep)            # a seed still to run: nothing said
+    assert not filled.values
+    without_batch_norm(filled, records, sweep)
+    diffs = np.subtract(accuracy[arm], accuracy["fast"])
+    half = stats.t.ppf(0.975, 3) * diffs.std(ddof=1) / 2       # one arm: its own spread, 3 df
+    assert filled.values["fast_without_bn"] == (f"{signed(diffs.mean())} points ({signed(diffs.mean() - half)} "
+                                                f"to {signed(diffs.mean() + half)})")
+    assert filled.values["fast_without_bn_acc"].startswith(f"{np.mean(accuracy[arm]):.2f} ± ")
+    assert filled.values["fast_without_bn_seeds"] == "seeds 0–3"

@@ -6,4 +6,4 @@ from .models import COURSEWORK_REPORTED_TEST, fast, finals, gpu, tuned_at_course
 from .search import optuna_search  # noqa: F401
 from .cost import engine, study_cost  # noqa: F401
 from .coursework import coursework, transfer  # noqa: F401
-from .settings import learning_rate_curve, pilot  # noqa: F401
+from .settings import learning_rate_curve, pilot, without_batch_norm  # noqa: F401

@@ -1,6 +1,7 @@
 """Settings chosen by measuring: each recorded pilot under the rule its file declares (the
 rate ImprovedNet without batch norm trains at, the head scale and warm-up of FastNet
-without it), and FastNet's learning-rate curve with its best multiplier (study/curve.py)."""
+without it) and the FastNet without batch norm trained at the chosen settings, and
+FastNet's learning-rate curve with its best multiplier (study/curve.py)."""
 from __future__ import annotations
 
 import os
@@ -11,9 +12,10 @@ import numpy as np
 from ...study.curve import COLLAPSE_POINTS, rate_curve, rate_curve_figure
 from ...study.stats import fixed
 from ...study.sweeps import Sweep, sweep_records
-from ...study.tables import pilot_choice, runs_frame
+from ...study.paired import declared_table
+from ...study.tables import mean_std, pilot_choice, runs_frame, seed_range
 from .common import LEVEL, _spoken_list
-from .studies import _count
+from .studies import _count, effect_phrase
 
 
 def _short_names(names: list[str]) -> list[str]:
@@ -79,3 +81,20 @@ def learning_rate_curve(filled, records: list[dict], sweep: Sweep | None):
                   f"FastNet's learning-rate curve at {sweep.config(sweep.baseline, 'cpu').epochs} epochs: "
                   f"each multiplier's effect against ×1 with {LEVEL} intervals over the multipliers, "
                   f"the quadratic in log rate, and the best multiplier's 95% interval (shaded).")
+
+
+def without_batch_norm(filled, records: list[dict], sweep: Sweep | None):
+    """`fast_without_bn`: FastNet without batch norm at its pilot's settings against `fast`,
+    paired seed by seed on one machine under its sweep's declared analysis, with its
+    accuracy (`fast_without_bn_acc`) and seeds, once every declared seed of both has run."""
+    mine = sweep_records(records, sweep) if sweep else []
+    if not mine:
+        return
+    runs = runs_frame(mine)
+    arm = next(iter(sweep.groups.values()))[0]
+    ran = runs.groupby("variant")["seed"].agg(set)
+    if not all(set(sweep.seeds) <= ran.get(v, set()) for v in (sweep.baseline, arm)):
+        return
+    row = declared_table(sweep, runs).assign(runs=lambda t: t["pairs"] + t["failed"]).loc[arm]
+    filled.values.update(fast_without_bn=effect_phrase(row), fast_without_bn_seeds=seed_range(sweep.seeds),
+                         fast_without_bn_acc=mean_std(runs.loc[runs["variant"] == arm, "val_acc"]))
