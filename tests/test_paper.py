@@ -54,6 +54,16 @@ def check_paper(md: str, pdf: Path):
         [c for c in captions if len(c.split()) >= MAX_CAPTION_WORDS]
     assert not re.search(r"\| (True|False) \|", md)
     assert not re.search(r"\{\w+\}|\[\[", md), "a placeholder or a condition was left in the text"
+    # every reference is cited in the text, as "Surname year" or "Surname et al. year"
+    body, references = md.split("\n## References", 1)
+    for item in re.findall(r"^- (.+?)(?=\n- |\n\n|\Z)", references.split("\n## ", 1)[0], flags=re.M | re.S):
+        if item.startswith("The coursework"):
+            continue
+        authors = item.split(". *", 1)[0]
+        surname = re.search(r"([A-Z][\w-]+)(?:,| et al|$)", authors).group(1)
+        year = re.findall(r"\b(19|20)(\d\d)\b", item)[-1]
+        cite = f"{surname}{' et al.' if ',' in authors or 'et al' in authors else ''} {''.join(year)}"
+        assert cite in body, f"{cite} is in the references but never cited"
     # every figure and table is referred to in the text, not only in its caption
     for label in re.findall(r"^\*((?:Figure|Table) \d+)\. ", md, flags=re.M):
         assert [line for line in md.splitlines() if re.search(rf"{label}\b", line)

@@ -67,6 +67,9 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     # the coursework's own model at its own budget, and whether FastNet's answers carry to it
     answered = sections.coursework(filled, studied, coursework_study)
     sections.transfer(filled, studied, coursework_study, answered)
+    # with ImprovedNet's answers first, the sections on FastNet say whose answers they give
+    on_fastnet = "coursework" in filled.tables
+    filled.values.update(fastnet_question=" FastNet" * on_fastnet, fastnet_topic=" in FastNet" * on_fastnet)
     # the settings chosen by measuring: the pilots of the arms without batch norm, the rate curve
     sections.pilot(filled, studied, SWEEPS.get("coursework_pilot"), "coursework_pilot")
     sections.pilot(filled, studied, SWEEPS.get("fastnet_bn_pilot"), "fast_bn_pilot")
@@ -102,16 +105,17 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
 
 
 def render(template: str, filled: Filled) -> Document:
-    """The template's blocks in order: headings, paragraphs with placeholders filled,
-    tables and figures; an [[if KEY ...]] paragraph or heading only when every KEY's value exists, an
+    """The template's blocks in order: headings (numbered where written "{#name}"), paragraphs
+    with placeholders filled, tables and figures; an [[if KEY ...]] paragraph or heading only
+    when every KEY's value exists, an
     [[unless KEY]] one only when it does not; inside a paragraph, [[if KEY ...: a sentence]]
     keeps the sentence on the same rule."""
     doc = Document()
     template = re.sub(r"<!--.*?-->", "", template, flags=re.S)
     values = {**filled.values, **_numbers(template, filled)}
-    for block in (b.strip() for b in template.split("\n\n")):
-        if not block:
-            continue
+    blocks = [b.strip() for b in template.split("\n\n") if b.strip()]
+    values.update(_section_numbers(blocks, values))
+    for block in blocks:
         artefact = re.fullmatch(r"\[\[(table|figure) (\w+)\]\]", block)
         if artefact:
             kind, name = artefact.groups()
@@ -128,7 +132,8 @@ def render(template: str, filled: Filled) -> Document:
             block = block[condition.end():]
         if block.startswith("#"):           # a heading, which a condition may hold back too
             level = len(block) - len(block.lstrip("#"))
-            doc.heading(level, block[level:].strip().format_map(values))
+            title = re.sub(r"\{#(\w+)\}", lambda m: values[f"sec_{m.group(1)}"], block[level:].strip())
+            doc.heading(level, title.format_map(values))
             continue
         block = re.sub(r"\[\[(if|unless) ([\w\s]+?):\s+(.*?)\]\]",      # a sentence inside a paragraph
                        lambda m: m.group(3) if _holds(m.group(1), m.group(2), values) else "", block, flags=re.S)
@@ -136,10 +141,32 @@ def render(template: str, filled: Filled) -> Document:
         if not block.strip():
             continue
         if block.startswith("- "):           # a list: one item a line that starts with "- "
-            doc.items([item[2:].format_map(values) for item in re.split(r"\n(?=- )", block)])
+            # an item whose every word sat in a condition that failed is left out
+            doc.items([item[2:].format_map(values) for item in re.split(r"\n(?=- )", block) if item[2:].strip()])
         else:
             doc.text(block.format_map(values))
     return doc
+
+
+def _section_numbers(blocks: list[str], values: dict) -> dict[str, str]:
+    """A heading written "## {#name} Title" is numbered in the order the shown headings come
+    ("3", then "3.1", "3.2" under it), so a section held back by its condition leaves no gap;
+    the text refers to it as {sec_name}."""
+    numbers, counts = {}, [0, 0]
+    for block in blocks:
+        condition = re.match(r"\[\[(if|unless) ([\w ]+)\]\]\s*", block)
+        if condition:
+            if not _holds(*condition.groups(), values):
+                continue
+            block = block[condition.end():]
+        numbered = re.match(r"(#{2,3}) \{#(\w+)\}", block)
+        if not numbered:
+            continue
+        level = len(numbered.group(1)) - 2            # 0: "##", 1: "###"
+        counts[level] += 1
+        counts[level + 1:] = [0] * (1 - level)
+        numbers[f"sec_{numbered.group(2)}"] = ".".join(map(str, counts[:level + 1]))
+    return numbers
 
 
 def _holds(word: str, keys: str, values: dict) -> bool:

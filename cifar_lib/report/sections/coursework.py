@@ -4,6 +4,7 @@ transfer, each change's effect on ImprovedNet at 50 epochs beside the same chang
 FastNet at 8 (study/transfer.py), with the model x change interaction."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from ...study import plots
@@ -11,9 +12,9 @@ from ...study.paired import declared_table, stage_alpha
 from ...study.stats import fixed, format_p, interval_label
 from ...study.sweeps import Sweep, sweep_records
 from ...study.tables import mean_std, runs_frame, seed_range
-from ...study.transfer import study_transfer
+from ...study.transfer import counterpart_sweeps, study_transfer
 
-from .common import Filled, machine_phrase, signed
+from .common import Filled, _spoken_list, machine_phrase, signed
 from .studies import _count, effect_phrase, slug, verdict
 
 
@@ -70,11 +71,41 @@ def _protocol(filled: Filled, study: Sweep):
         filled.values["coursework_stage2"] = seed_range(study.second_stage_seeds)
 
 
+# What each of the coursework's changes takes away or does, for answers said plainly
+REMOVED = {"no augmentation": "augmentation", "no rotation": "rotation", "no dropout": "dropout",
+           "no batch norm": "batch norm"}
+DONE = {"learning rate x2": "doubling the learning rate", "learning rate x0.5": "halving the learning rate"}
+
+
+def answer(change: str, row: pd.Series) -> str:
+    """One change's answer in words: 'augmentation helps (without it: −4.90 points)',
+    'doubling the learning rate makes no resolved difference', ... ('' without an interval)."""
+    said = verdict(row)
+    if not said:
+        return ""
+    if change in REMOVED:
+        thing, effect = REMOVED[change], f"without it: {signed(row['diff'])} points"
+        if said == "failed":
+            return f"without {thing} ImprovedNet failed to train"
+        # a removal that costs accuracy means the component helps
+        return {"down": f"{thing} helps ({effect})", "up": f"{thing} hurts ({effect})",
+                "unresolved": f"{thing} makes no resolved difference"}[said]
+    thing, effect = DONE.get(change, change), f"{signed(row['diff'])} points"
+    return {"failed": f"with {thing} ImprovedNet failed to train", "down": f"{thing} costs accuracy ({effect})",
+            "up": f"{thing} helps ({effect})", "unresolved": f"{thing} makes no resolved difference"}[said]
+
+
 def _answered(filled: Filled, study: Sweep, paired: pd.DataFrame, runs: pd.DataFrame):
-    """`coursework_complete` once the recipe and every change of the study's first family
-    (the coursework's questions) have run with every declared seed; then how they came out
-    (`coursework_tally_*`) and the smallest effect that family finds 80% of the time."""
+    """`coursework_answers`: each of the coursework's questions measured so far, answered in
+    words; `coursework_complete` once the recipe and every change of the study's first
+    family (the coursework's questions) have run with every declared seed, then how they
+    came out (`coursework_tally_*`) and the smallest effect that family finds 80% of the time."""
     family = next(iter(study.groups))
+    said = [a for change in study.groups[family] if change in paired.index and (a := answer(change, paired.loc[change]))]
+    if said:
+        filled.values["coursework_answers"] = "; ".join(said)
+    if study.second_stage_seeds and not set(study.second_stage_seeds) & set(runs["seed"]):
+        filled.values["coursework_stage2_pending"] = "yes"
     seeds = set(study.seeds)
     ran = runs.groupby("variant")["seed"].agg(set)
     if not all(seeds <= ran.get(v, set()) for v in (study.baseline, *study.groups[family])):
@@ -85,7 +116,8 @@ def _answered(filled: Filled, study: Sweep, paired: pd.DataFrame, runs: pd.DataF
                          coursework_tally_up=_count(counts["up"]), coursework_tally_down=_count(counts["down"]),
                          coursework_tally_failed=_count(counts["failed"]),
                          coursework_tally_unresolved=_count(len(said) - sum(counts.values())),
-                         coursework_detectable=fixed(paired.attrs["detectable"][family]))
+                         coursework_detectable=fixed(paired.attrs["detectable"][family]),
+                         coursework_sd=fixed(paired.attrs["pools"][family]["sd_diff"]))
 
 
 def _where(runs: pd.DataFrame) -> pd.DataFrame:
@@ -112,20 +144,37 @@ def transfer(filled: Filled, records: list[dict], study: Sweep, paired: pd.DataF
                          transfer_declared=_count(table.attrs["comparisons"]))
     if len(both) >= 3:
         filled.values["transfer_spearman"] = fixed(table.attrs["spearman"])
-    # what the conclusion may say: the direction carries (every sign agrees) and the size too
-    # (no interaction resolved), only the direction, or not even that
-    agree = table.attrs["signs_agree"] == table.attrs["changes"]
-    differ = bool(both["interaction_resolved"].any())
-    filled.values["transfer_" + ("signs_differ" if not agree else "sizes_differ" if differ else "carries")] = "yes"
+    # what the conclusion may say, from resolved effects only (an unresolved sign is noise):
+    # some change goes opposite ways on the two models, or only the sizes differ, or no
+    # difference between the models is resolved (and how wide its intervals are)
+    def resolved(side):
+        return (both[f"{side}_low"] > 0) | (both[f"{side}_high"] < 0)
+    opposed = both[resolved("improved") & resolved("fast") & (np.sign(both["improved"]) != np.sign(both["fast"]))]
+    differ = both[both["interaction_resolved"]]
+    if len(differ):
+        filled.values["transfer_differ_names"] = _spoken_list(list(differ.index))
+    if len(opposed):
+        filled.values["transfer_opposed"] = _spoken_list(list(opposed.index))
+    elif len(differ):
+        filled.values["transfer_sizes_differ"] = "yes"
+    else:
+        widest = ((both["interaction_high"] - both["interaction_low"]) / 2).max()
+        filled.values.update(transfer_no_difference="yes", transfer_widest=fixed(widest))
     def effect(side):
         return [f"{signed(r[side])} ({signed(r[f'{side}_low'])} to {signed(r[f'{side}_high'])})"
                 for _, r in both.iterrows()]
+    others = counterpart_sweeps(study)
+
+    def compared(change):           # the two arms of FastNet's sweep that stand for the change
+        spec = study.transfer[change]
+        return f"{spec['variant']} − {spec.get('against', others[spec.get('sweep', 'recipe_study')].baseline)}"
     filled.table("transfer", pd.DataFrame({
-        "change": both.index, "ImprovedNet, 50 epochs": effect("improved"),
+        "change": both.index, "FastNet's comparison": both.index.map(compared),
+        "ImprovedNet, 50 epochs": effect("improved"),
         "FastNet, 8 epochs": effect("fast"), "difference": effect("interaction"),
         "resolved": both["interaction_resolved"].map({True: "✓", False: ""}).to_numpy()}),
         f"Each change on ImprovedNet and on FastNet, and their difference (points), with "
-        f"{level} intervals over {table.attrs['comparisons']} declared changes.")
+        f"{level} intervals, Bonferroni over the {table.attrs['comparisons']} declared changes.")
     drawn = both.rename(columns={"fast": "short", "fast_low": "short_low", "fast_high": "short_high",
                                  "improved": "long", "improved_low": "long_low",
                                  "improved_high": "long_high", "interaction_resolved": "resolved"})

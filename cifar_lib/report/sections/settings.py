@@ -44,7 +44,10 @@ def pilot(filled, records: list[dict], sweep: Sweep | None, key: str):
     filled.values[f"{key}_budget"] = (f"{sweep.config(sweep.baseline, 'cpu').epochs} epochs, "
                                       f"{_count(seeds)} seed{'s' * (seeds > 1)}")
     if table["chosen"].any():
-        filled.values[f"{key}_chosen"] = table.index[table["chosen"]][0]
+        chosen = table.index[table["chosen"]][0]
+        filled.values[f"{key}_chosen"] = chosen
+        if sweep.config(chosen, "cpu").lr != sweep.config(sweep.baseline, "cpu").lr:
+            filled.values[f"{key}_other_rate"] = "yes"      # the arm changes its rate as well
 
 
 def _times(m: float) -> str:
@@ -68,9 +71,12 @@ def learning_rate_curve(filled, records: list[dict], sweep: Sweep | None):
                          lr_curve_seeds=str(len(sweep.seeds)))
     if not np.isnan(a["best"]):
         filled.values["lr_curve_best"] = f"×{fixed(a['best'])}"
+        bounded = not np.isnan(a["best_low"])
         filled.values["lr_curve_interval"] = (
-            f"95% interval ×{fixed(a['best_low'])} to ×{fixed(a['best_high'])}" if not np.isnan(a["best_low"])
-            else "its 95% interval has no bounds: the curvature is not resolved")
+            f"95% interval ×{fixed(a['best_low'])} to ×{fixed(a['best_high'])} by Fieller's method, "
+            f"Fieller 1954" if bounded else "its 95% interval has no bounds: the curvature is not resolved")
+        if bounded:
+            filled.values["lr_curve_bounded"] = "yes"
     elif a["vertex"] is not None:
         filled.values["lr_curve_flat"] = "yes"
     sides = [f"at {_times(a[k])} and {way}" for k, way in (("collapse_low", "below"), ("collapse_high", "above"))
