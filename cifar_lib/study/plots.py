@@ -297,10 +297,10 @@ def time_to_accuracy(history: pd.DataFrame, hue: str = "config"):
     return _close(fig)
 
 
-def confusion_heatmap(counts: np.ndarray):
-    """Row-normalised confusion matrix (percent of each true class)."""
+def confusion_heatmap(counts: np.ndarray, ax=None):
+    """Row-normalised confusion matrix (percent of each true class), on `ax` if given."""
     share = 100 * counts / counts.sum(1, keepdims=True)
-    fig, ax = plt.subplots(figsize=(7.5, 6.2))
+    fig, ax = plt.subplots(figsize=(7.5, 6.2)) if ax is None else (ax.figure, ax)
     sns.heatmap(share, annot=True, fmt=".0f", cmap="Blues", xticklabels=CLASSES,
                 yticklabels=CLASSES, cbar_kws={"label": "% of the true class"}, ax=ax)
     ax.set(xlabel="predicted class", ylabel="true class", title="Confusion matrix (test set)")
@@ -308,17 +308,24 @@ def confusion_heatmap(counts: np.ndarray):
     return _close(fig)
 
 
-def reliability_diagram(rows: np.ndarray, ece: float, label: str = ""):
-    """Accuracy against confidence per bin; the diagonal is perfect calibration."""
-    fig, ax = plt.subplots(figsize=(5, 5))
+def reliability_diagram(rows: np.ndarray, ece: float, label: str = "", ax=None):
+    """Accuracy against confidence per bin, on `ax` if given; the diagonal is perfect calibration."""
+    fig, ax = plt.subplots(figsize=(5, 5)) if ax is None else (ax.figure, ax)
     ax.plot([0, 100], [0, 100], color="grey", ls="--", lw=1, label="perfectly calibrated")
     ax.plot(100 * rows[:, 0], 100 * rows[:, 1], marker="o", label=f"{label} (ECE {fixed(100 * ece)}%)")
     ax.set(xlabel="confidence (%)", ylabel="accuracy (%)", xlim=(0, 100), ylim=(0, 100),
            title="Reliability diagram (test set)")
     # a curve above the diagonal: accuracy above confidence, an under-confident model
-    ax.legend(loc="lower right", fontsize=9)
+    ax.legend(loc="lower right", fontsize=10)
     fig.tight_layout()
     return _close(fig)
+
+
+def errors_side_by_side(counts: np.ndarray, rows: np.ndarray, ece: float, label: str = ""):
+    """The confusion matrix and the reliability diagram in one row, as a page prints them."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 4.4), width_ratios=(1.3, 1))
+    confusion_heatmap(counts, ax=left)
+    return reliability_diagram(rows, ece, label, ax=right)
 
 
 def branch_weights_by_class(weights: np.ndarray, labels: np.ndarray, names=None):

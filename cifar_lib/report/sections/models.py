@@ -39,10 +39,9 @@ def _analysis(filled: Filled, record: dict, results_dir: Path):
         filled.values["underconfident"] = "yes"
     filled.table("per_class", per_class, f"`fast`, seed {record['seed']}: test accuracy per "
                                          f"class, with TTA.")
-    filled.figure("confusion", plots.confusion_heatmap(counts),
-                  "`fast`: confusion matrix (test set, TTA).")
-    filled.figure("reliability", plots.reliability_diagram(plain_rows, plain_ece, "no TTA"),
-                  "`fast`: reliability diagram (test set, no TTA).")
+    filled.figure("errors", plots.errors_side_by_side(counts, plain_rows, plain_ece, "no TTA"),
+                  "`fast` on the test set: confusion matrix with TTA (left) and reliability "
+                  "diagram without it (right).")
     if "branch_weights" in preds:
         w = preds["branch_weights"]
         names = branch_names(record["model"], w.shape[1])
