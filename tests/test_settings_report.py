@@ -68,7 +68,7 @@ def test_the_learning_rate_curve_gives_its_best_multiplier_and_where_it_collapse
     assert abs(np.log2(float(values["lr_curve_best"].lstrip("×"))) - 0.3) < 0.25
     low, high = (float(x) for x in re.findall(r"×([\d.]+)", values["lr_curve_interval"]))
     assert low < 2 ** 0.3 < high
-    assert values["lr_curve_collapse"] == "at ×4 and above"
+    assert values["lr_curve_collapse"] == "at ×4"
     assert (tmp_path / "lr_curve.png").is_file()
     paragraph = next(b for b in TEMPLATE.read_text().split("\n\n") if b.startswith("[[if lr_curve_points"))
     md = render(paragraph + "\n\n[[figure lr_curve]]", filled).markdown(tmp_path)

@@ -79,9 +79,9 @@ def learning_rate_curve(filled, records: list[dict], sweep: Sweep | None):
             filled.values["lr_curve_bounded"] = "yes"
     elif a["vertex"] is not None:
         filled.values["lr_curve_flat"] = "yes"
-    sides = [f"at {_times(a[k])} and {way}" for k, way in (("collapse_low", "below"), ("collapse_high", "above"))
-             if not np.isnan(a[k])]
-    filled.values["lr_curve_collapse"] = " and ".join(sides) if sides else "at no multiplier tested"
+    # every multiplier measured that collapsed, not a range beyond what was tested
+    collapsed = [_times(m) for m in measured.loc[measured["collapsed"], "multiplier"]]
+    filled.values["lr_curve_collapse"] = f"at {_spoken_list(collapsed)}" if collapsed else "at no multiplier tested"
     filled.values["lr_curve_collapse_points"] = f"{COLLAPSE_POINTS:g}"
     filled.figure("lr_curve", rate_curve_figure(curve),
                   f"FastNet's learning-rate curve at {sweep.config(sweep.baseline, 'cpu').epochs} epochs: "
