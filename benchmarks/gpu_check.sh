@@ -7,9 +7,10 @@
 # official archive downloaded). It uses the machine's own python3 and torch (PYTHON
 # overrides; no venv, no internet needed) and the kit from this checkout (PYTHONPATH=.).
 # Stages, in order of value, each writing records under results/ (RESULTS overrides):
-#   0. the coursework study: ImprovedNet's no-batch-norm pilot, then its 50-epoch study
-#      (about 134 s a run on an H200), N runs at a time; a study of its own beside the
-#      CPU's, never paired with it
+#   0. the coursework study: ImprovedNet's no-batch-norm pilot; FastNet's batch-norm pilot
+#      (and its chosen arm) and learning-rate curve, seconds a run; then ImprovedNet's
+#      50-epoch study (about 134 s a run on an H200), N runs at a time; each a study of its
+#      own beside the CPU's, never paired with it
 #   1. the recipe study (notebooks 02-04) at the full profile: 19 variants of `fast` x the
 #      sweep file's 4 seeds at the recipe's 8 epochs, N runs at a time (--jobs); a study of
 #      its own beside the CPU's, each variant paired only with the GPU's own base runs
@@ -65,6 +66,13 @@ SWEEP=("$PY" -m cifar_lib sweep --jobs "$JOBS" --device cuda
 
 stage "coursework pilot (ImprovedNet without batch norm, 8 epochs), x$JOBS" \
   "${SWEEP[@]}" coursework_pilot --profile full
+# FastNet's runs take seconds here: its batch-norm pilot (and the arm its result declares,
+# once that file exists) and its learning-rate curve, before the long ImprovedNet study
+stage "FastNet without batch norm: pilot, x$JOBS" "${SWEEP[@]}" fastnet_bn_pilot --profile full
+if [ -f configs/sweeps/fastnet_without_bn.toml ]; then
+  stage "FastNet without batch norm: the chosen settings, x$JOBS" "${SWEEP[@]}" fastnet_without_bn --profile full
+fi
+stage "FastNet's learning-rate curve, x$JOBS" "${SWEEP[@]}" fastnet_lr_curve --profile full
 stage "coursework study (ImprovedNet, 50 epochs), x$JOBS" "${SWEEP[@]}" coursework_study --profile full
 stage "recipe study, full profile, x$JOBS" "${SWEEP[@]}" recipe_study --profile full
 stage "core study, 2 epochs, x$JOBS" "${SWEEP[@]}" core_study --profile cpu

@@ -219,11 +219,15 @@ def test_gpu_check_runs_every_stage_with_commands_the_kit_accepts(tmp_path):
             SWEEPS[ns.sweep].config(SWEEPS[ns.sweep].baseline, ns.profile)
         else:
             SWEEPS[ns.name].config(next(iter(SWEEPS[ns.name].variants)), ns.profile)
-    # the studies first (the coursework study with its pilot, recipe, core, block ablation,
-    # Optuna), then the coursework's 50-epoch ImprovedNet, then `fast`'s final runs and the rest
+    # the studies first (the coursework study with its pilot and FastNet's pilot and curve
+    # beside it, recipe, core, block ablation, Optuna), then the coursework's 50-epoch
+    # ImprovedNet, then `fast`'s final runs and the rest; FastNet's arm without batch norm
+    # runs once its file exists
     what = {"sweep": "name", "tune": "sweep", "train": "config"}
     order = [(ns.command, getattr(ns, what[ns.command])) for ns in kit]
-    assert order[:7] == [("sweep", "coursework_pilot"), ("sweep", "coursework_study"),
+    arm = [("sweep", "fastnet_without_bn")] if "fastnet_without_bn" in SWEEPS else []
+    assert order[:9 + len(arm)] == [("sweep", "coursework_pilot"), ("sweep", "fastnet_bn_pilot"), *arm,
+                         ("sweep", "fastnet_lr_curve"), ("sweep", "coursework_study"),
                          ("sweep", "recipe_study"), ("sweep", "core_study"), ("sweep", "block_ablation"),
                          ("tune", "core_study"),
                          ("train", "improved_tuned_50")]
@@ -231,7 +235,7 @@ def test_gpu_check_runs_every_stage_with_commands_the_kit_accepts(tmp_path):
         ("improved_tuned_50", 0, False)] + [("fast", s, True) for s in range(5)] + [
         ("deep", 0, False), ("seed_improved", 0, False), ("seed_basic", 0, False)]
     assert [ns.name for ns in kit if ns.command == "sweep"] == [
-        "coursework_pilot", "coursework_study", "recipe_study", "core_study", "block_ablation", "fast_budget", "fast_ablation", "augmentation",
+        "coursework_pilot", "fastnet_bn_pilot", *(n for _, n in arm), "fastnet_lr_curve", "coursework_study", "recipe_study", "core_study", "block_ablation", "fast_budget", "fast_ablation", "augmentation",
         "hyperparameters"]
     assert any("benchmarks/throughput.py" in c for c in calls) and calls[-1][0] == "-"  # summary
 
