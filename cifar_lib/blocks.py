@@ -239,12 +239,14 @@ class FrozenScaleBatchNorm(nn.BatchNorm2d):
 
 
 class ChannelAffine(nn.Module):
-    """A learned per-channel gain and shift: what a batch norm leaves when its statistics
-    are taken away (FastNet's norm "affine"; FastNet.init_gains sets it from the data)."""
+    """A per-channel gain and shift: what a batch norm leaves when its statistics are taken
+    away (FastNet's norm "affine"; FastNet.init_gains sets both from the data). With
+    `learn_gain=False` (norm "shift") the gain stays as the data set it and only the shift
+    learns, as `fast`'s batch norms keep their scale at 1 and learn their shift."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, learn_gain: bool = True):
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
+        self.weight = nn.Parameter(torch.ones(channels), requires_grad=learn_gain)
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -288,8 +290,8 @@ class FastBlock(nn.Module):
         nn.init.zeros_(self.mixer.weight)
         nn.init.zeros_(self.mixer.bias)
         self.pool = nn.MaxPool2d(pool) if pool > 1 else nn.Identity()
-        if norm == "affine":          # no statistics: a learned gain and shift (ChannelAffine)
-            self.norm = ChannelAffine(out_channels)
+        if norm in ("affine", "shift"):   # no statistics: a gain and a learned shift (ChannelAffine)
+            self.norm = ChannelAffine(out_channels, learn_gain=norm == "affine")
         else:
             self.norm = FrozenScaleBatchNorm(out_channels) if batch_norm else nn.Identity()
         self.activation = ACTIVATIONS[activation]()

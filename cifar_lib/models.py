@@ -98,12 +98,13 @@ class FastNet(nn.Module):
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth is the number of blocks per width, at least 1; got {depth}")
-        if norm not in ("batch", "affine"):
-            raise ValueError(f'norm must be "batch" or "affine", got {norm!r}')
+        if norm not in ("batch", "affine", "shift"):
+            raise ValueError(f'norm must be "batch", "affine" or "shift", got {norm!r}')
         whiten_width = 2 * 3 * whiten_kernel ** 2          # +- each patch eigenvector
         # norm "affine": no batch norm anywhere, the whitening block's too; in its place a
-        # learned per-channel gain and shift, set from the data at the start (init_from_data)
-        affine = dict(norm="affine") if norm == "affine" else {}
+        # per-channel gain and shift, set from the data at the start (init_from_data), both
+        # learned; norm "shift": the gain stays as the data set it, only the shift learns
+        affine = dict(norm=norm) if norm != "batch" else {}
         blocks = [FastBlock(3, whiten_width, (whiten_kernel, whiten_kernel), gate=gate, **affine)]
         # `batch_norm` and `dropout` are the coursework's two regularisers, for its
         # questions; the whitening block has neither (its first branch is frozen), so

@@ -163,6 +163,32 @@ def test_fastnet_without_batch_norm_has_gains_set_from_the_data():
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in FastNet(widths=(8, 16, 16)).modules()) == 7
 
 
+def test_norm_shift_keeps_the_gains_the_data_set_and_trains_only_the_shifts():
+    """norm "shift": the gains are set from the data like "affine"'s but never trained, as
+    `fast`'s batch norms keep their scale; Muon's groups see only the shifts."""
+    from cifar_lib.blocks import ChannelAffine
+    from cifar_lib.config import load_config
+    from cifar_lib.recipe import make_optimizer
+
+    torch.manual_seed(0)
+    net = FastNet(widths=(8, 16, 16), norm="shift")
+    images = torch.as_tensor(learnable_images(200)[0]).permute(0, 3, 1, 2).float() / 255
+    net.init_from_data(images)
+    norms = [m for m in net.modules() if isinstance(m, ChannelAffine)]
+    assert len(norms) == 7 and all(not n.weight.requires_grad and n.bias.requires_grad for n in norms)
+    gains = [n.weight.clone() for n in norms]
+    assert any((g - 1).abs().max() > 0.1 for g in gains)          # set from the data, not left at 1
+    optimizer = make_optimizer(load_config("fast", "smoke"), net)
+    trained = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert not any(id(n.weight) in trained for n in norms) and all(id(n.bias) in trained for n in norms)
+    net.train()
+    torch.nn.functional.cross_entropy(net(images), torch.zeros(200, dtype=torch.long)).backward()
+    optimizer.step()
+    assert all(torch.equal(n.weight, g) for n, g in zip(norms, gains))
+    with pytest.raises(ValueError, match='"batch", "affine" or "shift"'):
+        FastNet(norm="layer")
+
+
 def test_setting_the_whitening_filters_leaves_the_batch_norm_statistics_alone():
     """`fast` must train exactly as before gains existed: init_from_data may not run the
     blocks (a forward pass in training mode moves every batch norm's running statistics)."""
