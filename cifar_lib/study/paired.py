@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .stats import ALPHA
+from .stats import ALPHA, failed_to_train
 from .tables import compare_sweep
 
 
@@ -55,7 +55,7 @@ def arm_differences(runs: pd.DataFrame, base: str, arm: str, *, metric: str, by:
                     failure_below: float | None) -> tuple[pd.Series, int, str | None]:
     """The arm's paired differences by seed on the machine where it has most pairs with the
     base, the number of its runs that failed to train, and that machine."""
-    failed = runs[metric].isna() | (runs[metric] < 100 * (failure_below or 0))
+    failed = failed_to_train(runs[metric], failure_below)
     good = runs[~failed]
     mine = good[good[by] == arm].set_index(["machine", "seed"])[metric]
     theirs = good[good[by] == base].set_index(["machine", "seed"])[metric]

@@ -61,6 +61,12 @@ def format_p(p: float) -> str:
     return "" if np.isnan(p) else "< 0.0001" if p < 1e-4 else f"{p:.2g}"
 
 
+def failed_to_train(scores: pd.Series, failure_below: float | None) -> pd.Series:
+    """Which runs failed to train: no score (it diverged), or a score (percent) under the
+    sweep's rule (it collapsed). A failure is reported, never pooled as an effect."""
+    return scores.isna() | (scores < 100 * (failure_below or 0))
+
+
 def bonferroni(p: float, m: int) -> float:
     """A p-value adjusted over a family of m comparisons."""
     return float(min(1.0, p * m))
@@ -111,8 +117,7 @@ def compare_to_base(runs: pd.DataFrame, base: str, family: list[str], *, by: str
     m = max(len(family), 1)
     runs = runs.drop_duplicates([by, "seed", "machine"], keep="last")
     runs = runs[runs[by].isin([base, *family])]
-    # a run without a score diverged; one under the sweep's rule collapsed: both failed to train
-    failed = runs[metric].isna() | (runs[metric] < 100 * (failure_below or 0))
+    failed = failed_to_train(runs[metric], failure_below)
     good = runs[~failed]
     base_runs = good[good[by] == base].set_index(["seed", "machine"]).index
     where = {}

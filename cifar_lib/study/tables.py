@@ -11,8 +11,8 @@ import pandas as pd
 from ..paths import record_folders
 from ..records import RESULTS_DIR, iter_records
 from .reuse import machine_key
-from .stats import (ALPHA, budget_interaction, compare_to_base, fixed, format_p, half_even,
-                    interval_label, rounded)
+from .stats import (ALPHA, budget_interaction, compare_to_base, failed_to_train, fixed, format_p,
+                    half_even, interval_label, rounded)
 from .sweeps import sweep_records
 
 METRICS = ("val_acc", "val_acc_tta", "test_acc", "test_acc_tta")
@@ -311,15 +311,20 @@ def sweep_runs(sweep, profile: str, root=RESULTS_DIR) -> pd.DataFrame:
     return runs_frame(sweep_records(load_records(root, profile=profile, diverged=True), sweep))
 
 
+def every_seed_ran(runs: pd.DataFrame, variants, seeds) -> bool:
+    """Whether each of `variants` has a finished run (complete or failed) for every seed."""
+    ran = runs.groupby("variant")["seed"].agg(set)
+    return all(set(seeds) <= ran.get(v, set()) for v in variants)
+
+
 def pilot_choice(sweep, runs: pd.DataFrame) -> pd.DataFrame:
     """A recorded pilot under the rule its file declares: one row per setting (in the file's
     order) with its final validation accuracy over its seeds and its failed runs; `chosen`
     marks the highest that did not fail (none while a setting has no run yet)."""
-    threshold = 100 * (sweep.failure_below or 0)
     rows = []
     for variant in sweep.variants:
         acc = runs.loc[runs["variant"] == variant, "val_acc"]
-        failed = int((acc.isna() | (acc < threshold)).sum())
+        failed = int(failed_to_train(acc, sweep.failure_below).sum())
         rows.append({"setting": variant, "runs": len(acc), "failed": failed,
                      "val_acc": acc.mean() if len(acc) > failed else np.nan})
     table = pd.DataFrame(rows).set_index("setting")

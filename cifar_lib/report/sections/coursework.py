@@ -11,7 +11,7 @@ from ...study import plots
 from ...study.paired import declared_table, stage_alpha
 from ...study.stats import fixed, format_p, interval_label
 from ...study.sweeps import Sweep, sweep_records
-from ...study.tables import mean_std, runs_frame, seed_range
+from ...study.tables import every_seed_ran, mean_std, runs_frame, seed_range
 from ...study.transfer import counterpart_sweeps, study_transfer
 
 from .common import Filled, _spoken_list, machine_phrase, signed
@@ -106,9 +106,7 @@ def _answered(filled: Filled, study: Sweep, paired: pd.DataFrame, runs: pd.DataF
         filled.values["coursework_answers"] = "; ".join(said)
     if study.second_stage_seeds and not set(study.second_stage_seeds) & set(runs["seed"]):
         filled.values["coursework_stage2_pending"] = "yes"
-    seeds = set(study.seeds)
-    ran = runs.groupby("variant")["seed"].agg(set)
-    if not all(seeds <= ran.get(v, set()) for v in (study.baseline, *study.groups[family])):
+    if not every_seed_ran(runs, (study.baseline, *study.groups[family]), study.seeds):
         return
     said = [verdict(row) for _, row in paired.loc[list(study.groups[family])].iterrows()]
     counts = {v: said.count(v) for v in ("up", "down", "failed")}

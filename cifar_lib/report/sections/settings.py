@@ -13,7 +13,7 @@ from ...study.curve import COLLAPSE_POINTS, rate_curve, rate_curve_figure
 from ...study.stats import fixed
 from ...study.sweeps import Sweep, sweep_records
 from ...study.paired import declared_table
-from ...study.tables import mean_std, pilot_choice, runs_frame, seed_range
+from ...study.tables import every_seed_ran, mean_std, pilot_choice, runs_frame, seed_range
 from .common import LEVEL, _spoken_list
 from .studies import _count, effect_phrase
 
@@ -98,8 +98,7 @@ def without_batch_norm(filled, records: list[dict], sweep: Sweep | None):
         return
     runs = runs_frame(mine)
     arm = next(iter(sweep.groups.values()))[0]
-    ran = runs.groupby("variant")["seed"].agg(set)
-    if not all(set(sweep.seeds) <= ran.get(v, set()) for v in (sweep.baseline, arm)):
+    if not every_seed_ran(runs, (sweep.baseline, arm), sweep.seeds):
         return
     row = declared_table(sweep, runs).assign(runs=lambda t: t["pairs"] + t["failed"]).loc[arm]
     filled.values.update(fast_without_bn=effect_phrase(row), fast_without_bn_seeds=seed_range(sweep.seeds),
