@@ -68,8 +68,8 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     answered = sections.coursework(filled, studied, coursework_study)
     sections.transfer(filled, studied, coursework_study, answered)
     # with ImprovedNet's answers first, the sections on FastNet say whose answers they give
-    on_fastnet = "coursework" in filled.tables
-    filled.values.update(fastnet_question=" FastNet" * on_fastnet, fastnet_topic=" in FastNet" * on_fastnet)
+    improved_first = "coursework" in filled.tables
+    filled.values.update(fastnet_question=" FastNet" * improved_first, fastnet_topic=" in FastNet" * improved_first)
     # the settings chosen by measuring: the pilots of the arms without batch norm, the rate curve
     sections.pilot(filled, studied, SWEEPS.get("coursework_pilot"), "coursework_pilot")
     sections.pilot(filled, studied, SWEEPS.get("fastnet_bn_pilot"), "fast_bn_pilot")
@@ -89,7 +89,7 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     sections.engine(filled, results_dir, models=set(runs.loc[runs["config"].isin(sections.RECIPES), "model"]),
                     study_machines=set(runs_frame(studied).query("sweep == @study.name")["device"]))
     # the coursework study's cost once its answers are shown
-    costed = {"cost": study, **({"coursework_cost": coursework_study} if "coursework" in filled.tables else {})}
+    costed = {"cost": study, **({"coursework_cost": coursework_study} if improved_first else {})}
     sections.study_cost(filled, runs_frame(studied), costed)
     if small := {name: round(pt, 1) for name, pt in filled.printed_font.items() if pt < MIN_PRINTED_POINTS}:
         warnings.warn(f"figures whose smallest text prints under {MIN_PRINTED_POINTS} pt on A4 (points "
@@ -124,12 +124,9 @@ def render(template: str, filled: Filled) -> Document:
                 label = values[f"{'fig' if kind == 'figure' else 'tab'}_{name}"]
                 doc.artefact(kind, found[0], f"{label}. {found[1]}")
             continue
-        condition = re.match(r"\[\[(if|unless) ([\w ]+)\]\]\s*", block)
-        if condition:
-            word, keys = condition.groups()
-            if not _holds(word, keys, values):
-                continue
-            block = block[condition.end():]
+        block = _shown(block, values)
+        if block is None:
+            continue
         if block.startswith("#"):           # a heading, which a condition may hold back too
             level = len(block) - len(block.lstrip("#"))
             title = re.sub(r"\{#(\w+)\}", lambda m: values[f"sec_{m.group(1)}"], block[level:].strip())
@@ -154,12 +151,7 @@ def _section_numbers(blocks: list[str], values: dict) -> dict[str, str]:
     the text refers to it as {sec_name}."""
     numbers, counts = {}, [0, 0]
     for block in blocks:
-        condition = re.match(r"\[\[(if|unless) ([\w ]+)\]\]\s*", block)
-        if condition:
-            if not _holds(*condition.groups(), values):
-                continue
-            block = block[condition.end():]
-        numbered = re.match(r"(#{2,3}) \{#(\w+)\}", block)
+        numbered = re.match(r"(#{2,3}) \{#(\w+)\}", _shown(block, values) or "")
         if not numbered:
             continue
         level = len(numbered.group(1)) - 2            # 0: "##", 1: "###"
@@ -167,6 +159,15 @@ def _section_numbers(blocks: list[str], values: dict) -> dict[str, str]:
         counts[level + 1:] = [0] * (1 - level)
         numbers[f"sec_{numbered.group(2)}"] = ".".join(map(str, counts[:level + 1]))
     return numbers
+
+
+def _shown(block: str, values: dict) -> str | None:
+    """The block without its leading [[if ...]] or [[unless ...]], or None where that
+    condition holds it back."""
+    condition = re.match(r"\[\[(if|unless) ([\w ]+)\]\]\s*", block)
+    if not condition:
+        return block
+    return block[condition.end():] if _holds(*condition.groups(), values) else None
 
 
 def _holds(word: str, keys: str, values: dict) -> bool:
