@@ -69,6 +69,7 @@ stage "coursework pilot (ImprovedNet without batch norm, 8 epochs), x$JOBS" \
 # FastNet's runs take seconds here: its batch-norm pilot (and the arm its result declares,
 # once that file exists) and its learning-rate curve, before the long ImprovedNet study
 stage "FastNet without batch norm: pilot, x$JOBS" "${SWEEP[@]}" fastnet_bn_pilot --profile full
+stage "FastNet without batch norm: second pilot, x$JOBS" "${SWEEP[@]}" fastnet_bn_pilot2 --profile full
 if [ -f configs/sweeps/fastnet_without_bn.toml ]; then
   stage "FastNet without batch norm: the chosen settings, x$JOBS" "${SWEEP[@]}" fastnet_without_bn --profile full
 fi

@@ -142,13 +142,19 @@ class FastNet(nn.Module):
 
     @torch.no_grad()
     def init_gains(self, images: torch.Tensor) -> None:
-        """Without batch norm (norm "affine"): set each block's gain and shift so that, on
-        `images`, every channel leaves the block's norm with mean 0 and variance 1, as a
-        batch norm's would at the start; block by block, each seeing the ones before it set.
-        Muon holds each layer's filter norm, so without this the signal shrinks block by block."""
+        """Without batch norm (norm "affine" or "shift"): set each block's gain and shift so
+        that, on `images`, every channel leaves the block's norm with mean 0 and variance 1,
+        as a batch norm's would at the start; block by block, each seeing the ones before it
+        set. Muon holds each layer's filter norm, so without this the signal shrinks block by block."""
         affine = [b for b in self.blocks if isinstance(getattr(b, "norm", None), ChannelAffine)]
         if not affine:
             return              # batch norms set themselves (and a forward pass would move their statistics)
+        # Muon rescales each filter tensor to norm sqrt(out) before its first step; the
+        # default init's norm differs (about 1.5x a layer), so gains set on it would be wrong
+        # after step 0, by a factor compounding over the blocks. Give the filters that norm first.
+        for p in self.blocks.parameters():
+            if p.ndim == 4 and p.requires_grad:
+                p.mul_(len(p) ** 0.5 / p.norm())
         was_training = self.training
         self.eval()             # no dropout; nothing here keeps statistics
         x = images.float()

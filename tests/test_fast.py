@@ -189,6 +189,29 @@ def test_norm_shift_keeps_the_gains_the_data_set_and_trains_only_the_shifts():
         FastNet(norm="layer")
 
 
+def test_without_batch_norm_the_gains_are_set_on_the_filters_muon_will_train():
+    """Muon rescales each filter tensor to norm sqrt(out) before its first step. Without batch
+    norm the gains are set from the data, so they must be set on filters already at that norm,
+    or step 0 rescales the signal under them; `fast` (batch norm) keeps its filters as built."""
+    images = torch.as_tensor(learnable_images(200)[0]).permute(0, 3, 1, 2).float() / 255
+    for norm in ("shift", "affine"):
+        torch.manual_seed(0)
+        net = FastNet(widths=(8, 16, 16), norm=norm)
+        net.init_from_data(images)
+        filters = [p for p in net.blocks.parameters() if p.ndim == 4 and p.requires_grad]
+        assert len(filters) == 13             # the whitening block's learned branch + 2 per block
+        for p in filters:
+            assert p.norm().item() == pytest.approx(len(p) ** 0.5, rel=1e-5)
+    torch.manual_seed(0)
+    built = FastNet(widths=(8, 16, 16))
+    torch.manual_seed(0)
+    net = FastNet(widths=(8, 16, 16))
+    net.init_from_data(images)
+    for (name, p), q in zip(net.named_parameters(), built.parameters()):
+        if name != "blocks.0.convs.0.weight":          # the whitening filters, set from the data
+            assert torch.equal(p, q), name
+
+
 def test_setting_the_whitening_filters_leaves_the_batch_norm_statistics_alone():
     """`fast` must train exactly as before gains existed: init_from_data may not run the
     blocks (a forward pass in training mode moves every batch norm's running statistics)."""

@@ -226,7 +226,8 @@ def test_gpu_check_runs_every_stage_with_commands_the_kit_accepts(tmp_path):
     what = {"sweep": "name", "tune": "sweep", "train": "config"}
     order = [(ns.command, getattr(ns, what[ns.command])) for ns in kit]
     arm = [("sweep", "fastnet_without_bn")] if "fastnet_without_bn" in SWEEPS else []
-    assert order[:9 + len(arm)] == [("sweep", "coursework_pilot"), ("sweep", "fastnet_bn_pilot"), *arm,
+    assert order[:10 + len(arm)] == [("sweep", "coursework_pilot"), ("sweep", "fastnet_bn_pilot"),
+                         ("sweep", "fastnet_bn_pilot2"), *arm,
                          ("sweep", "fastnet_lr_curve"), ("sweep", "coursework_study"),
                          ("sweep", "recipe_study"), ("sweep", "core_study"), ("sweep", "block_ablation"),
                          ("tune", "core_study"),
@@ -235,7 +236,7 @@ def test_gpu_check_runs_every_stage_with_commands_the_kit_accepts(tmp_path):
         ("improved_tuned_50", 0, False)] + [("fast", s, True) for s in range(5)] + [
         ("deep", 0, False), ("seed_improved", 0, False), ("seed_basic", 0, False)]
     assert [ns.name for ns in kit if ns.command == "sweep"] == [
-        "coursework_pilot", "fastnet_bn_pilot", *(n for _, n in arm), "fastnet_lr_curve", "coursework_study", "recipe_study", "core_study", "block_ablation", "fast_budget", "fast_ablation", "augmentation",
+        "coursework_pilot", "fastnet_bn_pilot", "fastnet_bn_pilot2", *(n for _, n in arm), "fastnet_lr_curve", "coursework_study", "recipe_study", "core_study", "block_ablation", "fast_budget", "fast_ablation", "augmentation",
         "hyperparameters"]
     assert any("benchmarks/throughput.py" in c for c in calls) and calls[-1][0] == "-"  # summary
 
