@@ -33,13 +33,25 @@ def test_a_pilot_is_said_setting_by_setting_with_the_one_its_rule_chose(tmp_path
     for variant, a in acc.items():
         rate = variant.split("rate ")[1].replace("x", "×")
         shown = "failed to train" if a is None or a < sweep.failure_below else f"{100 * a:.2f}%"
-        assert f"rate {rate} {shown}" in said
+        assert f"rate {rate}: {shown}" in said
     assert said.count("(chosen)") == 1 and filled.values["coursework_pilot_chosen"] == best
     assert filled.values["coursework_pilot_budget"] == "8 epochs, one seed"
     # a setting that has not run yet: nothing is said, and nothing is chosen
     filled = Filled(tmp_path)
     pilot(filled, records[:1], sweep, "coursework_pilot")
     assert "coursework_pilot" not in filled.values
+
+
+def test_a_pilot_whose_every_setting_failed_says_so_once(tmp_path):
+    """FastNet's first batch-norm pilot: all four settings failed to train (its records)."""
+    records = _committed("fastnet_bn_pilot")
+    sweep = SWEEPS["fastnet_bn_pilot"]
+    assert len(records) == len(sweep.variants) == 4
+    filled = Filled(tmp_path)
+    pilot(filled, records, sweep, "fast_bn_pilot")
+    said = filled.values["fast_bn_pilot"]
+    assert said.startswith("all four settings failed to train (") and said.count("failed") == 1
+    assert "head 1/9; head 1/256, warm-up" in said and "fast_bn_pilot_chosen" not in filled.values
 
 
 def _curve_records(rng):

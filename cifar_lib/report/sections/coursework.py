@@ -54,6 +54,8 @@ def coursework(filled: Filled, records: list[dict], study: Sweep):
                  f"ImprovedNet at {study.config(study.baseline, 'cpu').epochs} epochs: each change's "
                  f"paired effect against the coursework's recipe, {level} intervals within its "
                  f"family, p adjusted over the study (Holm) ({where}).")
+    if measured["low"].isna().all():
+        return paired       # no change has two pairs yet: nothing to draw
     filled.figure("coursework_sweep", plots.forest_plot(paired.assign(device=paired["machine"]),
                                                        label="effect against the coursework's recipe"),
                   f"ImprovedNet at its own budget: effects with {level} intervals (filled: resolved).")

@@ -35,11 +35,13 @@ def pilot(filled, records: list[dict], sweep: Sweep | None, key: str):
     table = pilot_choice(sweep, runs_frame(mine))
     if not (table["runs"] > 0).all():
         return
-    said = []
-    for name, (_, row) in zip(_short_names(list(table.index)), table.iterrows()):
-        result = "failed to train" if row["failed"] else f"{fixed(row['val_acc'])}%"
-        said.append(f"{name} {result}" + (" (chosen)" if row["chosen"] else ""))
-    filled.values[key] = _spoken_list(said)
+    names = _short_names(list(table.index))
+    if table["failed"].all():
+        filled.values[key] = f"all {_count(len(names))} settings failed to train ({'; '.join(names)})"
+    else:   # names may hold commas: "name: result; ..."
+        said = [f"{name}: " + ("failed to train" if row["failed"] else f"{fixed(row['val_acc'])}%")
+                + (" (chosen)" if row["chosen"] else "") for name, (_, row) in zip(names, table.iterrows())]
+        filled.values[key] = "; ".join(said)
     seeds = len(sweep.seeds)
     filled.values[f"{key}_budget"] = (f"{sweep.config(sweep.baseline, 'cpu').epochs} epochs, "
                                       f"{_count(seeds)} seed{'s' * (seeds > 1)}")
