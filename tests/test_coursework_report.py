@@ -78,6 +78,30 @@ def test_the_coursework_model_is_answered_by_its_declared_analysis_and_set_besid
     assert (tmp_path / "transfer.png").is_file()
 
 
+def test_while_the_study_runs_it_says_how_many_changes_have_both_seeds_and_draws_only_intervals(tmp_path):
+    """The recipe and one change with both seeds, a second change with one: both get an
+    interval (one pair borrows the pool's spread), the count is said in words; with one pair
+    in all there is no spread to pool, so no interval and no figure."""
+    improved = _improved_records()
+    recipe = _without_coursework(load_records(REPO / "results", profile="cpu", diverged=True))
+    variant = lambda r: r["tags"]["variant"]
+    landed = [r for r in improved if variant(r) in ("coursework recipe", "no augmentation")
+              or (variant(r) == "no rotation" and r["seed"] == 0)]
+    filled = Filled(tmp_path)
+    paired = coursework(filled, landed + recipe, COURSEWORK_STUDY)
+    assert paired.loc[["no augmentation", "no rotation"], "low"].notna().all()
+    assert paired.loc["no rotation", "pairs"] == 1
+    assert filled.values["coursework_in_progress"] == "yes" and "coursework_complete" not in filled.values
+    assert (filled.values["coursework_done"], filled.values["coursework_questions"]) == ("one", "six")
+    assert (tmp_path / "coursework_sweep.png").is_file()
+    # the recipe and one change with one seed each: a table, no interval, so no figure
+    filled = Filled(tmp_path / "one")
+    alone = coursework(filled, [r for r in landed if r["seed"] == 0 and variant(r) != "no rotation"] + recipe,
+                       COURSEWORK_STUDY)
+    assert alone["low"].isna().all() and "coursework" in filled.tables and not (tmp_path / "one" / "coursework_sweep.png").exists()
+    assert filled.values["coursework_done"] == "none"
+
+
 def test_a_section_heading_appears_only_once_its_answers_exist(tmp_path):
     template = "[[if answer]] ### 3.9 A question\n\n[[if answer]] It is {answer}.\n\n## 4 Next"
     filled = Filled(tmp_path)

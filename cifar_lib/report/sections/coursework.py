@@ -109,6 +109,9 @@ def _answered(filled: Filled, study: Sweep, paired: pd.DataFrame, runs: pd.DataF
     if study.second_stage_seeds and not set(study.second_stage_seeds) & set(runs["seed"]):
         filled.values["coursework_stage2_pending"] = "yes"
     if not every_seed_ran(runs, (study.baseline, *study.groups[family]), study.seeds):
+        done = [c for c in study.groups[family] if every_seed_ran(runs, (study.baseline, c), study.seeds)]
+        filled.values.update(coursework_in_progress="yes", coursework_done=_count(len(done)),
+                             coursework_questions=_count(len(study.groups[family])))
         return
     said = [verdict(row) for _, row in paired.loc[list(study.groups[family])].iterrows()]
     counts = {v: said.count(v) for v in ("up", "down", "failed")}
