@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import ChannelAffine, FastBlock, FusedIntermediateBlock, IntermediateBlock, OutputBlock
+from .recipe import to_muon_norm_
 
 
 class Residual(nn.Module):
@@ -154,7 +155,7 @@ class FastNet(nn.Module):
         # after step 0, by a factor compounding over the blocks. Give the filters that norm first.
         for p in self.blocks.parameters():
             if p.ndim == 4 and p.requires_grad:
-                p.mul_(len(p) ** 0.5 / p.norm())
+                to_muon_norm_(p)
         was_training = self.training
         self.eval()             # no dropout; nothing here keeps statistics
         x = images.float()

@@ -33,6 +33,11 @@ def orthogonalise(g: torch.Tensor, steps: int = 3, eps: float = 1e-7) -> torch.T
     return x.T if tall else x
 
 
+def to_muon_norm_(filters: torch.Tensor) -> torch.Tensor:
+    """Muon's one rule for a filter tensor's scale, in place: norm sqrt(out channels)."""
+    return filters.mul_(len(filters) ** 0.5 / filters.norm())
+
+
 class Muon(torch.optim.Optimizer):
     """Groups with `orthogonal=True` (conv filters [out, in, k, k]): Nesterov momentum on
     the gradient, orthogonalised as an [out, in*k*k] matrix, and the filters rescaled to
@@ -64,7 +69,7 @@ class Muon(torch.optim.Optimizer):
                 buf = state["momentum_buffer"].mul_(group["momentum"]).add_(grad)
                 g = grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
                 if group["orthogonal"]:
-                    p.mul_(len(p) ** 0.5 / p.norm())
+                    to_muon_norm_(p)
                     g = orthogonalise(g.reshape(len(g), -1).float(), group["ns_steps"]).view_as(p)
                 p.add_(g.to(p.dtype), alpha=-group["lr"])
 
