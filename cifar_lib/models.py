@@ -10,7 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import ChannelAffine, FastBlock, FusedIntermediateBlock, IntermediateBlock, OutputBlock
-from .recipe import to_muon_norm_
+
+
+def to_muon_norm_(filters: torch.Tensor) -> torch.Tensor:
+    """Muon's (recipe.py) one rule for a filter tensor's scale, in place: norm sqrt(out channels)."""
+    return filters.mul_(len(filters) ** 0.5 / filters.norm())
 
 
 class Residual(nn.Module):

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .config import Config
+from .models import to_muon_norm_  # the rule lives beside FastNet.init_gains, which also uses it
 
 
 # --------------------------------------------------------------------------- Muon
@@ -31,11 +32,6 @@ def orthogonalise(g: torch.Tensor, steps: int = 3, eps: float = 1e-7) -> torch.T
         gram = x @ x.T
         x = a * x + (b * gram + c * gram @ gram) @ x
     return x.T if tall else x
-
-
-def to_muon_norm_(filters: torch.Tensor) -> torch.Tensor:
-    """Muon's one rule for a filter tensor's scale, in place: norm sqrt(out channels)."""
-    return filters.mul_(len(filters) ** 0.5 / filters.norm())
 
 
 class Muon(torch.optim.Optimizer):

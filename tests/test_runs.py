@@ -138,7 +138,6 @@ def test_sweep_with_two_jobs_gives_the_records_of_one_job(tmp_path, monkeypatch,
     assert not list((tmp_path / "ck2").glob("*.progress.pt"))
 
 
-@pytest.mark.slow
 def test_the_report_never_imports_the_training_code():
     out = subprocess.run([sys.executable, "-c", "import sys, cifar_lib.report.build; "
                           "print(sorted(m for m in sys.modules if m.startswith('cifar_lib')))"],
