@@ -67,11 +67,16 @@ def signed(x: float) -> str:
 def machine_phrase(*tables: pd.DataFrame) -> str:
     """Where paired tables (stats.compare_to_base) ran and on which seeds, said once for a
     caption: '2-core Intel Xeon, bf16; seeds 0–3' (more than two machines are counted, not named)."""
-    devices = sorted({d for t in tables for d in t.attrs["devices"]})
-    precisions = sorted({p for t in tables for p in t.attrs["precisions"]})
-    seeds = {s for t in tables for s in t.attrs["seeds"]}
+    return where_phrase({d for t in tables for d in t.attrs["devices"]},
+                        {p for t in tables for p in t.attrs["precisions"]},
+                        {s for t in tables for s in t.attrs["seeds"]})
+
+
+def where_phrase(devices, precisions, seeds) -> str:
+    """machine_phrase from the machines, precisions and seeds themselves (a runs frame's columns)."""
+    devices, precisions = sorted(set(devices)), sorted(set(precisions))
     where = _spoken_list(devices) if len(devices) <= 2 else f"{len(devices)} machines"
-    return f"{where}, {'/'.join(precisions)}; {seed_range(seeds)}"
+    return f"{where}, {'/'.join(precisions)}; {seed_range(set(seeds))}"
 
 
 def _tta_kind(config: dict) -> str:

@@ -14,7 +14,7 @@ from ...study.sweeps import Sweep, sweep_records
 from ...study.tables import every_seed_ran, mean_std, runs_frame, seed_range
 from ...study.transfer import counterpart_sweeps, study_transfer
 
-from .common import Filled, _spoken_list, machine_phrase, signed
+from .common import Filled, _spoken_list, signed, where_phrase
 from .studies import _count, effect_phrase, slug, verdict
 
 
@@ -49,7 +49,7 @@ def coursework(filled: Filled, records: list[dict], study: Sweep):
         "low": measured["low"], "high": measured["high"],
         "p (Holm)": measured["p_holm"].map(format_p),
         "resolved": measured["resolved"].map({True: "✓", False: ""})})
-    where = machine_phrase(_where(runs))
+    where = where_phrase(runs["device"], runs["precision"], runs["seed"])
     filled.table("coursework", shown,
                  f"ImprovedNet at {study.config(study.baseline, 'cpu').epochs} epochs: each change's "
                  f"paired effect against the coursework's recipe, {level} intervals within its "
@@ -121,14 +121,6 @@ def _answered(filled: Filled, study: Sweep, paired: pd.DataFrame, runs: pd.DataF
                          coursework_tally_unresolved=_count(len(said) - sum(counts.values())),
                          coursework_detectable=fixed(paired.attrs["detectable"][family]),
                          coursework_sd=fixed(paired.attrs["pools"][family]["sd_diff"]))
-
-
-def _where(runs: pd.DataFrame) -> pd.DataFrame:
-    """An empty table whose attrs say where `runs` trained, as machine_phrase reads them."""
-    table = pd.DataFrame()
-    table.attrs.update(devices=sorted(set(runs["device"])), precisions=sorted(set(runs["precision"])),
-                       seeds=sorted(set(runs["seed"])))
-    return table
 
 
 def transfer(filled: Filled, records: list[dict], study: Sweep, paired: pd.DataFrame | None):
