@@ -27,6 +27,9 @@ def test_holm_is_the_step_down_adjustment():
     # sorted 0.01, 0.03, 0.04 times 3, 2, 1, made monotone: 0.03, 0.06, 0.06
     assert holm(p).round(10).to_dict() == pytest.approx({"a": 0.03, "b": 0.06, "c": 0.06, "d": np.nan},
                                                          nan_ok=True)
+    # over 4 declared comparisons, one not yet measured: 0.01, 0.03, 0.04 times 4, 3, 2
+    assert holm(p, m=4).round(10).to_dict() == pytest.approx({"a": 0.04, "b": 0.09, "c": 0.09, "d": np.nan},
+                                                             nan_ok=True)
 
 
 def test_the_pool_is_the_paired_differences_own_variance_and_an_outlier_keeps_its_own():

@@ -43,11 +43,13 @@ def cochran_p(variances, df: int) -> float:
     return float(min(1.0, k * stats.f.sf((k - 1) * c / (1 - c), df, (k - 1) * df)))
 
 
-def holm(p: pd.Series) -> pd.Series:
-    """Holm's step-down adjustment of the p-values in `p` (NaN left out and kept)."""
+def holm(p: pd.Series, m: int | None = None) -> pd.Series:
+    """Holm's step-down adjustment of the p-values in `p` over `m` comparisons (default: the
+    known ones). NaN stays NaN; with m = len(p) it counts as a p-value of 1, ranked last: a
+    declared comparison not yet measured (or failed) still widens the others' adjustment."""
     known = p.dropna().sort_values()
-    m = len(known)
-    adjusted = np.minimum(1.0, np.maximum.accumulate(known.to_numpy() * (m - np.arange(m))))
+    m = len(known) if m is None else m
+    adjusted = np.minimum(1.0, np.maximum.accumulate(known.to_numpy() * (m - np.arange(len(known)))))
     return pd.Series(adjusted, index=known.index).reindex(p.index)
 
 
@@ -120,7 +122,7 @@ def paired_table(runs: pd.DataFrame, base: str, families: dict[str, list[str]], 
     raw[tested] = 2 * stats.t.sf((table.loc[tested, "diff"] / table.loc[tested, "se"]).abs(),
                                  table.loc[tested, "df"])
     table["p"] = np.minimum(1.0, raw * m)
-    table["p_holm"] = holm(raw)
+    table["p_holm"] = holm(raw, m=len(table))      # every declared comparison
     table["resolved"] = (table["low"] > 0) | (table["high"] < 0)
     table["resolved_holm"] = table["p_holm"] < alpha
     n = int(table["pairs"].max()) if len(table) else 0
@@ -148,7 +150,7 @@ def stage_alpha(sweep) -> float:
 def declared_table(sweep, runs: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """A study declared with `analysis = "paired"` analysed as declared: paired_table over
     its families, its failure rule and screen, at its stage's error rate."""
-    return paired_table(runs, sweep.baseline, dict(sweep.groups), metric=metric or sweep.metric,
+    return paired_table(runs, sweep.baseline, sweep.families, metric=metric or sweep.metric,
                         alpha=stage_alpha(sweep), failure_below=sweep.failure_below,
                         spread_alpha=sweep.spread_alpha)
 

@@ -91,6 +91,12 @@ class Sweep:
         return [(v, s) for v in self.variants for s in (self.seeds if seeds is None else seeds)]
 
     @property
+    def families(self) -> dict[str, tuple[str, ...]]:
+        """The declared families (`groups`); a file that declares none is one family of every
+        variant but the baseline, named after the sweep."""
+        return dict(self.groups) or {self.name: tuple(v for v in self.variants if v != self.baseline)}
+
+    @property
     def planned_runs(self) -> int:
         return len(self.runs())
 

@@ -32,7 +32,7 @@ def engine(filled: Filled, results_dir: Path, models: set[str], study_machines: 
             for device, b in newest.items() for r in b["rows"] if r["model"] in models]
     filled.values["engine"] = "yes"
     filled.table("engine", pd.DataFrame(rows),
-                 "Training throughput, the newest benchmark of each machine: median images/s over "
+                 "Training throughput on each machine (its latest benchmark): median images/s over "
                  "interleaved repeats; speedups are ratios to the coursework's pipeline in the same run.")
 
 

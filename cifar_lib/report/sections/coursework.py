@@ -30,6 +30,8 @@ def coursework(filled: Filled, records: list[dict], study: Sweep):
     level = interval_label(stage_alpha(study))
     filled.values.update(coursework_runs=str(len(mine)), coursework_planned=str(study.planned_runs),
                          coursework_level=level)
+    if resumed := [r for r in mine if r.get("resumed_at_epochs")]:
+        filled.values["coursework_resumed"] = f"{_count(len(resumed))} of {_count(len(mine))}"
     if len(base):
         filled.values["coursework_base"] = mean_std(base)
         _protocol(filled, study)
@@ -54,8 +56,10 @@ def coursework(filled: Filled, records: list[dict], study: Sweep):
                  f"ImprovedNet at {study.config(study.baseline, 'cpu').epochs} epochs: each change's "
                  f"paired effect against the coursework's recipe, {level} intervals within its "
                  f"family, p adjusted over the study (Holm) ({where}).")
-    if measured["low"].isna().all():
-        return paired       # no change has two pairs yet: nothing to draw
+    # While the first stage runs, the pool has a few degrees of freedom and a forest plot
+    # would show only how wide that makes the intervals: it waits for every question's seeds.
+    if measured["low"].isna().all() or "coursework_in_progress" in filled.values:
+        return paired
     filled.figure("coursework_sweep", plots.forest_plot(paired.assign(device=paired["machine"]),
                                                        label="effect against the coursework's recipe"),
                   f"ImprovedNet at its own budget: effects with {level} intervals (filled: resolved).")
@@ -173,6 +177,8 @@ def transfer(filled: Filled, records: list[dict], study: Sweep, paired: pd.DataF
     drawn = both.rename(columns={"fast": "short", "fast_low": "short_low", "fast_high": "short_high",
                                  "improved": "long", "improved_low": "long_low",
                                  "improved_high": "long_high", "interaction_resolved": "resolved"})
+    if "coursework_in_progress" in filled.values:
+        return              # as the study's own forest plot: drawn once its first stage is in
     filled.figure("transfer", plots.budget_transfer(drawn, "FastNet, 8 epochs", "ImprovedNet, 50 epochs"),
                   f"Each change on FastNet at 8 epochs (squares) and on ImprovedNet at 50 (dots), "
                   f"with {level} intervals; bold: the two models' effects differ.")

@@ -113,7 +113,8 @@ def gpu(filled: Filled, records: list[dict], ref: dict | None):
     if "seed_improved" in by_config:
         r = by_config["seed_improved"]
         filled.values.update(seed_full_test=f"{fixed(100 * r['final']['test_acc'])}%",
-                             seed_full_device=device_label(r["device"]))
+                             seed_full_device=device_label(r["device"]),
+                             seed_full_train_images=f"{r['data']['train_images']:,}")
         basic = by_config.get("seed_basic")
         if basic and device_label(basic["device"]) == device_label(r["device"]):   # one machine
             gap = r["final"]["test_acc"] - basic["final"]["test_acc"]

@@ -27,21 +27,28 @@ def _short_names(names: list[str]) -> list[str]:
 
 
 def pilot(filled, records: list[dict], sweep: Sweep | None, key: str):
-    """`key`: each setting's validation accuracy (or its failure), the chosen one marked,
-    once every setting has run; `key_chosen`: the chosen setting's name."""
+    """`key`: each setting's validation accuracy, or 'diverged' (no score: its loss blew up)
+    or its failure, the chosen one marked, once every setting has run; `key_chosen`: the
+    chosen setting's name."""
     mine = sweep_records(records, sweep) if sweep else []
     if not mine:
         return
-    table = pilot_choice(sweep, runs_frame(mine))
+    runs = runs_frame(mine)
+    table = pilot_choice(sweep, runs)
     if not (table["runs"] > 0).all():
         return
     names = _short_names(list(table.index))
-    if table["failed"].all():
-        filled.values[key] = f"all {_count(len(names))} settings failed to train ({'; '.join(names)})"
-    else:   # names may hold commas: "name: result; ..."
-        said = [f"{name}: " + ("failed to train" if row["failed"] else f"{fixed(row['val_acc'])}%")
-                + (" (chosen)" if row["chosen"] else "") for name, (_, row) in zip(names, table.iterrows())]
-        filled.values[key] = "; ".join(said)
+    scores = runs.groupby("variant")["val_acc"].mean()       # NaN where every run diverged
+
+    def outcome(setting, row, failed_said: str) -> str:
+        if not row["failed"]:
+            return f"{fixed(row['val_acc'])}%" + (" (chosen)" if row["chosen"] else "")
+        return "diverged" if np.isnan(scores[setting]) else f"{fixed(scores[setting])}%{failed_said}"
+
+    said = [f"{name}: {outcome(setting, row, '' if table['failed'].all() else ', failed to train')}"
+            for name, (setting, row) in zip(names, table.iterrows())]    # names may hold commas
+    filled.values[key] = (f"all {_count(len(names))} settings failed to train ({'; '.join(said)})"
+                          if table["failed"].all() else "; ".join(said))
     seeds = len(sweep.seeds)
     filled.values[f"{key}_budget"] = (f"{sweep.config(sweep.baseline, 'cpu').epochs} epochs, "
                                       f"{_count(seeds)} seed{'s' * (seeds > 1)}")
@@ -94,13 +101,15 @@ def learning_rate_curve(filled, records: list[dict], sweep: Sweep | None):
 def without_batch_norm(filled, records: list[dict], sweep: Sweep | None):
     """`fast_without_bn`: FastNet without batch norm at its pilot's settings against `fast`,
     paired seed by seed on one machine under its sweep's declared analysis, with its
-    accuracy (`fast_without_bn_acc`) and seeds, once every declared seed of both has run."""
+    accuracy (`fast_without_bn_acc`) and seeds, once every declared seed of both has run;
+    until then how many of its runs are recorded (`fast_without_bn_runs` of `_planned`)."""
     mine = sweep_records(records, sweep) if sweep else []
     if not mine:
         return
     runs = runs_frame(mine)
-    arm = next(iter(sweep.groups.values()))[0]
+    arm = next(iter(sweep.families.values()))[0]
     if not every_seed_ran(runs, (sweep.baseline, arm), sweep.seeds):
+        filled.values.update(fast_without_bn_runs=_count(len(mine)), fast_without_bn_planned=_count(sweep.planned_runs))
         return
     row = declared_table(sweep, runs).assign(runs=lambda t: t["pairs"] + t["failed"]).loc[arm]
     filled.values.update(fast_without_bn=effect_phrase(row), fast_without_bn_seeds=seed_range(sweep.seeds),

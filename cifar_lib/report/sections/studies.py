@@ -46,7 +46,7 @@ def methods(filled: Filled, runs: pd.DataFrame, records: list[dict], study: Swee
             for name, c in sorted(latest.items(), key=lambda kv: RECIPES.index(kv[0]))]
     if rows:
         filled.table("recipes", pd.DataFrame(rows).astype({"lr": str, "weight decay": str}),
-                     "Each final recipe's settings, as its newest final run ran them.")
+                     "Each final recipe's settings, as its latest final run ran them.")
     fast = study.config(study.baseline, records[0]["profile"])
     rotated = next(c for v, c in study.variants.items() if "rotate_degrees" in c)
     filled.values.update(fast_epochs=str(fast.epochs), fast_batch=f"{fast.batch_size:,}",
