@@ -145,11 +145,17 @@ def test_notebook_04_shows_only_the_changes_that_have_paired_runs(tmp_path, monk
     table, carried = show_coursework_study("cpu", tmp_path / "results")
     assert "no change has a run paired with coursework recipe yet" in capsys.readouterr().out
     assert not shown and carried is None and (table["pairs"] == 0).all()
-    for r in landed[2:]:        # no augmentation lands: its row alone is shown, with its figure
+    for r in landed[2:]:        # no augmentation lands: its row alone is shown, its figure waits
         (folder / f"{r['id']}.json").write_text(json.dumps(r))
     table, carried = show_coursework_study("cpu", tmp_path / "results")
     assert list(shown[0].index) == ["no augmentation"] and shown[0].loc["no augmentation", "pairs"] == 2
-    assert len(shown) == 2 and carried.empty     # no recipe-study records here: nothing to set beside
+    assert len(shown) == 1 and carried.empty     # no recipe-study records here: nothing to set beside
+    assert "the forest plot waits until every question has all its seeds" in capsys.readouterr().out
+    for r in _improved_records():   # every question with both seeds: the forest plot is drawn
+        (folder / f"{r['id']}.json").write_text(json.dumps(r))
+    shown.clear()
+    show_coursework_study("cpu", tmp_path / "results")
+    assert len(shown) == 2 and hasattr(shown[1], "savefig")
 
 
 @pytest.mark.slow

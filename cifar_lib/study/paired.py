@@ -26,7 +26,7 @@ import pandas as pd
 from scipy import stats
 
 from .stats import ALPHA, failed_to_train
-from .tables import compare_sweep
+from .tables import compare_sweep, every_seed_ran
 
 
 def cochran_p(variances, df: int) -> float:
@@ -145,6 +145,14 @@ def stage_alpha(sweep) -> float:
     """The error rate of one look at a study: one with a declared second stage spends half
     of it at each stage (97.5% intervals at each), so the two looks together keep 95%."""
     return ALPHA / 2 if sweep.second_stage_seeds else ALPHA
+
+
+def first_family_ran(sweep, runs: pd.DataFrame) -> bool:
+    """Whether the baseline and every arm of the sweep's first family (the study's questions)
+    have run every declared seed. Until then the pool has few degrees of freedom, and a
+    forest plot would show only how wide that makes the intervals: it waits."""
+    first = next(iter(sweep.families.values()))
+    return every_seed_ran(runs, (sweep.baseline, *first), sweep.seeds)
 
 
 def declared_table(sweep, runs: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ...study import plots
-from ...study.paired import declared_table, stage_alpha
+from ...study.paired import declared_table, first_family_ran, stage_alpha
 from ...study.stats import fixed, format_p, interval_label
 from ...study.sweeps import Sweep, sweep_records
 from ...study.tables import every_seed_ran, mean_std, runs_frame, seed_range
@@ -56,9 +56,7 @@ def coursework(filled: Filled, records: list[dict], study: Sweep):
                  f"ImprovedNet at {study.config(study.baseline, 'cpu').epochs} epochs: each change's "
                  f"paired effect against the coursework's recipe, {level} intervals within its "
                  f"family, p adjusted over the study (Holm) ({where}).")
-    # While the first stage runs, the pool has a few degrees of freedom and a forest plot
-    # would show only how wide that makes the intervals: it waits for every question's seeds.
-    if measured["low"].isna().all() or "coursework_in_progress" in filled.values:
+    if measured["low"].isna().all() or not first_family_ran(study, runs):
         return paired
     filled.figure("coursework_sweep", plots.forest_plot(paired.assign(device=paired["machine"]),
                                                        label="effect against the coursework's recipe"),
@@ -112,7 +110,7 @@ def _answered(filled: Filled, study: Sweep, paired: pd.DataFrame, runs: pd.DataF
         filled.values["coursework_answers"] = "; ".join(said)
     if study.second_stage_seeds and not set(study.second_stage_seeds) & set(runs["seed"]):
         filled.values["coursework_stage2_pending"] = "yes"
-    if not every_seed_ran(runs, (study.baseline, *study.groups[family]), study.seeds):
+    if not first_family_ran(study, runs):
         done = [c for c in study.groups[family] if every_seed_ran(runs, (study.baseline, c), study.seeds)]
         filled.values.update(coursework_in_progress="yes", coursework_done=_count(len(done)),
                              coursework_questions=_count(len(study.groups[family])))
