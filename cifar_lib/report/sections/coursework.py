@@ -100,21 +100,22 @@ def answer(change: str, row: pd.Series) -> str:
 
 
 def _answered(filled: Filled, study: Sweep, paired: pd.DataFrame, runs: pd.DataFrame):
-    """`coursework_answers`: each of the coursework's questions measured so far, answered in
-    words; `coursework_complete` once the recipe and every change of the study's first
-    family (the coursework's questions) have run with every declared seed, then how they
-    came out (`coursework_tally_*`) and the smallest effect that family finds 80% of the time."""
+    """How far the study is (`coursework_in_progress`, `coursework_done` of `_questions`) until
+    the recipe and every change of its first family (the coursework's questions) have run
+    with every declared seed; then `coursework_complete`, each question answered in words
+    (`coursework_answers`), how they came out (`coursework_tally_*`) and the smallest effect
+    that family finds 80% of the time."""
     family = next(iter(study.groups))
-    said = [a for change in study.groups[family] if change in paired.index and (a := answer(change, paired.loc[change]))]
-    if said:
-        filled.values["coursework_answers"] = "; ".join(said)
     if study.second_stage_seeds and not set(study.second_stage_seeds) & set(runs["seed"]):
         filled.values["coursework_stage2_pending"] = "yes"
-    if not first_family_ran(study, runs):
+    if not first_family_ran(study, runs):   # a pool of a few df answers nothing yet
         done = [c for c in study.groups[family] if every_seed_ran(runs, (study.baseline, c), study.seeds)]
         filled.values.update(coursework_in_progress="yes", coursework_done=_count(len(done)),
                              coursework_questions=_count(len(study.groups[family])))
         return
+    said = [a for change in study.groups[family] if (a := answer(change, paired.loc[change]))]
+    if said:
+        filled.values["coursework_answers"] = "; ".join(said)
     said = [verdict(row) for _, row in paired.loc[list(study.groups[family])].iterrows()]
     counts = {v: said.count(v) for v in ("up", "down", "failed")}
     filled.values.update(coursework_complete="yes", coursework_changes=_count(len(said)),

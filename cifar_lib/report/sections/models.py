@@ -33,7 +33,7 @@ def _analysis(filled: Filled, record: dict, results_dir: Path):
         ece_plain=f"{fixed(100 * plain_ece)}%", ece_tta=f"{fixed(100 * ece)}%")
     # calibration's direction, measured: mean top-class probability against accuracy (no TTA)
     confidence = 100 * preds["probs"].max(1).mean()
-    accuracy = 100 * (preds["probs"].argmax(1) == labels).mean()
+    accuracy = 100 * record["final"]["test_acc"]    # as scored (saved probabilities are rounded)
     filled.values.update(mean_confidence=f"{fixed(confidence)}%", plain_accuracy=f"{fixed(accuracy)}%")
     if confidence < accuracy:
         filled.values["underconfident"] = "yes"
@@ -73,14 +73,14 @@ def fast(filled: Filled, by_config: dict, ref: dict | None, results_dir: Path):
             airbench_seconds=f"{ref['train_seconds']['mean']:.1f}",
             airbench_device=ref["device"]["name"], airbench_runs=str(ref["runs"]),
             fast_gap=_gap_phrase(final["test_acc_tta"], 100 * ref["test_acc_tta"]["mean"],
-                                 100 * ref["test_acc_tta"]["std"]))
+                                 100 * ref["test_acc_tta"]["std"], ref["runs"]))
 
 
-def _gap_phrase(ours: pd.Series, theirs: float, their_std: float) -> str:
-    """How a mean over our seeds compares with a reference's mean ± std, claiming nothing
-    smaller than the larger of the two spreads."""
+def _gap_phrase(ours: pd.Series, theirs: float, their_std: float, their_runs: int) -> str:
+    """How a mean over our seeds compares with a reference's mean ± std over its runs,
+    claiming nothing smaller than the larger of the two spreads."""
     gap, spread = ours.mean() - theirs, max(their_std, ours.std() if len(ours) > 1 else 0.0)
-    seeds = f"{len(ours)} seed{'s' * (len(ours) > 1)}"
+    seeds = f"{len(ours)} seed{'s' * (len(ours) > 1)} against {their_runs} run{'s' * (their_runs > 1)}"
     if abs(gap) <= spread:
         return (f"{signed(gap)} points ({seeds}), within the {fixed(spread)}-point run-to-run spread: "
                 f"the runs do not tell the two apart")
@@ -104,7 +104,7 @@ def gpu(filled: Filled, records: list[dict], ref: dict | None):
             filled.values.update(
                 fast_full_ratio=f"{seconds.median() / ref['train_seconds']['mean']:.1f}",
                 fast_full_gap=_gap_phrase(fast["test_acc_tta"], 100 * ref["test_acc_tta"]["mean"],
-                                          100 * ref["test_acc_tta"]["std"]))
+                                          100 * ref["test_acc_tta"]["std"], ref["runs"]))
     by_config = newest_finals(records)
     if "seed_basic" in by_config:
         r = by_config["seed_basic"]
