@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from scipy import stats
 
 from cifar_lib.report.build import TEMPLATE, render
@@ -121,10 +122,10 @@ def test_notebooks_show_a_pilot_and_the_curve_from_the_records_under_results(tmp
     assert "best multiplier" in capsys.readouterr().out and len(shown[-1].axes) == 1
 
 
-def test_fastnet_without_batch_norm_is_said_against_fast_once_every_seed_has_run(tmp_path):
-    from cifar_lib.report.sections import without_batch_norm
-
-    sweep = SWEEPS["fastnet_without_bn"]          # as declared: one comparison, no families
+def _without_bn_records():
+    """fastnet_without_bn as declared (one comparison, no families), every seed of both
+    variants a copy of a committed `fast` run with a chosen accuracy."""
+    sweep = SWEEPS["fastnet_without_bn"]
     arm = "no batch norm, best settings"
     real = next(r for r in _committed("recipe_study") if r["tags"]["variant"] == "fast")
     accuracy = {"fast": [89.1, 89.3, 88.9, 89.2], arm: [87.0, 87.6, 86.5, 87.4]}
@@ -136,6 +137,34 @@ def test_fastnet_without_batch_norm_is_said_against_fast_once_every_seed_has_run
                      tags={"sweep": sweep.name, "variant": variant})
             r["final"]["val_acc"] = acc / 100
             records.append(r)
+    return sweep, arm, accuracy, records
+
+
+def test_notebook_3_shows_the_arm_without_batch_norm_once_every_seed_has_run(tmp_path, monkeypatch, capsys):
+    import IPython.display
+
+    from cifar_lib.study.notebook import show_paired_arm
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    sweep, arm, accuracy, records = _without_bn_records()
+    folder = tmp_path / "cpu" / sweep.name
+    folder.mkdir(parents=True)
+    for r in records[:-1]:
+        (folder / f"{r['id']}.json").write_text(json.dumps(r))
+    assert show_paired_arm(sweep.name, "cpu", tmp_path) is None and not shown
+    assert "7 of the 8 planned runs are recorded" in capsys.readouterr().out
+    (folder / f"{records[-1]['id']}.json").write_text(json.dumps(records[-1]))
+    table = show_paired_arm(sweep.name, "cpu", tmp_path)
+    diffs = np.subtract(accuracy[arm], accuracy["fast"])
+    assert table.loc[arm, "diff"] == pytest.approx(diffs.mean()) and table.loc[arm, "pairs"] == 4
+    assert shown[-1].loc[arm, "val %"] == pytest.approx(np.mean(accuracy[arm]), abs=0.005)   # shown rounded
+
+
+def test_fastnet_without_batch_norm_is_said_against_fast_once_every_seed_has_run(tmp_path):
+    from cifar_lib.report.sections import without_batch_norm
+
+    sweep, arm, accuracy, records = _without_bn_records()
     filled = Filled(tmp_path)
     without_batch_norm(filled, records[:-1], sweep)            # a seed still to run: only how far along
     assert filled.values == {"fast_without_bn_runs": "seven", "fast_without_bn_planned": "eight"}

@@ -202,6 +202,34 @@ def show_pilot(name: str, profile: str, results_dir: Path | None = None):
     return table
 
 
+def show_paired_arm(name: str, profile: str, results_dir: Path | None = None):
+    """A sweep declared with the paired analysis (such as fastnet_without_bn: one arm against
+    `fast`) as declared, once every seed of it has run; until then how far along it is.
+    Without records, the command that measures it. Returns the table (or None)."""
+    from IPython.display import display
+
+    from ..records import RESULTS_DIR
+    from .paired import declared_table, first_family_ran
+    from .stats import format_p, rounded
+    from .sweeps import SWEEPS
+    from .tables import sweep_runs
+
+    sweep = SWEEPS[name]
+    runs = sweep_runs(sweep, profile, results_dir or RESULTS_DIR)
+    if runs.empty:
+        print(f"no {name} records at the {profile} profile yet: `{sweep.command(profile)}` measures them")
+        return None
+    if note := sweep.progress(zip(runs["variant"], runs["seed"]), profile):
+        print(note)
+    if not first_family_ran(sweep, runs):
+        return None
+    table = declared_table(sweep, runs)
+    accuracy = runs.groupby("variant")["val_acc"].mean().rename("val %")
+    shown = table[["pairs", "failed", "diff", "low", "high", "p"]].join(accuracy)
+    display(rounded(shown).assign(p=table["p"].map(format_p)))
+    return table
+
+
 def show_rate_curve(profile: str, results_dir: Path | None = None):
     """FastNet's learning-rate curve (fastnet_lr_curve, study/curve.py): each multiplier's
     paired effect, the quadratic in log rate with its best multiplier, and where training
