@@ -3,12 +3,13 @@ analysis (its stage's 97.5% intervals), and the transfer from FastNet at 8 epoch
 committed recipe study's records beside ImprovedNet records made from a real one."""
 import copy
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cifar_lib.report.build import render
+from cifar_lib.report.build import TEMPLATE, render
 from cifar_lib.report.sections import Filled, coursework, transfer
 from cifar_lib.report.sections.common import signed
 from cifar_lib.study.sweeps import COURSEWORK_STUDY, RECIPE_STUDY
@@ -101,6 +102,23 @@ def test_while_the_study_runs_it_says_how_many_changes_have_both_seeds_and_waits
                        COURSEWORK_STUDY)
     assert alone["low"].isna().all() and "coursework" in filled.tables and not (tmp_path / "one" / "coursework_sweep.png").exists()
     assert filled.values["coursework_done"] == "none"
+
+
+def test_with_only_the_recipe_recorded_the_in_progress_sentences_wait_for_its_section(tmp_path):
+    """The study's first state: the recipe's runs and no change yet. Every part that says the
+    study is in progress renders, none points at its section (not yet written), and the
+    pilot's paragraph waits for that section."""
+    recipe_runs = [r for r in _improved_records() if r["tags"]["variant"] == "coursework recipe"]
+    filled = Filled(tmp_path)
+    coursework(filled, recipe_runs, COURSEWORK_STUDY)
+    assert filled.values["coursework_in_progress"] == "yes" and "tab_coursework" not in filled.values
+    filled.values["fast_epochs"] = "8"      # FastNet's side, as its own section fills it
+    text = TEMPLATE.read_text()
+    parts = [b for b in text.split("\n\n") if b.startswith(("[[if coursework_in_progress", "[[if coursework_pilot"))]
+    parts += re.findall(r"\[\[if coursework_in_progress[\w ]*:.*?\]\]", text, flags=re.S)  # sentences
+    assert len(parts) >= 6
+    md = render("\n\n".join(parts), filled).markdown(tmp_path)
+    assert "Section" not in md and "Without batch norm, ImprovedNet trains" not in md
 
 
 def test_a_section_heading_appears_only_once_its_answers_exist(tmp_path):

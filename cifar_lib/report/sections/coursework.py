@@ -28,7 +28,8 @@ def coursework(filled: Filled, records: list[dict], study: Sweep):
     paired = declared_table(study, runs).assign(runs=lambda t: t["pairs"] + t["failed"])
     base = runs.loc[runs["variant"] == study.baseline, "val_acc"]
     level = interval_label(stage_alpha(study))
-    filled.values.update(coursework_runs=str(len(mine)), coursework_planned=str(study.planned_runs),
+    recorded = study.done(zip(runs["variant"], runs["seed"]))     # a run recorded twice counts once
+    filled.values.update(coursework_runs=str(len(recorded)), coursework_planned=str(study.planned_runs),
                          coursework_level=level)
     if resumed := [r for r in mine if r.get("resumed_at_epochs")]:
         filled.values["coursework_resumed"] = f"{_count(len(resumed))} of {_count(len(mine))}"
@@ -105,18 +106,18 @@ def _answered(filled: Filled, study: Sweep, paired: pd.DataFrame, runs: pd.DataF
     with every declared seed; then `coursework_complete`, each question answered in words
     (`coursework_answers`), how they came out (`coursework_tally_*`) and the smallest effect
     that family finds 80% of the time."""
-    family = next(iter(study.groups))
+    family = next(iter(study.families))
     if study.second_stage_seeds and not set(study.second_stage_seeds) & set(runs["seed"]):
         filled.values["coursework_stage2_pending"] = "yes"
     if not first_family_ran(study, runs):   # a pool of a few df answers nothing yet
-        done = [c for c in study.groups[family] if every_seed_ran(runs, (study.baseline, c), study.seeds)]
+        done = [c for c in study.families[family] if every_seed_ran(runs, (study.baseline, c), study.seeds)]
         filled.values.update(coursework_in_progress="yes", coursework_done=_count(len(done)),
-                             coursework_questions=_count(len(study.groups[family])))
+                             coursework_questions=_count(len(study.families[family])))
         return
-    said = [a for change in study.groups[family] if (a := answer(change, paired.loc[change]))]
+    said = [a for change in study.families[family] if (a := answer(change, paired.loc[change]))]
     if said:
         filled.values["coursework_answers"] = "; ".join(said)
-    said = [verdict(row) for _, row in paired.loc[list(study.groups[family])].iterrows()]
+    said = [verdict(row) for _, row in paired.loc[list(study.families[family])].iterrows()]
     counts = {v: said.count(v) for v in ("up", "down", "failed")}
     filled.values.update(coursework_complete="yes", coursework_changes=_count(len(said)),
                          coursework_tally_up=_count(counts["up"]), coursework_tally_down=_count(counts["down"]),
@@ -176,7 +177,7 @@ def transfer(filled: Filled, records: list[dict], study: Sweep, paired: pd.DataF
     drawn = both.rename(columns={"fast": "short", "fast_low": "short_low", "fast_high": "short_high",
                                  "improved": "long", "improved_low": "long_low",
                                  "improved_high": "long_high", "interaction_resolved": "resolved"})
-    if "coursework_in_progress" in filled.values:
+    if not first_family_ran(study, runs_frame(sweep_records(records, study))):
         return              # as the study's own forest plot: drawn once its first stage is in
     filled.figure("transfer", plots.budget_transfer(drawn, "FastNet, 8 epochs", "ImprovedNet, 50 epochs"),
                   f"Each change on FastNet at 8 epochs (squares) and on ImprovedNet at 50 (dots), "

@@ -109,7 +109,8 @@ def without_batch_norm(filled, records: list[dict], sweep: Sweep | None):
     runs = runs_frame(mine)
     arm = next(iter(sweep.families.values()))[0]
     if not every_seed_ran(runs, (sweep.baseline, arm), sweep.seeds):
-        filled.values.update(fast_without_bn_runs=_count(len(mine)), fast_without_bn_planned=_count(sweep.planned_runs))
+        recorded = sweep.done(zip(runs["variant"], runs["seed"]))     # a run recorded twice counts once
+        filled.values.update(fast_without_bn_runs=_count(len(recorded)), fast_without_bn_planned=_count(sweep.planned_runs))
         return
     row = declared_table(sweep, runs).assign(runs=lambda t: t["pairs"] + t["failed"]).loc[arm]
     filled.values.update(fast_without_bn=effect_phrase(row), fast_without_bn_seeds=seed_range(sweep.seeds),
