@@ -135,6 +135,20 @@ def show_sensitivity(family: str, profile: str, results_dir: Path | None = None)
     return mine
 
 
+def _recorded_runs(sweep, profile: str, results_dir: Path | None):
+    """A sweep's runs at `profile`, or None (saying the command that measures them) while its
+    baseline has none: every paired view measures against the baseline."""
+    from ..records import RESULTS_DIR
+    from .tables import sweep_runs
+
+    runs = sweep_runs(sweep, profile, results_dir or RESULTS_DIR)
+    if runs.empty or sweep.baseline not in set(runs["variant"]):
+        print(f"no {sweep.name} records with its baseline at the {profile} profile yet "
+              f"({sweep.planned_runs} runs planned): `{sweep.command(profile)}` measures them")
+        return None
+    return runs
+
+
 def show_coursework_study(profile: str, results_dir: Path | None = None):
     """The coursework study (ImprovedNet at 50 epochs) under its declared paired analysis,
     and each change beside the same change on FastNet at 8 epochs (study/transfer.py).
@@ -150,10 +164,7 @@ def show_coursework_study(profile: str, results_dir: Path | None = None):
     from .transfer import study_transfer
 
     study, root = COURSEWORK_STUDY, results_dir or RESULTS_DIR
-    runs = sweep_runs(study, profile, root)
-    if runs.empty or study.baseline not in set(runs["variant"]):
-        print(f"no {study.name} records with its baseline at the {profile} profile yet "
-              f"({study.planned_runs} runs planned): `{study.command(profile)}` measures them")
+    if (runs := _recorded_runs(study, profile, root)) is None:
         return None, None
     if note := study.progress(zip(runs["variant"], runs["seed"]), profile):
         print(note)
@@ -208,16 +219,12 @@ def show_paired_arm(name: str, profile: str, results_dir: Path | None = None):
     Without records, the command that measures it. Returns the table (or None)."""
     from IPython.display import display
 
-    from ..records import RESULTS_DIR
     from .paired import declared_table, first_family_ran
     from .stats import format_p, rounded
     from .sweeps import SWEEPS
-    from .tables import sweep_runs
 
     sweep = SWEEPS[name]
-    runs = sweep_runs(sweep, profile, results_dir or RESULTS_DIR)
-    if runs.empty:
-        print(f"no {name} records at the {profile} profile yet: `{sweep.command(profile)}` measures them")
+    if (runs := _recorded_runs(sweep, profile, results_dir)) is None:
         return None
     if note := sweep.progress(zip(runs["variant"], runs["seed"]), profile):
         print(note)
@@ -237,17 +244,12 @@ def show_rate_curve(profile: str, results_dir: Path | None = None):
     import numpy as np
     from IPython.display import display
 
-    from ..records import RESULTS_DIR
     from .curve import rate_curve, rate_curve_figure
     from .stats import rounded
     from .sweeps import SWEEPS
-    from .tables import sweep_runs
 
     sweep = SWEEPS["fastnet_lr_curve"]
-    runs = sweep_runs(sweep, profile, results_dir or RESULTS_DIR)
-    if runs.empty or sweep.baseline not in set(runs["variant"]):
-        print(f"no {sweep.name} records with its baseline at the {profile} profile yet "
-              f"({sweep.planned_runs} runs planned): `{sweep.command(profile)}` measures them")
+    if (runs := _recorded_runs(sweep, profile, results_dir)) is None:
         return None
     curve = rate_curve(sweep, runs, profile)
     display(rounded(curve).replace({True: "✓", False: ""}))

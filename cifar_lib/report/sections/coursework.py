@@ -26,13 +26,14 @@ def coursework(filled: Filled, records: list[dict], study: Sweep):
         return None
     runs = runs_frame(mine)
     paired = declared_table(study, runs).assign(runs=lambda t: t["pairs"] + t["failed"])
+    paired.attrs["first_family_ran"] = first_family_ran(study, runs)     # the figures wait until then
     base = runs.loc[runs["variant"] == study.baseline, "val_acc"]
     level = interval_label(stage_alpha(study))
     recorded = study.done(zip(runs["variant"], runs["seed"]))     # a run recorded twice counts once
     filled.values.update(coursework_runs=str(len(recorded)), coursework_planned=str(study.planned_runs),
                          coursework_level=level)
-    if resumed := [r for r in mine if r.get("resumed_at_epochs")]:
-        filled.values["coursework_resumed"] = f"{_count(len(resumed))} of {_count(len(mine))}"
+    if resumed := study.done((r["tags"]["variant"], r["seed"]) for r in mine if r.get("resumed_at_epochs")):
+        filled.values["coursework_resumed"] = f"{_count(len(resumed))} of {_count(len(recorded))}"
     if len(base):
         filled.values["coursework_base"] = mean_std(base)
         _protocol(filled, study)
@@ -57,7 +58,7 @@ def coursework(filled: Filled, records: list[dict], study: Sweep):
                  f"ImprovedNet at {study.config(study.baseline, 'cpu').epochs} epochs: each change's "
                  f"paired effect against the coursework's recipe, {level} intervals within its "
                  f"family, p adjusted over the study (Holm) ({where}).")
-    if measured["low"].isna().all() or not first_family_ran(study, runs):
+    if measured["low"].isna().all() or not paired.attrs["first_family_ran"]:
         return paired
     filled.figure("coursework_sweep", plots.forest_plot(paired.assign(device=paired["machine"]),
                                                        label="effect against the coursework's recipe"),
@@ -88,16 +89,32 @@ def answer(change: str, row: pd.Series) -> str:
     said = verdict(row)
     if not said:
         return ""
+    if said == "unresolved":
+        return f"{subject(change)} makes no resolved difference"
     if change in REMOVED:
         thing, effect = REMOVED[change], f"without it: {signed(row['diff'])} points"
         if said == "failed":
             return f"without {thing} ImprovedNet failed to train"
         # a removal that costs accuracy means the component helps
-        return {"down": f"{thing} helps ({effect})", "up": f"{thing} hurts ({effect})",
-                "unresolved": f"{thing} makes no resolved difference"}[said]
+        return {"down": f"{thing} helps ({effect})", "up": f"{thing} hurts ({effect})"}[said]
     thing, effect = DONE.get(change, change), f"{signed(row['diff'])} points"
     return {"failed": f"with {thing} ImprovedNet failed to train", "down": f"{thing} costs accuracy ({effect})",
-            "up": f"{thing} helps ({effect})", "unresolved": f"{thing} makes no resolved difference"}[said]
+            "up": f"{thing} helps ({effect})"}[said]
+
+
+def subject(change: str) -> str:
+    """What a change is about, as the subject of an answer: 'augmentation', 'halving the learning rate'."""
+    return REMOVED.get(change) or DONE.get(change, change)
+
+
+def answers(study: Sweep, paired: pd.DataFrame) -> str:
+    """The first family's answers in words, in its order, the unresolved ones said together
+    at the end: '...; rotation, dropout and halving the learning rate make no resolved difference'."""
+    family = next(iter(study.families.values()))
+    said = [a for change in family if verdict(paired.loc[change]) != "unresolved" and (a := answer(change, paired.loc[change]))]
+    if open_ := [subject(c) for c in family if verdict(paired.loc[c]) == "unresolved"]:
+        said.append(f"{_spoken_list(open_)} make{'s' * (len(open_) == 1)} no resolved difference")
+    return "; ".join(said)
 
 
 def _answered(filled: Filled, study: Sweep, paired: pd.DataFrame, runs: pd.DataFrame):
@@ -109,14 +126,13 @@ def _answered(filled: Filled, study: Sweep, paired: pd.DataFrame, runs: pd.DataF
     family = next(iter(study.families))
     if study.second_stage_seeds and not set(study.second_stage_seeds) & set(runs["seed"]):
         filled.values["coursework_stage2_pending"] = "yes"
-    if not first_family_ran(study, runs):   # a pool of a few df answers nothing yet
+    if not paired.attrs["first_family_ran"]:   # a pool of a few df answers nothing yet
         done = [c for c in study.families[family] if every_seed_ran(runs, (study.baseline, c), study.seeds)]
         filled.values.update(coursework_in_progress="yes", coursework_done=_count(len(done)),
                              coursework_questions=_count(len(study.families[family])))
         return
-    said = [a for change in study.families[family] if (a := answer(change, paired.loc[change]))]
-    if said:
-        filled.values["coursework_answers"] = "; ".join(said)
+    if said := answers(study, paired):
+        filled.values["coursework_answers"] = said
     said = [verdict(row) for _, row in paired.loc[list(study.families[family])].iterrows()]
     counts = {v: said.count(v) for v in ("up", "down", "failed")}
     filled.values.update(coursework_complete="yes", coursework_changes=_count(len(said)),
@@ -177,7 +193,7 @@ def transfer(filled: Filled, records: list[dict], study: Sweep, paired: pd.DataF
     drawn = both.rename(columns={"fast": "short", "fast_low": "short_low", "fast_high": "short_high",
                                  "improved": "long", "improved_low": "long_low",
                                  "improved_high": "long_high", "interaction_resolved": "resolved"})
-    if not first_family_ran(study, runs_frame(sweep_records(records, study))):
+    if not paired.attrs["first_family_ran"]:
         return              # as the study's own forest plot: drawn once its first stage is in
     filled.figure("transfer", plots.budget_transfer(drawn, "FastNet, 8 epochs", "ImprovedNet, 50 epochs"),
                   f"Each change on FastNet at 8 epochs (squares) and on ImprovedNet at 50 (dots), "
