@@ -113,6 +113,8 @@ def gpu(filled: Filled, records: list[dict], ref: dict | None):
     if "seed_improved" in by_config:
         r = by_config["seed_improved"]
         filled.values.update(seed_full_test=f"{fixed(100 * r['final']['test_acc'])}%",
+                             seed_full_val=f"{fixed(100 * r['final']['val_acc'])}%",
+                             seed_full_seed=str(r["seed"]),
                              seed_full_device=device_label(r["device"]),
                              seed_full_train_images=f"{r['data']['train_images']:,}")
         basic = by_config.get("seed_basic")
