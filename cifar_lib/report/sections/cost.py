@@ -80,4 +80,4 @@ def study_cost(filled: Filled, runs: pd.DataFrame, studies: dict[str, Sweep]):
         if column in table:
             table[column] = table[column].map(lambda v: f"{v:.1f}")
     filled.table("study_cost", table.rename(columns={
-        "minutes_per_run": "minutes a run (median)", "images_per_second": "images/s"}), caption + ".")
+        "minutes_per_run": "minutes a run (median)", "images_per_second": "img/s"}), caption + ".")
