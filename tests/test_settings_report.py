@@ -93,6 +93,21 @@ def test_the_learning_rate_curve_gives_its_best_multiplier_and_where_it_collapse
     assert f"puts the best multiplier at {values['lr_curve_best']}" in md
 
 
+def test_until_every_multiplier_has_its_seeds_the_curve_says_how_far_along_it_is(tmp_path):
+    """A partial curve (a pair at some multipliers, none at others) is not fitted or drawn:
+    the declared fit rests on every multiplier's seeds."""
+    sweep, records = _curve_records(np.random.default_rng(0))
+    landed = records[:5]            # x1's two seeds, x0.25's two, one of x0.5's
+    filled = Filled(tmp_path)
+    learning_rate_curve(filled, landed, sweep)
+    assert (filled.values["lr_curve_runs"], filled.values["lr_curve_planned"]) == ("5", str(len(records)))
+    assert (filled.values["lr_curve_lowest"], filled.values["lr_curve_highest"]) == ("×0.25", "×4")
+    assert "lr_curve_points" not in filled.values and not filled.figures
+    paragraph = next(b for b in TEMPLATE.read_text().split("\n\n") if b.startswith("[[if lr_curve_runs"))
+    md = render(paragraph, filled).markdown(tmp_path)
+    assert "seven multipliers from ×0.25 to ×4 with two seeds each, is training (5 of 14 runs recorded)" in md
+
+
 def test_without_its_records_the_report_says_nothing_of_the_curve_or_the_pilots(tmp_path):
     filled = Filled(tmp_path)
     learning_rate_curve(filled, _committed("coursework_pilot"), SWEEPS["fastnet_lr_curve"])
@@ -115,6 +130,12 @@ def test_notebooks_show_a_pilot_and_the_curve_from_the_records_under_results(tmp
     sweep, records = _curve_records(np.random.default_rng(0))
     folder = tmp_path / "cpu" / sweep.name
     folder.mkdir(parents=True)
+    for r in records:
+        (folder / f"{r['id']}.json").write_text(json.dumps(r))
+    for r in records[2:]:           # x1's two seeds alone: the fit waits, saying how far along
+        (folder / f"{r['id']}.json").unlink()
+    assert show_rate_curve("cpu", tmp_path) is None
+    assert "2 of the 14 planned runs" in capsys.readouterr().out
     for r in records:
         (folder / f"{r['id']}.json").write_text(json.dumps(r))
     curve = show_rate_curve("cpu", tmp_path)

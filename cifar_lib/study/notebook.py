@@ -245,11 +245,17 @@ def show_rate_curve(profile: str, results_dir: Path | None = None):
     from IPython.display import display
 
     from .curve import rate_curve, rate_curve_figure
+    from .paired import first_family_ran
     from .stats import rounded
     from .sweeps import SWEEPS
 
     sweep = SWEEPS["fastnet_lr_curve"]
     if (runs := _recorded_runs(sweep, profile, results_dir)) is None:
+        return None
+    if note := sweep.progress(zip(runs["variant"], runs["seed"]), profile):
+        print(note)
+    if not first_family_ran(sweep, runs):
+        print("the curve's fit waits until every multiplier has all its seeds")
         return None
     curve = rate_curve(sweep, runs, profile)
     display(rounded(curve).replace({True: "✓", False: ""}))

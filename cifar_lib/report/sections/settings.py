@@ -9,10 +9,10 @@ import re
 
 import numpy as np
 
-from ...study.curve import COLLAPSE_POINTS, rate_curve, rate_curve_figure
+from ...study.curve import COLLAPSE_POINTS, multipliers, rate_curve, rate_curve_figure
 from ...study.stats import fixed
 from ...study.sweeps import Sweep, sweep_records
-from ...study.paired import declared_table
+from ...study.paired import declared_table, first_family_ran
 from ...study.tables import every_seed_ran, mean_std, pilot_choice, runs_frame, seed_range
 from .common import LEVEL, _spoken_list
 from .studies import _count, effect_phrase
@@ -70,10 +70,15 @@ def learning_rate_curve(filled, records: list[dict], sweep: Sweep | None):
     runs = runs_frame(mine) if mine else None
     if runs is None or sweep.baseline not in set(runs["variant"]):
         return
+    if not first_family_ran(sweep, runs):   # the declared fit rests on every multiplier's seeds
+        recorded = sweep.done(zip(runs["variant"], runs["seed"]))
+        factor = multipliers(sweep)
+        filled.values.update(lr_curve_runs=str(len(recorded)), lr_curve_planned=str(sweep.planned_runs),
+                             lr_curve_multipliers=_count(len(factor)), lr_curve_lowest=_times(factor.min()),
+                             lr_curve_highest=_times(factor.max()), lr_curve_seeds=_count(len(sweep.seeds)))
+        return
     curve = rate_curve(sweep, runs)
     measured = curve[curve["pairs"] + curve["failed"] > 0]
-    if len(measured) < 2:
-        return
     a = curve.attrs
     filled.values.update(lr_curve_points=str(len(measured)), lr_curve_lowest=_times(measured["multiplier"].min()),
                          lr_curve_highest=_times(measured["multiplier"].max()),
