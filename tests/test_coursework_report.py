@@ -12,7 +12,7 @@ import pytest
 from cifar_lib.report.build import TEMPLATE, render
 from cifar_lib.report.sections import Filled, coursework, transfer
 from cifar_lib.report.sections.common import signed
-from cifar_lib.study.sweeps import COURSEWORK_STUDY, RECIPE_STUDY
+from cifar_lib.study.sweeps import COURSEWORK_STUDY, RECIPE_STUDY, sweep_records
 from cifar_lib.study.tables import load_records
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,8 +55,7 @@ def _fast_contrast(records, variant, against):
 def test_the_coursework_model_is_answered_by_its_declared_analysis_and_set_beside_fastnet(tmp_path):
     improved = _improved_records()
     # the recipe study's records alone: FastNet's other sweeps (their runs are landing) stay out
-    recipe = [r for r in load_records(REPO / "results", profile="cpu", diverged=True)
-              if r.get("tags", {}).get("sweep") == RECIPE_STUDY.name]
+    recipe = sweep_records(load_records(REPO / "results", profile="cpu", diverged=True), RECIPE_STUDY)
     filled = Filled(tmp_path)
     paired = coursework(filled, improved + recipe, COURSEWORK_STUDY)
     values = filled.values
@@ -184,42 +183,45 @@ def test_with_the_coursework_study_complete_the_report_leads_with_improvednet_wi
 
     from cifar_lib.report.build import build_report
     from test_paper import check_paper
-    from test_settings_report import _curve_records
+    from test_settings_report import _curve_records, _without_bn_records
 
     results = tmp_path / "results"
     curve, records = _curve_records(np.random.default_rng(0))      # FastNet's curve, too
-    # the committed records less the two studies made up here (their real runs are landing)
-    shutil.copytree(REPO / "results", results, ignore=shutil.ignore_patterns(COURSEWORK_STUDY.name, curve.name))
-    folder = results / "cpu" / COURSEWORK_STUDY.name
-    folder.mkdir()
-    for r in _improved_records():
-        (folder / f"{r['id']}.json").write_text(json.dumps(r))
-    (results / "cpu" / curve.name).mkdir()
-    for r in records:
-        (results / "cpu" / curve.name / f"{r['id']}.json").write_text(json.dumps(r))
+    without_bn, _, _, without_bn_records = _without_bn_records()  # and its arm without batch norm
+    # the committed records less the studies made up here (their real runs are landing)
+    shutil.copytree(REPO / "results", results,
+                    ignore=shutil.ignore_patterns(COURSEWORK_STUDY.name, curve.name, without_bn.name))
+    for sweep, made_up in ((COURSEWORK_STUDY, _improved_records()), (curve, records),
+                           (without_bn, without_bn_records)):
+        (results / "cpu" / sweep.name).mkdir()
+        for r in made_up:
+            (results / "cpu" / sweep.name / f"{r['id']}.json").write_text(json.dumps(r))
     md = build_report(results, tmp_path / "figures", tmp_path / "report").read_text()
     check_paper(md, tmp_path / "report" / "report.pdf")
     assert md.startswith("# Intermediate-block CNNs on CIFAR-10: the coursework's questions asked of its own model")
     abstract = md.split("## Abstract", 1)[1].split("\n## ", 1)[0]
     assert "We ask them of it, at the coursework's recipe and 50 epochs, and of FastNet" in abstract
-    assert "learning-rate curve peaks at ×" in abstract
+    assert "learning-rate curve peaks at ×" in abstract and "Without batch norm, FastNet gives" in abstract
     # each question answered in words from the study's table: a resolved loss without a
     # component says it helps, with its effect; the unresolved ones are said together
     rows = md.split("ImprovedNet at 50 epochs: each change's", 1)[1].split("\n\n", 2)[1].splitlines()[2:]
     table = {row.split("|")[1].strip(): row.split("|") for row in rows}
     conclusion = md.split("## 6 Conclusion", 1)[1].split("\n## ", 1)[0]
+    said, unresolved = [], []
+    for change, thing in (("no augmentation", "augmentation"), ("no rotation", "rotation"),
+                          ("no dropout", "dropout"), ("no batch norm", "batch norm")):
+        cells = table[change]
+        if cells[8].strip() != "✓":
+            unresolved.append(thing)
+        elif cells[4].strip().startswith("−"):
+            said.append(f"{thing} helps (without it: {cells[4].strip()} points)")
+        else:
+            said.append(f"{thing} hurts (without it: +{cells[4].strip()} points)")
+    # the made-up accuracies leave two of the four removals unresolved, said together
+    assert len(unresolved) == 2
+    said.append(f"{unresolved[0]}, {unresolved[1]}")
     for text in (abstract, conclusion):
-        unresolved = re.search(r"; ([^;]*) makes? no resolved difference", text)
-        unresolved = unresolved.group(1) if unresolved else ""
-        for change, thing in (("no augmentation", "augmentation"), ("no rotation", "rotation"),
-                              ("no dropout", "dropout"), ("no batch norm", "batch norm")):
-            cells = table[change]
-            if cells[8].strip() != "✓":
-                assert re.search(rf"(^|, | and ){thing}(,| and |$)", unresolved), (thing, unresolved)
-            elif cells[4].strip().startswith("−"):
-                assert f"{thing} helps (without it: {cells[4].strip()} points)" in text
-            else:
-                assert f"{thing} hurts (without it: +{cells[4].strip()} points)" in text
+        assert all(s in text for s in said), (said, text)
     # what carried over is said once, from resolved effects only
     assert sum(s in conclusion for s in ("answered for the long one", "not how much it matters",
                                          "do not stand in for")) == 1
@@ -253,3 +255,23 @@ def test_sections_are_numbered_as_shown_so_a_section_held_back_leaves_no_gap(tmp
     md = render(template, filled).markdown(tmp_path)
     assert "### 2.1 First" in md and "### 2.2 Second" in md and "See Section 2.2." in md
     assert "## References" in md
+
+
+@pytest.mark.parametrize("open_, said", [
+    (["no rotation"], "augmentation helps (without it: −4.00 points); rotation makes no resolved difference"),
+    (["no rotation", "no dropout", "learning rate x0.5"],
+     "augmentation helps (without it: −4.00 points); rotation, dropout and halving the learning rate "
+     "make no resolved difference")])
+def test_the_unresolved_answers_are_said_together_after_the_resolved_ones(open_, said):
+    """Each question's verdict from its interval: a resolved loss without a component says it
+    helps; the unresolved ones are one clause, its verb agreeing with how many there are;
+    a change with no interval yet is not said."""
+    import pandas as pd
+
+    from cifar_lib.report.sections.coursework import answers
+
+    family = COURSEWORK_STUDY.families["the coursework's questions"]
+    rows = {c: dict(failed=0, diff=0.3, low=-1.0, high=1.6, resolved=False) if c in open_
+            else dict(failed=0, diff=np.nan, low=np.nan, high=np.nan, resolved=False) for c in family}
+    rows["no augmentation"] = dict(failed=0, diff=-4.0, low=-5.0, high=-3.0, resolved=True)
+    assert answers(COURSEWORK_STUDY, pd.DataFrame(rows).T) == said

@@ -196,3 +196,10 @@ def test_fastnet_without_batch_norm_is_said_against_fast_once_every_seed_has_run
                                                 f"to {signed(diffs.mean() + half)})")
     assert filled.values["fast_without_bn_acc"].startswith(f"{np.mean(accuracy[arm]):.2f} ± ")
     assert filled.values["fast_without_bn_seeds"] == "seeds 0–3"
+    # an arm that fails to train is said as a failure, never in the sentences that say it trains
+    for r in records:
+        if r["tags"]["variant"] == arm and r["seed"] == 0:
+            r["final"]["val_acc"] = 0.10
+    filled = Filled(tmp_path)
+    without_batch_norm(filled, records, sweep)
+    assert filled.values == {"fast_without_bn_failed": "failed to train in 1 of 4 runs"}

@@ -157,7 +157,7 @@ def show_coursework_study(profile: str, results_dir: Path | None = None):
 
     from . import plots
     from ..records import RESULTS_DIR
-    from .paired import declared_table, first_family_ran, stage_alpha
+    from .paired import declared_table, stage_alpha
     from .stats import format_p, interval_label, rounded
     from .sweeps import COURSEWORK_STUDY
     from .tables import sweep_runs
@@ -178,7 +178,7 @@ def show_coursework_study(profile: str, results_dir: Path | None = None):
     shown = ["family", "pairs", "failed", "diff", "low", "high", "p", "p_holm", "resolved"]
     display(rounded(paired[shown]).assign(p=paired["p"].map(format_p), p_holm=paired["p_holm"].map(format_p))
             .replace({True: "✓", False: ""}))
-    if table["low"].notna().any() and first_family_ran(study, runs):
+    if table["low"].notna().any() and table.attrs["first_family_ran"]:
         display(plots.forest_plot(table.assign(device=table["machine"]), label=f"difference to {study.baseline}"))
     elif table["low"].notna().any():
         print("the forest plot waits until every question has all its seeds: "

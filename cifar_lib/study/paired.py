@@ -158,9 +158,11 @@ def first_family_ran(sweep, runs: pd.DataFrame) -> bool:
 def declared_table(sweep, runs: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """A study declared with `analysis = "paired"` analysed as declared: paired_table over
     its families, its failure rule and screen, at its stage's error rate."""
-    return paired_table(runs, sweep.baseline, sweep.families, metric=metric or sweep.metric,
-                        alpha=stage_alpha(sweep), failure_below=sweep.failure_below,
-                        spread_alpha=sweep.spread_alpha)
+    table = paired_table(runs, sweep.baseline, sweep.families, metric=metric or sweep.metric,
+                         alpha=stage_alpha(sweep), failure_below=sweep.failure_below,
+                         spread_alpha=sweep.spread_alpha)
+    table.attrs["first_family_ran"] = first_family_ran(sweep, runs)     # figures and answers wait until then
+    return table
 
 
 def beside_declared(sweep, runs: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ...study import plots
-from ...study.paired import declared_table, first_family_ran, stage_alpha
+from ...study.paired import declared_table, stage_alpha
 from ...study.stats import fixed, format_p, interval_label
 from ...study.sweeps import Sweep, sweep_records
 from ...study.tables import every_seed_ran, mean_std, runs_frame, seed_range
@@ -26,7 +26,6 @@ def coursework(filled: Filled, records: list[dict], study: Sweep):
         return None
     runs = runs_frame(mine)
     paired = declared_table(study, runs).assign(runs=lambda t: t["pairs"] + t["failed"])
-    paired.attrs["first_family_ran"] = first_family_ran(study, runs)     # the figures wait until then
     base = runs.loc[runs["variant"] == study.baseline, "val_acc"]
     level = interval_label(stage_alpha(study))
     recorded = study.done(zip(runs["variant"], runs["seed"]))     # a run recorded twice counts once
@@ -83,38 +82,35 @@ REMOVED = {"no augmentation": "augmentation", "no rotation": "rotation", "no dro
 DONE = {"learning rate x2": "doubling the learning rate", "learning rate x0.5": "halving the learning rate"}
 
 
-def answer(change: str, row: pd.Series) -> str:
-    """One change's answer in words: 'augmentation helps (without it: −4.90 points)',
-    'doubling the learning rate makes no resolved difference', ... ('' without an interval)."""
-    said = verdict(row)
-    if not said:
-        return ""
-    if said == "unresolved":
-        return f"{subject(change)} makes no resolved difference"
-    if change in REMOVED:
-        thing, effect = REMOVED[change], f"without it: {signed(row['diff'])} points"
-        if said == "failed":
-            return f"without {thing} ImprovedNet failed to train"
-        # a removal that costs accuracy means the component helps
-        return {"down": f"{thing} helps ({effect})", "up": f"{thing} hurts ({effect})"}[said]
-    thing, effect = DONE.get(change, change), f"{signed(row['diff'])} points"
-    return {"failed": f"with {thing} ImprovedNet failed to train", "down": f"{thing} costs accuracy ({effect})",
-            "up": f"{thing} helps ({effect})"}[said]
-
-
 def subject(change: str) -> str:
     """What a change is about, as the subject of an answer: 'augmentation', 'halving the learning rate'."""
     return REMOVED.get(change) or DONE.get(change, change)
+
+
+def answer(change: str, row: pd.Series, said: str) -> str:
+    """A resolved or failed change's answer in words (`said`, its verdict): 'augmentation
+    helps (without it: −4.90 points)', 'doubling the learning rate costs accuracy (−0.90 points)'."""
+    thing = subject(change)
+    if change in REMOVED:
+        if said == "failed":
+            return f"without {thing} ImprovedNet failed to train"
+        # a removal that costs accuracy means the component helps
+        effect = f"without it: {signed(row['diff'])} points"
+        return {"down": f"{thing} helps ({effect})", "up": f"{thing} hurts ({effect})"}[said]
+    effect = f"{signed(row['diff'])} points"
+    return {"failed": f"with {thing} ImprovedNet failed to train", "down": f"{thing} costs accuracy ({effect})",
+            "up": f"{thing} helps ({effect})"}[said]
 
 
 def answers(study: Sweep, paired: pd.DataFrame) -> str:
     """The first family's answers in words, in its order, the unresolved ones said together
     at the end: '...; rotation, dropout and halving the learning rate make no resolved difference'."""
     family = next(iter(study.families.values()))
-    said = [a for change in family if verdict(paired.loc[change]) != "unresolved" and (a := answer(change, paired.loc[change]))]
-    if open_ := [subject(c) for c in family if verdict(paired.loc[c]) == "unresolved"]:
-        said.append(f"{_spoken_list(open_)} make{'s' * (len(open_) == 1)} no resolved difference")
-    return "; ".join(said)
+    said = {change: verdict(paired.loc[change]) for change in family}
+    words = [answer(c, paired.loc[c], v) for c, v in said.items() if v not in ("", "unresolved")]
+    if open_ := [subject(c) for c, v in said.items() if v == "unresolved"]:
+        words.append(f"{_spoken_list(open_)} make{'s' * (len(open_) == 1)} no resolved difference")
+    return "; ".join(words)
 
 
 def _answered(filled: Filled, study: Sweep, paired: pd.DataFrame, runs: pd.DataFrame):
@@ -159,6 +155,8 @@ def transfer(filled: Filled, records: list[dict], study: Sweep, paired: pd.DataF
                          transfer_declared=_count(table.attrs["comparisons"]))
     if len(both) >= 3:
         filled.values["transfer_spearman"] = fixed(table.attrs["spearman"])
+    if other := [c for c in both.index if study.transfer[c].get("sweep", "recipe_study") != "recipe_study"]:
+        filled.values["transfer_other_arms"] = _spoken_list(other)      # FastNet's side from its own arm
     # what the conclusion may say, from resolved effects only (an unresolved sign is noise):
     # some change goes opposite ways on the two models, or only the sizes differ, or no
     # difference between the models is resolved (and how wide its intervals are)

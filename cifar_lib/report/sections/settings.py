@@ -13,7 +13,7 @@ from ...study.curve import COLLAPSE_POINTS, multipliers, rate_curve, rate_curve_
 from ...study.stats import fixed
 from ...study.sweeps import Sweep, sweep_records
 from ...study.paired import declared_table, first_family_ran
-from ...study.tables import every_seed_ran, mean_std, pilot_choice, runs_frame, seed_range
+from ...study.tables import mean_std, pilot_choice, runs_frame, seed_range
 from .common import LEVEL, _spoken_list
 from .studies import _count, effect_phrase
 
@@ -82,7 +82,7 @@ def learning_rate_curve(filled, records: list[dict], sweep: Sweep | None):
     a = curve.attrs
     filled.values.update(lr_curve_points=str(len(measured)), lr_curve_lowest=_times(measured["multiplier"].min()),
                          lr_curve_highest=_times(measured["multiplier"].max()),
-                         lr_curve_seeds=str(len(sweep.seeds)))
+                         lr_curve_seeds=_count(len(sweep.seeds)))
     if not np.isnan(a["best"]):
         filled.values["lr_curve_best"] = f"×{fixed(a['best'])}"
         bounded = not np.isnan(a["best_low"])
@@ -113,10 +113,13 @@ def without_batch_norm(filled, records: list[dict], sweep: Sweep | None):
         return
     runs = runs_frame(mine)
     arm = next(iter(sweep.families.values()))[0]
-    if not every_seed_ran(runs, (sweep.baseline, arm), sweep.seeds):
+    if not first_family_ran(sweep, runs):
         recorded = sweep.done(zip(runs["variant"], runs["seed"]))     # a run recorded twice counts once
         filled.values.update(fast_without_bn_runs=_count(len(recorded)), fast_without_bn_planned=_count(sweep.planned_runs))
         return
     row = declared_table(sweep, runs).assign(runs=lambda t: t["pairs"] + t["failed"]).loc[arm]
+    if row["failed"]:       # the sentences about it say it trains: a failure is said on its own
+        filled.values["fast_without_bn_failed"] = effect_phrase(row)
+        return
     filled.values.update(fast_without_bn=effect_phrase(row), fast_without_bn_seeds=seed_range(sweep.seeds),
                          fast_without_bn_acc=mean_std(runs.loc[runs["variant"] == arm, "val_acc"]))
