@@ -104,6 +104,10 @@ class Sweep:
         """The planned runs among `recorded`, the (variant, seed) of each recorded run."""
         return set(recorded) & set(self.runs())
 
+    def recorded(self, runs) -> set[tuple[str, int]]:
+        """The planned runs a runs frame holds, a run recorded twice counted once."""
+        return self.done(zip(runs["variant"], runs["seed"]))
+
     def subset(self, variants: list[str], baseline: str | None = None) -> Sweep:
         """Some of this sweep's variants, compared to `baseline` (default: the first named):
         the same runs and records, so one question of a larger sweep gets its own table."""

@@ -28,7 +28,7 @@ def coursework(filled: Filled, records: list[dict], study: Sweep):
     paired = declared_table(study, runs).assign(runs=lambda t: t["pairs"] + t["failed"])
     base = runs.loc[runs["variant"] == study.baseline, "val_acc"]
     level = interval_label(stage_alpha(study))
-    recorded = study.done(zip(runs["variant"], runs["seed"]))     # a run recorded twice counts once
+    recorded = study.recorded(runs)
     filled.values.update(coursework_runs=str(len(recorded)), coursework_planned=str(study.planned_runs),
                          coursework_level=level)
     if resumed := study.done((r["tags"]["variant"], r["seed"]) for r in mine if r.get("resumed_at_epochs")):

@@ -71,7 +71,7 @@ def learning_rate_curve(filled, records: list[dict], sweep: Sweep | None):
     if runs is None or sweep.baseline not in set(runs["variant"]):
         return
     if not first_family_ran(sweep, runs):   # the declared fit rests on every multiplier's seeds
-        recorded = sweep.done(zip(runs["variant"], runs["seed"]))
+        recorded = sweep.recorded(runs)
         factor = multipliers(sweep)
         filled.values.update(lr_curve_runs=str(len(recorded)), lr_curve_planned=str(sweep.planned_runs),
                              lr_curve_multipliers=_count(len(factor)), lr_curve_lowest=_times(factor.min()),
@@ -114,7 +114,7 @@ def without_batch_norm(filled, records: list[dict], sweep: Sweep | None):
     runs = runs_frame(mine)
     arm = next(iter(sweep.families.values()))[0]
     if not first_family_ran(sweep, runs):
-        recorded = sweep.done(zip(runs["variant"], runs["seed"]))     # a run recorded twice counts once
+        recorded = sweep.recorded(runs)
         filled.values.update(fast_without_bn_runs=_count(len(recorded)), fast_without_bn_planned=_count(sweep.planned_runs))
         return
     row = declared_table(sweep, runs).assign(runs=lambda t: t["pairs"] + t["failed"]).loc[arm]
