@@ -2,6 +2,7 @@
 analysis (its stage's 97.5% intervals), and the transfer from FastNet at 8 epochs, on the
 committed recipe study's records beside ImprovedNet records made from a real one."""
 import copy
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -76,7 +77,11 @@ def test_the_coursework_model_is_answered_by_its_declared_analysis_and_set_besid
                for c, s in changes.items())
     assert values["transfer_signs"] == f"{same} of {len(changes)}"
     shown, caption = filled.tables["transfer"]
-    assert list(shown["change"]) == list(changes) and "97.5%" in caption
+    assert [c for c in shown["change"] if c] == list(changes) and "97.5%" in caption
+    # each change: ImprovedNet's effect, FastNet's, then their difference, which is resolved
+    # exactly where its interval excludes 0
+    assert len(shown) == 3 * len(changes) and list(shown["effect on"])[2::3] == ["difference"] * len(changes)
+    assert (shown["resolved"] == "✓").tolist() == ((shown["low"] > 0) | (shown["high"] < 0)).tolist()
     assert (tmp_path / "transfer.png").is_file()
 
 
@@ -239,9 +244,18 @@ def test_the_cost_table_gives_each_study_its_own_rows_and_projection(tmp_path):
     assert list(table["study"]) == ["recipe study", "coursework study"]
     row = table.set_index("study").loc["coursework study"]
     minutes = [r["wall_seconds"] / 60 for r in improved]
-    assert row["runs"] == len(improved) and row["planned"] == COURSEWORK_STUDY.planned_runs
-    left = COURSEWORK_STUDY.planned_runs - len(improved)
-    assert row["all planned, hours"] == f"{(sum(minutes) + left * np.median(minutes)) / 60:.1f}"
+    # the projection is over the required runs: the optional arms run only if the cap allows
+    required = len(COURSEWORK_STUDY.required_runs())
+    assert required < COURSEWORK_STUDY.planned_runs
+    assert row["runs"] == len(improved) and row["required"] == required
+    projected = (sum(minutes) + (required - len(improved)) * np.median(minutes)) / 60
+    assert row["all required, hours"] == f"{projected:.1f}"
+    assert filled.values.get("coursework_cost_cap") == (f"{COURSEWORK_STUDY.cap_hours:g}"
+                                                        if projected > COURSEWORK_STUDY.cap_hours else None)
+    # a projection past the study's cap is said with the cap
+    tight = dataclasses.replace(COURSEWORK_STUDY, cap_hours=round(projected / 2, 3))
+    study_cost(filled, runs_frame(improved), {"coursework_cost": tight})
+    assert filled.values["coursework_cost_cap"] == f"{tight.cap_hours:g}"
     assert filled.values["coursework_cost_one_thread"] == "yes" and "cost_projected" not in filled.values
 
 
@@ -269,9 +283,11 @@ def test_the_unresolved_answers_are_said_together_after_the_resolved_ones(open_,
     import pandas as pd
 
     from cifar_lib.report.sections.coursework import answers
+    from cifar_lib.report.sections.studies import verdict
 
     family = COURSEWORK_STUDY.families["the coursework's questions"]
     rows = {c: dict(failed=0, diff=0.3, low=-1.0, high=1.6, resolved=False) if c in open_
             else dict(failed=0, diff=np.nan, low=np.nan, high=np.nan, resolved=False) for c in family}
     rows["no augmentation"] = dict(failed=0, diff=-4.0, low=-5.0, high=-3.0, resolved=True)
-    assert answers(COURSEWORK_STUDY, pd.DataFrame(rows).T) == said
+    paired = pd.DataFrame(rows).T
+    assert answers({c: verdict(paired.loc[c]) for c in family}, paired) == said

@@ -111,7 +111,8 @@ def test_a_run_that_fails_to_train_is_a_failure_not_an_effect():
     # beside the name when some seeds trained
     from cifar_lib.study.tables import readable
     shown = readable(table)
-    assert shown.loc["dead", "diff"] == "failed to train (4 of 4 runs)" and shown.loc["dead", "pairs"] == ""
+    dead = shown.loc["dead (4 of 4 runs failed)"]
+    assert dead["diff"] == "failed" and dead["pairs"] == "" and "dead" not in shown.index
     assert shown.loc["shaky (1 of 4 runs failed)", "pairs"] == 3 and "shaky" not in shown.index
 
 

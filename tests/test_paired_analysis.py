@@ -1,5 +1,6 @@
 """The paired analysis (study/paired.py): checked by hand on small layouts, against Cochran's
 published critical values, and recomputed from the recipe study's own records."""
+import dataclasses
 import json
 from pathlib import Path
 
@@ -132,3 +133,27 @@ def test_the_transfer_table_sets_each_change_on_both_models_beside_each_other():
         table.loc["no aug", "improved"] - table.loc["no aug", "fast"])
     assert table.attrs["signs_agree"] == 3 and table.attrs["changes"] == 3
     assert table.attrs["spearman"] == pytest.approx(stats.spearmanr(table["improved"], table["fast"])[0])
+
+
+def test_the_second_stage_is_owed_by_the_arms_the_first_left_open_and_only_by_them():
+    from cifar_lib.study.paired import second_stage_owed
+    from cifar_lib.study.sweeps import SWEEPS
+
+    study = SWEEPS["coursework_study"]                  # stage 1: seeds 0-1; stage 2: seed 2
+    first_family = next(iter(study.families.values()))
+    # "no augmentation" moves every seed by -5 points (resolved); the rest by about nothing
+    shift = {arm: (-5.0 if arm == "no augmentation" else 0.0) for arm in first_family}
+    noise = {0: 0.1, 1: -0.1, 2: 0.05}
+    rows = [(study.baseline, s, 80.0) for s in (0, 1)]
+    rows += [(arm, s, 80.0 + shift[arm] + noise[s] * (i + 1)) for i, arm in enumerate(first_family)
+             for s in (0, 1)]
+    runs = _runs(rows)
+    assert second_stage_owed(study, runs.iloc[:-1])            # the first stage not yet in
+    assert second_stage_owed(study, runs)                      # five arms left open
+    # a seed-2 run of the resolved arm and of the baseline does not settle what is owed
+    topped = _runs(rows + [(study.baseline, 2, 80.0), ("no augmentation", 2, 75.0)])
+    assert second_stage_owed(study, topped)
+    open_arms = [a for a in first_family if a != "no augmentation"]
+    done = _runs(rows + [(study.baseline, 2, 80.0)] + [(a, 2, 80.0 + noise[2]) for a in open_arms])
+    assert not second_stage_owed(study, done)
+    assert not second_stage_owed(dataclasses.replace(study, second_stage_seeds=()), runs)

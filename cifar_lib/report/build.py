@@ -74,7 +74,7 @@ def build_report(results_dir=RESULTS_DIR, figures_dir=FIGURES_DIR, report_dir=RE
     sections.pilot(filled, studied, SWEEPS.get("coursework_pilot"), "coursework_pilot")
     sections.pilot(filled, studied, SWEEPS.get("fastnet_bn_pilot"), "fast_bn_pilot")
     sections.pilot(filled, studied, SWEEPS.get("fastnet_bn_pilot2"), "fast_bn_pilot2")
-    sections.without_batch_norm(filled, studied, SWEEPS.get("fastnet_without_bn"))
+    sections.without_batch_norm(filled, studied, SWEEPS.get("fastnet_without_bn"), SWEEPS.get("fastnet_bn_pilot2"))
     sections.learning_rate_curve(filled, studied, SWEEPS.get("fastnet_lr_curve"))
     sections.pooled_spread(filled, study)
     sections.tally(filled, study)

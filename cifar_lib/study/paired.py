@@ -155,6 +155,22 @@ def first_family_ran(sweep, runs: pd.DataFrame) -> bool:
     return every_seed_ran(runs, (sweep.baseline, *first), sweep.seeds)
 
 
+def second_stage_owed(sweep, runs: pd.DataFrame) -> bool:
+    """Whether a declared second stage still has runs to make: while the first stage is
+    running (which arms it owes is not known yet), or while the baseline or an arm whose
+    first-stage interval includes 0 lacks a second-stage seed. The intervals are those of
+    the first stage's seeds alone: the stage-2 runs change the pool, not who is owed."""
+    if not sweep.second_stage_seeds:
+        return False
+    first = runs[runs["seed"].isin(sweep.seeds)]
+    if not first_family_ran(sweep, first):
+        return True
+    table = declared_table(sweep, first)
+    open_arms = table.index[(table["pairs"] > 0) & (table["failed"] == 0) & ~table["resolved"]]
+    return bool(len(open_arms)) and not every_seed_ran(runs, (sweep.baseline, *open_arms),
+                                                       sweep.second_stage_seeds)
+
+
 def declared_table(sweep, runs: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """A study declared with `analysis = "paired"` analysed as declared: paired_table over
     its families, its failure rule and screen, at its stage's error rate."""

@@ -235,8 +235,9 @@ def optuna_search(trials: pd.DataFrame, importances: dict[str, float], base: flo
     left.scatter(below["trial"], np.full(len(below), low), marker="v", color="C0", s=30, zorder=3,
                  label=f"complete, below the axis ({len(below)}: {below['val_acc'].min():.0f}–"
                        f"{below['val_acc'].max():.0f}%)" if len(below) else None)
-    # drawn half a trial past the last one, so that a best found by the last trial shows
-    left.step([*complete["trial"], trials["trial"].max() + 0.5],
+    # drawn two trials past the last one, so that a best found by the last trial shows
+    # beside its marker rather than under it
+    left.step([*complete["trial"], trials["trial"].max() + 2],
               [*complete["best so far"], complete["best so far"].iloc[-1]], where="post", color="C1",
               lw=1.5, label="best complete so far")
     if base is not None:

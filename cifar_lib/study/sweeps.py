@@ -47,6 +47,8 @@ class Sweep:
     analysis: str = "two-way"
     # seeds a declared second stage adds, for the baseline and the arms stage 1 left unresolved
     second_stage_seeds: tuple[int, ...] = ()
+    # the study's budget: hours of recorded run time on one kind of machine (None: none)
+    cap_hours: float | None = None
     # variant -> the same change made in another sweep ({"sweep", "variant", "against"})
     transfer: dict[str, dict] = field(default_factory=dict)
     source: str = ""                 # the file it was read from ('' when built in code)
@@ -99,6 +101,12 @@ class Sweep:
     @property
     def planned_runs(self) -> int:
         return len(self.runs())
+
+    def required_runs(self) -> list[tuple[str, int]]:
+        """The planned runs less those of a family named "optional" (declared to run only
+        if the cap allows): what a study cut short must keep."""
+        optional = set(self.groups.get("optional", ()))
+        return [(v, s) for v, s in self.runs() if v not in optional]
 
     def done(self, recorded) -> set[tuple[str, int]]:
         """The planned runs among `recorded`, the (variant, seed) of each recorded run."""
@@ -186,6 +194,7 @@ KEYS = {
     "failure_below": (_fraction, "a fraction between 0 and 1"),
     "spread_alpha": (_fraction, "a fraction between 0 and 1"),
     "planned_sd_diff": (lambda v: isinstance(v, (int, float)) and v > 0, "points, above 0"),
+    "cap_hours": (lambda v: isinstance(v, (int, float)) and v > 0, "hours, above 0"),
     "analysis": (lambda v: v in ("two-way", "paired"), '"two-way" or "paired"'),
     "variants": (lambda v: isinstance(v, dict) and bool(v), "a table of variants"),
     "groups": (lambda v: isinstance(v, dict), "a table of families"),
@@ -240,7 +249,7 @@ def _sweep_from(path, table: dict, declared: dict) -> Sweep:
                  profiles=dict(table.get("profiles", {})), baseline=table.get("baseline"),
                  final=bool(table.get("final", False)), failure_below=table.get("failure_below"),
                  spread_alpha=float(table.get("spread_alpha", 0.01)),
-                 planned_sd_diff=table.get("planned_sd_diff"),
+                 planned_sd_diff=table.get("planned_sd_diff"), cap_hours=table.get("cap_hours"),
                  analysis=table.get("analysis", "two-way"),
                  second_stage_seeds=tuple(table.get("second_stage_seeds", ())),
                  transfer={k: dict(v) for k, v in table.get("transfer", {}).items()},

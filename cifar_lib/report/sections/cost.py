@@ -37,7 +37,7 @@ def engine(filled: Filled, results_dir: Path, models: set[str], study_machines: 
 
 
 def study_cost(filled: Filled, runs: pd.DataFrame, studies: dict[str, Sweep]):
-    """Each study's wall time on each kind of machine (one row each), and all its planned
+    """Each study's wall time on each kind of machine (one row each), and all its required
     runs projected there: the recorded hours plus the runs still to go at the median run.
     `studies`: placeholder prefix -> study; `{prefix}_runs`, `_device`, `_hours`, ... say
     the machine that ran most of it."""
@@ -46,38 +46,42 @@ def study_cost(filled: Filled, runs: pd.DataFrame, studies: dict[str, Sweep]):
         mine = runs[runs["sweep"] == study.name]
         if mine.empty:
             continue
-        planned = study.planned_runs
+        required = len(study.required_runs())
         table = mine.groupby(["device", "precision"]).agg(
             runs=("id", "size"), hours=("wall_minutes", lambda m: m.sum() / 60),
             minutes_per_run=("wall_minutes", "median"),
-            images_per_second=("images_seen", "sum"), train_minutes=("train_minutes", "sum"))
+            images_per_second=("images_trained", "sum"), train_minutes=("train_minutes", "sum"))
         table["images_per_second"] = (table["images_per_second"] / (60 * table["train_minutes"])).round().astype(int)
         table = table.drop(columns="train_minutes").sort_values("runs", ascending=False)
         (device, precision), most = table.index[0], table.iloc[0]
         filled.values.update({prefix: "yes", f"{prefix}_runs": str(int(most["runs"])), f"{prefix}_device": device,
                               f"{prefix}_precision": precision, f"{prefix}_hours": f"{most['hours']:.1f}",
-                              f"{prefix}_minutes": f"{most['minutes_per_run']:.1f}", f"{prefix}_planned": str(planned)})
+                              f"{prefix}_minutes": f"{most['minutes_per_run']:.1f}", f"{prefix}_planned": str(required)})
         if (mine["threads"] == 1).all() and mine["device_type"].eq("cpu").all():
             filled.values[f"{prefix}_one_thread"] = "yes"
-        left = (planned - table["runs"]).clip(lower=0)          # runs still to go on each machine
+        left = (required - table["runs"]).clip(lower=0)          # runs still to go on each machine
         # what is recorded, plus the runs still to go at the median run
-        table["planned"] = planned
-        table["all planned, hours"] = table["hours"] + left * table["minutes_per_run"] / 60
+        table["required"] = required
+        table["all required, hours"] = table["hours"] + left * table["minutes_per_run"] / 60
         if left.iloc[0]:
-            filled.values[f"{prefix}_projected"] = f"{table['all planned, hours'].iloc[0]:.1f}"
+            filled.values[f"{prefix}_projected"] = f"{table['all required, hours'].iloc[0]:.1f}"
+        if study.cap_hours and table["all required, hours"].iloc[0] > study.cap_hours:
+            filled.values[f"{prefix}_cap"] = f"{study.cap_hours:g}"
         tables.append(table.reset_index().assign(study=study.name.replace("_", " "))[["study", *table.index.names, *table.columns]])
     if not tables:
         return
     table = pd.concat(tables, ignore_index=True)
     caption = "Each study's cost on each kind of machine: recorded runs and wall hours"
-    if (table["planned"] > table["runs"]).any():
-        caption += ", and its planned runs: those hours plus the runs still to go at the median run"
+    if (table["required"] > table["runs"]).any():
+        caption += (", and its required runs (all but those declared optional): those hours plus "
+                    "the runs still to go at the median run")
     else:
-        table = table.drop(columns=["planned", "all planned, hours"])
+        table = table.drop(columns=["required", "all required, hours"])
     # hours and minutes printed with the one decimal they are rounded to (9.85 is "9.8",
     # never "9.90" from a number rounded once and printed with two)
-    for column in ("hours", "minutes_per_run", "all planned, hours"):
+    for column in ("hours", "minutes_per_run", "all required, hours"):
         if column in table:
             table[column] = table[column].map(lambda v: f"{v:.1f}")
+    # a word joiner after the slash: "/s" never wraps onto a line of its own
     filled.table("study_cost", table.rename(columns={
-        "minutes_per_run": "minutes a run (median)", "images_per_second": "img/s"}), caption + ".")
+        "minutes_per_run": "median minutes a run", "images_per_second": "images/\u2060s"}), caption + ".")

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 from ...study import plots
-from ...study.paired import declared_table, stage_alpha
-from ...study.stats import fixed, format_p, interval_label
+from ...study.paired import declared_table, second_stage_owed, stage_alpha
+from ...study.stats import detectable_difference, fixed, format_p, interval_label
 from ...study.sweeps import Sweep, sweep_records
 from ...study.tables import every_seed_ran, mean_std, runs_frame, seed_range
 from ...study.transfer import counterpart_sweeps, study_transfer
@@ -20,7 +20,7 @@ from .studies import _count, effect_phrase, slug, verdict
 
 def coursework(filled: Filled, records: list[dict], study: Sweep):
     """`study`'s answers as `coursework__{arm}` (with verdict flags), its table and forest
-    plot, and how far along it is (`coursework_runs` of `coursework_planned`)."""
+    plot, and how far along it is (`coursework_runs` of `coursework_required`)."""
     mine = sweep_records(records, study)
     if not mine:
         return None
@@ -29,7 +29,7 @@ def coursework(filled: Filled, records: list[dict], study: Sweep):
     base = runs.loc[runs["variant"] == study.baseline, "val_acc"]
     level = interval_label(stage_alpha(study))
     recorded = study.recorded(runs)
-    filled.values.update(coursework_runs=str(len(recorded)), coursework_planned=str(study.planned_runs),
+    filled.values.update(coursework_runs=str(len(recorded)), coursework_required=str(len(study.required_runs())),
                          coursework_level=level)
     if resumed := study.done((r["tags"]["variant"], r["seed"]) for r in mine if r.get("resumed_at_epochs")):
         filled.values["coursework_resumed"] = f"{_count(len(resumed))} of {_count(len(recorded))}"
@@ -71,6 +71,7 @@ def _protocol(filled: Filled, study: Sweep):
     filled.values.update(coursework_epochs=str(cfg.epochs), coursework_lr=f"{cfg.lr:g}",
                          coursework_batch=str(cfg.batch_size), coursework_seeds=seed_range(study.seeds),
                          coursework_spread_alpha=f"{study.spread_alpha:g}",
+                         coursework_failure_below=f"{100 * study.failure_below:.0f}%",
                          coursework_seed_count=_count(len(study.seeds)))
     if study.second_stage_seeds:
         filled.values["coursework_stage2"] = seed_range(study.second_stage_seeds)
@@ -102,11 +103,10 @@ def answer(change: str, row: pd.Series, said: str) -> str:
             "up": f"{thing} helps ({effect})"}[said]
 
 
-def answers(study: Sweep, paired: pd.DataFrame) -> str:
-    """The first family's answers in words, in its order, the unresolved ones said together
-    at the end: '...; rotation, dropout and halving the learning rate make no resolved difference'."""
-    family = next(iter(study.families.values()))
-    said = {change: verdict(paired.loc[change]) for change in family}
+def answers(said: dict[str, str], paired: pd.DataFrame) -> str:
+    """The answers in words, given each change's verdict (`said`, in the family's order), the
+    unresolved ones together at the end: '...; rotation, dropout and halving the learning
+    rate make no resolved difference'."""
     words = [answer(c, paired.loc[c], v) for c, v in said.items() if v not in ("", "unresolved")]
     if open_ := [subject(c) for c, v in said.items() if v == "unresolved"]:
         words.append(f"{_spoken_list(open_)} make{'s' * (len(open_) == 1)} no resolved difference")
@@ -120,17 +120,24 @@ def _answered(filled: Filled, study: Sweep, paired: pd.DataFrame, runs: pd.DataF
     (`coursework_answers`), how they came out (`coursework_tally_*`) and the smallest effect
     that family finds 80% of the time."""
     family = next(iter(study.families))
-    if study.second_stage_seeds and not set(study.second_stage_seeds) & set(runs["seed"]):
+    if second_stage_owed(study, runs):
         filled.values["coursework_stage2_pending"] = "yes"
     if not paired.attrs["first_family_ran"]:   # a pool of a few df answers nothing yet
         done = [c for c in study.families[family] if every_seed_ran(runs, (study.baseline, c), study.seeds)]
         filled.values.update(coursework_in_progress="yes", coursework_done=_count(len(done)),
                              coursework_questions=_count(len(study.families[family])))
+        pool = paired.attrs["pools"][family]
+        if study.planned_sd_diff and pool["df"]:        # the power the spread so far promises
+            detectable = detectable_difference(pool["sd_diff"], len(study.families[family]),
+                                               len(study.seeds), alpha=stage_alpha(study))
+            filled.values.update(coursework_sd_so_far=fixed(pool["sd_diff"]),
+                                 coursework_sd_planned=fixed(study.planned_sd_diff),
+                                 coursework_detectable_projected=fixed(detectable))
         return
-    if said := answers(study, paired):
-        filled.values["coursework_answers"] = said
-    said = [verdict(row) for _, row in paired.loc[list(study.families[family])].iterrows()]
-    counts = {v: said.count(v) for v in ("up", "down", "failed")}
+    said = {change: verdict(paired.loc[change]) for change in study.families[family]}
+    if words := answers(said, paired):
+        filled.values["coursework_answers"] = words
+    counts = {v: list(said.values()).count(v) for v in ("up", "down", "failed")}
     filled.values.update(coursework_complete="yes", coursework_changes=_count(len(said)),
                          coursework_tally_up=_count(counts["up"]), coursework_tally_down=_count(counts["down"]),
                          coursework_tally_failed=_count(counts["failed"]),
@@ -173,21 +180,23 @@ def transfer(filled: Filled, records: list[dict], study: Sweep, paired: pd.DataF
     else:
         widest = ((both["interaction_high"] - both["interaction_low"]) / 2).max()
         filled.values.update(transfer_no_difference="yes", transfer_widest=fixed(widest))
-    def effect(side):
-        return [f"{signed(r[side])} ({signed(r[f'{side}_low'])} to {signed(r[f'{side}_high'])})"
-                for _, r in both.iterrows()]
     others = counterpart_sweeps(study)
 
     def compared(change):           # the two arms of FastNet's sweep that stand for the change
         spec = study.transfer[change]
         return f"{spec['variant']} − {spec.get('against', others[spec.get('sweep', 'recipe_study')].baseline)}"
-    filled.table("transfer", pd.DataFrame({
-        "change": both.index, "FastNet's comparison": both.index.map(compared),
-        "ImprovedNet, 50 epochs": effect("improved"),
-        "FastNet, 8 epochs": effect("fast"), "difference": effect("interaction"),
-        "resolved": both["interaction_resolved"].map({True: "✓", False: ""}).to_numpy()}),
-        f"Each change on ImprovedNet and on FastNet, and their difference (points), with "
-        f"{level} intervals, Bonferroni over the {table.attrs['comparisons']} declared changes.")
+    # three rows a change (each model's effect, then their difference), each with its own
+    # low and high columns, as in the other effect tables
+    sides = {"improved": lambda c: "ImprovedNet, 50 epochs",
+             "fast": lambda c: f"FastNet, 8 epochs: {compared(c)}", "interaction": lambda c: "difference"}
+    filled.table("transfer", pd.DataFrame([
+        {"change": change if side == "improved" else "", "effect on": name(change), "effect": r[side],
+         "low": r[f"{side}_low"], "high": r[f"{side}_high"],
+         "resolved": "✓" if r[f"{side}_low"] > 0 or r[f"{side}_high"] < 0 else ""}
+        for change, r in both.iterrows() for side, name in sides.items()]),
+        f"Each change on ImprovedNet and on FastNet (FastNet's two variants named), and their "
+        f"difference (points), with {level} intervals, Bonferroni over the "
+        f"{table.attrs['comparisons']} declared changes.")
     drawn = both.rename(columns={"fast": "short", "fast_low": "short_low", "fast_high": "short_high",
                                  "improved": "long", "improved_low": "long_low",
                                  "improved_high": "long_high", "interaction_resolved": "resolved"})

@@ -103,11 +103,13 @@ def learning_rate_curve(filled, records: list[dict], sweep: Sweep | None):
                   f"the quadratic in log rate, and the best multiplier's 95% interval (shaded).")
 
 
-def without_batch_norm(filled, records: list[dict], sweep: Sweep | None):
+def without_batch_norm(filled, records: list[dict], sweep: Sweep | None, pilot: Sweep | None = None):
     """`fast_without_bn`: FastNet without batch norm at its pilot's settings against `fast`,
     paired seed by seed on one machine under its sweep's declared analysis, with its
     accuracy (`fast_without_bn_acc`) and seeds, once every declared seed of both has run;
-    until then how many of its runs are recorded (`fast_without_bn_runs` of `_planned`)."""
+    until then how many of its runs are recorded (`fast_without_bn_runs` of `_planned`).
+    `fast_without_bn_pilot_seeds`: the arm's seeds that also ran in the `pilot` that chose
+    its settings (their runs took part in the choice)."""
     mine = sweep_records(records, sweep) if sweep else []
     if not mine:
         return
@@ -121,5 +123,7 @@ def without_batch_norm(filled, records: list[dict], sweep: Sweep | None):
     if row["failed"]:       # the sentences about it say it trains: a failure is said on its own
         filled.values["fast_without_bn_failed"] = effect_phrase(row)
         return
+    if pilot and (shared := sorted(set(pilot.seeds) & set(sweep.seeds))):
+        filled.values["fast_without_bn_pilot_seeds"] = seed_range(shared)
     filled.values.update(fast_without_bn=effect_phrase(row), fast_without_bn_seeds=seed_range(sweep.seeds),
                          fast_without_bn_acc=mean_std(runs.loc[runs["variant"] == arm, "val_acc"]))
