@@ -105,7 +105,7 @@ def test_until_every_multiplier_has_its_seeds_the_curve_says_how_far_along_it_is
     assert "lr_curve_points" not in filled.values and not filled.figures
     paragraph = next(b for b in TEMPLATE.read_text().split("\n\n") if b.startswith("[[if lr_curve_runs"))
     md = render(paragraph, filled).markdown(tmp_path)
-    assert "seven multipliers from ×0.25 to ×4 with two seeds each, is training (5 of 14 runs recorded)" in md
+    assert "seven multipliers from ×0.25 to ×4 with two seeds each, is incomplete (5 of 14 runs recorded)" in md
 
 
 def test_without_its_records_the_report_says_nothing_of_the_curve_or_the_pilots(tmp_path):
