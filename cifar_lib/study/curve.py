@@ -102,7 +102,7 @@ def rate_curve_figure(curve: pd.DataFrame):
     gone = curve[curve["collapsed"]]
     floor = min(ok["low"].min(), 0) - 0.5 if len(ok) else -1.0
     ax.scatter(gone["multiplier"], np.full(len(gone), floor), marker="x", color="C3", s=50,
-               label=f"failed or lost > {COLLAPSE_POINTS:g} points")
+               label=f"failed or lost > {COLLAPSE_POINTS:g} points" if len(gone) else None)
     vertex = curve.attrs.get("vertex")
     if vertex is not None and vertex.x is not None:
         xs = np.linspace(np.log2(ok["multiplier"]).min(), np.log2(ok["multiplier"]).max(), 100)
