@@ -290,3 +290,33 @@ def test_the_appendices_start_on_a_page_of_their_own(tmp_path):
     # the first appendix opens page 2; the second follows it on the same page
     assert len(pages) == 2 and "Appendix A" in pages[1] and "Appendix B" in pages[1]
     assert paper_shape(doc.markdown(tmp_path), pdf)["pages"] == 1
+
+
+@pytest.mark.slow
+def test_a_sweep_worker_that_was_stopped_or_lost_its_sweep_starts_no_queued_run(tmp_path, monkeypatch):
+    """The pool hands each worker runs ahead of time: after a signal stopped one of its
+    runs, or once the sweep's process is gone, a worker must not train them unwatched."""
+    import os
+
+    from cifar_lib.study import runner
+    from cifar_lib.train import TrainingInterrupted
+
+    sweep, kw = _tiny_sweep(), {"results_dir": tmp_path / "r", "checkpoint_dir": tmp_path / "c"}
+    worker = {"device": None, "data": tiny_dataset(), "parent": os.getppid()}
+    monkeypatch.setattr(runner, "_WORKER", worker)
+    # a healthy worker trains its run: a record lands
+    assert runner._worker_run(sweep, "cpu", "none", 0, kw, False)["status"] == "complete"
+    assert len(list((tmp_path / "r").rglob("*.json"))) == 1
+    # orphaned (its parent is not the sweep that started it): nothing more trains
+    worker["parent"] = -1
+    assert runner._worker_run(sweep, "cpu", "none", 1, kw, False) is None
+    worker["parent"] = os.getppid()
+    # a run stopped by a signal marks the worker stopped, and its queued runs start nothing
+    def interrupted(*args, **kwargs):
+        raise TrainingInterrupted("SIGTERM at step 3")
+    with monkeypatch.context() as m:
+        m.setattr(runner, "_run", interrupted)
+        with pytest.raises(TrainingInterrupted):
+            runner._worker_run(sweep, "cpu", "flip", 0, kw, False)
+    assert worker["stopped"] and runner._worker_run(sweep, "cpu", "flip", 1, kw, False) is None
+    assert len(list((tmp_path / "r").rglob("*.json"))) == 1

@@ -219,7 +219,7 @@ def show_paired_arm(name: str, profile: str, results_dir: Path | None = None):
     Without records, the command that measures it. Returns the table (or None)."""
     from IPython.display import display
 
-    from .paired import declared_table, first_family_ran
+    from .paired import declared_table
     from .stats import format_p, rounded
     from .sweeps import SWEEPS
 
@@ -228,9 +228,9 @@ def show_paired_arm(name: str, profile: str, results_dir: Path | None = None):
         return None
     if note := sweep.progress(zip(runs["variant"], runs["seed"]), profile):
         print(note)
-    if not first_family_ran(sweep, runs):
-        return None
     table = declared_table(sweep, runs)
+    if not table.attrs["first_family_ran"]:
+        return None
     accuracy = runs.groupby("variant")["val_acc"].mean().rename("val %")
     shown = table[["pairs", "failed", "diff", "low", "high", "p"]].join(accuracy)
     display(rounded(shown).assign(p=table["p"].map(format_p)))

@@ -40,11 +40,11 @@ def intermediate_block_diagram(num_convs: int = 3, fast: bool = False):
     def box(x, y, text, color, w=1.8, h=0.8):
         ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.05",
                                     fc=color, ec="black", lw=1, zorder=2))
-        ax.text(x, y, text, ha="center", va="center", fontsize=9.5, zorder=3)
+        ax.text(x, y, text, ha="center", va="center", fontsize=11.5, zorder=3)
 
     def circle(x, y, text, r=0.26):
         ax.add_patch(plt.Circle((x, y), r, fc="white", ec="black", lw=1, zorder=2))
-        ax.text(x, y, text, ha="center", va="center", fontsize=11, zorder=3)
+        ax.text(x, y, text, ha="center", va="center", fontsize=12.5, zorder=3)
 
     def arrow(a, b, style="-", color="black", rad=0.0):
         ax.annotate("", xy=b, xytext=a, zorder=1, arrowprops=dict(
@@ -61,12 +61,12 @@ def intermediate_block_diagram(num_convs: int = 3, fast: bool = False):
         arrow((4.3, y), (mix_x - 0.26, y))
         circle(mix_x, y, "×")
         # the weight's name up-left of its ×, clear of the dashed wire that comes from below
-        ax.text(mix_x - 0.32, y + 0.3, f"$a_{l}$", color="#b05a00", fontsize=10, ha="right")
+        ax.text(mix_x - 0.32, y + 0.3, f"$a_{l}$", color="#b05a00", fontsize=12.5, ha="right")
         arrow((mix_x + 0.26, y), (sum_xy[0] - 0.22 * np.sign(sum_xy[0] - mix_x), sum_xy[1] +
                                   0.26 * np.sign(y - sum_xy[1])))
     circle(*sum_xy, "$\\Sigma$", r=0.3)
-    box(3.4, 0.25, "mean over $H, W$: $\\bar{x} \\in \\mathbb{R}^{C_{in}}$", "#ffe0b3", w=2.6, h=0.7)
-    box(6.9, 0.25, "$a = \\mathrm{gate}(W\\bar{x} + b) \\in \\mathbb{R}^{L}$", "#ffe0b3", w=2.8, h=0.7)
+    box(3.4, 0.25, "mean over $H, W$: $\\bar{x} \\in \\mathbb{R}^{C_{in}}$", "#ffe0b3", w=3.0, h=0.7)
+    box(6.9, 0.25, "$a = \\mathrm{gate}(W\\bar{x} + b) \\in \\mathbb{R}^{L}$", "#ffe0b3", w=3.2, h=0.7)
     arrow((0.95, 2.9), (2.1, 0.25), style="--", color="#b05a00", rad=0.25)
     arrow((4.7, 0.25), (5.5, 0.25), style="--", color="#b05a00")
     for l, y in enumerate(ys, start=1):   # each weight wired to its branch's multiplication
@@ -76,9 +76,9 @@ def intermediate_block_diagram(num_convs: int = 3, fast: bool = False):
     box(9.4, 3.4, "(max-pool,)\nbatch norm,\nGELU" if fast else "activation\n(dropout, pool)",
         "#eeeeee", w=1.8, h=1.1 if fast else 0.8)
     arrow((sum_xy[0] + 0.3, sum_xy[1]), (8.5, 3.4))
-    ax.text(7.9, 3.9, "$\\sum_l a_l\\, \\mathrm{conv}_l(x)$", ha="center", va="bottom", fontsize=10)
+    ax.text(7.9, 3.9, "$\\sum_l a_l\\, \\mathrm{conv}_l(x)$", ha="center", va="bottom", fontsize=12.5)
     ax.set_title(f"FastNet's intermediate block (L = {num_convs})" if fast else
-                 f"An intermediate block with L = {num_convs} convolutions", fontsize=11)
+                 f"An intermediate block with L = {num_convs} convolutions", fontsize=12.5)
     return _close(fig)
 
 

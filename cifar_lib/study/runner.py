@@ -16,7 +16,7 @@ from ..data import CIFAR10
 from ..paths import RESULTS_DIR
 from .reuse import find_record, machine_key, run_or_load, running_here
 from ..runlock import RunInProgress
-from ..train import DivergenceError, progress_stream
+from ..train import DivergenceError, TrainingInterrupted, progress_stream
 from .sweeps import AUGMENTATION, HYPERPARAMETERS, SWEEPS, Sweep  # noqa: F401 (the notebooks' names)
 
 
@@ -121,6 +121,7 @@ def _start_worker(data_root: str, jobs: int, counter) -> None:
     with counter.get_lock():
         index = counter.value
         counter.value += 1
+    _WORKER["parent"] = os.getppid()
     gpus = torch.cuda.device_count()
     _WORKER["device"] = f"cuda:{index % gpus}" if gpus > 1 else None
     if not gpus:
@@ -129,9 +130,18 @@ def _start_worker(data_root: str, jobs: int, counter) -> None:
 
 
 def _worker_run(sweep: Sweep, profile: str, variant: str, seed: int, kwargs: dict,
-                on_this_device: bool) -> dict:
+                on_this_device: bool) -> dict | None:
+    # The pool hands a worker its next runs ahead of time. A worker whose run a signal
+    # stopped (Ctrl-C, SIGTERM), or whose sweep is gone (its parent died), starts none of
+    # them: else it would go on training, unwatched, after the sweep was stopped.
+    if _WORKER.get("stopped") or os.getppid() != _WORKER["parent"]:
+        return None
     kwargs = {**kwargs, "device": kwargs.get("device") or _WORKER["device"]}
-    return _run(sweep, profile, _WORKER["data"], variant, seed, kwargs, on_this_device=on_this_device)
+    try:
+        return _run(sweep, profile, _WORKER["data"], variant, seed, kwargs, on_this_device=on_this_device)
+    except TrainingInterrupted:
+        _WORKER["stopped"] = True
+        raise
 
 
 # --------------------------------------------------------------------------- many machines
