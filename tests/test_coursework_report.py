@@ -252,10 +252,14 @@ def test_the_cost_table_gives_each_study_its_own_rows_and_projection(tmp_path):
     assert row["all required, hours"] == f"{projected:.1f}"
     assert filled.values.get("coursework_cost_cap") == (f"{COURSEWORK_STUDY.cap_hours:g}"
                                                         if projected > COURSEWORK_STUDY.cap_hours else None)
-    # a projection past the study's cap is said with the cap
-    tight = dataclasses.replace(COURSEWORK_STUDY, cap_hours=round(projected / 2, 3))
-    study_cost(filled, runs_frame(improved), {"coursework_cost": tight})
-    assert filled.values["coursework_cost_cap"] == f"{tight.cap_hours:g}"
+    # a projection past the study's cap is said with the cap; a cap the recorded runs have
+    # already spent, with runs still to go, is said as spent
+    recorded = sum(minutes) / 60
+    for cap, spent in ((round((recorded + projected) / 2, 4), False), (round(recorded / 2, 4), True)):
+        filled = Filled(tmp_path)
+        study_cost(filled, runs_frame(improved), {"coursework_cost": dataclasses.replace(COURSEWORK_STUDY, cap_hours=cap)})
+        assert filled.values["coursework_cost_cap"] == f"{cap:g}"
+        assert ("coursework_cost_cap_reached" in filled.values) == spent
     assert filled.values["coursework_cost_one_thread"] == "yes" and "cost_projected" not in filled.values
 
 

@@ -67,14 +67,15 @@ def study_cost(filled: Filled, runs: pd.DataFrame, studies: dict[str, Sweep]):
             filled.values[f"{prefix}_projected"] = f"{table['all required, hours'].iloc[0]:.1f}"
         if study.cap_hours and table["all required, hours"].iloc[0] > study.cap_hours:
             filled.values[f"{prefix}_cap"] = f"{study.cap_hours:g}"
+            if most["hours"] >= study.cap_hours and left.iloc[0]:    # spent, with runs still to go
+                filled.values[f"{prefix}_cap_reached"] = "yes"
         tables.append(table.reset_index().assign(study=study.name.replace("_", " "))[["study", *table.index.names, *table.columns]])
     if not tables:
         return
     table = pd.concat(tables, ignore_index=True)
-    caption = "Each study's cost on each kind of machine: recorded runs and wall hours"
+    caption = "Each study's cost on each kind of machine: runs, wall hours, images trained a second"
     if (table["required"] > table["runs"]).any():
-        caption += (", and its required runs (all but those declared optional): those hours plus "
-                    "the runs still to go at the median run")
+        caption += ("; its required runs (all but the optional) projected at the median run")
     else:
         table = table.drop(columns=["required", "all required, hours"])
     # hours and minutes printed with the one decimal they are rounded to (9.85 is "9.8",
