@@ -187,13 +187,13 @@ def transfer(filled: Filled, records: list[dict], study: Sweep, paired: pd.DataF
         return f"{spec['variant']} − {spec.get('against', others[spec.get('sweep', 'recipe_study')].baseline)}"
     # three rows a change (each model's effect, then their difference), each with its own
     # low and high columns, as in the other effect tables
-    sides = {"improved": lambda c: "ImprovedNet, 50 epochs",
-             "fast": lambda c: f"FastNet, 8 epochs: {compared(c)}", "interaction": lambda c: "difference"}
     filled.table("transfer", pd.DataFrame([
-        {"change": change if side == "improved" else "", "effect on": name(change), "effect": r[side],
+        {"change": change if side == "improved" else "", "effect on": name, "effect": r[side],
          "low": r[f"{side}_low"], "high": r[f"{side}_high"],
          "resolved": "✓" if r[f"{side}_low"] > 0 or r[f"{side}_high"] < 0 else ""}
-        for change, r in both.iterrows() for side, name in sides.items()]),
+        for change, r in both.iterrows()
+        for side, name in (("improved", "ImprovedNet, 50 epochs"),
+                           ("fast", f"FastNet, 8 epochs: {compared(change)}"), ("interaction", "difference"))]),
         f"Each change on ImprovedNet and on FastNet (FastNet's two variants named), and their "
         f"difference (points), with {level} intervals, Bonferroni over the "
         f"{table.attrs['comparisons']} declared changes.")
