@@ -292,6 +292,28 @@ def test_the_appendices_start_on_a_page_of_their_own(tmp_path):
     assert paper_shape(doc.markdown(tmp_path), pdf)["pages"] == 1
 
 
+def test_a_long_table_at_a_page_foot_goes_on_over_the_break_and_a_short_one_moves_whole(tmp_path):
+    """Was: every table kept whole, so a long one at a page's foot left a fifth of it empty."""
+    import pypdfium2 as pdfium
+
+    from cifar_lib.report.document import LONG_TABLE_ROWS, Document
+
+    def laid_out(rows: int) -> list[str]:
+        doc = Document()
+        for _ in range(7):                  # text to about a page's last fifth
+            doc.text("filler " * 90)
+        frame = pd.DataFrame({"machine name": [f"row{i:02d}" for i in range(rows)], "x": range(rows)})
+        doc.artefact("table", frame, "A table.")
+        pdf = doc.pdf(tmp_path / f"{rows}.pdf")
+        return [p.get_textpage().get_text_range() for p in pdfium.PdfDocument(str(pdf))]
+
+    long = laid_out(3 * LONG_TABLE_ROWS)
+    assert len(long) == 2 and "A table." in long[0] and "row00" in long[0]   # starts on page 1
+    assert "row29" in long[1] and "machine name" in long[1]                  # header repeated
+    short = laid_out(LONG_TABLE_ROWS)                   # it would fit on page 2's top, whole
+    assert len(short) == 2 and "row00" not in short[0] and "A table." in short[1] and "row09" in short[1]
+
+
 @pytest.mark.slow
 def test_a_sweep_worker_that_was_stopped_or_lost_its_sweep_starts_no_queued_run(tmp_path, monkeypatch):
     """The pool hands each worker runs ahead of time: after a signal stopped one of its

@@ -82,9 +82,11 @@ class Document:
                                                 for v, c, a in zip(row, frame.columns, align))
                                + "</tr>" for row in frame.itertuples(index=False))
                 # the caption sits above the table as its own line, as wide as the text (a
-                # <caption> is only as wide as its table), and the two stay on one page
-                body.append(f"<div class='table'><p class='caption'>{inline_html(caption)}</p>"
-                            f"<table><tr>{head}</tr>{rows}</table></div>")
+                # <caption> is only as wide as its table), and the two stay on one page; a
+                # long table may go on over a page break, its header row repeated there
+                box = "table long" if len(frame) > LONG_TABLE_ROWS else "table"
+                body.append(f"<div class='{box}'><p class='caption'>{inline_html(caption)}</p>"
+                            f"<table><thead><tr>{head}</tr></thead>{rows}</table></div>")
             else:
                 path, caption = rest
                 data = base64.b64encode(path.read_bytes()).decode()
@@ -117,6 +119,7 @@ class Document:
 # The print page's geometry, as PAGED_STYLE sets it: A4 less the side margins, and the
 # tallest a figure may be; a PNG saved at SAVE_DPI is laid out at CSS's 96 pixels an inch.
 SIDE_MARGIN_CM = 1.8
+LONG_TABLE_ROWS = 10     # a table longer than this may break over pages rather than leave one half empty
 TEXT_WIDTH_CM, FIGURE_MAX_HEIGHT_CM, SAVE_DPI, CSS_DPI = 21.0 - 2 * SIDE_MARGIN_CM, 10.0, 130, 96
 
 
@@ -132,9 +135,11 @@ PAGED_STYLE = (
     "font:9pt sans-serif;color:#555}}"
     "body{font-family:sans-serif;font-size:10pt;line-height:1.4}h1{font-size:18pt}h2{font-size:14pt}"
     "h3{font-size:11.5pt}h2,h3{break-after:avoid}.appendix{break-before:page}"
-    "div.table{break-inside:avoid;margin:.8em 0}table{border-collapse:collapse;font-size:7.5pt}"
+    "div.table{break-inside:avoid;margin:.8em 0}div.long{break-inside:auto}tr{break-inside:avoid}"
+    "table{border-collapse:collapse;font-size:7.5pt}"
     "td,th{border:1px solid #bbb;padding:.15em .4em;text-align:right}.text{text-align:left}"
-    ".caption{font-style:italic;margin:0 0 .3em;font-size:8.5pt}"
+    "td:first-child{white-space:nowrap}"      # a row's name on one line; the other columns wrap
+    ".caption{font-style:italic;margin:0 0 .3em;font-size:8.5pt;break-after:avoid}"
     f"figure{{margin:1em 0;break-inside:avoid}}img{{max-width:100%;max-height:{FIGURE_MAX_HEIGHT_CM:g}cm}}"
     "ul{padding-left:1.2em}li{margin:.2em 0}"
     "figcaption{font-style:italic;font-size:8.5pt}code{background:#f3f3f3;font-size:90%}")
