@@ -247,6 +247,7 @@ def test_table_cells_read_as_a_paper_prints_them():
 
     assert (format_cell(True), format_cell(False), format_cell(np.bool_(True))) == ("✓", "", "✓")
     assert format_cell(0.0042, "p (adjusted)") == "0.0042" and format_cell(0.31234, "p") == "0.31"
+    assert format_cell(0.0100, "p") == "0.010" and format_cell(1.0, "p (Holm)") == "1.0"   # two figures, zeros kept
     assert format_cell(3e-7, "p") == "< 0.0001" and format_cell(0.0042, "diff") == "0.00"
     assert format_cell(-3.333, "effect") == "−3.33"           # a minus sign, not a hyphen
     assert format_cell(float("nan"), "p") == "" and format_cell(12345) == "12,345"

@@ -57,8 +57,9 @@ def rounded(table: pd.DataFrame, places: int = 2) -> pd.DataFrame:
 
 
 def format_p(p: float) -> str:
-    """A p-value as a paper prints it: two significant figures, '< 0.0001' below that."""
-    return "" if np.isnan(p) else "< 0.0001" if p < 1e-4 else f"{p:.2g}"
+    """A p-value as a paper prints it: two significant figures, trailing zeros kept ('0.010',
+    '1.0'), '< 0.0001' below that."""
+    return "" if np.isnan(p) else "< 0.0001" if p < 1e-4 else f"{p:#.2g}"
 
 
 def failed_to_train(scores: pd.Series, failure_below: float | None) -> pd.Series:

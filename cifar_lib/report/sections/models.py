@@ -82,8 +82,8 @@ def _gap_phrase(ours: pd.Series, theirs: float, their_std: float, their_runs: in
     gap, spread = ours.mean() - theirs, max(their_std, ours.std() if len(ours) > 1 else 0.0)
     seeds = f"{len(ours)} seed{'s' * (len(ours) > 1)} against {their_runs} run{'s' * (their_runs > 1)}"
     if abs(gap) <= spread:
-        return (f"{signed(gap)} points ({seeds}), within the {fixed(spread)}-point run-to-run spread: "
-                f"the runs do not tell the two apart")
+        return (f"{signed(gap)} points ({seeds}), smaller than the {fixed(spread)}-point run-to-run "
+                f"spread (a comparison of levels, not a test)")
     return f"{signed(gap)} points ({seeds}), more than the {fixed(spread)}-point run-to-run spread"
 
 

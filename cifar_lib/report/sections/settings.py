@@ -14,7 +14,7 @@ from ...study.stats import fixed
 from ...study.sweeps import Sweep, sweep_records
 from ...study.paired import declared_table, first_family_ran
 from ...study.tables import mean_std, pilot_choice, runs_frame, seed_range
-from .common import LEVEL, _spoken_list
+from .common import LEVEL, _spoken_list, signed
 from .studies import _count, effect_phrase
 
 
@@ -24,6 +24,11 @@ def _short_names(names: list[str]) -> list[str]:
     common = os.path.commonprefix(names)
     cut = (common.rfind(", ") + 2 if ", " in common else common.rfind(" ") + 1) if len(names) > 1 else 0
     return [re.sub(r"(^|\s)x(?=\d)", r"\1×", n[cut:]) for n in names]
+
+
+def _threads(n) -> str:
+    """'one thread', 'two threads'."""
+    return f"{_count(int(n))} thread{'s' * (int(n) != 1)}"
 
 
 def pilot(filled, records: list[dict], sweep: Sweep | None, key: str):
@@ -125,5 +130,15 @@ def without_batch_norm(filled, records: list[dict], sweep: Sweep | None, pilot: 
         return
     if pilot and (shared := sorted(set(pilot.seeds) & set(sweep.seeds))):
         filled.values["fast_without_bn_pilot_seeds"] = seed_range(shared)
+        # the pilot's choice was made on these seeds' runs: the effect on the others alone
+        by_seed = runs[runs["machine"] == row["machine"]].pivot_table("val_acc", "seed", "variant")
+        others = by_seed.drop(index=shared, errors="ignore")
+        if len(others):
+            filled.values.update(fast_without_bn_other_seeds=seed_range(others.index),
+                                 fast_without_bn_other=signed((others[arm] - others[sweep.baseline]).mean()))
+    on_machine = runs[runs["machine"] == row["machine"]]
     filled.values.update(fast_without_bn=effect_phrase(row), fast_without_bn_seeds=seed_range(sweep.seeds),
-                         fast_without_bn_acc=mean_std(runs.loc[runs["variant"] == arm, "val_acc"]))
+                         fast_without_bn_acc=mean_std(on_machine.loc[on_machine["variant"] == arm, "val_acc"]),
+                         fast_without_bn_base=mean_std(on_machine.loc[on_machine["variant"] == sweep.baseline, "val_acc"]),
+                         fast_without_bn_machine=on_machine["device"].iloc[0],
+                         fast_without_bn_threads=_threads(on_machine["threads"].iloc[0]))

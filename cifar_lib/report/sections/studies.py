@@ -255,7 +255,8 @@ def budget_transfer(filled: Filled, records: list[dict], study: Sweep, short_stu
                           if row["short_low"] <= 0 <= row["short_high"]})
     filled.figure("budget_transfer", plots.budget_transfer(table, f"{short_epochs} epochs", f"{long_epochs} epochs"),
                   f"Each change's effect at {short_epochs} epochs (squares) and at {long_epochs} "
-                  f"(dots), with simultaneous {LEVEL} intervals; bold: the change with budget is "
+                  f"(dots), with simultaneous {LEVEL} intervals; arrows: from {short_epochs} to {long_epochs} "
+                  f"epochs; triangles: intervals cut at the axis; bold: the change with budget is "
                   f"resolved{'; †: own spread' * bool(table['own_spread'].any())}.")
     shown = table[["short", "long", "change", "change_low", "change_high", "p", "resolved"]].reset_index()
     if table["own_spread"].any():     # where an effect's interval rests on its own spread
