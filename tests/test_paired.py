@@ -142,7 +142,7 @@ def test_a_notebook_shows_a_compared_table_as_a_paper_prints_it():
     assert "device" not in shown and "precision" not in shown and "own_spread" not in shown
     assert shown.loc["a", "resolved"] == "✓" and shown.loc["b", "resolved"] == ""
     assert shown.loc["a", "p"] == "< 0.0001" and shown.loc["base", "p"] == ""
-    assert shown.loc["b", "p"] == f"{table.loc['b', 'p']:.2g}"
+    assert shown.loc["b", "p"] == f"{table.loc['b', 'p']:#.2g}"
     assert shown.loc["a", "diff"] == round(table.loc["a", "diff"], 2) and shown.loc["base", "diff"] == ""
     assert shown.loc["a", "pairs"] == 4 and shown.loc["base", "pairs"] == ""
     # c ran on another machine, with the base there: two machines, each row says where it ran
