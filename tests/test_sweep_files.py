@@ -30,6 +30,19 @@ def test_a_key_a_sweep_cannot_have_is_refused_with_its_file(tmp_path, line, mess
         sweeps.load_sweep(path)
 
 
+def test_families_declared_optional_leave_the_required_runs_and_an_unknown_one_is_refused(tmp_path):
+    grouped = GOOD + '"dropout" = { model_args = { dropout = 0.2 } }\n[groups]\nasked = ["no aug"]\nextra = ["dropout"]\n'
+    plain = sweeps.load_sweep(_write(tmp_path, "plain", grouped))
+    assert len(plain.required_runs()) == plain.planned_runs == 6          # nothing declared optional
+    capped = sweeps.load_sweep(_write(tmp_path, "capped", 'optional_groups = ["extra"]\n' + grouped))
+    assert sorted(capped.required_runs()) == [("base", 0), ("base", 1), ("no aug", 0), ("no aug", 1)]
+    with pytest.raises(ConfigError, match=r"typo.toml: optional_groups names \['extras'\]"):
+        sweeps.load_sweep(_write(tmp_path, "typo", 'optional_groups = ["extras"]\n' + grouped))
+    # the recipe study's further family ran last, if the cap allowed: 68 of its 76 runs are required
+    recipe = sweeps.SWEEPS["recipe_study"]
+    assert (recipe.planned_runs, len(recipe.required_runs())) == (76, 68)
+
+
 def test_a_variants_bad_setting_names_the_file_and_the_variant(tmp_path):
     sweep = sweeps.load_sweep(_write(tmp_path, "mine", GOOD + '"typo" = { lrr = 0.1 }\n'))
     with pytest.raises(ConfigError) as e:

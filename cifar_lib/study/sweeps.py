@@ -49,6 +49,8 @@ class Sweep:
     second_stage_seeds: tuple[int, ...] = ()
     # the study's budget: hours of recorded run time on one kind of machine (None: none)
     cap_hours: float | None = None
+    # families declared to run only if the cap allows: a study cut short may lack them
+    optional_groups: tuple[str, ...] = ("optional",)
     # variant -> the same change made in another sweep ({"sweep", "variant", "against"})
     transfer: dict[str, dict] = field(default_factory=dict)
     source: str = ""                 # the file it was read from ('' when built in code)
@@ -103,9 +105,9 @@ class Sweep:
         return len(self.runs())
 
     def required_runs(self) -> list[tuple[str, int]]:
-        """The planned runs less those of a family named "optional" (declared to run only
-        if the cap allows): what a study cut short must keep."""
-        optional = set(self.groups.get("optional", ()))
+        """The planned runs less those of the families declared to run only if the cap
+        allows (`optional_groups`): what a study cut short must keep."""
+        optional = {v for g in self.optional_groups for v in self.groups.get(g, ())}
         return [(v, s) for v, s in self.runs() if v not in optional]
 
     def done(self, recorded) -> set[tuple[str, int]]:
@@ -195,6 +197,8 @@ KEYS = {
     "spread_alpha": (_fraction, "a fraction between 0 and 1"),
     "planned_sd_diff": (lambda v: isinstance(v, (int, float)) and v > 0, "points, above 0"),
     "cap_hours": (lambda v: isinstance(v, (int, float)) and v > 0, "hours, above 0"),
+    "optional_groups": (lambda v: isinstance(v, list) and all(isinstance(g, str) for g in v),
+                        'a list of family names, e.g. ["further"]'),
     "analysis": (lambda v: v in ("two-way", "paired"), '"two-way" or "paired"'),
     "variants": (lambda v: isinstance(v, dict) and bool(v), "a table of variants"),
     "groups": (lambda v: isinstance(v, dict), "a table of families"),
@@ -221,6 +225,9 @@ def _check_file(path: Path, table: dict) -> None:
             raise ConfigError(f"{path}: {key} = {value!r} should be {wanted}")
     if "base" not in table or "variants" not in table:
         raise ConfigError(f"{path}: a sweep names its `base` config and its [variants]")
+    if unknown := [g for g in table.get("optional_groups", ()) if g not in table.get("groups", {})]:
+        raise ConfigError(f"{path}: optional_groups names {unknown}, which are not among its "
+                          f"[groups] {list(table.get('groups', {}))}")
     for name, change in table["variants"].items():
         if not isinstance(change, dict):
             raise ConfigError(f"{path}: variant {name!r} should be a table of settings, "
@@ -250,6 +257,7 @@ def _sweep_from(path, table: dict, declared: dict) -> Sweep:
                  final=bool(table.get("final", False)), failure_below=table.get("failure_below"),
                  spread_alpha=float(table.get("spread_alpha", 0.01)),
                  planned_sd_diff=table.get("planned_sd_diff"), cap_hours=table.get("cap_hours"),
+                 optional_groups=tuple(table.get("optional_groups", ("optional",))),
                  analysis=table.get("analysis", "two-way"),
                  second_stage_seeds=tuple(table.get("second_stage_seeds", ())),
                  transfer={k: dict(v) for k, v in table.get("transfer", {}).items()},

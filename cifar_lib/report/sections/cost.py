@@ -31,6 +31,9 @@ def engine(filled: Filled, results_dir: Path, models: set[str], study_machines: 
              "precision": r["precision"], "images/s": round(r["median_img_s"]), "speedup": r["speedup"]}
             for device, b in newest.items() for r in b["rows"] if r["model"] in models]
     filled.values["engine"] = "yes"
+    # where the data was missing the benchmark timed random images of CIFAR-10's shape
+    if random := [d for d, b in newest.items() if b.get("data", "").startswith("random")]:
+        filled.values["engine_random"] = " and ".join(f"the {d}" for d in random)
     filled.table("engine", pd.DataFrame(rows),
                  "Training throughput on each machine (its latest benchmark): median images/s over "
                  "interleaved repeats; speedups are ratios to the coursework's pipeline in the same run.")
@@ -47,10 +50,14 @@ def study_cost(filled: Filled, runs: pd.DataFrame, studies: dict[str, Sweep]):
         if mine.empty:
             continue
         required = len(study.required_runs())
+        # the optional families' runs count in the hours spent, not in the required ones
+        is_required = mine["variant"].isin({v for v, _ in study.required_runs()})
+        mine = mine.assign(required_runs=is_required, required_minutes=mine["wall_minutes"].where(is_required, 0))
         table = mine.groupby(["device", "precision"]).agg(
             runs=("id", "size"), hours=("wall_minutes", lambda m: m.sum() / 60),
             minutes_per_run=("wall_minutes", "median"),
-            images_per_second=("images_trained", "sum"), train_minutes=("train_minutes", "sum"))
+            images_per_second=("images_trained", "sum"), train_minutes=("train_minutes", "sum"),
+            required_runs=("required_runs", "sum"), required_minutes=("required_minutes", "sum"))
         table["images_per_second"] = (table["images_per_second"] / (60 * table["train_minutes"])).round().astype(int)
         table = table.drop(columns="train_minutes").sort_values("runs", ascending=False)
         (device, precision), most = table.index[0], table.iloc[0]
@@ -59,10 +66,11 @@ def study_cost(filled: Filled, runs: pd.DataFrame, studies: dict[str, Sweep]):
                               f"{prefix}_minutes": f"{most['minutes_per_run']:.1f}", f"{prefix}_planned": str(required)})
         if (mine["threads"] == 1).all() and mine["device_type"].eq("cpu").all():
             filled.values[f"{prefix}_one_thread"] = "yes"
-        left = (required - table["runs"]).clip(lower=0)          # runs still to go on each machine
-        # what is recorded, plus the runs still to go at the median run
+        left = (required - table["required_runs"]).clip(lower=0)   # runs still to go on each machine
+        # the required runs recorded, plus those still to go at the median run
         table["required"] = required
-        table["all required, hours"] = table["hours"] + left * table["minutes_per_run"] / 60
+        table["all required, hours"] = (table["required_minutes"] + left * table["minutes_per_run"]) / 60
+        table = table.drop(columns=["required_runs", "required_minutes"]).assign(left=left)
         if left.iloc[0]:
             filled.values[f"{prefix}_projected"] = f"{table['all required, hours'].iloc[0]:.1f}"
         if study.cap_hours and table["all required, hours"].iloc[0] > study.cap_hours:
@@ -74,10 +82,11 @@ def study_cost(filled: Filled, runs: pd.DataFrame, studies: dict[str, Sweep]):
         return
     table = pd.concat(tables, ignore_index=True)
     caption = "Each study's cost on each kind of machine: runs, wall hours, images trained a second"
-    if (table["required"] > table["runs"]).any():
+    if (table["left"] > 0).any():
         caption += ("; its required runs (all but the optional) projected at the median run")
+        table = table.drop(columns="left")
     else:
-        table = table.drop(columns=["required", "all required, hours"])
+        table = table.drop(columns=["required", "all required, hours", "left"])
     # hours and minutes printed with the one decimal they are rounded to (9.85 is "9.8",
     # never "9.90" from a number rounded once and printed with two)
     for column in ("hours", "minutes_per_run", "all required, hours"):

@@ -27,7 +27,7 @@ def _analysis(filled: Filled, record: dict, results_dir: Path):
     plain_rows, plain_ece = reliability(preds["probs"], labels)
     hardest, easiest = per_class["accuracy %"].idxmin(), per_class["accuracy %"].idxmax()
     filled.values.update(
-        analysed_seed=str(record["seed"]),
+        analysed_seed=str(record["seed"]), analysed_device=device_label(record["device"]),
         hardest_class=f"{CLASSES[hardest]} ({fixed(per_class['accuracy %'][hardest])}%)",
         easiest_class=f"{CLASSES[easiest]} ({fixed(per_class['accuracy %'][easiest])}%)",
         ece_plain=f"{fixed(100 * plain_ece)}%", ece_tta=f"{fixed(100 * ece)}%")
