@@ -81,9 +81,9 @@ def study_cost(filled: Filled, runs: pd.DataFrame, studies: dict[str, Sweep]):
     if not tables:
         return
     table = pd.concat(tables, ignore_index=True)
-    caption = "Each study's cost on each kind of machine: runs, wall hours, images trained a second"
+    caption = "Each study's cost on each kind of machine: runs, wall hours, images trained a second of training"
     if (table["left"] > 0).any():
-        caption += ("; its required runs (all but the optional) projected at the median run")
+        caption += ("; its required runs (all but the optional): those recorded, plus those left at the median run")
         table = table.drop(columns="left")
     else:
         table = table.drop(columns=["required", "all required, hours", "left"])
