@@ -257,7 +257,7 @@ def _sweep_from(path, table: dict, declared: dict) -> Sweep:
                  final=bool(table.get("final", False)), failure_below=table.get("failure_below"),
                  spread_alpha=float(table.get("spread_alpha", 0.01)),
                  planned_sd_diff=table.get("planned_sd_diff"), cap_hours=table.get("cap_hours"),
-                 optional_groups=tuple(table.get("optional_groups", ("optional",))),
+                 optional_groups=tuple(table.get("optional_groups", Sweep.optional_groups)),
                  analysis=table.get("analysis", "two-way"),
                  second_stage_seeds=tuple(table.get("second_stage_seeds", ())),
                  transfer={k: dict(v) for k, v in table.get("transfer", {}).items()},

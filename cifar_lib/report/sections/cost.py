@@ -41,17 +41,18 @@ def engine(filled: Filled, results_dir: Path, models: set[str], study_machines: 
 
 def study_cost(filled: Filled, runs: pd.DataFrame, studies: dict[str, Sweep]):
     """Each study's wall time on each kind of machine (one row each), and all its required
-    runs projected there: the recorded hours plus the runs still to go at the median run.
+    runs projected there: their recorded hours plus the runs still to go at the median run.
     `studies`: placeholder prefix -> study; `{prefix}_runs`, `_device`, `_hours`, ... say
     the machine that ran most of it."""
-    tables = []
+    tables, projecting = [], False
     for prefix, study in studies.items():
         mine = runs[runs["sweep"] == study.name]
         if mine.empty:
             continue
-        required = len(study.required_runs())
+        required_runs = study.required_runs()
+        required = len(required_runs)
         # the optional families' runs count in the hours spent, not in the required ones
-        is_required = mine["variant"].isin({v for v, _ in study.required_runs()})
+        is_required = mine["variant"].isin({v for v, _ in required_runs})
         mine = mine.assign(required_runs=is_required, required_minutes=mine["wall_minutes"].where(is_required, 0))
         table = mine.groupby(["device", "precision"]).agg(
             runs=("id", "size"), hours=("wall_minutes", lambda m: m.sum() / 60),
@@ -70,7 +71,8 @@ def study_cost(filled: Filled, runs: pd.DataFrame, studies: dict[str, Sweep]):
         # the required runs recorded, plus those still to go at the median run
         table["required"] = required
         table["all required, hours"] = (table["required_minutes"] + left * table["minutes_per_run"]) / 60
-        table = table.drop(columns=["required_runs", "required_minutes"]).assign(left=left)
+        table = table.drop(columns=["required_runs", "required_minutes"])
+        projecting |= bool(left.any())
         if left.iloc[0]:
             filled.values[f"{prefix}_projected"] = f"{table['all required, hours'].iloc[0]:.1f}"
         if study.cap_hours and table["all required, hours"].iloc[0] > study.cap_hours:
@@ -82,11 +84,10 @@ def study_cost(filled: Filled, runs: pd.DataFrame, studies: dict[str, Sweep]):
         return
     table = pd.concat(tables, ignore_index=True)
     caption = "Each study's cost on each kind of machine: runs, wall hours, images trained a second of training"
-    if (table["left"] > 0).any():
+    if projecting:
         caption += ("; its required runs (all but the optional): those recorded, plus those left at the median run")
-        table = table.drop(columns="left")
     else:
-        table = table.drop(columns=["required", "all required, hours", "left"])
+        table = table.drop(columns=["required", "all required, hours"])
     # hours and minutes printed with the one decimal they are rounded to (9.85 is "9.8",
     # never "9.90" from a number rounded once and printed with two)
     for column in ("hours", "minutes_per_run", "all required, hours"):

@@ -12,7 +12,7 @@ import numpy as np
 from ...study.curve import COLLAPSE_POINTS, multipliers, rate_curve, rate_curve_figure
 from ...study.stats import fixed
 from ...study.sweeps import Sweep, sweep_records
-from ...study.paired import declared_table, first_family_ran
+from ...study.paired import arm_differences, declared_table, first_family_ran
 from ...study.tables import mean_std, pilot_choice, runs_frame, seed_range
 from .common import LEVEL, _spoken_list, signed
 from .studies import _count, effect_phrase
@@ -131,11 +131,11 @@ def without_batch_norm(filled, records: list[dict], sweep: Sweep | None, pilot: 
     if pilot and (shared := sorted(set(pilot.seeds) & set(sweep.seeds))):
         filled.values["fast_without_bn_pilot_seeds"] = seed_range(shared)
         # the pilot's choice was made on these seeds' runs: the effect on the others alone
-        by_seed = runs[runs["machine"] == row["machine"]].pivot_table("val_acc", "seed", "variant")
-        others = by_seed.drop(index=shared, errors="ignore")
-        if len(others):
+        diffs, _, _ = arm_differences(runs, sweep.baseline, arm, metric=sweep.metric, by="variant",
+                                      failure_below=sweep.failure_below)
+        if len(others := diffs.drop(index=shared, errors="ignore")):
             filled.values.update(fast_without_bn_other_seeds=seed_range(others.index),
-                                 fast_without_bn_other=signed((others[arm] - others[sweep.baseline]).mean()))
+                                 fast_without_bn_other=signed(others.mean()))
     on_machine = runs[runs["machine"] == row["machine"]]
     filled.values.update(fast_without_bn=effect_phrase(row), fast_without_bn_seeds=seed_range(sweep.seeds),
                          fast_without_bn_acc=mean_std(on_machine.loc[on_machine["variant"] == arm, "val_acc"]),
