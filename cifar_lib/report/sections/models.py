@@ -114,8 +114,7 @@ def gpu(filled: Filled, records: list[dict], ref: dict | None):
         r = by_config["seed_improved"]
         filled.values.update(seed_full_test=f"{fixed(100 * r['final']['test_acc'])}%",
                              seed_full_seed=str(r["seed"]),
-                             seed_full_device=device_label(r["device"]),
-                             seed_full_train_images=f"{r['data']['train_images']:,}")
+                             seed_full_device=device_label(r["device"]))
         if "val_acc" in r["final"]:             # a run on all 50,000 images has no validation split
             filled.values["seed_full_val"] = f"{fixed(100 * r['final']['val_acc'])}%"
         basic = by_config.get("seed_basic")
